@@ -1,0 +1,74 @@
+#pragma once
+// Packs directory entries into a READDIR / READDIRPLUS reply, in place in the
+// reply buffer. Each entry names the offset of the *next* one; the kernel
+// passes that offset back to continue, so it must stay meaningful while
+// entries are added or removed (an index into a stable list, a cookie, ...).
+#include <sys/stat.h>
+
+#include <cstring>
+#include <span>
+#include <string_view>
+
+#include "codec.hpp"
+#include "proto/abi.hpp"
+#include "types.hpp"
+
+namespace fusexx {
+
+class dir_buffer {
+ public:
+  dir_buffer(std::span<std::byte> space, bool plus) noexcept : space_(space), plus_(plus) {}
+
+  // True for READDIRPLUS: entries should carry attributes (the add(name, entry,
+  // next) form). In plus mode every entry with a non-zero node, other than "."
+  // and "..", counts as a lookup that a later FORGET will release.
+  bool plus() const noexcept { return plus_; }
+
+  // A plain entry: the inode number shown to the user and its file type
+  // (S_IFDIR, S_IFREG, ... or a full st_mode). Returns false, adding nothing,
+  // when the reply is full: stop and return, the kernel asks for more later.
+  bool add(std::string_view name, ino_t st_ino, mode_t type, off_t next) noexcept {
+    entry e;
+    e.st.st_ino = st_ino;
+    e.st.st_mode = type;
+    return put(name, e, next, /*with_entry=*/false);
+  }
+  // An entry with its attributes (for READDIRPLUS; plain READDIR uses only
+  // st_ino and the type of e.st).
+  bool add(std::string_view name, const entry& e, off_t next) noexcept { return put(name, e, next, true); }
+
+  std::size_t size() const noexcept { return used_; }
+  bool empty() const noexcept { return used_ == 0; }
+  std::span<const std::byte> bytes() const noexcept { return space_.first(used_); }
+
+ private:
+  bool put(std::string_view name, const entry& e, off_t next, bool with_entry) noexcept {
+    const std::size_t fixed = plus_ ? sizeof(proto::entry_out) + sizeof(proto::dirent) : sizeof(proto::dirent);
+    const std::size_t total = proto::align8(fixed + name.size());
+    if (name.empty() || total > space_.size() - used_) return false;
+    std::byte* p = space_.data() + used_;
+    std::memset(p, 0, total);  // padding goes out to the kernel: never leak stale bytes
+    if (plus_) {
+      proto::entry_out out{};
+      if (with_entry && e.node != 0) out = encode_entry(e);
+      else out.attr.ino = e.st.st_ino, out.attr.mode = e.st.st_mode;  // kernel skips node 0
+      std::memcpy(p, &out, sizeof out);
+      p += sizeof out;
+    }
+    proto::dirent d{};
+    d.ino = e.st.st_ino;
+    d.off = static_cast<std::uint64_t>(next);
+    d.namelen = static_cast<std::uint32_t>(name.size());
+    d.type = (e.st.st_mode & S_IFMT) >> 12;
+    std::memcpy(p, &d, sizeof d);
+    std::memcpy(p + sizeof d, name.data(), name.size());
+    used_ += total;
+    return true;
+  }
+
+  std::span<std::byte> space_;
+  std::size_t used_ = 0;
+  bool plus_ = false;
+};
+
+}  // namespace fusexx

@@ -1,0 +1,723 @@
+#pragma once
+// The dispatcher: one request's bytes in, one typed call on the filesystem,
+// one reply's bytes out. It makes no syscalls itself — replies leave through
+// the transport's reply_sink — so unit tests drive it with plain buffers.
+//
+// Every request is answered exactly once, whichever path it takes: the reply
+// is built from what the handler returns, so a handler cannot forget to reply
+// or reply twice. Short or inconsistent requests are answered EINVAL/EIO before
+// any field past their end is touched. A handler that throws is answered EIO.
+#include <atomic>
+#include <coroutine>
+#include <cstring>
+#include <exception>
+#include <span>
+#include <string>
+#include <type_traits>
+#include <utility>
+
+#include "buffer.hpp"
+#include "codec.hpp"
+#include "dir_buffer.hpp"
+#include "filesystem.hpp"
+#include "log.hpp"
+#include "proto/abi.hpp"
+#include "request.hpp"
+#include "session.hpp"
+#include "task.hpp"
+
+namespace fusexx {
+
+// One request as the transport hands it over.
+struct incoming {
+  std::span<const std::byte> bytes;  // exactly what the kernel delivered
+  std::span<std::byte> scratch;      // room for reply data (READ, READDIR), disjoint from `bytes`
+  buffer* owner = nullptr;           // the buffer behind both; taken over if a handler suspends
+  reply_sink sink;
+};
+
+namespace detail {
+
+// A fire-and-forget coroutine that runs one coroutine handler and sends its
+// reply. Ownership of the request buffer is settled by one atomic exchange on
+// each side: if the handler finished before the dispatcher looked, the
+// dispatcher gets the buffer back and frees the frame; otherwise the frame
+// keeps the buffer and frees both itself when the reply is sent.
+struct detached {
+  struct promise_type {
+    enum : int { starting = 0, finished = 1, released = 2 };
+    std::atomic<int> phase{starting};
+    buffer owned;
+
+    detached get_return_object() noexcept { return {std::coroutine_handle<promise_type>::from_promise(*this)}; }
+    std::suspend_always initial_suspend() noexcept { return {}; }
+    struct final_awaiter {
+      bool await_ready() noexcept { return false; }
+      // true: stay suspended, the dispatcher is still inside start() and will
+      // destroy the frame; false: run off the end, which destroys the frame.
+      bool await_suspend(std::coroutine_handle<promise_type> h) noexcept {
+        return h.promise().phase.exchange(finished, std::memory_order_acq_rel) == starting;
+      }
+      void await_resume() noexcept {}
+    };
+    final_awaiter final_suspend() noexcept { return {}; }
+    void return_void() noexcept {}
+    void unhandled_exception() noexcept { std::terminate(); }  // drive() catches everything itself
+  };
+  std::coroutine_handle<promise_type> handle;
+};
+
+// Pairs an operation's call with what to send when it succeeds; `state`
+// carries what both need (e.g. the dir_buffer a readdir fills).
+template <class Expected, class State, class Call, class Done>
+struct operation {
+  using expected = Expected;
+  State state;
+  Call call;
+  Done done;
+};
+
+}  // namespace detail
+
+template <class Expected, class State, class Call, class Done>
+detail::operation<Expected, State, Call, Done> make_operation(State s, Call c, Done d) {
+  return {std::move(s), std::move(c), std::move(d)};
+}
+
+// Sends the one reply of a request and does the bookkeeping that goes with it.
+class responder {
+ public:
+  responder(const reply_sink& sink, std::uint64_t unique, session_state& state) noexcept
+      : sink_(sink), unique_(unique), state_(&state) {}
+
+  void send(int error, std::span<const std::byte> payload = {}) const {
+    if (error != 0) state_->counters.errors_sent.fetch_add(1, std::memory_order_relaxed);
+    int rc = send_reply(sink_, unique_, error, payload);
+    // ENOENT: the request was interrupted and the kernel no longer waits for
+    // it. ENODEV: the connection is gone. Neither is the server's fault.
+    if (rc < 0 && rc != -ENOENT && rc != -ENODEV)
+      log::error("reply to request {:#x} was refused: {}", unique_, std::strerror(-rc));
+    if (log::enabled(log::level::debug))
+      log::debug("<- unique={:#x} error={} len={}", unique_, error, payload.size());
+    state_->interrupts.finished(unique_);
+    state_->counters.in_flight.fetch_sub(1, std::memory_order_relaxed);
+  }
+  void send(int error, std::span<const std::byte> a, std::span<const std::byte> b) const {
+    // Two consecutive structs (CREATE's entry_out + open_out): join them.
+    std::byte joined[512];
+    std::memcpy(joined, a.data(), a.size());
+    std::memcpy(joined + a.size(), b.data(), b.size());
+    send(error, std::span<const std::byte>(joined, a.size() + b.size()));
+  }
+
+ private:
+  reply_sink sink_;
+  std::uint64_t unique_;
+  session_state* state_;
+};
+
+template <filesystem Fs>
+class dispatcher {
+ public:
+  dispatcher(Fs& fs, session_state& state) noexcept : fs_(fs), state_(state) {}
+
+  Fs& fs() noexcept { return fs_; }
+  session_state& state() noexcept { return state_; }
+
+  void handle(incoming& in) {
+    if (in.bytes.size() < sizeof(proto::in_header)) {
+      // Without a complete header there is no unique id to answer to.
+      state_.counters.malformed.fetch_add(1, std::memory_order_relaxed);
+      log::error("dropped a {}-byte request: shorter than its header", in.bytes.size());
+      return;
+    }
+    proto::in_header h;
+    std::memcpy(&h, in.bytes.data(), sizeof h);
+    state_.counters.requests.fetch_add(1, std::memory_order_relaxed);
+    const auto op = static_cast<proto::opcode>(h.opcode);
+    if (log::enabled(log::level::debug))
+      log::debug("-> unique={:#x} {} node={} len={} pid={}", h.unique, proto::name(op), h.nodeid, h.len, h.pid);
+
+    const bool expects_reply = op != proto::opcode::forget && op != proto::opcode::batch_forget &&
+                               op != proto::opcode::interrupt && op != proto::opcode::notify_reply;
+    if (expects_reply) state_.counters.in_flight.fetch_add(1, std::memory_order_relaxed);
+    responder resp(in.sink, h.unique, state_);
+
+    const std::size_t ext = std::size_t{h.total_extlen} * 8;
+    if (h.len != in.bytes.size() || h.len < sizeof h + ext) {
+      state_.counters.malformed.fetch_add(1, std::memory_order_relaxed);
+      if (h.len != in.bytes.size())
+        log::error("request {:#x} ({}) says it is {} bytes but {} arrived", h.unique, proto::name(op), h.len,
+                   in.bytes.size());
+      else
+        log::error("request {:#x} ({}) claims {} bytes of extensions in {} bytes", h.unique, proto::name(op), ext,
+                   h.len);
+      if (expects_reply) resp.send(EIO);
+      return;
+    }
+    // Extensions (security context, supplementary groups) follow the
+    // arguments; fusexx does not ask for them, so they are skipped.
+    body_reader body(in.bytes.subspan(sizeof h, h.len - sizeof h - ext));
+
+    if (op != proto::opcode::init && state_.current() == session_state::phase::waiting_for_init) {
+      if (expects_reply) resp.send(EIO);
+      return;
+    }
+    if (!decode_and_call(in, h, op, body, resp) && expects_reply) {
+      state_.counters.malformed.fetch_add(1, std::memory_order_relaxed);
+      log::error("request {:#x} ({}) is too short for its arguments", h.unique, proto::name(op));
+      resp.send(EINVAL);
+    }
+  }
+
+ private:
+  template <class Op>
+  using expected_t = typename std::remove_cvref_t<Op>::expected;
+
+  // Answers ENOSYS; for convenience in `return nosys(resp);`.
+  static bool nosys(const responder& resp) {
+    resp.send(ENOSYS);
+    return true;
+  }
+  static bool ok(const responder& resp) {
+    resp.send(0);
+    return true;
+  }
+
+  // Returns false when the body is too short for the opcode's arguments.
+  bool decode_and_call(incoming& in, const proto::in_header& h, proto::opcode op, body_reader& body,
+                       const responder& resp) {
+    using proto::opcode;
+    const ino node = h.nodeid;
+    switch (op) {
+      case opcode::init: return handle_init(body, resp);
+      case opcode::destroy:
+        if constexpr (has_destroy<Fs>) call_noexcept([&] { fs_.destroy(); }, "destroy");
+        state_.set_phase(session_state::phase::destroyed);
+        return ok(resp);
+      case opcode::forget: {
+        auto a = body.take<proto::forget_in>();
+        if (!a) return false;
+        forget(node, a->nlookup);
+        return true;
+      }
+      case opcode::batch_forget: {
+        auto a = body.take<proto::batch_forget_in>();
+        if (!a) return false;
+        for (std::uint32_t i = 0; i < a->count; ++i) {
+          auto one = body.take<proto::forget_one>();
+          if (!one) return false;  // a truncated batch: forget what arrived
+          forget(one->nodeid, one->nlookup);
+        }
+        return true;
+      }
+      case opcode::interrupt: {
+        auto a = body.take<proto::interrupt_in>();
+        if (!a) return false;
+        state_.counters.interrupts.fetch_add(1, std::memory_order_relaxed);
+        state_.interrupts.add(a->unique);
+        return true;
+      }
+      case opcode::notify_reply: return true;  // answers to notify_retrieve; none requested yet
+
+      case opcode::lookup: {
+        if constexpr (!has_lookup<Fs>) return nosys(resp);
+        else {
+          auto name = body.name();
+          if (!name) return false;
+          serve(in, h, resp, make_operation<entry>(0, [this, node, n = *name](int, request& r) {
+            return fs_.lookup(r, node, n); }, send_entry));
+          return true;
+        }
+      }
+      case opcode::getattr: {
+        auto a = body.take<proto::getattr_in>();
+        if (!a) return false;
+        std::optional<fhandle> fh;
+        if (a->getattr_flags & proto::getattr_flag::fh) fh = a->fh;
+        if constexpr (has_getattr<Fs>) {
+          serve(in, h, resp, make_operation<attr>(0, [this, node, fh](int, request& r) {
+            return fs_.getattr(r, node, fh); }, send_attr));
+        } else if constexpr (has_getattr_without_handle<Fs>) {
+          serve(in, h, resp, make_operation<attr>(0, [this, node](int, request& r) {
+            return fs_.getattr(r, node); }, send_attr));
+        } else {
+          return nosys(resp);
+        }
+        return true;
+      }
+      case opcode::setattr: {
+        if constexpr (!has_setattr<Fs>) return nosys(resp);
+        else {
+          auto a = body.take<proto::setattr_in>();
+          if (!a) return false;
+          serve(in, h, resp, make_operation<attr>(decode_setattr(*a), [this, node](const set_attributes& s,
+              request& r) { return fs_.setattr(r, node, s); }, send_attr));
+          return true;
+        }
+      }
+      case opcode::readlink: {
+        if constexpr (!has_readlink<Fs>) return nosys(resp);
+        else {
+          serve(in, h, resp, make_operation<std::string>(0, [this, node](int, request& r) {
+            return fs_.readlink(r, node); }, [](int, const responder& s, const std::string& target) {
+              s.send(0, std::as_bytes(std::span(target))); }));
+          return true;
+        }
+      }
+      case opcode::mknod: {
+        if constexpr (!has_mknod<Fs>) return nosys(resp);
+        else {
+          auto a = body.take<proto::mknod_in>();
+          auto name = a ? body.name() : std::nullopt;
+          if (!name) return false;
+          serve(in, h, resp, make_operation<entry>(0, [this, node, n = *name, a = *a](int, request& r) {
+            return fs_.mknod(r, node, n, mode_t(a.mode), dev_t(a.rdev), mode_t(a.umask)); }, send_entry));
+          return true;
+        }
+      }
+      case opcode::mkdir: {
+        if constexpr (!has_mkdir<Fs>) return nosys(resp);
+        else {
+          auto a = body.take<proto::mkdir_in>();
+          auto name = a ? body.name() : std::nullopt;
+          if (!name) return false;
+          serve(in, h, resp, make_operation<entry>(0, [this, node, n = *name, a = *a](int, request& r) {
+            return fs_.mkdir(r, node, n, mode_t(a.mode), mode_t(a.umask)); }, send_entry));
+          return true;
+        }
+      }
+      case opcode::unlink: {
+        if constexpr (!has_unlink<Fs>) return nosys(resp);
+        else {
+          auto name = body.name();
+          if (!name) return false;
+          serve(in, h, resp, make_operation<void>(0, [this, node, n = *name](int, request& r) {
+            return fs_.unlink(r, node, n); }, send_ok));
+          return true;
+        }
+      }
+      case opcode::rmdir: {
+        if constexpr (!has_rmdir<Fs>) return nosys(resp);
+        else {
+          auto name = body.name();
+          if (!name) return false;
+          serve(in, h, resp, make_operation<void>(0, [this, node, n = *name](int, request& r) {
+            return fs_.rmdir(r, node, n); }, send_ok));
+          return true;
+        }
+      }
+      case opcode::symlink: {
+        if constexpr (!has_symlink<Fs>) return nosys(resp);
+        else {
+          auto name = body.name();
+          auto target = name ? body.name() : std::nullopt;
+          if (!target) return false;
+          serve(in, h, resp, make_operation<entry>(0, [this, node, n = *name, t = *target](int, request& r) {
+            return fs_.symlink(r, node, n, t); }, send_entry));
+          return true;
+        }
+      }
+      case opcode::rename:
+      case opcode::rename2: {
+        if constexpr (!has_rename<Fs>) return nosys(resp);
+        else {
+          std::uint64_t new_dir = 0;
+          unsigned flags = 0;
+          if (op == opcode::rename) {
+            auto a = body.take<proto::rename_in>();
+            if (!a) return false;
+            new_dir = a->newdir;
+          } else {
+            auto a = body.take<proto::rename2_in>();
+            if (!a) return false;
+            new_dir = a->newdir;
+            flags = a->flags;
+          }
+          auto from = body.name();
+          auto to = from ? body.name() : std::nullopt;
+          if (!to) return false;
+          serve(in, h, resp, make_operation<void>(0, [this, node, f = *from, new_dir, t = *to, flags](int,
+              request& r) { return fs_.rename(r, node, f, new_dir, t, flags); }, send_ok));
+          return true;
+        }
+      }
+      case opcode::link: {
+        if constexpr (!has_link<Fs>) return nosys(resp);
+        else {
+          auto a = body.take<proto::link_in>();
+          auto name = a ? body.name() : std::nullopt;
+          if (!name) return false;
+          serve(in, h, resp, make_operation<entry>(0, [this, node, n = *name, old = a->oldnodeid](int,
+              request& r) { return fs_.link(r, old, node, n); }, send_entry));
+          return true;
+        }
+      }
+      case opcode::open:
+      case opcode::opendir: {
+        auto a = body.take<proto::open_in>();
+        if (!a) return false;
+        const int flags = static_cast<int>(a->flags);
+        if (op == opcode::open) {
+          if constexpr (has_open<Fs>) {
+            serve(in, h, resp, make_operation<opened>(0, [this, node, flags](int, request& r) {
+              return fs_.open(r, node, flags); }, send_open));
+            return true;
+          }
+        } else {
+          if constexpr (has_opendir<Fs>) {
+            serve(in, h, resp, make_operation<opened>(0, [this, node, flags](int, request& r) {
+              return fs_.opendir(r, node, flags); }, send_open));
+            return true;
+          }
+        }
+        // Stateless files need no open handler: succeed with handle 0, as libfuse does.
+        send_open(0, resp, opened{});
+        return true;
+      }
+      case opcode::read: {
+        if constexpr (!has_read<Fs>) return nosys(resp);
+        else {
+          auto a = body.take<proto::read_in>();
+          if (!a) return false;
+          auto into = in.scratch.first(std::min<std::size_t>(a->size, in.scratch.size()));
+          serve(in, h, resp, make_operation<std::size_t>(into, [this, node, a = *a](std::span<std::byte> dst,
+              request& r) { return fs_.read(r, node, a.fh, off_t(a.offset), dst); },
+              [](std::span<std::byte> dst, const responder& s, std::size_t n) {
+                if (n > dst.size()) {
+                  log::error("read() returned {} bytes for a {}-byte buffer", n, dst.size());
+                  return s.send(EIO);
+                }
+                s.send(0, dst.first(n));
+              }));
+          return true;
+        }
+      }
+      case opcode::write: {
+        if constexpr (!has_write<Fs>) return nosys(resp);
+        else {
+          auto a = body.take<proto::write_in>();
+          auto data = a ? body.bytes(a->size) : std::nullopt;
+          if (!data) return false;
+          serve(in, h, resp, make_operation<std::size_t>(0, [this, node, a = *a, d = *data](int, request& r) {
+            return fs_.write(r, node, a.fh, off_t(a.offset), d, int(a.write_flags)); },
+            [](int, const responder& s, std::size_t n) {
+              proto::write_out out{};
+              out.size = static_cast<std::uint32_t>(n);
+              s.send(0, bytes_of(out));
+            }));
+          return true;
+        }
+      }
+      case opcode::statfs: {
+        if constexpr (has_statfs<Fs>) {
+          serve(in, h, resp, make_operation<fs_stats>(0, [this, node](int, request& r) {
+            return fs_.statfs(r, node); }, send_statfs));
+        } else {
+          // Without a handler, report an empty filesystem rather than make df fail.
+          fs_stats s{};
+          s.f_bsize = 512;
+          s.f_namemax = 255;
+          send_statfs(0, resp, s);
+        }
+        return true;
+      }
+      case opcode::release:
+      case opcode::releasedir: {
+        auto a = body.take<proto::release_in>();
+        if (!a) return false;
+        const int flags = static_cast<int>(a->flags);
+        if (op == opcode::release) {
+          if constexpr (has_release<Fs>) {
+            serve(in, h, resp, make_operation<void>(0, [this, node, fh = a->fh, flags](int, request& r) {
+              return fs_.release(r, node, fh, flags); }, send_ok));
+            return true;
+          }
+        } else {
+          if constexpr (has_releasedir<Fs>) {
+            serve(in, h, resp, make_operation<void>(0, [this, node, fh = a->fh, flags](int, request& r) {
+              return fs_.releasedir(r, node, fh, flags); }, send_ok));
+            return true;
+          }
+        }
+        return ok(resp);  // nothing was opened, so nothing to release
+      }
+      case opcode::fsync:
+      case opcode::fsyncdir: {
+        auto a = body.take<proto::fsync_in>();
+        if (!a) return false;
+        const bool datasync = a->fsync_flags & proto::fsync_flag::fdatasync;
+        if (op == opcode::fsync) {
+          if constexpr (has_fsync<Fs>) {
+            serve(in, h, resp, make_operation<void>(0, [this, node, fh = a->fh, datasync](int, request& r) {
+              return fs_.fsync(r, node, fh, datasync); }, send_ok));
+            return true;
+          }
+        } else {
+          if constexpr (has_fsyncdir<Fs>) {
+            serve(in, h, resp, make_operation<void>(0, [this, node, fh = a->fh, datasync](int, request& r) {
+              return fs_.fsyncdir(r, node, fh, datasync); }, send_ok));
+            return true;
+          }
+        }
+        return nosys(resp);
+      }
+      case opcode::flush: {
+        if constexpr (!has_flush<Fs>) return nosys(resp);
+        else {
+          auto a = body.take<proto::flush_in>();
+          if (!a) return false;
+          serve(in, h, resp, make_operation<void>(0, [this, node, a = *a](int, request& r) {
+            return fs_.flush(r, node, a.fh, a.lock_owner); }, send_ok));
+          return true;
+        }
+      }
+      case opcode::readdir:
+      case opcode::readdirplus: {
+        auto a = body.take<proto::read_in>();
+        if (!a) return false;
+        const bool plus = op == opcode::readdirplus;
+        dir_buffer out(in.scratch.first(std::min<std::size_t>(a->size, in.scratch.size())), plus);
+        auto done = [](const dir_buffer& d, const responder& s) { s.send(0, d.bytes()); };
+        if (plus) {
+          if constexpr (has_readdirplus<Fs>) {
+            serve(in, h, resp, make_operation<void>(out, [this, node, a = *a](dir_buffer& d, request& r) {
+              return fs_.readdirplus(r, node, a.fh, off_t(a.offset), d); }, done));
+            return true;
+          }
+        } else {
+          if constexpr (has_readdir<Fs>) {
+            serve(in, h, resp, make_operation<void>(out, [this, node, a = *a](dir_buffer& d, request& r) {
+              return fs_.readdir(r, node, a.fh, off_t(a.offset), d); }, done));
+            return true;
+          }
+        }
+        return nosys(resp);
+      }
+      case opcode::access: {
+        if constexpr (!has_access<Fs>) return nosys(resp);  // the kernel then stops asking
+        else {
+          auto a = body.take<proto::access_in>();
+          if (!a) return false;
+          serve(in, h, resp, make_operation<void>(0, [this, node, mask = int(a->mask)](int, request& r) {
+            return fs_.access(r, node, mask); }, send_ok));
+          return true;
+        }
+      }
+      case opcode::create: {
+        if constexpr (!has_create<Fs>) return nosys(resp);  // the kernel falls back to mknod + open
+        else {
+          auto a = body.take<proto::create_in>();
+          auto name = a ? body.name() : std::nullopt;
+          if (!name) return false;
+          serve(in, h, resp, make_operation<created>(0, [this, node, n = *name, a = *a](int, request& r) {
+            return fs_.create(r, node, n, mode_t(a.mode), int(a.flags), mode_t(a.umask)); },
+            [](int, const responder& s, const created& c) {
+              auto e = encode_entry(c.entry);
+              auto o = encode_open(c.file);
+              s.send(0, bytes_of(e), bytes_of(o));
+            }));
+          return true;
+        }
+      }
+      case opcode::getxattr:
+      case opcode::listxattr: {
+        auto a = body.take<proto::getxattr_in>();
+        if (!a) return false;
+        const std::uint32_t size = a->size;
+        auto sized = [size](int, const responder& s, const std::string& value) { send_sized(s, size, value); };
+        if (op == opcode::getxattr) {
+          if constexpr (!has_getxattr<Fs>) return nosys(resp);
+          else {
+            auto name = body.name();
+            if (!name) return false;
+            serve(in, h, resp, make_operation<std::string>(0, [this, node, n = *name](int, request& r) {
+              return fs_.getxattr(r, node, n); }, sized));
+          }
+        } else {
+          if constexpr (!has_listxattr<Fs>) return nosys(resp);
+          else serve(in, h, resp, make_operation<std::string>(0, [this, node](int, request& r) {
+            return fs_.listxattr(r, node); }, sized));
+        }
+        return true;
+      }
+      case opcode::setxattr: {
+        if constexpr (!has_setxattr<Fs>) return nosys(resp);
+        else {
+          // The 16-byte form only when FUSE_SETXATTR_EXT was granted.
+          const bool ext = state_.conn.has(proto::init_flag::setxattr_ext);
+          auto a = body.take<proto::setxattr_in>(ext ? sizeof(proto::setxattr_in) : proto::setxattr_in_compat_size);
+          auto name = a ? body.name() : std::nullopt;
+          auto value = name ? body.bytes(a->size) : std::nullopt;
+          if (!value) return false;
+          serve(in, h, resp, make_operation<void>(0, [this, node, n = *name, v = *value, f = int(a->flags)](int,
+              request& r) { return fs_.setxattr(r, node, n, v, f); }, send_ok));
+          return true;
+        }
+      }
+      case opcode::removexattr: {
+        if constexpr (!has_removexattr<Fs>) return nosys(resp);
+        else {
+          auto name = body.name();
+          if (!name) return false;
+          serve(in, h, resp, make_operation<void>(0, [this, node, n = *name](int, request& r) {
+            return fs_.removexattr(r, node, n); }, send_ok));
+          return true;
+        }
+      }
+      default:
+        return nosys(resp);
+    }
+  }
+
+  bool handle_init(body_reader& body, const responder& resp) {
+    // Kernels before 7.36 send the 16-byte form; the rest of init_in stays zero.
+    auto a = body.take<proto::init_in>(std::min(body.rest().size(), sizeof(proto::init_in)));
+    if (!a || body.rest().size() > 0 || a->major == 0) return false;
+    if (state_.current() != session_state::phase::waiting_for_init) {
+      log::error("a second INIT arrived; refusing it");
+      resp.send(EPROTO);
+      return true;
+    }
+    init_reply r = negotiate_init(fs_, state_, *a);
+    if (r.error) {
+      resp.send(r.error);
+      return true;
+    }
+    resp.send(0, bytes_of(r.out, r.size));
+    if (a->major == proto::kernel_major) state_.set_phase(session_state::phase::serving);
+    return true;
+  }
+
+  void forget(ino node, std::uint64_t nlookup) {
+    state_.counters.forgets.fetch_add(1, std::memory_order_relaxed);
+    if constexpr (has_forget<Fs>) call_noexcept([&] { fs_.forget(node, nlookup); }, "forget");
+  }
+
+  template <class F>
+  static void call_noexcept(F&& f, const char* what) {
+    try {
+      f();
+    } catch (const std::exception& e) {
+      log::error("{}() threw: {}", what, e.what());
+    } catch (...) {
+      log::error("{}() threw a non-standard exception", what);
+    }
+  }
+
+  // ---- success encoders ----
+  static void send_entry(int, const responder& s, const entry& e) { s.send(0, bytes_of(encode_entry(e))); }
+  static void send_attr(int, const responder& s, const attr& a) { s.send(0, bytes_of(encode_attr_out(a))); }
+  static void send_open(int, const responder& s, const opened& o) { s.send(0, bytes_of(encode_open(o))); }
+  static void send_ok(int, const responder& s) { s.send(0); }
+  static void send_statfs(int, const responder& s, const fs_stats& st) {
+    proto::statfs_out out{};
+    out.st = encode_statfs(st);
+    s.send(0, bytes_of(out));
+  }
+  // getxattr/listxattr: size 0 asks for the length only; a too-small buffer is ERANGE.
+  static void send_sized(const responder& s, std::uint32_t size, const std::string& value) {
+    if (size == 0) {
+      proto::getxattr_out out{};
+      out.size = static_cast<std::uint32_t>(value.size());
+      return s.send(0, bytes_of(out));
+    }
+    if (value.size() > size) return s.send(ERANGE);
+    s.send(0, std::as_bytes(std::span(value)));
+  }
+
+  static set_attributes decode_setattr(const proto::setattr_in& a) {
+    namespace f = proto::fattr;
+    set_attributes s;
+    if (a.valid & f::mode) s.mode = static_cast<mode_t>(a.mode);
+    if (a.valid & f::uid) s.uid = a.uid;
+    if (a.valid & f::gid) s.gid = a.gid;
+    if (a.valid & f::size) s.size = static_cast<off_t>(a.size);
+    if (a.valid & f::atime_now) s.atime = timespec{0, UTIME_NOW};
+    else if (a.valid & f::atime) s.atime = decode_time(a.atime, a.atimensec);
+    if (a.valid & f::mtime_now) s.mtime = timespec{0, UTIME_NOW};
+    else if (a.valid & f::mtime) s.mtime = decode_time(a.mtime, a.mtimensec);
+    if (a.valid & f::ctime) s.ctime = decode_time(a.ctime, a.ctimensec);
+    if (a.valid & f::fh) s.fh = a.fh;
+    s.kill_suid = (a.valid & f::kill_suidgid) != 0;
+    return s;
+  }
+
+  // ---- running a handler ----
+
+  template <class T, class Op>
+  static void finish(Op& op, const responder& resp, result<T>& r) {
+    if (!r) return resp.send(to_errno(r.error()));
+    if constexpr (std::is_void_v<T>) op.done(op.state, resp);
+    else op.done(op.state, resp, *r);
+  }
+
+  template <class Op>
+  static auto invoke(Op& op, request& req) {
+    using R = decltype(op.call(op.state, req));
+    using V = typename handler_return<R>::value;
+    using E = expected_t<Op>;
+    static_assert(std::is_void_v<E> ? std::is_void_v<V> : std::is_convertible_v<V, E>,
+                  "fusexx: a handler returns the wrong type for its operation (see filesystem.hpp)");
+    result<E> r = error(EIO);
+    try {
+      if constexpr (std::is_void_v<R>) {
+        op.call(op.state, req);
+        r = result<E>{};
+      } else {
+        r = op.call(op.state, req);
+      }
+    } catch (const std::exception& e) {
+      log::error("handler for {} threw: {}", proto::name(req.opcode()), e.what());
+    } catch (...) {
+      log::error("handler for {} threw a non-standard exception", proto::name(req.opcode()));
+    }
+    return r;
+  }
+
+  template <class Op>
+  detail::detached drive(Op op, request req, responder resp) {
+    using E = expected_t<Op>;
+    result<E> r = error(EIO);
+    try {
+      r = co_await op.call(op.state, req);
+    } catch (const std::exception& e) {
+      log::error("handler for {} threw: {}", proto::name(req.opcode()), e.what());
+    } catch (...) {
+      log::error("handler for {} threw a non-standard exception", proto::name(req.opcode()));
+    }
+    finish<E>(op, resp, r);
+  }
+
+  template <class Op>
+  void serve(incoming& in, const proto::in_header& h, const responder& resp, Op op) {
+    using R = decltype(op.call(op.state, std::declval<request&>()));
+    request req(h, &state_.interrupts);
+    if constexpr (handler_return<R>::is_coroutine) {
+      using V = typename handler_return<R>::value;
+      using E = expected_t<Op>;
+      static_assert(std::is_void_v<E> ? std::is_void_v<V> : std::is_convertible_v<V, E>,
+                    "fusexx: a coroutine handler returns the wrong type for its operation (see filesystem.hpp)");
+      auto d = drive(std::move(op), req, resp).handle;
+      auto& promise = d.promise();
+      if (in.owner) promise.owned = std::move(*in.owner);
+      d.resume();
+      if (promise.phase.exchange(detail::detached::promise_type::released, std::memory_order_acq_rel) ==
+          detail::detached::promise_type::finished) {
+        // Finished without suspending: the buffer comes straight back.
+        if (in.owner) *in.owner = std::move(promise.owned);
+        d.destroy();
+      }
+      // Otherwise the handler is waiting on something; the frame now owns the
+      // buffer (the transport reads the next request into a new one).
+    } else {
+      auto r = invoke(op, req);
+      finish<expected_t<Op>>(op, resp, r);
+    }
+  }
+
+  Fs& fs_;
+  session_state& state_;
+};
+
+}  // namespace fusexx

@@ -1,0 +1,13 @@
+#pragma once
+// Everything a filesystem author needs: #include <fusexx/fusexx.hpp>.
+#include "connection.hpp"    // IWYU pragma: export
+#include "daemonize.hpp"     // IWYU pragma: export
+#include "dir_buffer.hpp"    // IWYU pragma: export
+#include "dispatch.hpp"      // IWYU pragma: export
+#include "filesystem.hpp"    // IWYU pragma: export
+#include "main.hpp"          // IWYU pragma: export
+#include "request.hpp"       // IWYU pragma: export
+#include "result.hpp"        // IWYU pragma: export
+#include "server.hpp"        // IWYU pragma: export
+#include "task.hpp"          // IWYU pragma: export
+#include "types.hpp"         // IWYU pragma: export

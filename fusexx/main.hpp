@@ -1,0 +1,179 @@
+#pragma once
+// fusexx::main<Fs>(argc, argv): the command line every FUSE server has.
+//   PROG [-f] [-d] [-s] [-o opt[,opt...]] MOUNTPOINT
+// Mount options (fsname=, subtype=, allow_other, default_permissions, ro,
+// max_read=, rootmode=, user_id=, group_id=, ...), threads=N, and whatever the
+// filesystem itself accepts through an `option(key, value)` member.
+// Without -f it daemonizes, and returns only when the filesystem is mounted
+// and ready, or fails with the reason. SIGINT, SIGTERM and SIGHUP unmount.
+#include <poll.h>
+#include <signal.h>
+#include <sys/signalfd.h>
+
+#include <cstdio>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "daemonize.hpp"
+#include "failure.hpp"
+#include "filesystem.hpp"
+#include "log.hpp"
+#include "server.hpp"
+
+namespace fusexx {
+
+inline constexpr std::string_view version = "0.1.0";
+
+struct command_line {
+  server_options server;
+  daemon_options daemon;
+  bool debug = false;
+  bool help = false;
+  bool show_version = false;
+};
+
+// Filesystems may take their own -o options: `outcome<bool> option(key, value)`
+// returns true when it used the option, false when it is not one of its own.
+template <class Fs>
+concept has_options = requires(Fs& fs, std::string_view k, std::optional<std::string_view> v) {
+  { fs.option(k, v) } -> std::same_as<outcome<bool>>;
+};
+template <class Fs>
+concept has_usage = requires { { Fs::usage } -> std::convertible_to<std::string_view>; };
+
+template <class Fs>
+outcome<command_line> parse_command_line(Fs& fs, int argc, char** argv) {
+  command_line cl;
+  const std::string prog = argc > 0 ? std::filesystem::path(argv[0]).filename().string() : "fusexx";
+  auto apply = [&](std::string_view list) -> outcome<void> {
+    for (auto& [key, value] : split_options(list)) {
+      std::optional<std::string_view> v;
+      if (value) v = *value;
+      auto known = cl.server.mount.apply(key, v);
+      if (!known) return std::unexpected(known.error());
+      if (*known) continue;
+      if (key == "threads") {
+        auto n = v ? detail::parse_number<unsigned>(*v) : std::nullopt;
+        if (!n || *n == 0) return fail(EINVAL, "option threads= needs a positive number");
+        cl.server.classic.threads = *n;
+        continue;
+      }
+      if constexpr (has_options<Fs>) {
+        auto mine = fs.option(key, v);
+        if (!mine) return std::unexpected(mine.error());
+        if (*mine) continue;
+      }
+      return fail(EINVAL, "unknown option '{}' (see {} -h)", key, prog);
+    }
+    return {};
+  };
+  std::optional<std::string> mountpoint;
+  for (int i = 1; i < argc; ++i) {
+    std::string_view a = argv[i];
+    if (a == "-h" || a == "--help") cl.help = true;
+    else if (a == "-V" || a == "--version") cl.show_version = true;
+    else if (a == "-f") cl.daemon.foreground = true;
+    else if (a == "-d" || a == "-odebug") cl.debug = cl.daemon.foreground = true;
+    else if (a == "-s") cl.server.classic.threads = 1;
+    else if (a == "-o") {
+      if (++i >= argc) return fail(EINVAL, "-o needs a list of options");
+      if (auto r = apply(argv[i]); !r) return std::unexpected(r.error());
+    } else if (a.starts_with("-o")) {
+      if (auto r = apply(a.substr(2)); !r) return std::unexpected(r.error());
+    } else if (a.starts_with("-") && a.size() > 1) {
+      return fail(EINVAL, "unknown argument '{}' (see {} -h)", a, prog);
+    } else if (!mountpoint) {
+      mountpoint = std::string(a);
+    } else {
+      return fail(EINVAL, "too many arguments: '{}' (one mountpoint only)", a);
+    }
+  }
+  if (!cl.help && !cl.show_version && !mountpoint) return fail(EINVAL, "no mountpoint given (see {} -h)", prog);
+  if (mountpoint) {
+    std::error_code ec;
+    auto abs = std::filesystem::absolute(*mountpoint, ec);  // a daemon chdirs to /
+    cl.server.mount.mountpoint = ec ? *mountpoint : abs.lexically_normal().string();
+    if (cl.server.mount.mountpoint.size() > 1 && cl.server.mount.mountpoint.ends_with('/'))
+      cl.server.mount.mountpoint.pop_back();
+  }
+  if (cl.server.mount.subtype.empty()) cl.server.mount.subtype = prog;
+  if (cl.server.mount.fsname.empty()) cl.server.mount.fsname = prog;
+  return cl;
+}
+
+template <class Fs>
+void print_usage(const char* argv0) {
+  std::printf(
+      "usage: %s [options] MOUNTPOINT\n\n"
+      "  -h, --help            this text\n"
+      "  -V, --version         print the fusexx version\n"
+      "  -f                    stay in the foreground\n"
+      "  -d                    log every request (implies -f)\n"
+      "  -s                    serve with one thread\n"
+      "  -o opt[,opt...]       options:\n"
+      "     allow_other, default_permissions, ro, rw, nosuid/suid, nodev/dev, noexec/exec,\n"
+      "     noatime, sync, dirsync, fsname=NAME, subtype=NAME, max_read=N, rootmode=M,\n"
+      "     user_id=N, group_id=N, threads=N\n",
+      argv0);
+  if constexpr (has_usage<Fs>) std::printf("\n%s", std::string(Fs::usage).c_str());
+}
+
+// Serves `fs` at the command line's mountpoint until unmounted or signalled.
+template <filesystem Fs>
+int run(Fs& fs, const command_line& cl) {
+  if (cl.debug) log::set_level(log::level::debug);
+  auto guard = daemon_guard::start(cl.daemon);
+  if (!guard) {
+    std::fprintf(stderr, "fusexx: %s\n", guard.error().message.c_str());
+    return 1;
+  }
+  // Block the stop signals before any thread exists, so every thread inherits
+  // the mask and only the signalfd below sees them.
+  sigset_t stop_signals = transport::worker_signal_mask();
+  sigdelset(&stop_signals, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  unique_fd signals(::signalfd(-1, &stop_signals, SFD_CLOEXEC));
+
+  server<Fs> srv(fs, cl.server);
+  if (auto r = srv.start(); !r) {
+    if (guard->background()) guard->report(r.error());
+    else std::fprintf(stderr, "fusexx: %s\n", r.error().message.c_str());
+    return r.error().code.value() > 0 && r.error().code.value() < 256 ? r.error().code.value() : 1;
+  }
+  guard->commit();
+  log::info("serving {}", srv.mountpoint());
+
+  // Wait for a stop signal or for the filesystem to be unmounted from outside.
+  pollfd pfds[2] = {{signals.get(), POLLIN, 0}, {srv.ended_fd(), POLLIN, 0}};
+  while (::poll(pfds, 2, -1) < 0 && errno == EINTR) {
+  }
+  if (pfds[0].revents & POLLIN) {
+    signalfd_siginfo info{};
+    if (::read(signals.get(), &info, sizeof info) == sizeof info)
+      log::info("signal {}: unmounting {}", info.ssi_signo, srv.mountpoint());
+  }
+  srv.stop();
+  return 0;
+}
+
+template <filesystem Fs>
+int main(int argc, char** argv) {
+  Fs fs;
+  auto cl = parse_command_line(fs, argc, argv);
+  if (!cl) {
+    std::fprintf(stderr, "fusexx: %s\n", cl.error().message.c_str());
+    return 2;
+  }
+  if (cl->help) {
+    print_usage<Fs>(argv[0]);
+    return 0;
+  }
+  if (cl->show_version) {
+    std::printf("fusexx %.*s\n", static_cast<int>(version.size()), version.data());
+    return 0;
+  }
+  return run(fs, *cl);
+}
+
+}  // namespace fusexx

@@ -1,0 +1,351 @@
+#pragma once
+// Mounting and unmounting. A `mount` object is the mounted filesystem: its
+// destructor unmounts, so no error path leaves a stale mount behind.
+//
+// How, in order of preference:
+//  * root (CAP_SYS_ADMIN): the new mount API — fsopen, fsconfig, fsmount,
+//    move_mount — whose errors come back as readable messages; legacy
+//    mount(2) where the kernel lacks it.
+//  * anyone else: fusermount3, the setuid helper, which mounts and passes the
+//    /dev/fuse fd back over a socket (_FUSE_COMMFD, SCM_RIGHTS).
+#include <fcntl.h>
+#include <spawn.h>
+#include <sys/mount.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "../fd.hpp"
+#include "../log.hpp"
+#include "mountinfo.hpp"
+#include "options.hpp"
+
+extern char** environ;
+
+namespace fusexx {
+
+enum class mount_method { new_api, legacy, fusermount };
+
+class mount {
+ public:
+  mount() = default;
+  mount(mount&& o) noexcept
+      : mountpoint_(std::move(o.mountpoint_)), method_(o.method_), active_(std::exchange(o.active_, false)) {}
+  mount& operator=(mount&& o) noexcept {
+    if (this != &o) {
+      unmount();
+      mountpoint_ = std::move(o.mountpoint_);
+      method_ = o.method_;
+      active_ = std::exchange(o.active_, false);
+    }
+    return *this;
+  }
+  ~mount() { unmount(); }
+
+  // Opens /dev/fuse and mounts it at opts.mountpoint. On success `device`
+  // holds the connection's fd. INIT is answered afterwards by the session.
+  static outcome<mount> create(const mount_options& opts, unique_fd& device);
+
+  // Detaches the mount (lazily: open files keep working until closed, and the
+  // kernel ends the connection when the last one goes). Idempotent.
+  outcome<void> unmount();
+
+  const std::string& mountpoint() const noexcept { return mountpoint_; }
+  mount_method method() const noexcept { return method_; }
+  bool active() const noexcept { return active_; }
+
+ private:
+  mount(std::string mp, mount_method m) : mountpoint_(std::move(mp)), method_(m), active_(true) {}
+
+  std::string mountpoint_;
+  mount_method method_ = mount_method::new_api;
+  bool active_ = false;
+};
+
+namespace detail {
+
+inline outcome<unique_fd> open_fuse_device() {
+  unique_fd fd(::open("/dev/fuse", O_RDWR | O_CLOEXEC));
+  if (fd) return fd;
+  const int err = errno;
+  if (err == ENOENT || err == ENODEV || err == ENXIO)
+    return fail(err, "/dev/fuse is missing: load the fuse module (modprobe fuse) or, in a container, pass the "
+                     "device in");
+  if (err == EACCES || err == EPERM)
+    return fail(err, "cannot open /dev/fuse: permission denied (it should be mode 0666)");
+  return fail(err, "cannot open /dev/fuse: {}", std::strerror(err));
+}
+
+// The mountpoint must exist and be a directory or a regular file; its type is
+// the root's type (rootmode).
+inline outcome<mode_t> check_mountpoint(const std::string& path) {
+  if (path.empty()) return fail(EINVAL, "no mountpoint given");
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) {
+    const int err = errno;
+    if (err == ENOTCONN)
+      return fail(err, "mountpoint {} is a dead FUSE mount: unmount it first (fusermount3 -u {})", path, path);
+    return fail(err, "cannot use mountpoint {}: {}", path, std::strerror(err));
+  }
+  if (!S_ISDIR(st.st_mode) && !S_ISREG(st.st_mode))
+    return fail(ENOTDIR, "cannot use mountpoint {}: not a directory or regular file", path);
+  return st.st_mode & S_IFMT;
+}
+
+inline bool have_mount_privilege() { return ::geteuid() == 0; }
+
+// fsconfig's own messages ("e fuse: Unknown parameter 'x'") are read from the
+// fs_context fd; they say exactly what the kernel disliked.
+inline std::string fs_context_log(int fsfd) {
+  std::string all;
+  char line[512];
+  for (;;) {
+    ssize_t n = ::read(fsfd, line, sizeof line - 1);
+    if (n <= 0) break;
+    if (!all.empty()) all += "; ";
+    all.append(line, static_cast<std::size_t>(n));
+  }
+  return all;
+}
+
+inline int sys_fsopen(const char* name, unsigned flags) {
+  return static_cast<int>(::syscall(SYS_fsopen, name, flags));
+}
+inline int sys_fsconfig(int fd, unsigned cmd, const char* key, const void* value, int aux) {
+  return static_cast<int>(::syscall(SYS_fsconfig, fd, cmd, key, value, aux));
+}
+inline int sys_fsmount(int fd, unsigned flags, unsigned attrs) {
+  return static_cast<int>(::syscall(SYS_fsmount, fd, flags, attrs));
+}
+inline int sys_move_mount(int from_fd, const char* from, int to_fd, const char* to, unsigned flags) {
+  return static_cast<int>(::syscall(SYS_move_mount, from_fd, from, to_fd, to, flags));
+}
+
+// Constants of the new mount API (linux/mount.h), named here so this header
+// does not depend on which of glibc's or the kernel's headers is present.
+inline constexpr unsigned fsopen_cloexec = 0x1, fsmount_cloexec = 0x1;
+inline constexpr unsigned fsconfig_set_flag = 0, fsconfig_set_string = 1, fsconfig_cmd_create = 6;
+inline constexpr unsigned attr_rdonly = 0x1, attr_nosuid = 0x2, attr_nodev = 0x4, attr_noexec = 0x8,
+                          attr_noatime = 0x10;
+inline constexpr unsigned move_mount_f_empty_path = 0x4;
+
+// ENOSYS: no new mount API here; the caller falls back to mount(2).
+inline outcome<void> mount_new_api(const mount_options& o, int dev, mode_t root_mode) {
+  unique_fd fs(sys_fsopen("fuse", fsopen_cloexec));
+  if (!fs) return fail(errno, "fsopen(fuse): {}", std::strerror(errno));
+  auto set = [&](const char* key, const std::string& value) -> outcome<void> {
+    if (sys_fsconfig(fs.get(), fsconfig_set_string, key, value.c_str(), 0) == 0) return {};
+    const int err = errno;
+    std::string why = fs_context_log(fs.get());
+    return fail(err, "cannot mount {}: option {}={}: {}", o.mountpoint, key, value,
+                why.empty() ? std::strerror(err) : why);
+  };
+  auto set_flag = [&](const char* key) -> outcome<void> {
+    if (sys_fsconfig(fs.get(), fsconfig_set_flag, key, nullptr, 0) == 0) return {};
+    const int err = errno;
+    return fail(err, "cannot mount {}: option {}: {}", o.mountpoint, key, std::strerror(err));
+  };
+  outcome<void> r = set("fd", std::to_string(dev));
+  if (r) r = set("rootmode", fmt::format("{:o}", o.rootmode.value_or(root_mode)));
+  if (r) r = set("user_id", std::to_string(o.user_id.value_or(::getuid())));
+  if (r) r = set("group_id", std::to_string(o.group_id.value_or(::getgid())));
+  // The kernel has no fsname parameter: the name is the mount's source.
+  if (r && !o.fsname.empty()) r = set("source", o.fsname);
+  if (r && !o.subtype.empty()) r = set("subtype", o.subtype);
+  if (r && o.allow_other) r = set_flag("allow_other");
+  if (r && o.default_permissions) r = set_flag("default_permissions");
+  if (r && o.max_read) r = set("max_read", std::to_string(*o.max_read));
+  if (!r) return r;
+  if (sys_fsconfig(fs.get(), fsconfig_cmd_create, nullptr, nullptr, 0) != 0) {
+    const int err = errno;
+    std::string why = fs_context_log(fs.get());
+    return fail(err, "cannot mount {}: {}", o.mountpoint, why.empty() ? std::strerror(err) : why);
+  }
+  unsigned attrs = 0;
+  if (o.read_only) attrs |= attr_rdonly;
+  if (o.nosuid) attrs |= attr_nosuid;
+  if (o.nodev) attrs |= attr_nodev;
+  if (o.noexec) attrs |= attr_noexec;
+  if (o.noatime) attrs |= attr_noatime;
+  unique_fd mnt(sys_fsmount(fs.get(), fsmount_cloexec, attrs));
+  if (!mnt) return fail(errno, "cannot mount {}: fsmount: {}", o.mountpoint, std::strerror(errno));
+  // The fs_context pins the superblock: close it now, or a later unmount
+  // leaves the connection alive (kernel-facts Q1).
+  fs.reset();
+  if (sys_move_mount(mnt.get(), "", AT_FDCWD, o.mountpoint.c_str(), move_mount_f_empty_path) != 0)
+    return fail(errno, "cannot mount on {}: {}", o.mountpoint, std::strerror(errno));
+  return {};
+}
+
+inline outcome<void> mount_legacy(const mount_options& o, int dev, mode_t root_mode) {
+  unsigned long flags = 0;
+  if (o.read_only) flags |= MS_RDONLY;
+  if (o.nosuid) flags |= MS_NOSUID;
+  if (o.nodev) flags |= MS_NODEV;
+  if (o.noexec) flags |= MS_NOEXEC;
+  if (o.noatime) flags |= MS_NOATIME;
+  if (o.sync) flags |= MS_SYNCHRONOUS;
+  if (o.dirsync) flags |= MS_DIRSYNC;
+  const std::string type = o.subtype.empty() ? "fuse" : "fuse." + o.subtype;
+  const std::string data = o.legacy_data(dev, o.rootmode.value_or(root_mode), o.user_id.value_or(::getuid()),
+                                         o.group_id.value_or(::getgid()));
+  const char* source = o.fsname.empty() ? "fuse" : o.fsname.c_str();
+  if (::mount(source, o.mountpoint.c_str(), type.c_str(), flags, data.c_str()) != 0)
+    return fail(errno, "cannot mount {}: {}", o.mountpoint, std::strerror(errno));
+  return {};
+}
+
+inline std::string find_in_path(const char* program) {
+  const char* path = std::getenv("PATH");
+  std::string dirs = path ? path : "/usr/local/bin:/usr/bin:/bin";
+  dirs += ":/usr/bin:/bin";  // fusermount3 lives here even when PATH is odd
+  std::size_t start = 0;
+  while (start <= dirs.size()) {
+    std::size_t end = dirs.find(':', start);
+    if (end == std::string::npos) end = dirs.size();
+    std::string candidate = dirs.substr(start, end - start) + "/" + program;
+    if (end > start && ::access(candidate.c_str(), X_OK) == 0) return candidate;
+    start = end + 1;
+  }
+  return {};
+}
+
+// Runs fusermount3 with `args`; when `comm` is given, passes it as the
+// _FUSE_COMMFD socket. Returns the exit status (or -1 if it could not run).
+inline int run_fusermount(const std::string& helper, const std::vector<std::string>& args, int comm) {
+  std::vector<std::string> env_strings;
+  for (char** e = environ; *e; ++e)
+    if (std::strncmp(*e, "_FUSE_COMMFD=", 13) != 0) env_strings.emplace_back(*e);
+  constexpr int child_comm_fd = 3;
+  if (comm >= 0) env_strings.push_back("_FUSE_COMMFD=" + std::to_string(child_comm_fd));
+  std::vector<char*> envp, argv;
+  for (auto& s : env_strings) envp.push_back(s.data());
+  envp.push_back(nullptr);
+  std::vector<std::string> argv_strings{helper};
+  argv_strings.insert(argv_strings.end(), args.begin(), args.end());
+  for (auto& s : argv_strings) argv.push_back(s.data());
+  argv.push_back(nullptr);
+
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  // dup2 onto a fixed number gives the child a copy without FD_CLOEXEC.
+  if (comm >= 0) posix_spawn_file_actions_adddup2(&actions, comm, child_comm_fd);
+  pid_t pid = -1;
+  int rc = posix_spawn(&pid, helper.c_str(), &actions, nullptr, argv.data(), envp.data());
+  posix_spawn_file_actions_destroy(&actions);
+  if (rc != 0) return -1;
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+inline outcome<unique_fd> receive_fd(int sock) {
+  char byte = 0;
+  iovec iov{&byte, 1};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof control;
+  ssize_t n;
+  do n = ::recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
+  while (n < 0 && errno == EINTR);
+  if (n <= 0) return fail(EIO, "fusermount3 sent no file descriptor");
+  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+    if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+      int fd;
+      std::memcpy(&fd, CMSG_DATA(c), sizeof fd);
+      return unique_fd(fd);
+    }
+  }
+  return fail(EIO, "fusermount3 sent no file descriptor");
+}
+
+inline outcome<unique_fd> mount_fusermount(const mount_options& o) {
+  const std::string helper = find_in_path("fusermount3");
+  if (helper.empty())
+    return fail(EPERM, "cannot mount {}: not running as root, and fusermount3 is not installed (apt-get install "
+                       "fuse3)", o.mountpoint);
+  // fusermount3 opens /dev/fuse with the caller's own rights: udev normally
+  // makes it 0666, but containers often leave it 0600.
+  if (::access("/dev/fuse", R_OK | W_OK) != 0) {
+    const int err = errno;
+    if (err == ENOENT)
+      return fail(err, "/dev/fuse is missing: load the fuse module (modprobe fuse) or, in a container, pass the "
+                       "device in");
+    return fail(err, "cannot mount {}: /dev/fuse is not accessible to uid {} (udev normally makes it mode 0666: "
+                     "chmod 0666 /dev/fuse as root)", o.mountpoint, ::getuid());
+  }
+  int sv[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
+    return fail(errno, "socketpair: {}", std::strerror(errno));
+  unique_fd ours(sv[0]), theirs(sv[1]);
+  const int status = run_fusermount(helper, {"-o", o.fusermount_string(), "--", o.mountpoint}, theirs.get());
+  theirs.reset();  // so the read below sees EOF if the helper sent nothing
+  if (status == -1) return fail(errno, "cannot run {}: {}", helper, std::strerror(errno));
+  auto fd = receive_fd(ours.get());
+  if (!fd || status != 0)
+    return fail(EPERM, "cannot mount {}: fusermount3 failed (exit status {}); its message is above", o.mountpoint,
+                status);
+  return fd;
+}
+
+}  // namespace detail
+
+inline outcome<mount> mount::create(const mount_options& opts, unique_fd& device) {
+  auto root_mode = detail::check_mountpoint(opts.mountpoint);
+  if (!root_mode) return std::unexpected(root_mode.error());
+
+  if (!detail::have_mount_privilege()) {
+    auto fd = detail::mount_fusermount(opts);
+    if (!fd) return std::unexpected(fd.error());
+    device = std::move(*fd);
+    return mount(opts.mountpoint, mount_method::fusermount);
+  }
+
+  auto dev = detail::open_fuse_device();
+  if (!dev) return std::unexpected(dev.error());
+  auto r = detail::mount_new_api(opts, dev->get(), *root_mode);
+  mount_method method = mount_method::new_api;
+  if (!r && r.error().code.value() == ENOSYS) {
+    log::debug("no new mount API ({}); using mount(2)", r.error().message);
+    r = detail::mount_legacy(opts, dev->get(), *root_mode);
+    method = mount_method::legacy;
+  }
+  if (!r) return std::unexpected(r.error());
+  device = std::move(*dev);
+  log::debug("mounted {} ({})", opts.mountpoint, method == mount_method::new_api ? "new mount API" : "mount(2)");
+  return mount(opts.mountpoint, method);
+}
+
+inline outcome<void> mount::unmount() {
+  if (!active_) return {};
+  active_ = false;
+  // Already unmounted from outside (fusermount3 -u, umount): nothing to do.
+  if (!find_fuse_mount(mountpoint_)) return {};
+  if (method_ == mount_method::fusermount) {
+    const std::string helper = detail::find_in_path("fusermount3");
+    int status = helper.empty() ? -1 : detail::run_fusermount(helper, {"-u", "-q", "-z", "--", mountpoint_}, -1);
+    if (status != 0) return fail(EIO, "fusermount3 -u {} failed (exit status {})", mountpoint_, status);
+    return {};
+  }
+  if (::umount2(mountpoint_.c_str(), MNT_DETACH) != 0) {
+    const int err = errno;
+    // EINVAL: no longer a mount point (already unmounted from outside).
+    if (err == EINVAL || err == ENOENT) return {};
+    return fail(err, "cannot unmount {}: {}", mountpoint_, std::strerror(err));
+  }
+  return {};
+}
+
+}  // namespace fusexx

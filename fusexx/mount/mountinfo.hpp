@@ -1,0 +1,66 @@
+#pragma once
+// Reading /proc/self/mountinfo: whether a path is (still) a FUSE mount.
+// Used to skip unmounting what someone already unmounted, and by tests to
+// check that nothing stale is left behind.
+#include <fstream>
+#include <optional>
+#include <sstream>
+#include <string>
+
+namespace fusexx {
+
+struct mount_entry {
+  std::string mountpoint;
+  std::string fstype;   // "fuse", "fuse.hello", ...
+  std::string source;   // the fsname
+  std::string options;  // per-mount options (rw,nosuid,...)
+  std::string super_options;  // the superblock's (user_id=...,allow_other,...)
+};
+
+// mountinfo escapes space, tab, newline and backslash as \ooo.
+inline std::string unescape_mount_field(const std::string& s) {
+  std::string out;
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '\\' && i + 3 < s.size()) {
+      int v = 0;
+      bool octal = true;
+      for (std::size_t k = 1; k <= 3; ++k) {
+        if (i + k >= s.size() || s[i + k] < '0' || s[i + k] > '7') {
+          octal = false;
+          break;
+        }
+        v = v * 8 + (s[i + k] - '0');
+      }
+      if (octal) {
+        out.push_back(static_cast<char>(v));
+        i += 3;
+        continue;
+      }
+    }
+    out.push_back(s[i]);
+  }
+  return out;
+}
+
+// The last (topmost) FUSE mount at `path`, if any.
+inline std::optional<mount_entry> find_fuse_mount(const std::string& path) {
+  std::ifstream in("/proc/self/mountinfo");
+  std::string line;
+  std::optional<mount_entry> found;
+  while (std::getline(in, line)) {
+    std::istringstream fields(line);
+    std::string id, parent, devno, root, mp, opts, field;
+    fields >> id >> parent >> devno >> root >> mp >> opts;
+    while (fields >> field && field != "-") {
+    }
+    mount_entry e;
+    fields >> e.fstype >> e.source >> e.super_options;
+    e.mountpoint = unescape_mount_field(mp);
+    e.options = opts;
+    e.source = unescape_mount_field(e.source);
+    if (e.mountpoint == path && (e.fstype == "fuse" || e.fstype.starts_with("fuse."))) found = std::move(e);
+  }
+  return found;
+}
+
+}  // namespace fusexx

@@ -1,0 +1,157 @@
+#pragma once
+// Mount options, as users type them after -o (fusermount style).
+#include <sys/types.h>
+
+#include <charconv>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "../failure.hpp"
+
+namespace fusexx {
+
+struct mount_options {
+  std::string mountpoint;
+  std::string fsname;    // the mount's source, shown by mount(8) and df
+  std::string subtype;   // type "fuse.<subtype>" in /proc/mounts
+  bool allow_other = false;
+  bool default_permissions = false;  // let the kernel check permissions from st_mode
+  bool read_only = false;
+  bool nosuid = true, nodev = true, noexec = false, noatime = false, dirsync = false, sync = false;
+  std::optional<std::uint32_t> max_read;
+  std::optional<mode_t> rootmode;    // normally taken from the mountpoint (directory or file)
+  std::optional<uid_t> user_id;      // the mount's owner; defaults to the caller
+  std::optional<gid_t> group_id;
+
+  // Applies one "key" or "key=value" option. Returns false when the key is
+  // not a mount option (it may be the filesystem's own); a known key with a
+  // bad value is an error.
+  outcome<bool> apply(std::string_view key, std::optional<std::string_view> value);
+
+  // fusermount3's -o string for these options.
+  std::string fusermount_string() const;
+  // mount(2)'s data string, given the device fd.
+  std::string legacy_data(int fd, mode_t root_mode, uid_t uid, gid_t gid) const;
+};
+
+// Splits "a,b=c,d" into (key, value) pairs. A backslash escapes a comma.
+inline std::vector<std::pair<std::string, std::optional<std::string>>> split_options(std::string_view s) {
+  std::vector<std::pair<std::string, std::optional<std::string>>> out;
+  std::string item;
+  auto flush = [&] {
+    if (item.empty()) return;
+    auto eq = item.find('=');
+    if (eq == std::string::npos) out.emplace_back(item, std::nullopt);
+    else out.emplace_back(item.substr(0, eq), item.substr(eq + 1));
+    item.clear();
+  };
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '\\' && i + 1 < s.size()) item.push_back(s[++i]);
+    else if (s[i] == ',') flush();
+    else item.push_back(s[i]);
+  }
+  flush();
+  return out;
+}
+
+namespace detail {
+template <class T>
+std::optional<T> parse_number(std::string_view s, int base = 10) {
+  T v{};
+  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v, base);
+  if (ec != std::errc{} || p != s.data() + s.size() || s.empty()) return std::nullopt;
+  return v;
+}
+}  // namespace detail
+
+inline outcome<bool> mount_options::apply(std::string_view key, std::optional<std::string_view> value) {
+  auto flag = [&](bool& field, bool on) -> outcome<bool> {
+    if (value) return fail(EINVAL, "mount option '{}' takes no value", key);
+    field = on;
+    return true;
+  };
+  auto text = [&](std::string& field) -> outcome<bool> {
+    if (!value || value->empty()) return fail(EINVAL, "mount option '{}' needs a value ({}=...)", key, key);
+    field = std::string(*value);
+    return true;
+  };
+  auto number = [&]<class T>(std::optional<T>& field, int base) -> outcome<bool> {
+    if (!value) return fail(EINVAL, "mount option '{}' needs a value ({}=N)", key, key);
+    auto n = detail::parse_number<T>(*value, base);
+    if (!n) return fail(EINVAL, "mount option '{}={}' is not a valid number", key, *value);
+    field = *n;
+    return true;
+  };
+  if (key == "allow_other") return flag(allow_other, true);
+  if (key == "default_permissions") return flag(default_permissions, true);
+  if (key == "ro") return flag(read_only, true);
+  if (key == "rw") return flag(read_only, false);
+  if (key == "suid") return flag(nosuid, false);
+  if (key == "nosuid") return flag(nosuid, true);
+  if (key == "dev") return flag(nodev, false);
+  if (key == "nodev") return flag(nodev, true);
+  if (key == "exec") return flag(noexec, false);
+  if (key == "noexec") return flag(noexec, true);
+  if (key == "atime") return flag(noatime, false);
+  if (key == "noatime") return flag(noatime, true);
+  if (key == "sync") return flag(sync, true);
+  if (key == "async") return flag(sync, false);
+  if (key == "dirsync") return flag(dirsync, true);
+  if (key == "fsname") return text(fsname);
+  if (key == "subtype") return text(subtype);
+  if (key == "max_read") {
+    auto r = number(max_read, 10);
+    if (r && *max_read == 0) return fail(EINVAL, "mount option 'max_read' must be at least 1");
+    return r;
+  }
+  if (key == "rootmode") {
+    auto r = number(rootmode, 8);
+    if (r && !S_ISDIR(*rootmode) && !S_ISREG(*rootmode))
+      return fail(EINVAL, "mount option 'rootmode={}' must be a directory (40000) or a file (100000)", *value);
+    return r;
+  }
+  if (key == "user_id") return number(user_id, 10);
+  if (key == "group_id") return number(group_id, 10);
+  return false;
+}
+
+inline std::string mount_options::fusermount_string() const {
+  std::string s = read_only ? "ro" : "rw";
+  auto add = [&](std::string_view o) {
+    s += ',';
+    s += o;
+  };
+  auto escaped = [](std::string_view v) {
+    std::string out;
+    for (char c : v) {
+      if (c == ',' || c == '\\') out.push_back('\\');
+      out.push_back(c);
+    }
+    return out;
+  };
+  add(nosuid ? "nosuid" : "suid");
+  add(nodev ? "nodev" : "dev");
+  if (noexec) add("noexec");
+  if (noatime) add("noatime");
+  if (sync) add("sync");
+  if (dirsync) add("dirsync");
+  if (allow_other) add("allow_other");
+  if (default_permissions) add("default_permissions");
+  if (!fsname.empty()) add("fsname=" + escaped(fsname));
+  if (!subtype.empty()) add("subtype=" + escaped(subtype));
+  if (max_read) add("max_read=" + std::to_string(*max_read));
+  return s;
+}
+
+inline std::string mount_options::legacy_data(int fd, mode_t root_mode, uid_t uid, gid_t gid) const {
+  std::string s = fmt::format("fd={},rootmode={:o},user_id={},group_id={}", fd, root_mode, uid, gid);
+  if (allow_other) s += ",allow_other";
+  if (default_permissions) s += ",default_permissions";
+  if (max_read) s += fmt::format(",max_read={}", *max_read);
+  return s;
+}
+
+}  // namespace fusexx

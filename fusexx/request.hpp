@@ -1,0 +1,42 @@
+#pragma once
+// The context every handler receives: who asked (uid, gid, pid), which request
+// it is, and whether the kernel has since interrupted it.
+#include <sys/types.h>
+
+#include <cstdint>
+
+#include "interrupts.hpp"
+#include "proto/abi.hpp"
+
+namespace fusexx {
+
+class request {
+ public:
+  request() = default;
+  request(const proto::in_header& h, const interrupt_registry* interrupts) noexcept
+      : unique_(h.unique), node_(h.nodeid), uid_(h.uid), gid_(h.gid), pid_(h.pid),
+        opcode_(static_cast<proto::opcode>(h.opcode)), interrupts_(interrupts) {}
+
+  std::uint64_t unique() const noexcept { return unique_; }
+  std::uint64_t node() const noexcept { return node_; }
+  uid_t uid() const noexcept { return uid_; }
+  gid_t gid() const noexcept { return gid_; }
+  pid_t pid() const noexcept { return pid_; }
+  proto::opcode opcode() const noexcept { return opcode_; }
+  // True when the kernel asked to abandon this request (the caller got a
+  // signal). A long handler may check this and answer EINTR early.
+  bool interrupted() const noexcept { return interrupts_ && interrupts_->contains(unique_); }
+  // True when the kernel resent this request to a new server after a restart.
+  bool resent() const noexcept { return (unique_ & proto::unique_resend_bit) != 0; }
+
+ private:
+  std::uint64_t unique_ = 0;
+  std::uint64_t node_ = 0;
+  uid_t uid_ = 0;
+  gid_t gid_ = 0;
+  pid_t pid_ = 0;
+  proto::opcode opcode_{};
+  const interrupt_registry* interrupts_ = nullptr;
+};
+
+}  // namespace fusexx

@@ -1,0 +1,186 @@
+#pragma once
+// The classic transport: worker threads that read requests from /dev/fuse and
+// write replies back. Each worker has its own fd cloned from the session's
+// (FUSE_DEV_IOC_CLONE), so each has its own processing queue and one worker's
+// fd can close without ending the connection. A reply must go to the fd its
+// request came from, so the reply sink carries that fd.
+#include <fcntl.h>
+#include <pthread.h>
+#include <sys/ioctl.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "../buffer.hpp"
+#include "../dispatch.hpp"
+#include "../fd.hpp"
+#include "../log.hpp"
+#include "../proto/abi.hpp"
+#include "wake.hpp"
+
+namespace fusexx::transport {
+
+// Writes one reply with a single writev. Returns 0 or -errno.
+inline int write_reply(void* context, const iovec* iov, int count) {
+  const int fd = static_cast<int>(reinterpret_cast<std::intptr_t>(context));
+  for (;;) {
+    ssize_t n = ::writev(fd, iov, count);
+    if (n >= 0) return 0;  // /dev/fuse takes a reply whole or not at all
+    if (errno != EINTR) return -errno;
+  }
+}
+
+inline reply_sink fd_sink(int fd) {
+  return reply_sink{reinterpret_cast<void*>(static_cast<std::intptr_t>(fd)), &write_reply};
+}
+
+// A second fd on the same connection, or an error (e.g. EPERM before mount).
+inline result<unique_fd> clone_device(int session_fd) {
+  unique_fd clone(::open("/dev/fuse", O_RDWR | O_CLOEXEC));
+  if (!clone) return last_error();
+  std::uint32_t source = static_cast<std::uint32_t>(session_fd);
+  if (::ioctl(clone.get(), proto::dev_ioc_clone, &source) != 0) return last_error();
+  return clone;
+}
+
+struct classic_options {
+  unsigned threads = 0;     // 0: one per CPU, at least 2 (handlers may block)
+  bool clone_fds = true;    // false: all workers share the session fd
+};
+
+template <filesystem Fs>
+class classic_transport {
+ public:
+  classic_transport(dispatcher<Fs>& d, int session_fd, classic_options options)
+      : dispatcher_(d), session_fd_(session_fd), options_(options) {}
+  classic_transport(const classic_transport&) = delete;
+  classic_transport& operator=(const classic_transport&) = delete;
+  ~classic_transport() {
+    stop();
+    join();
+  }
+
+  // Starts the workers. The first uses the session fd itself, so it can take
+  // INIT even where cloning is not yet possible.
+  void start() {
+    install_wake_handler();
+    unsigned n = options_.threads;
+    if (n == 0) n = std::max(2u, std::thread::hardware_concurrency());
+    std::lock_guard lock(mutex_);
+    workers_.reserve(n);
+    for (unsigned i = 0; i < n; ++i) launch(i);
+  }
+
+  // Asks every worker to stop: sets the flag and interrupts their reads.
+  // Keeps interrupting until they are gone, because a signal that lands just
+  // before a worker enters read() is lost.
+  void stop() {
+    stopping_.store(true, std::memory_order_release);
+    for (int round = 0; live_.load(std::memory_order_acquire) > 0; ++round) {
+      {
+        std::lock_guard lock(mutex_);
+        for (auto& w : workers_)
+          if (!w->done.load(std::memory_order_acquire)) wake(w->thread.native_handle());
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(round < 10 ? 2 : 20));
+    }
+  }
+
+  // Waits until every worker has ended (after stop(), or when the filesystem
+  // was unmounted and the kernel ended the connection).
+  void join() {
+    std::vector<std::unique_ptr<worker>> done;
+    {
+      std::lock_guard lock(mutex_);
+      done.swap(workers_);
+    }
+    for (auto& w : done)
+      if (w->thread.joinable()) w->thread.join();
+    // Coroutine handlers still waiting reply through the fds and use the
+    // filesystem: wait for them before the fds close.
+    for (int i = 0; dispatcher_.state().counters.in_flight.load() > 0; ++i) {
+      if (i % 500 == 499) log::warn("waiting for {} unfinished requests", dispatcher_.state().counters.in_flight.load());
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+  }
+
+  // Calls `f` (from a worker thread) once every worker has ended.
+  void on_all_stopped(std::function<void()> f) { all_stopped_ = std::move(f); }
+  bool running() const noexcept { return live_.load(std::memory_order_acquire) > 0; }
+  unsigned worker_count() const noexcept { return static_cast<unsigned>(workers_.size()); }
+
+ private:
+  struct worker {
+    std::thread thread;
+    unique_fd own_fd;  // the clone; empty for worker 0, which uses the session fd
+    int fd = -1;
+    std::atomic<bool> done{false};
+  };
+
+  void launch(unsigned index) {
+    auto w = std::make_unique<worker>();
+    w->fd = session_fd_;
+    if (index > 0 && options_.clone_fds) {
+      if (auto c = clone_device(session_fd_)) {
+        w->own_fd = std::move(*c);
+        w->fd = w->own_fd.get();
+      } else {
+        log::info("cannot clone /dev/fuse ({}); workers share one fd", c.error().message());
+      }
+    }
+    live_.fetch_add(1, std::memory_order_acq_rel);
+    worker* raw = w.get();
+    w->thread = std::thread([this, raw] { serve(*raw); });
+    workers_.push_back(std::move(w));
+  }
+
+  void serve(worker& w) {
+    sigset_t blocked = worker_signal_mask();
+    pthread_sigmask(SIG_BLOCK, &blocked, nullptr);
+    sigset_t wake_set;
+    sigemptyset(&wake_set);
+    sigaddset(&wake_set, wake_signal());
+    pthread_sigmask(SIG_UNBLOCK, &wake_set, nullptr);
+
+    buffer buf;
+    while (!stopping_.load(std::memory_order_acquire)) {
+      const std::size_t wanted = dispatcher_.state().conn.request_buffer_size();
+      if (!buf || buf.size() < wanted) buf = buffer(wanted);  // first use, taken by a handler, or INIT grew it
+      ssize_t n = ::read(w.fd, buf.data(), buf.size());
+      if (n < 0) {
+        const int err = errno;
+        if (err == EINTR || err == EAGAIN) continue;
+        if (err == ENOENT) continue;  // the request was interrupted before we could read it
+        if (err == ENODEV) break;     // unmounted: the connection is over
+        if (err == EINVAL && buf.size() < dispatcher_.state().conn.request_buffer_size()) continue;
+        log::error("reading /dev/fuse failed: {}", std::strerror(err));
+        break;
+      }
+      const std::size_t len = static_cast<std::size_t>(n);
+      const std::size_t scratch_at = std::min(buf.size(), (len + 63) & ~std::size_t{63});
+      incoming in{std::span<const std::byte>(buf.data(), len), buf.span().subspan(scratch_at), &buf, fd_sink(w.fd)};
+      dispatcher_.handle(in);
+    }
+    w.done.store(true, std::memory_order_release);
+    if (live_.fetch_sub(1, std::memory_order_acq_rel) == 1 && all_stopped_) all_stopped_();
+  }
+
+  dispatcher<Fs>& dispatcher_;
+  int session_fd_;
+  classic_options options_;
+  std::mutex mutex_;
+  std::vector<std::unique_ptr<worker>> workers_;
+  std::atomic<bool> stopping_{false};
+  std::atomic<int> live_{0};
+  std::function<void()> all_stopped_;
+};
+
+}  // namespace fusexx::transport

@@ -1,0 +1,39 @@
+"""Helpers for fusexx's tests."""
+
+def fusexx_tests(srcs, data = [], deps = [], size = "medium", tags = [], no_sandbox = []):
+    """Declares one cc_test per source file `NAME_test.cc`, named `NAME_test`.
+
+    Each test links //fusexx and doctest's main, and carries `data` in its runfiles.
+    For every label in `data` that names an example binary, the environment variable
+    FUSEXX_<NAME> (upper case) holds its runfiles path, e.g. FUSEXX_HELLO.
+
+    Args:
+      srcs: the test sources, one test per file.
+      data: runfiles every test gets (e.g. ["//examples:hello"]).
+      deps: extra deps for every test.
+      size: Bazel test size (the timeout comes from .bazelrc's --test_timeout).
+      tags: tags for every test.
+      no_sandbox: names of tests (e.g. "hello_mount_test") that get the tag
+        "no-sandbox": only for tests that need uids other than root (see
+        tests/BUILD.bazel for why the sandbox cannot give them).
+    """
+    env = {}
+    for label in data:
+        name = label.split(":")[-1] if ":" in label else label.split("/")[-1]
+        env["FUSEXX_" + name.upper()] = "$(rootpath %s)" % label
+
+    for name in no_sandbox:
+        if name + ".cc" not in srcs:
+            fail("NO_SANDBOX in tests/BUILD.bazel names %s, but there is no tests/%s.cc: remove it there" % (name, name))
+
+    for src in srcs:
+        name = src[:-len(".cc")]
+        native.cc_test(
+            name = name,
+            srcs = [src],
+            deps = ["//fusexx", "//tests:doctest_main"] + deps,
+            data = data,
+            env = env,
+            size = size,
+            tags = tags + (["no-sandbox"] if name in no_sandbox else []),
+        )

@@ -1,0 +1,200 @@
+// examples/hello mounted for real: every check goes through the kernel with
+// ordinary syscalls, from threads other than the server's or from other
+// processes, and every test ends with nothing left mounted.
+#include <doctest/doctest.h>
+
+#include <sys/statvfs.h>
+
+#include <atomic>
+#include <thread>
+
+#include <fusexx/fusexx.hpp>
+
+#include "examples/hello_fs.hpp"
+#include "tests/support/process.hpp"
+
+using namespace fusexx;
+using namespace fusexx::testing;
+
+namespace {
+
+server_options options_for(const std::string& mp) {
+  server_options o;
+  o.mount.mountpoint = mp;
+  o.mount.fsname = "hello-test";
+  o.mount.subtype = "hello";
+  return o;
+}
+
+const std::string greeting = "Hello, world!\n";
+
+}  // namespace
+
+TEST_CASE("hello: stat, readdir, read and errors through the kernel") {
+  temp_dir dir;
+  hello_fs fs;
+  server<hello_fs> srv(fs, options_for(dir.path()));
+  auto started = srv.start();
+  REQUIRE_MESSAGE(started, (started ? "" : started.error().message));
+
+  auto entry = find_fuse_mount(dir.path());
+  REQUIRE(entry);
+  CHECK(entry->fstype == "fuse.hello");
+  CHECK(entry->source == "hello-test");
+  CHECK(entry->options.find("nosuid") != std::string::npos);
+  CHECK(entry->options.find("nodev") != std::string::npos);
+
+  // Everything below runs on another thread than the server's workers.
+  std::thread([&] {
+    struct stat st {};
+    REQUIRE(::stat(dir.path().c_str(), &st) == 0);
+    CHECK(S_ISDIR(st.st_mode));
+    const std::string file = dir.path() + "/hello.txt";
+    REQUIRE(::stat(file.c_str(), &st) == 0);
+    CHECK(S_ISREG(st.st_mode));
+    CHECK((st.st_mode & 07777) == 0444);
+    CHECK(st.st_size == static_cast<off_t>(greeting.size()));
+    CHECK(slurp(file) == greeting);
+    CHECK(slurp(dir.path() + "/docs/README").find("fusexx") != std::string::npos);
+
+    CHECK(list_dir(dir.path()) == std::vector<std::string>{".", "..", "docs", "hello.txt"});
+    CHECK(list_dir(dir.path() + "/docs") == std::vector<std::string>{".", "..", "README"});
+
+    errno = 0;
+    CHECK(::stat((dir.path() + "/missing").c_str(), &st) == -1);
+    CHECK(errno == ENOENT);
+    CHECK(::open(file.c_str(), O_WRONLY) == -1);
+    CHECK(errno == EROFS);
+    CHECK(::open((dir.path() + "/docs").c_str(), O_RDONLY | O_DIRECTORY) >= 0);
+
+    // pread at an offset and past the end.
+    int fd = ::open(file.c_str(), O_RDONLY);
+    REQUIRE(fd >= 0);
+    char buf[64] = {};
+    CHECK(::pread(fd, buf, 5, 7) == 5);
+    CHECK(std::string(buf, 5) == "world");
+    CHECK(::pread(fd, buf, 5, 1000) == 0);
+    ::close(fd);
+
+    struct statvfs vfs {};
+    REQUIRE(::statvfs(dir.path().c_str(), &vfs) == 0);
+    CHECK(vfs.f_namemax == 255);
+  }).join();
+
+  CHECK(srv.state().counters.requests.load() > 10);
+  CHECK(srv.state().counters.malformed.load() == 0);
+  srv.stop();
+  CHECK_FALSE(is_fuse_mounted(dir.path()));
+}
+
+TEST_CASE("hello: two threads read concurrently") {
+  temp_dir dir;
+  hello_fs fs;
+  auto opts = options_for(dir.path());
+  opts.classic.threads = 2;
+  server<hello_fs> srv(fs, opts);
+  REQUIRE(srv.start());
+  CHECK(srv.worker_count() == 2);
+
+  const std::string file = dir.path() + "/hello.txt";
+  std::atomic<int> wrong{0};
+  auto reader = [&] {
+    for (int i = 0; i < 300; ++i) {
+      if (slurp(file) != greeting) ++wrong;
+      struct stat st {};
+      if (::stat((dir.path() + "/docs/README").c_str(), &st) != 0 || !S_ISREG(st.st_mode)) ++wrong;
+      if (list_dir(dir.path()).size() != 4) ++wrong;
+    }
+  };
+  std::thread a(reader), b(reader);
+  a.join();
+  b.join();
+  CHECK(wrong.load() == 0);
+  srv.stop();
+  CHECK_FALSE(is_fuse_mounted(dir.path()));
+}
+
+TEST_CASE("hello: an unmount from outside ends the server") {
+  temp_dir dir;
+  hello_fs fs;
+  server<hello_fs> srv(fs, options_for(dir.path()));
+  REQUIRE(srv.start());
+  REQUIRE(::umount2(dir.path().c_str(), MNT_DETACH) == 0);
+  CHECK(srv.wait_for(std::chrono::seconds(10)));
+  srv.stop();
+  CHECK_FALSE(is_fuse_mounted(dir.path()));
+}
+
+TEST_CASE("hello: stopping with a file still open does not hang and leaves nothing mounted") {
+  temp_dir dir;
+  hello_fs fs;
+  server<hello_fs> srv(fs, options_for(dir.path()));
+  REQUIRE(srv.start());
+  int fd = ::open((dir.path() + "/hello.txt").c_str(), O_RDONLY);
+  REQUIRE(fd >= 0);
+  srv.stop();  // the lazy unmount keeps the connection while fd is open; stop must still end
+  CHECK_FALSE(is_fuse_mounted(dir.path()));
+  char c;
+  CHECK(::pread(fd, &c, 1, 0) == -1);  // the connection is gone
+  ::close(fd);
+}
+
+TEST_CASE("mounting on a bad mountpoint fails with a clear error") {
+  hello_fs fs;
+  SUBCASE("missing") {
+    server<hello_fs> srv(fs, options_for("/nonexistent/fusexx"));
+    auto r = srv.start();
+    REQUIRE_FALSE(r);
+    CHECK(r.error().code.value() == ENOENT);
+    CHECK(r.error().message.find("/nonexistent/fusexx") != std::string::npos);
+  }
+  SUBCASE("not a directory or file") {
+    server<hello_fs> srv(fs, options_for("/dev/null"));
+    auto r = srv.start();
+    REQUIRE_FALSE(r);
+    CHECK(r.error().code.value() == ENOTDIR);
+  }
+  SUBCASE("a kernel-rejected option reports the kernel's reason") {
+    temp_dir dir;
+    auto opts = options_for(dir.path());
+    opts.mount.rootmode = 0755;  // no file type bits: the kernel refuses it
+    server<hello_fs> srv(fs, opts);
+    auto r = srv.start();
+    REQUIRE_FALSE(r);
+    CHECK(r.error().message.find("rootmode") != std::string::npos);
+    CHECK_FALSE(is_fuse_mounted(dir.path()));
+  }
+}
+
+TEST_CASE("the hello binary: daemon, foreground and SIGTERM") {
+  const std::string hello = example_binary("FUSEXX_HELLO");
+  REQUIRE_MESSAGE(!hello.empty(), "FUSEXX_HELLO is not set (run through bazel test)");
+
+  SUBCASE("the daemonizing command returns once the mount is usable") {
+    temp_dir dir;
+    REQUIRE(run({hello, dir.path()}).status == 0);
+    CHECK(slurp(dir.path() + "/hello.txt") == greeting);  // no waiting: it is ready
+    auto daemons = pids_mentioning(dir.path());
+    REQUIRE(daemons.size() == 1);
+    REQUIRE(::umount2(dir.path().c_str(), MNT_DETACH) == 0);
+    CHECK(eventually([&] { return process_ended(daemons[0]); }));  // the daemon ends with its mount
+  }
+  SUBCASE("a daemon that cannot mount makes the command fail with the errno") {
+    CHECK(run({hello, "/etc/passwd/x"}).status == ENOTDIR);
+  }
+  SUBCASE("bad options are refused before anything is mounted") {
+    temp_dir dir;
+    CHECK(run({hello, "-o", "no_such_option", dir.path()}).status == 2);
+    CHECK(run({hello, "-o", "max_read=lots", dir.path()}).status == 2);
+    CHECK_FALSE(is_fuse_mounted(dir.path()));
+  }
+  SUBCASE("SIGTERM unmounts a foreground server") {
+    temp_dir dir;
+    child c = spawn({hello, "-f", dir.path()});
+    REQUIRE(eventually([&] { return is_fuse_mounted(dir.path()); }));
+    CHECK(slurp(dir.path() + "/hello.txt") == greeting);
+    ::kill(c.pid, SIGTERM);
+    CHECK(wait_exit(c.pid) == 0);
+    CHECK_FALSE(is_fuse_mounted(dir.path()));
+  }
+}

@@ -1,0 +1,192 @@
+#pragma once
+// Test support: temporary mountpoints, child processes, bounded waiting.
+#include <dirent.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <fusexx/mount/mountinfo.hpp>
+
+extern char** environ;
+
+namespace fusexx::testing {
+
+// Polls `done` until it holds or `limit` passes. Tests never assert on time;
+// the limit only turns a hang into a failure.
+inline bool eventually(const std::function<bool()>& done, std::chrono::milliseconds limit = std::chrono::seconds(10)) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  while (!done()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return true;
+}
+
+inline bool is_fuse_mounted(const std::string& path) { return find_fuse_mount(path).has_value(); }
+
+// A fresh directory under /tmp (reachable by every user, unlike Bazel's
+// TEST_TMPDIR under /root), removed afterwards — unmounted first if a test
+// left a mount on it, so a failing test leaves nothing stale.
+class temp_dir {
+ public:
+  explicit temp_dir(mode_t mode = 0755) {
+    char tmpl[] = "/tmp/fusexx-test-XXXXXX";
+    path_ = ::mkdtemp(tmpl);
+    ::chmod(path_.c_str(), mode);
+  }
+  ~temp_dir() {
+    for (const auto& p : mounted_candidates())
+      if (is_fuse_mounted(p)) ::umount2(p.c_str(), MNT_DETACH);
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  const std::string& path() const { return path_; }
+  std::string sub(const std::string& name, mode_t mode = 0755) const {
+    std::string p = path_ + "/" + name;
+    ::mkdir(p.c_str(), mode);
+    return p;
+  }
+
+ private:
+  std::vector<std::string> mounted_candidates() const {
+    std::vector<std::string> out{path_};
+    std::error_code ec;
+    for (auto& e : std::filesystem::directory_iterator(path_, ec)) out.push_back(e.path().string());
+    return out;
+  }
+  std::string path_;
+};
+
+struct child {
+  pid_t pid = -1;
+  int stdout_fd = -1;
+};
+
+// Starts argv[0] (searched in PATH) with stdout captured when asked.
+inline child spawn(const std::vector<std::string>& args, bool capture_stdout = false) {
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  int pipefd[2] = {-1, -1};
+  if (capture_stdout) {
+    if (::pipe2(pipefd, O_CLOEXEC) != 0) return {};
+    posix_spawn_file_actions_adddup2(&actions, pipefd[1], STDOUT_FILENO);
+  }
+  child c;
+  if (posix_spawnp(&c.pid, argv[0], &actions, nullptr, argv.data(), environ) != 0) c.pid = -1;
+  posix_spawn_file_actions_destroy(&actions);
+  if (capture_stdout) {
+    ::close(pipefd[1]);
+    c.stdout_fd = pipefd[0];
+  }
+  return c;
+}
+
+// Exit status (or 128+signal), waiting at most `limit`; the child is killed
+// and -1 returned if it does not end in time.
+inline int wait_exit(pid_t pid, std::chrono::milliseconds limit = std::chrono::seconds(20)) {
+  int status = 0;
+  bool ended = eventually([&] { return ::waitpid(pid, &status, WNOHANG) == pid; }, limit);
+  if (!ended) {
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, &status, 0);
+    return -1;
+  }
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+struct run_result {
+  int status = -1;
+  std::string out;
+};
+
+inline run_result run(const std::vector<std::string>& args) {
+  child c = spawn(args, true);
+  run_result r;
+  if (c.pid < 0) return r;
+  char chunk[4096];
+  ssize_t n;
+  while ((n = ::read(c.stdout_fd, chunk, sizeof chunk)) > 0) r.out.append(chunk, static_cast<std::size_t>(n));
+  ::close(c.stdout_fd);
+  r.status = wait_exit(c.pid);
+  return r;
+}
+
+// A file's whole content, or "<error: ...>" naming the errno, so a failed
+// comparison in a test says why the read failed.
+inline std::string slurp(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return std::string("<error: open: ") + std::strerror(errno) + ">";
+  std::string out;
+  char chunk[4096];
+  for (;;) {
+    ssize_t n = ::read(fd, chunk, sizeof chunk);
+    if (n < 0) {
+      out = std::string("<error: read: ") + std::strerror(errno) + ">";
+      break;
+    }
+    if (n == 0) break;
+    out.append(chunk, static_cast<std::size_t>(n));
+  }
+  ::close(fd);
+  return out;
+}
+
+inline std::vector<std::string> list_dir(const std::string& path) {
+  std::vector<std::string> names;
+  if (DIR* d = ::opendir(path.c_str())) {
+    while (dirent* e = ::readdir(d)) names.emplace_back(e->d_name);
+    ::closedir(d);
+  }
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+// The example binary Bazel placed in the runfiles (see tests/defs.bzl), as an
+// absolute path; FUSEXX_HELLO may also be set by hand outside Bazel.
+inline std::string example_binary(const char* env_name) {
+  const char* p = std::getenv(env_name);
+  if (!p) return {};
+  return std::filesystem::absolute(p).string();
+}
+
+// True once `pid` has exited (gone, or a zombie nobody has reaped yet).
+inline bool process_ended(pid_t pid) {
+  std::string stat = slurp("/proc/" + std::to_string(pid) + "/stat");
+  if (stat.starts_with("<error")) return true;
+  auto close_paren = stat.rfind(')');
+  return close_paren != std::string::npos && close_paren + 2 < stat.size() && stat[close_paren + 2] == 'Z';
+}
+
+// Processes whose command line mentions `needle` (to find a daemon we started).
+inline std::vector<pid_t> pids_mentioning(const std::string& needle) {
+  std::vector<pid_t> out;
+  std::error_code ec;
+  for (auto& e : std::filesystem::directory_iterator("/proc", ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::string cmd = slurp(e.path().string() + "/cmdline");
+    if (cmd.find(needle) != std::string::npos) out.push_back(static_cast<pid_t>(std::stoi(name)));
+  }
+  return out;
+}
+
+}  // namespace fusexx::testing
