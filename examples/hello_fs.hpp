@@ -36,8 +36,16 @@ inline const node* find(fusexx::ino ino) {
   return it == tree.end() ? nullptr : &*it;
 }
 
+// Every file shows the time the server started.
+inline const timespec started = [] {
+  timespec t{};
+  ::clock_gettime(CLOCK_REALTIME, &t);
+  return t;
+}();
+
 inline struct stat stat_of(const node& n) {
   struct stat st {};
+  st.st_atim = st.st_mtim = st.st_ctim = started;
   st.st_ino = n.ino;
   st.st_mode = n.mode;
   st.st_nlink = S_ISDIR(n.mode) ? 2 : 1;

@@ -49,9 +49,9 @@ class dir_buffer {
     std::byte* p = space_.data() + used_;
     std::memset(p, 0, total);  // padding goes out to the kernel: never leak stale bytes
     if (plus_) {
-      proto::entry_out out{};
-      if (with_entry && e.node != 0) out = encode_entry(e);
-      else out.attr.ino = e.st.st_ino, out.attr.mode = e.st.st_mode;  // kernel skips node 0
+      // Without a node id the kernel uses the entry like a plain dirent and
+      // takes no lookup reference.
+      const proto::entry_out out = with_entry && e.node != 0 ? encode_entry(e) : proto::entry_out{};
       std::memcpy(p, &out, sizeof out);
       p += sizeof out;
     }

@@ -198,3 +198,68 @@ TEST_CASE("the hello binary: daemon, foreground and SIGTERM") {
     CHECK_FALSE(is_fuse_mounted(dir.path()));
   }
 }
+
+TEST_CASE("mount options reach the kernel, through either mount API") {
+  for (bool legacy : {false, true}) {
+    CAPTURE(legacy);
+    temp_dir dir;
+    hello_fs fs;
+    auto opts = options_for(dir.path());
+    opts.mount.legacy_mount_api = legacy;
+    opts.mount.allow_other = true;
+    opts.mount.default_permissions = true;
+    opts.mount.read_only = true;
+    opts.mount.max_read = 65536;
+    server<hello_fs> srv(fs, opts);
+    auto r = srv.start();
+    REQUIRE_MESSAGE(r, (r ? "" : r.error().message));
+    CHECK(srv.method() == (legacy ? mount_method::legacy : mount_method::new_api));
+    auto e = find_fuse_mount(dir.path());
+    REQUIRE(e);
+    CHECK(e->fstype == "fuse.hello");
+    CHECK(e->source == "hello-test");
+    CHECK(e->options.starts_with("ro,"));
+    CHECK(e->super_options.find("default_permissions") != std::string::npos);
+    CHECK(e->super_options.find("allow_other") != std::string::npos);
+    CHECK(e->super_options.find("max_read=65536") != std::string::npos);
+    CHECK(slurp(dir.path() + "/hello.txt") == greeting);
+    srv.stop();
+    CHECK_FALSE(is_fuse_mounted(dir.path()));
+  }
+}
+
+TEST_CASE("-d logs every request") {
+  const std::string hello = example_binary("FUSEXX_HELLO");
+  REQUIRE(!hello.empty());
+  temp_dir dir;
+  child c = spawn({hello, "-d", dir.path()}, /*capture_stdout=*/true, /*with_stderr=*/true);
+  REQUIRE(eventually([&] { return is_fuse_mounted(dir.path()); }));
+  CHECK(slurp(dir.path() + "/hello.txt") == greeting);
+  ::kill(c.pid, SIGTERM);
+  std::string log = slurp_fd(c.stdout_fd);
+  ::close(c.stdout_fd);
+  CHECK(wait_exit(c.pid) == 0);
+  CHECK(log.find("INIT: kernel 7.") != std::string::npos);
+  CHECK(log.find("LOOKUP") != std::string::npos);
+  CHECK(log.find("READ") != std::string::npos);
+  CHECK(log.find("<- unique=") != std::string::npos);
+}
+
+TEST_CASE("a missing /dev/fuse is reported in one sentence") {
+  temp_dir dir;
+  // In a private mount namespace, hide /dev behind an empty tmpfs.
+  int status = in_child([&] {
+    if (::unshare(CLONE_NEWNS) != 0) return 10;
+    if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) return 11;
+    if (::mount("tmpfs", "/dev", "tmpfs", 0, nullptr) != 0) return 12;
+    hello_fs fs;
+    server<hello_fs> srv(fs, options_for(dir.path()));
+    auto r = srv.start();
+    if (r) return 13;
+    if (r.error().code.value() != ENOENT) return 14;
+    if (r.error().message.find("/dev/fuse is missing") == std::string::npos) return 15;
+    return 0;
+  });
+  CHECK(status == 0);
+  CHECK_FALSE(is_fuse_mounted(dir.path()));
+}

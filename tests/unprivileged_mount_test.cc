@@ -52,3 +52,27 @@ TEST_CASE("unprivileged: fusermount3 mounts for a non-root user") {
   CHECK(wait_exit(server_process.pid) == 0);
   CHECK_FALSE(is_fuse_mounted(mp));
 }
+
+TEST_CASE("unprivileged without fusermount3: one clear sentence") {
+  temp_dir dir;
+  const std::string mp = dir.sub("mnt", 0777);
+  int status = in_child([&] {
+    // Hide every place fusermount3 could be found, then become nobody.
+    if (::unshare(CLONE_NEWNS) != 0) return 10;
+    if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) return 11;
+    for (const char* d : {"/usr/bin", "/usr/local/bin", "/usr/sbin", "/sbin", "/bin"})
+      if (::access(d, F_OK) == 0 && ::mount("tmpfs", d, "tmpfs", 0, nullptr) != 0) return 12;
+    if (::setresgid(65534, 65534, 65534) != 0 || ::setresuid(65534, 65534, 65534) != 0) return 13;
+    struct quiet_fs : filesystem_base<quiet_fs> {};
+    quiet_fs fs;
+    server_options o;
+    o.mount.mountpoint = mp;
+    server<quiet_fs> srv(fs, o);
+    auto r = srv.start();
+    if (r) return 14;
+    if (r.error().message.find("fusermount3 is not installed") == std::string::npos) return 15;
+    return 0;
+  });
+  CHECK(status == 0);
+  CHECK_FALSE(is_fuse_mounted(mp));
+}

@@ -315,9 +315,10 @@ inline outcome<mount> mount::create(const mount_options& opts, unique_fd& device
 
   auto dev = detail::open_fuse_device();
   if (!dev) return std::unexpected(dev.error());
-  auto r = detail::mount_new_api(opts, dev->get(), *root_mode);
-  mount_method method = mount_method::new_api;
-  if (!r && r.error().code.value() == ENOSYS) {
+  mount_method method = opts.legacy_mount_api ? mount_method::legacy : mount_method::new_api;
+  outcome<void> r = opts.legacy_mount_api ? detail::mount_legacy(opts, dev->get(), *root_mode)
+                                          : detail::mount_new_api(opts, dev->get(), *root_mode);
+  if (!r && method == mount_method::new_api && r.error().code.value() == ENOSYS) {
     log::debug("no new mount API ({}); using mount(2)", r.error().message);
     r = detail::mount_legacy(opts, dev->get(), *root_mode);
     method = mount_method::legacy;

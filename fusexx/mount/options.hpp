@@ -25,6 +25,9 @@ struct mount_options {
   std::optional<mode_t> rootmode;    // normally taken from the mountpoint (directory or file)
   std::optional<uid_t> user_id;      // the mount's owner; defaults to the caller
   std::optional<gid_t> group_id;
+  // Root only: use mount(2) even where the new mount API exists (it is the
+  // fallback anyway when fsopen is missing).
+  bool legacy_mount_api = false;
 
   // Applies one "key" or "key=value" option. Returns false when the key is
   // not a mount option (it may be the filesystem's own); a known key with a

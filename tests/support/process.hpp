@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sched.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -78,8 +79,9 @@ struct child {
   int stdout_fd = -1;
 };
 
-// Starts argv[0] (searched in PATH) with stdout captured when asked.
-inline child spawn(const std::vector<std::string>& args, bool capture_stdout = false) {
+// Starts argv[0] (searched in PATH) with stdout (and stderr, when asked)
+// captured in one pipe.
+inline child spawn(const std::vector<std::string>& args, bool capture_stdout = false, bool with_stderr = false) {
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
   argv.push_back(nullptr);
@@ -89,6 +91,7 @@ inline child spawn(const std::vector<std::string>& args, bool capture_stdout = f
   if (capture_stdout) {
     if (::pipe2(pipefd, O_CLOEXEC) != 0) return {};
     posix_spawn_file_actions_adddup2(&actions, pipefd[1], STDOUT_FILENO);
+    if (with_stderr) posix_spawn_file_actions_adddup2(&actions, pipefd[1], STDERR_FILENO);
   }
   child c;
   if (posix_spawnp(&c.pid, argv[0], &actions, nullptr, argv.data(), environ) != 0) c.pid = -1;
@@ -118,8 +121,8 @@ struct run_result {
   std::string out;
 };
 
-inline run_result run(const std::vector<std::string>& args) {
-  child c = spawn(args, true);
+inline run_result run(const std::vector<std::string>& args, bool with_stderr = false) {
+  child c = spawn(args, true, with_stderr);
   run_result r;
   if (c.pid < 0) return r;
   char chunk[4096];
@@ -132,6 +135,23 @@ inline run_result run(const std::vector<std::string>& args) {
 
 // A file's whole content, or "<error: ...>" naming the errno, so a failed
 // comparison in a test says why the read failed.
+inline std::string slurp_fd(int fd) {
+  std::string out;
+  char chunk[4096];
+  ssize_t n;
+  while ((n = ::read(fd, chunk, sizeof chunk)) > 0) out.append(chunk, static_cast<std::size_t>(n));
+  return out;
+}
+
+// Runs `body` in a forked child and returns its exit status: for tests that
+// change process-wide state (namespaces, credentials) the test itself must keep.
+template <class F>
+int in_child(F&& body) {
+  pid_t pid = ::fork();
+  if (pid == 0) ::_exit(body());
+  return wait_exit(pid);
+}
+
 inline std::string slurp(const std::string& path) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return std::string("<error: open: ") + std::strerror(errno) + ">";
