@@ -1,13 +1,24 @@
 #pragma once
-// Daemonizing as an RAII guard. start() forks while the process still has one
-// thread; the parent waits for the child's verdict and exits with it. The
-// child does its set-up and mounts, then commit()s; a guard destroyed without
-// commit() — an early return, an exception, a failed mount — reports the
-// failure, so the command that started the daemon fails with the real reason.
+// Daemonizing as an RAII guard.
 //
-// Pitfall: threads do not survive fork(). Start no thread (and no library
-// that starts one) before start(); debug builds check this.
+//   auto guard = daemon_guard::start(options);   // forks; the parent waits
+//   ... set up, mount (server::start(guard->stopped())) ...
+//   guard->commit();                             // the parent exits 0
+//
+// The parent waits for the child's verdict and exits with it: 0 after
+// commit(), or the errno of report(failure) with its message printed. A guard
+// destroyed without either — an early return, an exception — reports a
+// failure, and a child that dies is seen too (EOF), so the command that
+// started the daemon never claims success for a daemon that is not serving.
+// If the parent dies first, stopped() is raised: start-up is abandoned and the
+// child exits instead of mounting for nobody.
+//
+// Pitfall: threads do not survive fork(). Start no thread (and no library that
+// starts one) before start(); debug builds assert this.
 #include <fcntl.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -18,7 +29,11 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <memory>
+#include <stop_token>
 #include <string>
+#include <thread>
 
 #include "failure.hpp"
 #include "fd.hpp"
@@ -26,9 +41,10 @@
 namespace fusexx {
 
 struct daemon_options {
-  bool foreground = false;   // no fork: the guard only reports through the return path
+  bool foreground = false;   // no fork: commit()/report() only tell the caller
   bool keep_cwd = false;     // do not chdir("/")
-  bool keep_stdio = false;   // keep stdout/stderr (systemd's journal)
+  bool keep_stdio = false;   // keep stdout/stderr after commit (systemd's journal)
+  std::string pid_file;      // written with the daemon's pid on commit, removed on exit
 };
 
 inline std::size_t thread_count() {
@@ -42,45 +58,64 @@ inline std::size_t thread_count() {
 
 class daemon_guard {
  public:
-  daemon_guard(daemon_guard&& o) noexcept : pipe_(std::move(o.pipe_)), done_(std::exchange(o.done_, true)),
-                                            options_(o.options_) {}
+  daemon_guard(daemon_guard&&) noexcept = default;
+  daemon_guard& operator=(daemon_guard&&) = delete;
   daemon_guard(const daemon_guard&) = delete;
-  daemon_guard& operator=(const daemon_guard&) = delete;
   ~daemon_guard() {
-    if (!done_) report(failure{std::error_code(EIO, std::system_category()), "start-up ended without success"});
+    if (state_ && !state_->done)
+      report(failure{std::error_code(EIO, std::system_category()), "start-up ended without success"});
+    if (state_ && !state_->options.pid_file.empty() && state_->wrote_pid_file)
+      std::filesystem::remove(state_->options.pid_file);
   }
 
   // In the child (or, in the foreground, the only process): returns the
   // guard. In the parent: waits for the child's verdict and exits with it.
   static outcome<daemon_guard> start(const daemon_options& options) {
-    if (options.foreground) return daemon_guard(unique_fd{}, options);
+    auto state = std::make_unique<shared>();
+    state->options = options;
+    if (options.foreground) return daemon_guard(std::move(state));
     assert(thread_count() <= 1 && "daemon_guard::start() must run before any thread is created");
-    int fds[2];
-    if (::pipe2(fds, O_CLOEXEC) != 0) return fail(errno, "pipe: {}", std::strerror(errno));
-    unique_fd read_end(fds[0]), write_end(fds[1]);
+    int sv[2];
+    // A socket, not a pipe: the child can report to a parent that died
+    // without SIGPIPE (MSG_NOSIGNAL), and sees the parent's death as a hang-up.
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
+      return fail(errno, "socketpair: {}", std::strerror(errno));
+    unique_fd parent_end(sv[0]), child_end(sv[1]);
     pid_t pid = ::fork();
     if (pid < 0) return fail(errno, "fork: {}", std::strerror(errno));
     if (pid > 0) {
-      write_end.reset();
-      std::exit(wait_for_child(read_end.get(), pid));
+      child_end.reset();
+      std::exit(wait_for_child(parent_end.get(), pid));
     }
-    read_end.reset();
+    parent_end.reset();
     ::setsid();
     if (!options.keep_cwd && ::chdir("/") != 0) {
       // "/" always exists; nothing useful to do if it somehow fails
     }
     unique_fd null(::open("/dev/null", O_RDWR | O_CLOEXEC));
     if (null) ::dup2(null.get(), STDIN_FILENO);
-    return daemon_guard(std::move(write_end), options);
+    state->channel = std::move(child_end);
+    state->watch_parent();
+    return daemon_guard(std::move(state));
   }
+
+  // Raised when the parent died before commit(): give up starting.
+  std::stop_token stopped() const noexcept { return state_->parent_gone.get_token(); }
 
   // Start-up worked: the parent exits 0. Stdout/stderr go to /dev/null unless kept.
   void commit() {
-    if (done_) return;
-    done_ = true;
-    send(0, "");
-    pipe_.reset();
-    if (!options_.foreground && !options_.keep_stdio) {
+    if (state_->done) return;
+    if (!state_->options.pid_file.empty()) {
+      std::string tmp = state_->options.pid_file + ".tmp";
+      {
+        std::ofstream out(tmp, std::ios::trunc);
+        out << ::getpid() << '\n';
+      }
+      std::filesystem::rename(tmp, state_->options.pid_file);
+      state_->wrote_pid_file = true;
+    }
+    state_->finish(0, "");
+    if (!state_->options.foreground && !state_->options.keep_stdio) {
       unique_fd null(::open("/dev/null", O_RDWR | O_CLOEXEC));
       if (null) {
         ::dup2(null.get(), STDOUT_FILENO);
@@ -91,25 +126,50 @@ class daemon_guard {
 
   // Start-up failed: the parent prints `f.message` and exits with its errno.
   void report(const failure& f) {
-    if (done_) return;
-    done_ = true;
-    const int code = f.code.value() ? f.code.value() : EIO;
-    send(code, f.message);
-    pipe_.reset();
+    if (state_->done) return;
+    state_->finish(f.code.value() ? f.code.value() : EIO, f.message);
   }
 
-  bool background() const noexcept { return !options_.foreground; }
+  bool background() const noexcept { return !state_->options.foreground; }
 
  private:
-  daemon_guard(unique_fd pipe, daemon_options options) : pipe_(std::move(pipe)), options_(options) {}
+  // Lives on the heap so the watcher thread's pointer survives moves.
+  struct shared {
+    daemon_options options;
+    unique_fd channel;
+    unique_fd wake{::eventfd(0, EFD_CLOEXEC)};
+    std::stop_source parent_gone;
+    std::jthread watcher;
+    bool done = false;
+    bool wrote_pid_file = false;
 
-  // Message: a 4-byte errno, then the text.
-  void send(std::int32_t code, const std::string& text) {
-    if (!pipe_) return;
-    std::string msg(reinterpret_cast<const char*>(&code), sizeof code);
-    msg += text;
-    [[maybe_unused]] ssize_t n = ::write(pipe_.get(), msg.data(), msg.size());
-  }
+    // Waits for the parent's end of the channel to close (it only does when
+    // the parent dies: a live parent is blocked reading it) or for finish().
+    void watch_parent() {
+      watcher = std::jthread([this] {
+        pollfd fds[2] = {{channel.get(), POLLRDHUP, 0}, {wake.get(), POLLIN, 0}};
+        while (::poll(fds, 2, -1) < 0 && errno == EINTR) {
+        }
+        if (fds[0].revents & (POLLRDHUP | POLLHUP | POLLERR)) parent_gone.request_stop();
+      });
+    }
+
+    // Message: a 4-byte errno, then the text.
+    void finish(std::int32_t code, const std::string& text) {
+      done = true;
+      if (channel) {
+        std::string msg(reinterpret_cast<const char*>(&code), sizeof code);
+        msg += text;
+        [[maybe_unused]] ssize_t n = ::send(channel.get(), msg.data(), msg.size(), MSG_NOSIGNAL);
+      }
+      const std::uint64_t one = 1;
+      [[maybe_unused]] ssize_t n = ::write(wake.get(), &one, sizeof one);
+      if (watcher.joinable()) watcher.join();
+      channel.reset();
+    }
+  };
+
+  explicit daemon_guard(std::unique_ptr<shared> s) : state_(std::move(s)) {}
 
   static int wait_for_child(int fd, pid_t pid) {
     std::string msg;
@@ -137,9 +197,7 @@ class daemon_guard {
     return code > 0 && code < 256 ? code : 1;
   }
 
-  unique_fd pipe_;
-  bool done_ = false;
-  daemon_options options_;
+  std::unique_ptr<shared> state_;
 };
 
 }  // namespace fusexx

@@ -190,7 +190,7 @@ class dispatcher {
     using proto::opcode;
     const ino node = h.nodeid;
     switch (op) {
-      case opcode::init: return handle_init(body, resp);
+      case opcode::init: return handle_init(body, resp, in.sink, h.unique);
       case opcode::destroy:
         if constexpr (has_destroy<Fs>) call_noexcept([&] { fs_.destroy(); }, "destroy");
         state_.set_phase(session_state::phase::destroyed);
@@ -570,7 +570,7 @@ class dispatcher {
     }
   }
 
-  bool handle_init(body_reader& body, const responder& resp) {
+  bool handle_init(body_reader& body, const responder& resp, const reply_sink& sink, std::uint64_t unique) {
     // Kernels before 7.36 send the 16-byte form; the rest of init_in stays zero.
     auto a = body.take<proto::init_in>(std::min(body.rest().size(), sizeof(proto::init_in)));
     if (!a || body.rest().size() > 0 || a->major == 0) return false;
@@ -579,13 +579,24 @@ class dispatcher {
       resp.send(EPROTO);
       return true;
     }
+    if (!state_.init_received(sink, unique)) {
+      resp.send(state_.init_error().value());  // the watchdog gave up before INIT came
+      return true;
+    }
     init_reply r = negotiate_init(fs_, state_, *a);
+    // A hanging init() may have been given up on meanwhile: then the watchdog
+    // has answered INIT already, and this late reply must not be sent.
+    const bool newer_major = a->major > proto::kernel_major;
+    if (!newer_major && !state_.claim_init_reply()) {
+      state_.counters.in_flight.fetch_sub(1, std::memory_order_relaxed);
+      return true;
+    }
     if (r.error) {
       resp.send(r.error);
       return true;
     }
     resp.send(0, bytes_of(r.out, r.size));
-    if (a->major == proto::kernel_major) state_.set_phase(session_state::phase::serving);
+    if (!newer_major) state_.set_phase(session_state::phase::serving);
     return true;
   }
 

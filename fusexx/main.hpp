@@ -53,6 +53,27 @@ outcome<command_line> parse_command_line(Fs& fs, int argc, char** argv) {
       auto known = cl.server.mount.apply(key, v);
       if (!known) return std::unexpected(known.error());
       if (*known) continue;
+      if (key == "pid_file") {
+        if (!v || v->empty()) return fail(EINVAL, "option pid_file= needs a path");
+        cl.daemon.pid_file = std::filesystem::absolute(std::string(*v)).string();
+        continue;
+      }
+      if (key == "keep_stdio" || key == "keep_cwd") {
+        if (v) return fail(EINVAL, "option '{}' takes no value", key);
+        (key == "keep_stdio" ? cl.daemon.keep_stdio : cl.daemon.keep_cwd) = true;
+        continue;
+      }
+      if (key == "init_timeout_ms") {
+        auto n = v ? detail::parse_number<unsigned>(*v) : std::nullopt;
+        if (!n || *n == 0) return fail(EINVAL, "option init_timeout_ms= needs a positive number");
+        cl.server.init_timeout = std::chrono::milliseconds(*n);
+        continue;
+      }
+      if (key == "async_init") {
+        if (v) return fail(EINVAL, "option 'async_init' takes no value");
+        cl.server.mount.sync_init = false;
+        continue;
+      }
       if (key == "threads") {
         auto n = v ? detail::parse_number<unsigned>(*v) : std::nullopt;
         if (!n || *n == 0) return fail(EINVAL, "option threads= needs a positive number");
@@ -114,7 +135,14 @@ void print_usage(const char* argv0) {
       "  -o opt[,opt...]       options:\n"
       "     allow_other, default_permissions, ro, rw, nosuid/suid, nodev/dev, noexec/exec,\n"
       "     noatime, sync, dirsync, fsname=NAME, subtype=NAME, max_read=N, rootmode=M,\n"
-      "     user_id=N, group_id=N, threads=N\n",
+      "     user_id=N, group_id=N\n"
+      "  fusexx's own -o options:\n"
+      "     threads=N          worker threads (default: one per CPU, at least 2)\n"
+      "     init_timeout_ms=N  fail the mount if init() takes longer (default 30000)\n"
+      "     async_init         do not use synchronous INIT\n"
+      "     pid_file=PATH      write the daemon's pid here once it serves\n"
+      "     keep_stdio         keep stdout/stderr open in the background (systemd)\n"
+      "     keep_cwd           do not change to / in the background\n",
       argv0);
   if constexpr (has_usage<Fs>) std::printf("\n%s", std::string(Fs::usage).c_str());
 }
@@ -136,10 +164,14 @@ int run(Fs& fs, const command_line& cl) {
   unique_fd signals(::signalfd(-1, &stop_signals, SFD_CLOEXEC));
 
   server<Fs> srv(fs, cl.server);
-  if (auto r = srv.start(); !r) {
+  if (auto r = srv.start(guard->stopped()); !r) {
     if (guard->background()) guard->report(r.error());
     else std::fprintf(stderr, "fusexx: %s\n", r.error().message.c_str());
-    return r.error().code.value() > 0 && r.error().code.value() < 256 ? r.error().code.value() : 1;
+    const int code = r.error().code.value() > 0 && r.error().code.value() < 256 ? r.error().code.value() : 1;
+    // A handler that never returned (a hung init()) cannot be joined; nothing
+    // is mounted any more, so leave without waiting for it.
+    if (srv.has_stuck_workers()) std::_Exit(code);
+    return code;
   }
   guard->commit();
   log::info("serving {}", srv.mountpoint());

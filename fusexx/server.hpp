@@ -1,9 +1,20 @@
 #pragma once
 // A mounted, serving filesystem. start() mounts and returns once the kernel's
-// INIT has been answered, so the mount is usable (or it fails with the reason
-// and leaves nothing mounted). stop() unmounts and ends the workers; the
+// INIT has been answered, so the mount is usable — or fails with the reason
+// and leaves nothing mounted. stop() unmounts and ends the workers; the
 // destructor stops too. wait() returns when the filesystem was unmounted
 // from outside or stop() was called.
+//
+// Start-up, in order (docs/lifecycle.md has the timeline):
+//  1. open /dev/fuse and switch it to synchronous INIT where possible;
+//  2. start the worker that will read INIT (before the mount call when INIT is
+//     synchronous, since that call blocks until INIT is answered);
+//  3. mount; with synchronous INIT a failing init() makes the mount call fail;
+//  4. start the other workers on cloned fds;
+//  5. with asynchronous INIT, wait for INIT; if init() failed, unmount again.
+// A watchdog bounds all of it: if INIT is not answered within init_timeout
+// (a hanging init()), it answers INIT with ETIMEDOUT itself, which fails the
+// mount instead of leaving it blocked forever.
 #include <sys/eventfd.h>
 
 #include <chrono>
@@ -11,6 +22,8 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <stop_token>
+#include <thread>
 
 #include "dispatch.hpp"
 #include "failure.hpp"
@@ -27,7 +40,7 @@ namespace fusexx {
 struct server_options {
   mount_options mount;
   transport::classic_options classic;
-  std::chrono::milliseconds init_timeout{30000};  // how long start() waits for the kernel's INIT
+  std::chrono::milliseconds init_timeout{30000};  // the longest INIT (and init()) may take
 };
 
 template <filesystem Fs>
@@ -38,47 +51,51 @@ class server {
   server& operator=(const server&) = delete;
   ~server() { stop(); }
 
-  outcome<void> start() {
-    auto m = mount::create(options_.mount, device_);
-    if (!m) return std::unexpected(m.error());
-    mount_ = std::move(*m);
-    transport_ = std::make_unique<transport::classic_transport<Fs>>(dispatcher_, device_.get(), options_.classic);
-    transport_->on_all_stopped([this] { mark_ended(); });
-    transport_->start();
-
-    const auto deadline = std::chrono::steady_clock::now() + options_.init_timeout;
-    auto phase = state_.wait_for_init([&] {
-      return std::chrono::steady_clock::now() > deadline || !transport_->running();
+  // Mounts and serves. A stop request on `cancel` (e.g. the daemon's parent
+  // died) abandons the start-up: INIT is refused and the mount fails.
+  outcome<void> start(std::stop_token cancel = {}) {
+    std::stop_source abandon_mount;
+    auto give_up = [&](int errnum, std::string why) {
+      state_.abandon_init(errnum, std::move(why));
+      abandon_mount.request_stop();
+    };
+    std::stop_callback on_cancel(cancel, [&] { give_up(ECANCELED, "start-up was cancelled"); });
+    std::jthread watchdog([&, deadline = std::chrono::steady_clock::now() + options_.init_timeout](
+                              std::stop_token done) {
+      state_.wait_for_init([&] { return done.stop_requested() || std::chrono::steady_clock::now() > deadline; });
+      if (!done.stop_requested() && state_.current() == session_state::phase::waiting_for_init)
+        give_up(ETIMEDOUT, fmt::format("INIT was not answered within {} ms (a hanging init()?)",
+                                       options_.init_timeout.count()));
     });
-    if (phase == session_state::phase::serving) return {};
 
-    failure f;
-    if (phase == session_state::phase::init_failed) {
-      // With asynchronous INIT the mount already exists and would answer
-      // ECONNREFUSED to everyone: take it away before reporting.
-      f = failure{state_.init_error(), fmt::format("mounting {} failed: {}: {}", options_.mount.mountpoint,
-                                                   state_.init_message(), state_.init_error().message())};
-    } else if (!transport_->running()) {
-      f = failure{std::error_code(ENOTCONN, std::system_category()),
-                  fmt::format("mounting {} failed: the connection ended before INIT", options_.mount.mountpoint)};
-    } else {
-      f = failure{std::error_code(ETIMEDOUT, std::system_category()),
-                  fmt::format("mounting {} failed: the kernel sent no INIT within {} ms", options_.mount.mountpoint,
-                              options_.init_timeout.count())};
+    state_.set_mount_in_progress(true);
+    mount_hooks hooks{.serve_init = [this](int fd) { start_session_worker(fd); },
+                      .await_init = [this] { return await_init() == session_state::phase::serving; },
+                      .in_mount_call = [this](bool inside) { state_.set_mount_in_progress(inside); }};
+    auto m = mount::create(options_.mount, device_, hooks, abandon_mount.get_token());
+    state_.set_mount_in_progress(false);
+    if (!m) return abort_start(m.error());
+    mount_ = std::move(*m);
+    transport_->start_clone_workers();
+
+    auto phase = await_init();
+    watchdog.request_stop();
+    if (phase == session_state::phase::serving) {
+      log::debug("serving {} ({} INIT)", mountpoint(), mount_.sync_init() ? "synchronous" : "asynchronous");
+      return {};
     }
-    stop();
-    return std::unexpected(f);
+    // With asynchronous INIT the mount already exists and would refuse every
+    // access (ECONNREFUSED): abort_start() takes it away before reporting.
+    return abort_start(failure{std::error_code(ENOTCONN, std::system_category()),
+                               "the connection ended before INIT was answered"});
   }
 
   // Unmounts (lazily) and ends the workers. Safe to call more than once and
-  // from any thread but a worker.
+  // from any thread but a worker. Waits for handlers still running.
   void stop() {
     std::lock_guard stop_lock(stop_mutex_);
-    if (mount_.active()) {
-      if (auto r = mount_.unmount(); !r) log::error("{}", r.error().message);
-    }
+    stop_serving();
     if (transport_) {
-      transport_->stop();
       transport_->join();
       transport_.reset();
     }
@@ -100,13 +117,50 @@ class server {
   // Readable (poll) once the workers have ended, for event loops.
   int ended_fd() const noexcept { return ended_event_.get(); }
 
+  // True when a worker is still inside a handler that did not return when
+  // asked to stop (typically a hung init()); joining it would block.
+  bool has_stuck_workers() const noexcept { return transport_ && transport_->live_workers() > 0; }
+
   session_state& state() noexcept { return state_; }
   const connection& conn() const noexcept { return state_.conn; }
   const std::string& mountpoint() const noexcept { return options_.mount.mountpoint; }
   mount_method method() const noexcept { return mount_.method(); }
+  bool sync_init() const noexcept { return mount_.sync_init(); }
   unsigned worker_count() const noexcept { return transport_ ? transport_->worker_count() : 0; }
 
  private:
+  // Until INIT is answered either way (the watchdog bounds it) or the
+  // connection ends.
+  session_state::phase await_init() {
+    return state_.wait_for_init([&] { return !transport_ || !transport_->running(); });
+  }
+
+  void start_session_worker(int fd) {
+    transport_ = std::make_unique<transport::classic_transport<Fs>>(dispatcher_, fd, options_.classic);
+    transport_->on_all_stopped([this] { mark_ended(); });
+    transport_->start_session_worker();
+  }
+
+  // Unmounts and asks the workers to stop, without waiting for a handler that
+  // does not return.
+  void stop_serving() {
+    if (mount_.active()) {
+      if (auto r = mount_.unmount(); !r) log::error("{}", r.error().message);
+    }
+    if (transport_) transport_->stop();
+  }
+
+  // Cleans up a failed start-up and says why it failed. When INIT failed, the
+  // filesystem's own error wins over what the mount call saw (the kernel
+  // reports every INIT failure as ENOTCONN).
+  std::unexpected<failure> abort_start(failure mount_failure) {
+    stop_serving();
+    if (state_.current() == session_state::phase::init_failed)
+      return std::unexpected(failure{state_.init_error(),
+                                     fmt::format("mounting {} failed: {}", mountpoint(), state_.init_message())});
+    return std::unexpected(std::move(mount_failure));
+  }
+
   void mark_ended() {
     {
       std::lock_guard lock(mutex_);

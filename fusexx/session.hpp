@@ -61,6 +61,56 @@ class session_state {
     return current();
   }
 
+  // ---- INIT bookkeeping ----
+  // INIT is answered exactly once, by whoever gets there first: the worker
+  // that ran init(), or the watchdog that gives up on a hanging init().
+
+  // The mounter sets this around the kernel's mount call, so the session can
+  // tell synchronous INIT (it arrives during the call) from asynchronous.
+  void set_mount_in_progress(bool on) noexcept { mount_in_progress_.store(on, std::memory_order_release); }
+  // True when INIT arrived while the mount call was still running: proof that
+  // synchronous INIT was in effect.
+  bool init_arrived_during_mount() const noexcept { return init_during_mount_.load(std::memory_order_acquire); }
+
+  // The worker read INIT: remember where to answer it. Returns false when the
+  // watchdog already gave up, in which case the caller answers with the error.
+  bool init_received(const reply_sink& sink, std::uint64_t unique) {
+    std::lock_guard lock(mutex_);
+    init_during_mount_.store(mount_in_progress_.load(std::memory_order_acquire), std::memory_order_release);
+    init_sink_ = sink;
+    init_unique_ = unique;
+    if (init_reply_ == init_reply::abandoned) return false;
+    init_reply_ = init_reply::pending;
+    return true;
+  }
+  // The worker is about to answer INIT. False if the watchdog answered first.
+  bool claim_init_reply() {
+    std::lock_guard lock(mutex_);
+    if (init_reply_ != init_reply::pending) return false;
+    init_reply_ = init_reply::answered;
+    return true;
+  }
+  // Gives up on INIT: answers it with `errnum` if it is pending (so the mount
+  // call fails instead of waiting forever), or makes sure it will be refused
+  // when it arrives. Records the failure either way. Returns false if INIT had
+  // already been answered.
+  bool abandon_init(int errnum, std::string message) {
+    bool send = false;
+    reply_sink sink;
+    std::uint64_t unique = 0;
+    {
+      std::lock_guard lock(mutex_);
+      if (init_reply_ == init_reply::answered) return false;
+      send = init_reply_ == init_reply::pending;
+      init_reply_ = send ? init_reply::answered : init_reply::abandoned;
+      sink = init_sink_;
+      unique = init_unique_;
+    }
+    set_phase(phase::init_failed, std::error_code(errnum, std::system_category()), std::move(message));
+    if (send) send_reply(sink, unique, errnum);
+    return true;
+  }
+
   void set_phase(phase p, std::error_code ec = {}, std::string message = {}) {
     {
       std::lock_guard lock(mutex_);
@@ -79,6 +129,12 @@ class session_state {
   std::atomic<phase> phase_{phase::waiting_for_init};
   std::error_code init_error_;
   std::string init_message_;
+  enum class init_reply { not_read, pending, answered, abandoned };
+  init_reply init_reply_ = init_reply::not_read;
+  reply_sink init_sink_;
+  std::uint64_t init_unique_ = 0;
+  std::atomic<bool> mount_in_progress_{false};
+  std::atomic<bool> init_during_mount_{false};
 };
 
 // The capabilities asked for unless the filesystem's init() says otherwise:
@@ -120,7 +176,8 @@ init_reply negotiate_init(Fs& fs, session_state& state, const proto::init_in& in
     log::error("kernel speaks FUSE {}.{}, fusexx needs 7.{} or newer", in.major, in.minor, oldest_supported_minor);
     reply.error = EPROTO;
     state.set_phase(session_state::phase::init_failed, std::error_code(EPROTO, std::system_category()),
-                    "unsupported FUSE protocol version");
+                    fmt::format("the kernel speaks FUSE {}.{}, fusexx needs 7.{} or newer", in.major, in.minor,
+                                oldest_supported_minor));
     return reply;
   }
 
@@ -134,19 +191,22 @@ init_reply negotiate_init(Fs& fs, session_state& state, const proto::init_in& in
 
   if constexpr (has_init<Fs>) {
     result<void> r;
+    std::string why;
     try {
       if constexpr (std::is_void_v<decltype(fs.init(conn))>) fs.init(conn);
       else r = fs.init(conn);
+      if (!r) why = fmt::format("init() failed: {}", r.error().message());
     } catch (const std::exception& e) {
-      log::error("init() threw: {}", e.what());
       r = error(EIO);
+      why = fmt::format("init() threw: {}", e.what());
     } catch (...) {
-      log::error("init() threw a non-standard exception");
       r = error(EIO);
+      why = "init() threw a non-standard exception";
     }
     if (!r) {
+      log::debug("{}", why);
       reply.error = to_errno(r.error());
-      state.set_phase(session_state::phase::init_failed, r.error(), "the filesystem's init() failed");
+      state.set_phase(session_state::phase::init_failed, r.error(), std::move(why));
       return reply;
     }
   }

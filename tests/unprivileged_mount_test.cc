@@ -76,3 +76,35 @@ TEST_CASE("unprivileged without fusermount3: one clear sentence") {
   CHECK(status == 0);
   CHECK_FALSE(is_fuse_mounted(mp));
 }
+
+TEST_CASE("unprivileged: an init() error through fusermount3 fails the command, nothing stays mounted") {
+  const std::string lifecycle = example_binary("FUSEXX_LIFECYCLE_FS");
+  REQUIRE(!lifecycle.empty());
+  struct stat dev {};
+  REQUIRE(::stat("/dev/fuse", &dev) == 0);
+  REQUIRE_MESSAGE((dev.st_mode & 0006) == 0006, "/dev/fuse is not open to other users: run tools/dev setup");
+
+  temp_dir dir;
+  const std::string bin = dir.path() + "/lifecycle_fs";
+  std::filesystem::copy_file(lifecycle, bin);
+  ::chmod(bin.c_str(), 0755);
+  const std::string mp = dir.sub("mnt", 0777);
+  const std::vector<std::string> as_nobody = {"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"};
+  auto with = [&](std::vector<std::string> tail) {
+    auto v = as_nobody;
+    v.insert(v.end(), tail.begin(), tail.end());
+    return v;
+  };
+  // Debian's fusermount3 has no --sync-init: INIT is asynchronous, the helper
+  // has mounted already, and fusexx must take the mount away again.
+  auto daemonized = run(with({bin, "-o", "init_error=112", mp}), /*with_stderr=*/true);
+  CHECK_MESSAGE(daemonized.status == EHOSTDOWN, daemonized.out);
+  CHECK_FALSE(is_fuse_mounted(mp));
+  CHECK(run(with({bin, "-f", "-o", "init_error=112", mp})).status == EHOSTDOWN);  // foreground
+  CHECK_FALSE(is_fuse_mounted(mp));
+  // And a healthy start through the same path still works afterwards.
+  REQUIRE(run(with({bin, mp})).status == 0);
+  CHECK(run(with({"cat", mp + "/hello.txt"})).out == greeting);
+  CHECK(run(with({"fusermount3", "-u", mp})).status == 0);
+  CHECK(eventually([&] { return !is_fuse_mounted(mp); }));
+}

@@ -17,7 +17,14 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <poll.h>
+#include <sys/ioctl.h>
+
 #include <cerrno>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <stop_token>
 #include <cstring>
 #include <string>
 #include <utility>
@@ -25,6 +32,7 @@
 
 #include "../fd.hpp"
 #include "../log.hpp"
+#include "../proto/abi.hpp"
 #include "mountinfo.hpp"
 #include "options.hpp"
 
@@ -34,25 +42,61 @@ namespace fusexx {
 
 enum class mount_method { new_api, legacy, fusermount };
 
+// What the mounter calls back into while mounting.
+struct mount_hooks {
+  // Start the worker that reads INIT from `fd`. Called before the mount call
+  // with synchronous INIT (that call blocks until INIT is answered), after
+  // the connection exists otherwise.
+  std::function<void(int fd)> serve_init;
+  // Asynchronous INIT with the new mount API: wait until INIT is answered.
+  // false: it failed, and the still-detached mount is dropped instead of
+  // attached. The tree is never visible before INIT succeeded.
+  std::function<bool()> await_init;
+  // Brackets the kernel's mount call (fsconfig's CMD_CREATE, mount(2), or the
+  // helper's mount): INIT served inside it was synchronous.
+  std::function<void(bool inside)> in_mount_call;
+};
+
+// Calls hooks.in_mount_call(true) now and (false) when it goes out of scope.
+class mount_call_scope {
+ public:
+  explicit mount_call_scope(const mount_hooks* hooks) : hooks_(hooks) { note(true); }
+  ~mount_call_scope() { note(false); }
+  mount_call_scope(const mount_call_scope&) = delete;
+  mount_call_scope& operator=(const mount_call_scope&) = delete;
+
+ private:
+  void note(bool inside) const {
+    if (hooks_ && hooks_->in_mount_call) hooks_->in_mount_call(inside);
+  }
+  const mount_hooks* hooks_;
+};
+
 class mount {
  public:
   mount() = default;
   mount(mount&& o) noexcept
-      : mountpoint_(std::move(o.mountpoint_)), method_(o.method_), active_(std::exchange(o.active_, false)) {}
+      : mountpoint_(std::move(o.mountpoint_)), helper_(std::move(o.helper_)), method_(o.method_),
+        sync_init_(o.sync_init_), active_(std::exchange(o.active_, false)) {}
   mount& operator=(mount&& o) noexcept {
     if (this != &o) {
       unmount();
       mountpoint_ = std::move(o.mountpoint_);
+      helper_ = std::move(o.helper_);
       method_ = o.method_;
+      sync_init_ = o.sync_init_;
       active_ = std::exchange(o.active_, false);
     }
     return *this;
   }
   ~mount() { unmount(); }
 
-  // Opens /dev/fuse and mounts it at opts.mountpoint. On success `device`
-  // holds the connection's fd. INIT is answered afterwards by the session.
-  static outcome<mount> create(const mount_options& opts, unique_fd& device);
+  // Opens /dev/fuse and mounts it at opts.mountpoint. `device` receives the
+  // connection's fd as soon as it exists (so the caller owns it even when the
+  // mount then fails); `hooks` start and await INIT at the right moments. A
+  // stop request on `cancel` abandons a mount that waits on the helper.
+  static outcome<mount> create(const mount_options& opts, unique_fd& device, const mount_hooks& hooks,
+                               std::stop_token cancel = {});
 
   // Detaches the mount (lazily: open files keep working until closed, and the
   // kernel ends the connection when the last one goes). Idempotent.
@@ -61,12 +105,17 @@ class mount {
   const std::string& mountpoint() const noexcept { return mountpoint_; }
   mount_method method() const noexcept { return method_; }
   bool active() const noexcept { return active_; }
+  // Whether INIT was synchronous (served during the mount call).
+  bool sync_init() const noexcept { return sync_init_; }
 
  private:
-  mount(std::string mp, mount_method m) : mountpoint_(std::move(mp)), method_(m), active_(true) {}
+  mount(std::string mp, mount_method m, bool sync, std::string helper)
+      : mountpoint_(std::move(mp)), helper_(std::move(helper)), method_(m), sync_init_(sync), active_(true) {}
 
   std::string mountpoint_;
+  std::string helper_;  // the helper that mounted, which must also unmount
   mount_method method_ = mount_method::new_api;
+  bool sync_init_ = false;
   bool active_ = false;
 };
 
@@ -138,7 +187,11 @@ inline constexpr unsigned attr_rdonly = 0x1, attr_nosuid = 0x2, attr_nodev = 0x4
 inline constexpr unsigned move_mount_f_empty_path = 0x4;
 
 // ENOSYS: no new mount API here; the caller falls back to mount(2).
-inline outcome<void> mount_new_api(const mount_options& o, int dev, mode_t root_mode) {
+// `before_attach`, if given, runs between fsmount and move_mount (the mount
+// exists but is not yet visible); returning false drops it.
+inline outcome<void> mount_new_api(const mount_options& o, int dev, mode_t root_mode,
+                                   const std::function<bool()>& before_attach = {},
+                                   const mount_hooks* hooks = nullptr) {
   unique_fd fs(sys_fsopen("fuse", fsopen_cloexec));
   if (!fs) return fail(errno, "fsopen(fuse): {}", std::strerror(errno));
   auto set = [&](const char* key, const std::string& value) -> outcome<void> {
@@ -164,7 +217,12 @@ inline outcome<void> mount_new_api(const mount_options& o, int dev, mode_t root_
   if (r && o.default_permissions) r = set_flag("default_permissions");
   if (r && o.max_read) r = set("max_read", std::to_string(*o.max_read));
   if (!r) return r;
-  if (sys_fsconfig(fs.get(), fsconfig_cmd_create, nullptr, nullptr, 0) != 0) {
+  int created;
+  {
+    mount_call_scope inside(hooks);
+    created = sys_fsconfig(fs.get(), fsconfig_cmd_create, nullptr, nullptr, 0);
+  }
+  if (created != 0) {
     const int err = errno;
     std::string why = fs_context_log(fs.get());
     return fail(err, "cannot mount {}: {}", o.mountpoint, why.empty() ? std::strerror(err) : why);
@@ -180,12 +238,15 @@ inline outcome<void> mount_new_api(const mount_options& o, int dev, mode_t root_
   // The fs_context pins the superblock: close it now, or a later unmount
   // leaves the connection alive (kernel-facts Q1).
   fs.reset();
+  if (before_attach && !before_attach())
+    return fail(ENOTCONN, "cannot mount {}: INIT failed before the mount was attached", o.mountpoint);
   if (sys_move_mount(mnt.get(), "", AT_FDCWD, o.mountpoint.c_str(), move_mount_f_empty_path) != 0)
     return fail(errno, "cannot mount on {}: {}", o.mountpoint, std::strerror(errno));
   return {};
 }
 
-inline outcome<void> mount_legacy(const mount_options& o, int dev, mode_t root_mode) {
+inline outcome<void> mount_legacy(const mount_options& o, int dev, mode_t root_mode,
+                                  const mount_hooks* hooks = nullptr) {
   unsigned long flags = 0;
   if (o.read_only) flags |= MS_RDONLY;
   if (o.nosuid) flags |= MS_NOSUID;
@@ -198,6 +259,7 @@ inline outcome<void> mount_legacy(const mount_options& o, int dev, mode_t root_m
   const std::string data = o.legacy_data(dev, o.rootmode.value_or(root_mode), o.user_id.value_or(::getuid()),
                                          o.group_id.value_or(::getgid()));
   const char* source = o.fsname.empty() ? "fuse" : o.fsname.c_str();
+  mount_call_scope inside(hooks);
   if (::mount(source, o.mountpoint.c_str(), type.c_str(), flags, data.c_str()) != 0)
     return fail(errno, "cannot mount {}: {}", o.mountpoint, std::strerror(errno));
   return {};
@@ -218,9 +280,11 @@ inline std::string find_in_path(const char* program) {
   return {};
 }
 
-// Runs fusermount3 with `args`; when `comm` is given, passes it as the
-// _FUSE_COMMFD socket. Returns the exit status (or -1 if it could not run).
-inline int run_fusermount(const std::string& helper, const std::vector<std::string>& args, int comm) {
+// Starts the helper with `args`; when `comm` is given, passes it as the
+// _FUSE_COMMFD socket (and `capture`, if given, receives its stdout and
+// stderr). Returns its pid, or -1 if it could not run.
+inline pid_t spawn_helper(const std::string& helper, const std::vector<std::string>& args, int comm,
+                          int capture = -1) {
   std::vector<std::string> env_strings;
   for (char** e = environ; *e; ++e)
     if (std::strncmp(*e, "_FUSE_COMMFD=", 13) != 0) env_strings.emplace_back(*e);
@@ -238,14 +302,63 @@ inline int run_fusermount(const std::string& helper, const std::vector<std::stri
   posix_spawn_file_actions_init(&actions);
   // dup2 onto a fixed number gives the child a copy without FD_CLOEXEC.
   if (comm >= 0) posix_spawn_file_actions_adddup2(&actions, comm, child_comm_fd);
+  if (capture >= 0) {
+    posix_spawn_file_actions_adddup2(&actions, capture, STDOUT_FILENO);
+    posix_spawn_file_actions_adddup2(&actions, capture, STDERR_FILENO);
+  }
   pid_t pid = -1;
   int rc = posix_spawn(&pid, helper.c_str(), &actions, nullptr, argv.data(), envp.data());
   posix_spawn_file_actions_destroy(&actions);
-  if (rc != 0) return -1;
+  if (rc != 0) {
+    errno = rc;
+    return -1;
+  }
+  return pid;
+}
+
+// The helper's exit status, or 128 + signal.
+inline int wait_helper(pid_t pid) {
   int status = 0;
   while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
   }
   return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+inline int run_fusermount(const std::string& helper, const std::vector<std::string>& args, int comm) {
+  pid_t pid = spawn_helper(helper, args, comm);
+  return pid < 0 ? -1 : wait_helper(pid);
+}
+
+// Whether `helper` speaks the two-way --sync-init protocol: it says so in its
+// --help. (Debian 12's fusermount3 3.14 does not.) Asked once per helper.
+inline bool helper_supports_sync_init(const std::string& helper) {
+  static std::mutex mutex;
+  static std::map<std::string, bool> known;
+  std::lock_guard lock(mutex);
+  if (auto it = known.find(helper); it != known.end()) return it->second;
+  int p[2];
+  bool supported = false;
+  if (::pipe2(p, O_CLOEXEC) == 0) {
+    unique_fd read_end(p[0]), write_end(p[1]);
+    pid_t pid = spawn_helper(helper, {"--help"}, -1, write_end.get());
+    write_end.reset();
+    std::string text;
+    char chunk[1024];
+    ssize_t n;
+    while ((n = ::read(read_end.get(), chunk, sizeof chunk)) > 0) text.append(chunk, static_cast<std::size_t>(n));
+    if (pid > 0) wait_helper(pid);
+    supported = text.find("--sync-init") != std::string::npos;
+  }
+  known[helper] = supported;
+  return supported;
+}
+
+// Turns the device fd to synchronous INIT. ENOTTY (kernels before 6.18)
+// means no such mode: INIT then arrives after the mount call.
+inline bool enable_sync_init(int fd) {
+  if (::ioctl(fd, proto::dev_ioc_sync_init) == 0) return true;
+  log::debug("synchronous INIT unavailable ({}); INIT will be asynchronous", std::strerror(errno));
+  return false;
 }
 
 inline outcome<unique_fd> receive_fd(int sock) {
@@ -271,21 +384,70 @@ inline outcome<unique_fd> receive_fd(int sock) {
   return fail(EIO, "fusermount3 sent no file descriptor");
 }
 
+// The helper opens /dev/fuse with the caller's own rights: udev normally
+// makes it 0666, but containers often leave it 0600.
+inline outcome<void> check_device_for_helper(const mount_options& o) {
+  if (::access("/dev/fuse", R_OK | W_OK) == 0) return {};
+  const int err = errno;
+  if (err == ENOENT)
+    return fail(err, "/dev/fuse is missing: load the fuse module (modprobe fuse) or, in a container, pass the "
+                     "device in");
+  return fail(err, "cannot mount {}: /dev/fuse is not accessible to uid {} (udev normally makes it mode 0666: "
+                   "chmod 0666 /dev/fuse as root)", o.mountpoint, ::getuid());
+}
+
+inline std::string helper_for(const mount_options& o) {
+  return o.helper.empty() ? find_in_path("fusermount3") : o.helper;
+}
+
+// The helper's side of --sync-init, as documented with libfuse 3.19: it opens
+// /dev/fuse and sends the fd; we switch the fd to synchronous INIT, start the
+// worker, send one "proceed" byte; the helper mounts (its mount call blocks
+// until our worker has answered INIT) and sends one status byte, 0 for
+// success. Closing the socket before "proceed" makes the helper give up.
+inline outcome<void> mount_helper_sync(const mount_options& o, const std::string& helper, unique_fd& device,
+                                       const mount_hooks& hooks, bool& sync, std::stop_token cancel) {
+  int sv[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
+    return fail(errno, "socketpair: {}", std::strerror(errno));
+  unique_fd ours(sv[0]), theirs(sv[1]);
+  pid_t pid = spawn_helper(helper, {"--sync-init", "-o", o.fusermount_string(), "--", o.mountpoint}, theirs.get());
+  if (pid < 0) return fail(errno, "cannot run {}: {}", helper, std::strerror(errno));
+  theirs.reset();
+  // A watchdog that gives up stops waiting for the helper by shutting the
+  // socket down: our recv() returns and the helper sees EOF.
+  std::stop_callback on_cancel(cancel, [fd = ours.get()] { ::shutdown(fd, SHUT_RDWR); });
+  auto finish = [&](outcome<void> r) {
+    ours.reset();
+    const int status = wait_helper(pid);
+    if (r && status != 0)
+      return outcome<void>(fail(EIO, "cannot mount {}: {} failed (exit status {})", o.mountpoint, helper, status));
+    return r;
+  };
+
+  auto fd = receive_fd(ours.get());
+  if (!fd) return finish(fail(EIO, "cannot mount {}: {} sent no file descriptor", o.mountpoint, helper));
+  device = std::move(*fd);
+  sync = enable_sync_init(device.get());
+  hooks.serve_init(device.get());
+  mount_call_scope inside(&hooks);  // from "proceed" until the helper's status
+  const char proceed = 1;
+  if (::send(ours.get(), &proceed, 1, MSG_NOSIGNAL) != 1)
+    return finish(fail(EIO, "cannot mount {}: {} went away before mounting", o.mountpoint, helper));
+  char status = 1;
+  ssize_t n;
+  do n = ::recv(ours.get(), &status, 1, 0);
+  while (n < 0 && errno == EINTR);
+  if (n != 1) return finish(fail(EIO, "cannot mount {}: {} ended without reporting the mount", o.mountpoint, helper));
+  if (status != 0) return finish(fail(EIO, "cannot mount {}: {} reported failure", o.mountpoint, helper));
+  return finish({});
+}
+
 inline outcome<unique_fd> mount_fusermount(const mount_options& o) {
-  const std::string helper = find_in_path("fusermount3");
+  const std::string helper = helper_for(o);
   if (helper.empty())
     return fail(EPERM, "cannot mount {}: not running as root, and fusermount3 is not installed (apt-get install "
                        "fuse3)", o.mountpoint);
-  // fusermount3 opens /dev/fuse with the caller's own rights: udev normally
-  // makes it 0666, but containers often leave it 0600.
-  if (::access("/dev/fuse", R_OK | W_OK) != 0) {
-    const int err = errno;
-    if (err == ENOENT)
-      return fail(err, "/dev/fuse is missing: load the fuse module (modprobe fuse) or, in a container, pass the "
-                       "device in");
-    return fail(err, "cannot mount {}: /dev/fuse is not accessible to uid {} (udev normally makes it mode 0666: "
-                     "chmod 0666 /dev/fuse as root)", o.mountpoint, ::getuid());
-  }
   int sv[2];
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
     return fail(errno, "socketpair: {}", std::strerror(errno));
@@ -302,31 +464,58 @@ inline outcome<unique_fd> mount_fusermount(const mount_options& o) {
 
 }  // namespace detail
 
-inline outcome<mount> mount::create(const mount_options& opts, unique_fd& device) {
+inline outcome<mount> mount::create(const mount_options& opts, unique_fd& device, const mount_hooks& hooks,
+                                   std::stop_token cancel) {
   auto root_mode = detail::check_mountpoint(opts.mountpoint);
   if (!root_mode) return std::unexpected(root_mode.error());
 
-  if (!detail::have_mount_privilege()) {
+  if (!opts.helper.empty() || !detail::have_mount_privilege()) {
+    if (auto ok = detail::check_device_for_helper(opts); !ok) return std::unexpected(ok.error());
+    const std::string helper = detail::helper_for(opts);
+    if (!helper.empty() && opts.sync_init && detail::helper_supports_sync_init(helper)) {
+      bool sync = false;
+      auto r = detail::mount_helper_sync(opts, helper, device, hooks, sync, cancel);
+      if (!r) return std::unexpected(r.error());
+      return mount(opts.mountpoint, mount_method::fusermount, sync, helper);
+    }
     auto fd = detail::mount_fusermount(opts);
     if (!fd) return std::unexpected(fd.error());
     device = std::move(*fd);
-    return mount(opts.mountpoint, mount_method::fusermount);
+    hooks.serve_init(device.get());
+    return mount(opts.mountpoint, mount_method::fusermount, false, helper);
   }
 
   auto dev = detail::open_fuse_device();
   if (!dev) return std::unexpected(dev.error());
+  device = std::move(*dev);
+  const bool sync = opts.sync_init && detail::enable_sync_init(device.get());
+  // Synchronous: the worker must be reading before the mount call, which
+  // blocks until INIT is answered. Asynchronous, new API: the connection
+  // exists after fsconfig; serve INIT then, and attach the mount only once
+  // INIT succeeded, so a failing or crashing init() never leaves a dead mount.
+  // Asynchronous mount(2): reading before the mount fails (EPERM), so the
+  // worker starts after it.
+  if (sync) hooks.serve_init(device.get());
+  std::function<bool()> before_attach;
+  if (!sync)
+    before_attach = [&] {
+      hooks.serve_init(device.get());
+      return !hooks.await_init || hooks.await_init();
+    };
   mount_method method = opts.legacy_mount_api ? mount_method::legacy : mount_method::new_api;
-  outcome<void> r = opts.legacy_mount_api ? detail::mount_legacy(opts, dev->get(), *root_mode)
-                                          : detail::mount_new_api(opts, dev->get(), *root_mode);
+  outcome<void> r = opts.legacy_mount_api
+                        ? detail::mount_legacy(opts, device.get(), *root_mode, &hooks)
+                        : detail::mount_new_api(opts, device.get(), *root_mode, before_attach, &hooks);
   if (!r && method == mount_method::new_api && r.error().code.value() == ENOSYS) {
     log::debug("no new mount API ({}); using mount(2)", r.error().message);
-    r = detail::mount_legacy(opts, dev->get(), *root_mode);
+    r = detail::mount_legacy(opts, device.get(), *root_mode, &hooks);
     method = mount_method::legacy;
   }
   if (!r) return std::unexpected(r.error());
-  device = std::move(*dev);
-  log::debug("mounted {} ({})", opts.mountpoint, method == mount_method::new_api ? "new mount API" : "mount(2)");
-  return mount(opts.mountpoint, method);
+  if (!sync && method == mount_method::legacy) hooks.serve_init(device.get());
+  log::debug("mounted {} ({}, {} INIT)", opts.mountpoint, method == mount_method::new_api ? "new mount API" : "mount(2)",
+             sync ? "synchronous" : "asynchronous");
+  return mount(opts.mountpoint, method, sync, {});
 }
 
 inline outcome<void> mount::unmount() {
@@ -335,9 +524,8 @@ inline outcome<void> mount::unmount() {
   // Already unmounted from outside (fusermount3 -u, umount): nothing to do.
   if (!find_fuse_mount(mountpoint_)) return {};
   if (method_ == mount_method::fusermount) {
-    const std::string helper = detail::find_in_path("fusermount3");
-    int status = helper.empty() ? -1 : detail::run_fusermount(helper, {"-u", "-q", "-z", "--", mountpoint_}, -1);
-    if (status != 0) return fail(EIO, "fusermount3 -u {} failed (exit status {})", mountpoint_, status);
+    int status = helper_.empty() ? -1 : detail::run_fusermount(helper_, {"-u", "-q", "-z", "--", mountpoint_}, -1);
+    if (status != 0) return fail(EIO, "{} -u {} failed (exit status {})", helper_, mountpoint_, status);
     return {};
   }
   if (::umount2(mountpoint_.c_str(), MNT_DETACH) != 0) {

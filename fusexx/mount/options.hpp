@@ -28,6 +28,13 @@ struct mount_options {
   // Root only: use mount(2) even where the new mount API exists (it is the
   // fallback anyway when fsopen is missing).
   bool legacy_mount_api = false;
+  // Synchronous INIT (FUSE_DEV_IOC_SYNC_INIT): the mount call itself fails
+  // when init() does. Falls back to asynchronous INIT where the kernel or the
+  // helper cannot do it; false forces asynchronous INIT.
+  bool sync_init = true;
+  // The unprivileged mount helper. Empty: fusermount3 from PATH, used only
+  // when not root. Set: always mount through this helper.
+  std::string helper;
 
   // Applies one "key" or "key=value" option. Returns false when the key is
   // not a mount option (it may be the filesystem's own); a known key with a

@@ -68,23 +68,39 @@ class classic_transport {
     join();
   }
 
-  // Starts the workers. The first uses the session fd itself, so it can take
-  // INIT even where cloning is not yet possible.
-  void start() {
+  // Starts worker 0 on the session fd itself. With synchronous INIT this runs
+  // before the mount call, which blocks until this worker has answered INIT;
+  // clones of a sync-init fd cannot be made until the mount has begun.
+  void start_session_worker() {
     install_wake_handler();
+    std::lock_guard lock(mutex_);
+    if (workers_.empty()) launch(0);
+  }
+  // Starts the remaining workers, each on its own clone of the session fd.
+  void start_clone_workers() {
     unsigned n = options_.threads;
     if (n == 0) n = std::max(2u, std::thread::hardware_concurrency());
     std::lock_guard lock(mutex_);
-    workers_.reserve(n);
-    for (unsigned i = 0; i < n; ++i) launch(i);
+    for (unsigned i = static_cast<unsigned>(workers_.size()); i < n; ++i) launch(i);
+  }
+  void start() {
+    start_session_worker();
+    start_clone_workers();
   }
 
   // Asks every worker to stop: sets the flag and interrupts their reads.
   // Keeps interrupting until they are gone, because a signal that lands just
-  // before a worker enters read() is lost.
-  void stop() {
+  // before a worker enters read() is lost — but only for `grace`: a worker
+  // inside a handler that never returns (a hung init()) cannot be interrupted,
+  // and stop() must not hang with it. join() is what waits for such a worker.
+  void stop(std::chrono::milliseconds grace = std::chrono::seconds(2)) {
     stopping_.store(true, std::memory_order_release);
+    const auto deadline = std::chrono::steady_clock::now() + grace;
     for (int round = 0; live_.load(std::memory_order_acquire) > 0; ++round) {
+      if (std::chrono::steady_clock::now() > deadline) {
+        log::warn("{} worker(s) did not stop: a handler is still running", live_.load());
+        return;
+      }
       {
         std::lock_guard lock(mutex_);
         for (auto& w : workers_)
@@ -102,8 +118,11 @@ class classic_transport {
       std::lock_guard lock(mutex_);
       done.swap(workers_);
     }
-    for (auto& w : done)
+    for (auto& w : done) {
+      if (!w->done.load(std::memory_order_acquire))
+        log::warn("waiting for a worker whose handler has not returned");
       if (w->thread.joinable()) w->thread.join();
+    }
     // Coroutine handlers still waiting reply through the fds and use the
     // filesystem: wait for them before the fds close.
     for (int i = 0; dispatcher_.state().counters.in_flight.load() > 0; ++i) {
@@ -115,11 +134,12 @@ class classic_transport {
   // Calls `f` (from a worker thread) once every worker has ended.
   void on_all_stopped(std::function<void()> f) { all_stopped_ = std::move(f); }
   bool running() const noexcept { return live_.load(std::memory_order_acquire) > 0; }
+  unsigned live_workers() const noexcept { return static_cast<unsigned>(live_.load(std::memory_order_acquire)); }
   unsigned worker_count() const noexcept { return static_cast<unsigned>(workers_.size()); }
 
  private:
   struct worker {
-    std::thread thread;
+    std::jthread thread;
     unique_fd own_fd;  // the clone; empty for worker 0, which uses the session fd
     int fd = -1;
     std::atomic<bool> done{false};
@@ -138,7 +158,7 @@ class classic_transport {
     }
     live_.fetch_add(1, std::memory_order_acq_rel);
     worker* raw = w.get();
-    w->thread = std::thread([this, raw] { serve(*raw); });
+    w->thread = std::jthread([this, raw] { serve(*raw); });
     workers_.push_back(std::move(w));
   }
 

@@ -1,0 +1,278 @@
+// The mount lifecycle: synchronous INIT, init() errors that fail the mount,
+// bounded outcomes for init() that hangs, throws or crashes, the --sync-init
+// helper protocol, and the daemon's report to the command that started it.
+// Every test ends with nothing mounted.
+#include <doctest/doctest.h>
+
+#include <csignal>
+#include <stdexcept>
+#include <thread>
+
+#include <fusexx/fusexx.hpp>
+
+#include "examples/hello_fs.hpp"
+#include "tests/support/process.hpp"
+
+using namespace fusexx;
+using namespace fusexx::testing;
+
+namespace {
+
+// hello's tree, with an init() that does what the test asks.
+struct startup_fs : filesystem_base<startup_fs> {
+  hello_fs tree;
+  std::function<result<void>()> on_init = [] { return result<void>{}; };
+
+  result<void> init(connection&) { return on_init(); }
+  auto lookup(request& r, ino p, std::string_view n) { return tree.lookup(r, p, n); }
+  auto getattr(request& r, ino i, std::optional<fhandle> fh) { return tree.getattr(r, i, fh); }
+  auto read(request& r, ino i, fhandle fh, off_t o, std::span<std::byte> into) { return tree.read(r, i, fh, o, into); }
+};
+
+server_options options_for(const std::string& mp, bool sync = true, bool legacy = false) {
+  server_options o;
+  o.mount.mountpoint = mp;
+  o.mount.subtype = "startup";
+  o.mount.sync_init = sync;
+  o.mount.legacy_mount_api = legacy;
+  return o;
+}
+
+const std::string greeting = "Hello, world!\n";
+
+struct mode {
+  const char* name;
+  bool sync;
+  bool legacy;
+};
+constexpr mode modes[] = {{"sync, new mount API", true, false},
+                          {"sync, mount(2)", true, true},
+                          {"async, new mount API", false, false},
+                          {"async, mount(2)", false, true}};
+
+}  // namespace
+
+TEST_CASE("synchronous INIT: INIT is answered during the mount call") {
+  for (const mode& m : modes) {
+    CAPTURE(m.name);
+    temp_dir dir;
+    startup_fs fs;
+    server<startup_fs> srv(fs, options_for(dir.path(), m.sync, m.legacy));
+    auto r = srv.start();
+    REQUIRE_MESSAGE(r, (r ? "" : r.error().message));
+    CHECK(srv.sync_init() == m.sync);
+    CHECK(srv.state().init_arrived_during_mount() == m.sync);
+    CHECK(slurp(dir.path() + "/hello.txt") == greeting);
+    srv.stop();
+    CHECK_FALSE(is_fuse_mounted(dir.path()));
+  }
+}
+
+TEST_CASE("an init() error fails the mount with the filesystem's errno, and a retry works") {
+  for (const mode& m : modes) {
+    CAPTURE(m.name);
+    temp_dir dir;
+    startup_fs broken;
+    broken.on_init = [] { return result<void>(error(EHOSTDOWN)); };
+    {
+      server<startup_fs> srv(broken, options_for(dir.path(), m.sync, m.legacy));
+      auto r = srv.start();
+      REQUIRE_FALSE(r);
+      CHECK(r.error().code.value() == EHOSTDOWN);
+      CHECK(r.error().message.find("init() failed") != std::string::npos);
+      CHECK(r.error().message.find(dir.path()) != std::string::npos);
+      CHECK_FALSE(is_fuse_mounted(dir.path()));  // no ECONNREFUSED mount left behind
+    }
+    startup_fs good;
+    server<startup_fs> again(good, options_for(dir.path(), m.sync, m.legacy));
+    REQUIRE(again.start());
+    CHECK(slurp(dir.path() + "/hello.txt") == greeting);
+    again.stop();
+    CHECK_FALSE(is_fuse_mounted(dir.path()));
+  }
+}
+
+TEST_CASE("an init() that throws fails the mount with EIO and the exception's text") {
+  temp_dir dir;
+  startup_fs fs;
+  fs.on_init = []() -> result<void> { throw std::runtime_error("no backing store"); };
+  server<startup_fs> srv(fs, options_for(dir.path()));
+  auto r = srv.start();
+  REQUIRE_FALSE(r);
+  CHECK(r.error().code.value() == EIO);
+  CHECK(r.error().message.find("no backing store") != std::string::npos);
+  CHECK_FALSE(is_fuse_mounted(dir.path()));
+}
+
+TEST_CASE("an init() that hangs fails the mount with ETIMEDOUT at its deadline") {
+  for (bool sync : {true, false}) {
+    CAPTURE(sync);
+    temp_dir dir;
+    // In a child process: the hung init() keeps its thread, which the child
+    // abandons by exiting, as fusexx::main does.
+    int status = in_child([&] {
+      startup_fs fs;
+      fs.on_init = [] {
+        std::this_thread::sleep_for(std::chrono::seconds(30));
+        return result<void>{};
+      };
+      auto opts = options_for(dir.path(), sync);
+      opts.init_timeout = std::chrono::milliseconds(300);
+      auto* srv = new server<startup_fs>(fs, opts);  // never destroyed: its worker is stuck
+      auto r = srv->start();
+      if (r) return 10;
+      if (r.error().code.value() != ETIMEDOUT) return 11;
+      if (is_fuse_mounted(dir.path())) return 12;
+      std::_Exit(0);
+    });
+    CHECK(status == 0);
+    CHECK_FALSE(is_fuse_mounted(dir.path()));
+  }
+}
+
+TEST_CASE("an init() that crashes takes the process down with it, and nothing stays mounted") {
+  for (bool sync : {true, false}) {
+    CAPTURE(sync);
+    temp_dir dir;
+    int status = in_child([&] {
+      startup_fs fs;
+      fs.on_init = [] {
+        std::raise(SIGSEGV);
+        return result<void>{};
+      };
+      server<startup_fs> srv(fs, options_for(dir.path(), sync));
+      (void)srv.start();
+      return 0;
+    });
+    CHECK(status == 128 + SIGSEGV);
+    CHECK_FALSE(is_fuse_mounted(dir.path()));
+  }
+}
+
+TEST_CASE("the --sync-init helper protocol") {
+  const std::string helper = example_binary("FUSEXX_FAKE_FUSERMOUNT");
+  REQUIRE(!helper.empty());
+
+  SUBCASE("INIT is served while the helper's mount call waits") {
+    temp_dir dir;
+    startup_fs fs;
+    auto opts = options_for(dir.path());
+    opts.mount.helper = helper;
+    server<startup_fs> srv(fs, opts);
+    auto r = srv.start();
+    REQUIRE_MESSAGE(r, (r ? "" : r.error().message));
+    CHECK(srv.method() == mount_method::fusermount);
+    CHECK(srv.sync_init());
+    CHECK(srv.state().init_arrived_during_mount());
+    CHECK(slurp(dir.path() + "/hello.txt") == greeting);
+    srv.stop();  // unmounts through the helper
+    CHECK_FALSE(is_fuse_mounted(dir.path()));
+  }
+  SUBCASE("an init() error fails the helper's mount and reaches the caller") {
+    temp_dir dir;
+    startup_fs fs;
+    fs.on_init = [] { return result<void>(error(EKEYREVOKED)); };
+    auto opts = options_for(dir.path());
+    opts.mount.helper = helper;
+    server<startup_fs> srv(fs, opts);
+    auto r = srv.start();
+    REQUIRE_FALSE(r);
+    CHECK(r.error().code.value() == EKEYREVOKED);
+    CHECK_FALSE(is_fuse_mounted(dir.path()));
+  }
+  SUBCASE("a helper without --sync-init gets the classic protocol and asynchronous INIT") {
+    temp_dir dir;
+    const std::string old_helper = dir.path() + "/old_fusermount";  // its own path: support is cached per path
+    std::filesystem::copy_file(helper, old_helper);
+    ::setenv("FAKE_FUSERMOUNT_NO_SYNC", "1", 1);
+    const std::string mp = dir.sub("mnt");
+    startup_fs fs;
+    auto opts = options_for(mp);
+    opts.mount.helper = old_helper;
+    server<startup_fs> srv(fs, opts);
+    auto r = srv.start();
+    ::unsetenv("FAKE_FUSERMOUNT_NO_SYNC");
+    REQUIRE_MESSAGE(r, (r ? "" : r.error().message));
+    CHECK_FALSE(srv.sync_init());
+    CHECK_FALSE(srv.state().init_arrived_during_mount());
+    CHECK(slurp(mp + "/hello.txt") == greeting);
+    srv.stop();
+    CHECK_FALSE(is_fuse_mounted(mp));
+  }
+}
+
+TEST_CASE("daemon: the starting command's exit status is the start-up's outcome") {
+  const std::string fs = example_binary("FUSEXX_LIFECYCLE_FS");
+  REQUIRE(!fs.empty());
+
+  SUBCASE("0 only once the mount is usable") {
+    temp_dir dir;
+    const std::string pid_file = dir.path() + "/daemon.pid";
+    const std::string mp = dir.sub("mnt");
+    REQUIRE(run({fs, "-o", "pid_file=" + pid_file, mp}).status == 0);
+    CHECK(slurp(mp + "/hello.txt") == greeting);
+    const std::string pid_text = slurp(pid_file);
+    REQUIRE(!pid_text.starts_with("<error"));
+    const pid_t daemon = std::stoi(pid_text);
+    CHECK(!process_ended(daemon));
+    REQUIRE(::umount2(mp.c_str(), MNT_DETACH) == 0);
+    CHECK(eventually([&] { return process_ended(daemon); }));
+    CHECK(eventually([&] { return ::access(pid_file.c_str(), F_OK) != 0; }));  // removed on exit
+  }
+  SUBCASE("init() errors, synchronous and asynchronous") {
+    temp_dir dir;
+    auto r = run({fs, "-o", "init_error=112", dir.path()}, /*with_stderr=*/true);
+    CHECK(r.status == EHOSTDOWN);
+    CHECK(r.out.find("Host is down") != std::string::npos);
+    CHECK(run({fs, "-o", "async_init,init_error=112", dir.path()}).status == EHOSTDOWN);
+    CHECK_FALSE(is_fuse_mounted(dir.path()));
+  }
+  SUBCASE("a hanging init() fails at its deadline") {
+    temp_dir dir;
+    CHECK(run({fs, "-o", "init_sleep_ms=20000,init_timeout_ms=300", dir.path()}).status == ETIMEDOUT);
+    CHECK_FALSE(is_fuse_mounted(dir.path()));
+  }
+  SUBCASE("a throwing init() fails with EIO") {
+    temp_dir dir;
+    CHECK(run({fs, "-o", "init_throw", dir.path()}).status == EIO);
+    CHECK_FALSE(is_fuse_mounted(dir.path()));
+  }
+  SUBCASE("a daemon that crashes is reported, not taken for success") {
+    temp_dir dir;
+    auto r = run({fs, "-o", "init_crash", dir.path()}, /*with_stderr=*/true);
+    CHECK(r.status == 1);
+    // Killed by SIGSEGV — or, under AddressSanitizer, which catches the
+    // signal, exited with an error: either way not mistaken for success.
+    CHECK((r.out.find("killed by signal") != std::string::npos ||
+           r.out.find("exited during start-up without reporting") != std::string::npos));
+    CHECK_FALSE(is_fuse_mounted(dir.path()));
+  }
+  SUBCASE("a daemon whose parent dies gives up its start-up") {
+    temp_dir dir;
+    const std::string mp = dir.sub("slow");
+    child parent = spawn({fs, "-o", "init_sleep_ms=20000", mp});
+    // The daemon is the other process with the mountpoint on its command line.
+    pid_t daemon = -1;
+    REQUIRE(eventually([&] {
+      for (pid_t p : pids_mentioning(mp))
+        if (p != parent.pid && !process_ended(p)) daemon = p;
+      return daemon > 0;
+    }));
+    ::kill(parent.pid, SIGKILL);
+    CHECK(wait_exit(parent.pid) == 128 + SIGKILL);
+    CHECK(eventually([&] { return process_ended(daemon); }));
+    CHECK_FALSE(is_fuse_mounted(mp));
+  }
+}
+
+#ifndef NDEBUG
+TEST_CASE("daemonizing after a thread was started is caught in debug builds") {
+  int status = in_child([] {
+    std::jthread early([] { std::this_thread::sleep_for(std::chrono::seconds(5)); });
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    (void)daemon_guard::start(daemon_options{});
+    return 0;
+  });
+  CHECK(status == 128 + SIGABRT);
+}
+#endif
