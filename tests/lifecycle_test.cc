@@ -215,9 +215,26 @@ TEST_CASE("daemon: the starting command's exit status is the start-up's outcome"
     REQUIRE(!pid_text.starts_with("<error"));
     const pid_t daemon = std::stoi(pid_text);
     CHECK(!process_ended(daemon));
+    // By default a daemon leaves its working directory and its output behind.
+    CHECK(std::filesystem::read_symlink("/proc/" + std::to_string(daemon) + "/cwd") == "/");
+    CHECK(std::filesystem::read_symlink("/proc/" + std::to_string(daemon) + "/fd/1") == "/dev/null");
     REQUIRE(::umount2(mp.c_str(), MNT_DETACH) == 0);
     CHECK(eventually([&] { return process_ended(daemon); }));
     CHECK(eventually([&] { return ::access(pid_file.c_str(), F_OK) != 0; }));  // removed on exit
+  }
+  SUBCASE("keep_cwd and keep_stdio keep them") {
+    temp_dir dir;
+    const std::string pid_file = dir.path() + "/daemon.pid";
+    const std::string mp = dir.sub("mnt");
+    const std::string cwd = std::filesystem::current_path();
+    child starter = spawn({fs, "-o", "keep_cwd,keep_stdio,pid_file=" + pid_file, mp}, /*capture_stdout=*/true);
+    CHECK(wait_exit(starter.pid) == 0);
+    const pid_t daemon = std::stoi(slurp(pid_file));
+    CHECK(std::filesystem::read_symlink("/proc/" + std::to_string(daemon) + "/cwd") == cwd);
+    CHECK(std::filesystem::read_symlink("/proc/" + std::to_string(daemon) + "/fd/1").string().starts_with("pipe:"));
+    ::close(starter.stdout_fd);
+    REQUIRE(::umount2(mp.c_str(), MNT_DETACH) == 0);
+    CHECK(eventually([&] { return process_ended(daemon); }));
   }
   SUBCASE("init() errors, synchronous and asynchronous") {
     temp_dir dir;
