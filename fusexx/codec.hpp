@@ -20,9 +20,17 @@ namespace fusexx {
 // the kernel actually sent; a short body yields nullopt, never an
 // out-of-bounds read. Structs are copied out, because names before them can
 // leave them unaligned.
+//
+// The body may come in two segments: over io_uring the kernel puts an
+// operation's first argument in the entry's header area and the rest in its
+// payload buffer. Reading moves on to the second segment when the first is
+// used up; a value that would straddle the two is treated as missing.
 class body_reader {
  public:
-  explicit body_reader(std::span<const std::byte> body) noexcept : rest_(body) {}
+  explicit body_reader(std::span<const std::byte> body, std::span<const std::byte> more = {}) noexcept
+      : rest_(body), more_(more) {
+    advance();
+  }
 
   template <class T>
   std::optional<T> take(std::size_t size = sizeof(T)) noexcept {
@@ -30,7 +38,7 @@ class body_reader {
     if (rest_.size() < size || size > sizeof(T)) return std::nullopt;
     T value{};  // a shorter (compat) struct leaves the newer fields zero
     std::memcpy(&value, rest_.data(), size);
-    rest_ = rest_.subspan(size);
+    consume(size);
     return value;
   }
   // A NUL-terminated name; nullopt when the NUL is missing.
@@ -39,19 +47,33 @@ class body_reader {
     const void* nul = std::memchr(p, 0, rest_.size());
     if (nul == nullptr) return std::nullopt;
     std::size_t len = static_cast<std::size_t>(static_cast<const char*>(nul) - p);
-    rest_ = rest_.subspan(len + 1);
+    consume(len + 1);
     return std::string_view(p, len);
   }
   std::optional<std::span<const std::byte>> bytes(std::size_t n) noexcept {
+    if (n == 0) return std::span<const std::byte>{};
     if (rest_.size() < n) return std::nullopt;
     auto out = rest_.first(n);
-    rest_ = rest_.subspan(n);
+    consume(n);
     return out;
   }
-  std::span<const std::byte> rest() const noexcept { return rest_; }
+  // Bytes not yet read, in both segments.
+  std::size_t remaining() const noexcept { return rest_.size() + more_.size(); }
 
  private:
+  void consume(std::size_t n) noexcept {
+    rest_ = rest_.subspan(n);
+    advance();
+  }
+  void advance() noexcept {
+    if (rest_.empty() && !more_.empty()) {
+      rest_ = more_;
+      more_ = {};
+    }
+  }
+
   std::span<const std::byte> rest_;
+  std::span<const std::byte> more_;
 };
 
 // ---- value -> wire ----

@@ -30,10 +30,11 @@ namespace fusexx {
 
 // One request as the transport hands it over.
 struct incoming {
-  std::span<const std::byte> bytes;  // exactly what the kernel delivered
-  std::span<std::byte> scratch;      // room for reply data (READ, READDIR), disjoint from `bytes`
-  buffer* owner = nullptr;           // the buffer behind both; taken over if a handler suspends
-  reply_sink sink;
+  std::span<const std::byte> bytes = {};    // what the kernel delivered: in_header and arguments
+  std::span<std::byte> scratch = {};        // room for reply data (READ, READDIR), disjoint from the input
+  buffer* owner = nullptr;                  // the buffer behind them; taken over if a handler suspends
+  reply_sink sink = {};
+  std::span<const std::byte> payload = {};  // io_uring: the arguments after the first, in the payload buffer
 };
 
 namespace detail {
@@ -144,11 +145,12 @@ class dispatcher {
     responder resp(in.sink, h.unique, state_);
 
     const std::size_t ext = std::size_t{h.total_extlen} * 8;
-    if (h.len != in.bytes.size() || h.len < sizeof h + ext) {
+    const std::size_t delivered = in.bytes.size() + in.payload.size();
+    if (h.len != delivered || h.len < sizeof h + ext || ext > in.payload.size() + in.bytes.size() - sizeof h) {
       state_.counters.malformed.fetch_add(1, std::memory_order_relaxed);
-      if (h.len != in.bytes.size())
+      if (h.len != delivered)
         log::error("request {:#x} ({}) says it is {} bytes but {} arrived", h.unique, proto::name(op), h.len,
-                   in.bytes.size());
+                   delivered);
       else
         log::error("request {:#x} ({}) claims {} bytes of extensions in {} bytes", h.unique, proto::name(op), ext,
                    h.len);
@@ -157,7 +159,16 @@ class dispatcher {
     }
     // Extensions (security context, supplementary groups) follow the
     // arguments; fusexx does not ask for them, so they are skipped.
-    body_reader body(in.bytes.subspan(sizeof h, h.len - sizeof h - ext));
+    // (They are last, so they come off the end of the last segment.)
+    auto first = in.bytes.subspan(sizeof h);
+    auto second = in.payload;
+    if (second.size() >= ext) {
+      second = second.first(second.size() - ext);
+    } else {
+      first = first.first(first.size() - (ext - second.size()));
+      second = {};
+    }
+    body_reader body(first, second);
 
     if (op != proto::opcode::init && state_.current() == session_state::phase::waiting_for_init) {
       if (expects_reply) resp.send(EIO);
@@ -572,8 +583,8 @@ class dispatcher {
 
   bool handle_init(body_reader& body, const responder& resp, const reply_sink& sink, std::uint64_t unique) {
     // Kernels before 7.36 send the 16-byte form; the rest of init_in stays zero.
-    auto a = body.take<proto::init_in>(std::min(body.rest().size(), sizeof(proto::init_in)));
-    if (!a || body.rest().size() > 0 || a->major == 0) return false;
+    auto a = body.take<proto::init_in>(std::min(body.remaining(), sizeof(proto::init_in)));
+    if (!a || body.remaining() > 0 || a->major == 0) return false;
     if (state_.current() != session_state::phase::waiting_for_init) {
       log::error("a second INIT arrived; refusing it");
       resp.send(EPROTO);
@@ -596,7 +607,10 @@ class dispatcher {
       return true;
     }
     resp.send(0, bytes_of(r.out, r.size));
-    if (!newer_major) state_.set_phase(session_state::phase::serving);
+    if (!newer_major) {
+      if (state_.after_init_reply) state_.after_init_reply(state_.conn);
+      state_.set_phase(session_state::phase::serving);
+    }
     return true;
   }
 

@@ -69,6 +69,18 @@ outcome<command_line> parse_command_line(Fs& fs, int argc, char** argv) {
         cl.server.init_timeout = std::chrono::milliseconds(*n);
         continue;
       }
+      if (key == "transport") {
+        auto t = v ? parse_transport(*v) : std::nullopt;
+        if (!t) return fail(EINVAL, "option transport= takes auto, classic or uring");
+        cl.server.transport = *t;
+        continue;
+      }
+      if (key == "queue_depth") {
+        auto n = v ? detail::parse_number<unsigned>(*v) : std::nullopt;
+        if (!n || *n == 0 || *n > 1024) return fail(EINVAL, "option queue_depth= takes 1 to 1024");
+        cl.server.uring.queue_depth = *n;
+        continue;
+      }
       if (key == "async_init") {
         if (v) return fail(EINVAL, "option 'async_init' takes no value");
         cl.server.mount.sync_init = false;
@@ -89,6 +101,13 @@ outcome<command_line> parse_command_line(Fs& fs, int argc, char** argv) {
     }
     return {};
   };
+  // The default transport may come from the environment (for service
+  // managers and tests); -o transport= still wins.
+  if (const char* env = std::getenv("FUSEXX_TRANSPORT"); env && *env) {
+    auto t = parse_transport(env);
+    if (!t) return fail(EINVAL, "FUSEXX_TRANSPORT={} is not auto, classic or uring", env);
+    cl.server.transport = *t;
+  }
   std::optional<std::string> mountpoint;
   for (int i = 1; i < argc; ++i) {
     std::string_view a = argv[i];
@@ -137,7 +156,10 @@ void print_usage(const char* argv0) {
       "     noatime, sync, dirsync, fsname=NAME, subtype=NAME, max_read=N, rootmode=M,\n"
       "     user_id=N, group_id=N\n"
       "  fusexx's own -o options:\n"
-      "     threads=N          worker threads (default: one per CPU, at least 2)\n"
+      "     transport=T        auto (io_uring where available), classic or uring;\n"
+      "                        the default comes from $FUSEXX_TRANSPORT, else auto\n"
+      "     queue_depth=N      io_uring: requests in flight per CPU (default 8)\n"
+      "     threads=N          classic: worker threads (default: one per CPU, at least 2)\n"
       "     init_timeout_ms=N  fail the mount if init() takes longer (default 30000)\n"
       "     async_init         do not use synchronous INIT\n"
       "     pid_file=PATH      write the daemon's pid here once it serves\n"

@@ -34,12 +34,27 @@
 #include "mount/options.hpp"
 #include "session.hpp"
 #include "transport/classic.hpp"
+#include "transport/uring.hpp"
 
 namespace fusexx {
 
+// How requests reach the server. `automatic` uses FUSE over io_uring where
+// the kernel offers it and falls back to /dev/fuse, saying why, otherwise;
+// asking for `uring` where it is unavailable is an error.
+enum class transport_kind { automatic, classic, uring };
+
+inline std::optional<transport_kind> parse_transport(std::string_view s) {
+  if (s == "auto" || s == "automatic") return transport_kind::automatic;
+  if (s == "classic" || s == "dev") return transport_kind::classic;
+  if (s == "uring" || s == "io_uring") return transport_kind::uring;
+  return std::nullopt;
+}
+
 struct server_options {
   mount_options mount;
+  transport_kind transport = transport_kind::automatic;
   transport::classic_options classic;
+  transport::uring_options uring;
   std::chrono::milliseconds init_timeout{30000};  // the longest INIT (and init()) may take
 };
 
@@ -68,7 +83,8 @@ class server {
                                        options_.init_timeout.count()));
     });
 
-    state_.set_mount_in_progress(true);
+
+    if (auto r = plan_transport(); !r) return std::unexpected(r.error());
     mount_hooks hooks{.serve_init = [this](int fd) { start_session_worker(fd); },
                       .await_init = [this] { return await_init() == session_state::phase::serving; },
                       .in_mount_call = [this](bool inside) { state_.set_mount_in_progress(inside); }};
@@ -76,11 +92,20 @@ class server {
     state_.set_mount_in_progress(false);
     if (!m) return abort_start(m.error());
     mount_ = std::move(*m);
-    transport_->start_clone_workers();
 
     auto phase = await_init();
     watchdog.request_stop();
     if (phase == session_state::phase::serving) {
+      if (uring_) {
+        log::debug("serving {} through io_uring ({} queues; /dev/fuse keeps one reader)", mountpoint(),
+                   uring_->queue_count());
+      } else {
+        if (options_.transport == transport_kind::uring)
+          return abort_start(failure{std::error_code(EOPNOTSUPP, std::system_category()),
+                                     fmt::format("the io_uring transport was required, but {}", uring_unusable_)});
+        if (!uring_unusable_.empty()) log::info("serving through /dev/fuse: {}", uring_unusable_);
+        transport_->start_clone_workers();
+      }
       log::debug("serving {} ({} INIT)", mountpoint(), mount_.sync_init() ? "synchronous" : "asynchronous");
       return {};
     }
@@ -95,6 +120,7 @@ class server {
   void stop() {
     std::lock_guard stop_lock(stop_mutex_);
     stop_serving();
+    uring_.reset();
     if (transport_) {
       transport_->join();
       transport_.reset();
@@ -127,12 +153,45 @@ class server {
   mount_method method() const noexcept { return mount_.method(); }
   bool sync_init() const noexcept { return mount_.sync_init(); }
   unsigned worker_count() const noexcept { return transport_ ? transport_->worker_count() : 0; }
+  // True when requests come through io_uring queues (one per possible CPU).
+  bool using_uring() const noexcept { return uring_ != nullptr; }
+  unsigned uring_queue_count() const noexcept { return uring_ ? uring_->queue_count() : 0; }
 
  private:
   // Until INIT is answered either way (the watchdog bounds it) or the
   // connection ends.
   session_state::phase await_init() {
     return state_.wait_for_init([&] { return !transport_ || !transport_->running(); });
+  }
+
+  // Decides, before mounting, whether to ask for FUSE over io_uring, and
+  // hooks the io_uring transport in around the INIT reply.
+  outcome<void> plan_transport() {
+    if (options_.transport == transport_kind::classic) return {};
+    uring_unusable_ = transport::uring_unavailable_reason();
+    if (!uring_unusable_.empty()) {
+      if (options_.transport == transport_kind::uring)
+        return fail(EOPNOTSUPP, "the io_uring transport was required, but {}", uring_unusable_);
+      return {};
+    }
+    state_.conn.want(proto::init_flag::over_io_uring);
+    state_.before_init_reply = [this](const connection& c, std::uint64_t granted) {
+      if (!(granted & proto::init_flag::over_io_uring)) {
+        uring_unusable_ = "the kernel did not offer FUSE_OVER_IO_URING in INIT";
+        return granted;
+      }
+      auto t = std::make_unique<transport::uring_transport<Fs>>(dispatcher_, device_.get(), options_.uring);
+      if (std::string why = t->prepare(c); !why.empty()) {
+        uring_unusable_ = "setting up the rings failed: " + why;
+        return granted & ~proto::init_flag::over_io_uring;
+      }
+      uring_ = std::move(t);
+      return granted;
+    };
+    state_.after_init_reply = [this](const connection&) {
+      if (uring_) uring_->go();
+    };
+    return {};
   }
 
   void start_session_worker(int fd) {
@@ -144,9 +203,17 @@ class server {
   // Unmounts and asks the workers to stop, without waiting for a handler that
   // does not return.
   void stop_serving() {
+    const auto connection = mount_.connection_id();
     if (mount_.active()) {
       if (auto r = mount_.unmount(); !r) log::error("{}", r.error().message);
     }
+    // The lazy unmount leaves the connection alive while files are open. A
+    // server that stops cannot answer them any more, and requests it already
+    // took (an io_uring entry whose handler is suspended) would wait forever,
+    // their applications unkillable: end the connection so they all fail now.
+    if (connection && abort_fuse_connection(*connection))
+      log::debug("ended connection {} (files were still open)", *connection);
+    if (uring_) uring_->stop();
     if (transport_) transport_->stop();
   }
 
@@ -178,6 +245,8 @@ class server {
   unique_fd device_;
   mount mount_;
   std::unique_ptr<transport::classic_transport<Fs>> transport_;
+  std::unique_ptr<transport::uring_transport<Fs>> uring_;
+  std::string uring_unusable_;  // why io_uring is not used, when it is not
   std::mutex stop_mutex_;
   std::mutex mutex_;
   std::condition_variable cv_;

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <exception>
+#include <functional>
 #include <mutex>
 #include <string>
 #include <system_error>
@@ -31,6 +32,8 @@ struct session_counters {
   std::atomic<std::uint64_t> interrupts{0};
   std::atomic<std::uint64_t> forgets{0};
   std::atomic<std::uint64_t> in_flight{0};  // requests whose handler is still running
+  std::atomic<std::uint64_t> via_device{0};  // requests read from /dev/fuse
+  std::atomic<std::uint64_t> via_ring{0};    // requests that arrived through io_uring
 };
 
 class session_state {
@@ -60,6 +63,15 @@ class session_state {
     while (current() == phase::waiting_for_init && !give_up()) cv_.wait_for(lock, std::chrono::milliseconds(50));
     return current();
   }
+
+  // ---- transport hooks around INIT (set before the mount) ----
+  // Called with the negotiated outcome just before INIT is answered; returns
+  // the capabilities to grant in the end. The io_uring transport sets up its
+  // rings here and withdraws FUSE_OVER_IO_URING if it cannot: once granted,
+  // the kernel holds every request until all queues have registered.
+  std::function<std::uint64_t(const connection&, std::uint64_t granted)> before_init_reply;
+  // Called once INIT has been answered successfully.
+  std::function<void(const connection&)> after_init_reply;
 
   // ---- INIT bookkeeping ----
   // INIT is answered exactly once, by whoever gets there first: the worker
@@ -232,13 +244,19 @@ init_reply negotiate_init(Fs& fs, session_state& state, const proto::init_in& in
   out.request_timeout = conn.request_timeout;
   conn.max_readahead = out.max_readahead;
   conn.set_outcome(granted, max_pages);
+  if (state.before_init_reply) {
+    const std::uint64_t final_grant = state.before_init_reply(conn, granted) & granted;
+    out.flags = static_cast<std::uint32_t>(final_grant);
+    out.flags2 = static_cast<std::uint32_t>(final_grant >> 32);
+    conn.set_outcome(final_grant, max_pages);
+  }
 
   const std::uint32_t minor = std::min(in.minor, proto::kernel_minor);
   reply.size = minor < 5 ? proto::init_out_compat_size_v7_5
                : minor < 23 ? proto::init_out_compat_size_v7_22
                             : sizeof(proto::init_out);
   log::debug("INIT: kernel {}.{} offered {}; granted {}; max_write={} max_pages={} max_readahead={}", in.major,
-             in.minor, proto::describe_init_flags(offered), proto::describe_init_flags(granted), out.max_write,
+             in.minor, proto::describe_init_flags(offered), proto::describe_init_flags(conn.granted()), out.max_write,
              max_pages, out.max_readahead);
   return reply;
 }

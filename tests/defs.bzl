@@ -1,6 +1,6 @@
 """Helpers for fusexx's tests."""
 
-def fusexx_tests(srcs, data = [], deps = [], size = "medium", tags = [], no_sandbox = []):
+def fusexx_tests(srcs, data = [], deps = [], size = "medium", tags = [], no_sandbox = [], per_transport = [], exclusive = []):
     """Declares one cc_test per source file `NAME_test.cc`, named `NAME_test`.
 
     Each test links //fusexx and doctest's main, and carries `data` in its runfiles.
@@ -16,6 +16,11 @@ def fusexx_tests(srcs, data = [], deps = [], size = "medium", tags = [], no_sand
       no_sandbox: names of tests (e.g. "hello_mount_test") that get the tag
         "no-sandbox": only for tests that need uids other than root (see
         tests/BUILD.bazel for why the sandbox cannot give them).
+      per_transport: names of tests that run once per transport: NAME with
+        FUSEXX_TRANSPORT=classic and NAME_uring with FUSEXX_TRANSPORT=uring
+        (which fails, rather than skips, where io_uring is unavailable).
+      exclusive: names of tests that must run alone (they change machine-wide
+        settings such as the enable_uring module parameter).
     """
     env = {}
     for label in data:
@@ -28,12 +33,20 @@ def fusexx_tests(srcs, data = [], deps = [], size = "medium", tags = [], no_sand
 
     for src in srcs:
         name = src[:-len(".cc")]
-        native.cc_test(
-            name = name,
-            srcs = [src],
-            deps = ["//fusexx", "//tests:doctest_main"] + deps,
-            data = data,
-            env = env,
-            size = size,
-            tags = tags + (["no-sandbox"] if name in no_sandbox else []),
-        )
+        test_tags = tags + (["no-sandbox"] if name in no_sandbox else []) + (["exclusive"] if name in exclusive else [])
+        variants = [(name, None)]
+        if name in per_transport:
+            variants = [(name, "classic"), (name + "_uring", "uring")]
+        for test_name, transport in variants:
+            test_env = dict(env)
+            if transport:
+                test_env["FUSEXX_TRANSPORT"] = transport
+            native.cc_test(
+                name = test_name,
+                srcs = [src],
+                deps = ["//fusexx", "//tests:doctest_main"] + deps,
+                data = data,
+                env = test_env,
+                size = size,
+                tags = test_tags,
+            )

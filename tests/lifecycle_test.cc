@@ -31,6 +31,7 @@ struct startup_fs : filesystem_base<startup_fs> {
 
 server_options options_for(const std::string& mp, bool sync = true, bool legacy = false) {
   server_options o;
+  o.transport = transport_from_env();
   o.mount.mountpoint = mp;
   o.mount.subtype = "startup";
   o.mount.sync_init = sync;

@@ -76,11 +76,13 @@ class mount {
  public:
   mount() = default;
   mount(mount&& o) noexcept
-      : mountpoint_(std::move(o.mountpoint_)), helper_(std::move(o.helper_)), method_(o.method_),
+      : connection_id_(o.connection_id_), mountpoint_(std::move(o.mountpoint_)), helper_(std::move(o.helper_)),
+        method_(o.method_),
         sync_init_(o.sync_init_), active_(std::exchange(o.active_, false)) {}
   mount& operator=(mount&& o) noexcept {
     if (this != &o) {
       unmount();
+      connection_id_ = o.connection_id_;
       mountpoint_ = std::move(o.mountpoint_);
       helper_ = std::move(o.helper_);
       method_ = o.method_;
@@ -104,14 +106,19 @@ class mount {
 
   const std::string& mountpoint() const noexcept { return mountpoint_; }
   mount_method method() const noexcept { return method_; }
+  // The connection's fusectl number, read from mountinfo right after mounting.
+  std::optional<unsigned> connection_id() const noexcept { return connection_id_; }
   bool active() const noexcept { return active_; }
   // Whether INIT was synchronous (served during the mount call).
   bool sync_init() const noexcept { return sync_init_; }
 
  private:
   mount(std::string mp, mount_method m, bool sync, std::string helper)
-      : mountpoint_(std::move(mp)), helper_(std::move(helper)), method_(m), sync_init_(sync), active_(true) {}
+      : mountpoint_(std::move(mp)), helper_(std::move(helper)), method_(m), sync_init_(sync), active_(true) {
+    if (auto e = find_fuse_mount(mountpoint_)) connection_id_ = fuse_connection_id(*e);
+  }
 
+  std::optional<unsigned> connection_id_;
   std::string mountpoint_;
   std::string helper_;  // the helper that mounted, which must also unmount
   mount_method method_ = mount_method::new_api;

@@ -11,6 +11,7 @@ namespace fusexx {
 
 struct mount_entry {
   std::string mountpoint;
+  std::string device;   // "major:minor" of the superblock; FUSE's are 0:N
   std::string fstype;   // "fuse", "fuse.hello", ...
   std::string source;   // the fsname
   std::string options;  // per-mount options (rw,nosuid,...)
@@ -56,11 +57,35 @@ inline std::optional<mount_entry> find_fuse_mount(const std::string& path) {
     mount_entry e;
     fields >> e.fstype >> e.source >> e.super_options;
     e.mountpoint = unescape_mount_field(mp);
+    e.device = devno;
     e.options = opts;
     e.source = unescape_mount_field(e.source);
     if (e.mountpoint == path && (e.fstype == "fuse" || e.fstype.starts_with("fuse."))) found = std::move(e);
   }
   return found;
+}
+
+// The FUSE connection's number: its directory in /sys/fs/fuse/connections.
+// FUSE superblocks are anonymous devices (major 0), and the kernel names the
+// directory after the device number, which is then just the minor.
+inline std::optional<unsigned> fuse_connection_id(const mount_entry& e) {
+  auto colon = e.device.find(':');
+  if (colon == std::string::npos || e.device.substr(0, colon) != "0") return std::nullopt;
+  try {
+    return static_cast<unsigned>(std::stoul(e.device.substr(colon + 1)));
+  } catch (...) {
+    return std::nullopt;
+  }
+}
+
+// Ends a FUSE connection from outside (fusectl's abort): every waiting
+// request fails at once. False if fusectl is not mounted or the connection
+// is already gone.
+inline bool abort_fuse_connection(unsigned id) {
+  std::ofstream abort("/sys/fs/fuse/connections/" + std::to_string(id) + "/abort");
+  if (!abort) return false;
+  abort << 1;
+  return static_cast<bool>(abort.flush());
 }
 
 }  // namespace fusexx

@@ -124,9 +124,15 @@ class classic_transport {
       if (w->thread.joinable()) w->thread.join();
     }
     // Coroutine handlers still waiting reply through the fds and use the
-    // filesystem: wait for them before the fds close.
-    for (int i = 0; dispatcher_.state().counters.in_flight.load() > 0; ++i) {
-      if (i % 500 == 499) log::warn("waiting for {} unfinished requests", dispatcher_.state().counters.in_flight.load());
+    // filesystem: give them a moment before the fds close. Not forever: once
+    // the connection has ended, a handler suspended on a ring that is gone
+    // will never resume.
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+    while (dispatcher_.state().counters.in_flight.load() > 0) {
+      if (std::chrono::steady_clock::now() > deadline) {
+        log::warn("abandoning {} unfinished request(s)", dispatcher_.state().counters.in_flight.load());
+        break;
+      }
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
   }
@@ -185,8 +191,12 @@ class classic_transport {
         break;
       }
       const std::size_t len = static_cast<std::size_t>(n);
+      dispatcher_.state().counters.via_device.fetch_add(1, std::memory_order_relaxed);
       const std::size_t scratch_at = std::min(buf.size(), (len + 63) & ~std::size_t{63});
-      incoming in{std::span<const std::byte>(buf.data(), len), buf.span().subspan(scratch_at), &buf, fd_sink(w.fd)};
+      incoming in{.bytes = std::span<const std::byte>(buf.data(), len),
+                  .scratch = buf.span().subspan(scratch_at),
+                  .owner = &buf,
+                  .sink = fd_sink(w.fd)};
       dispatcher_.handle(in);
     }
     w.done.store(true, std::memory_order_release);

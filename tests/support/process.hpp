@@ -23,10 +23,20 @@
 #include <vector>
 
 #include <fusexx/mount/mountinfo.hpp>
+#include <fusexx/server.hpp>
 
 extern char** environ;
 
 namespace fusexx::testing {
+
+// The transport a test target runs with (tests/defs.bzl sets FUSEXX_TRANSPORT
+// per target); in-process servers use it, and spawned binaries read the same
+// variable themselves.
+inline fusexx::transport_kind transport_from_env() {
+  const char* t = std::getenv("FUSEXX_TRANSPORT");
+  auto kind = t ? fusexx::parse_transport(t) : std::nullopt;
+  return kind.value_or(fusexx::transport_kind::classic);
+}
 
 // Polls `done` until it holds or `limit` passes. Tests never assert on time;
 // the limit only turns a hang into a failure.

@@ -113,8 +113,10 @@ struct harness {
     std::memcpy(buf.data(), bytes.data(), bytes.size());
     const std::size_t scratch_at = (bytes.size() + 63) & ~std::size_t{63};
     const std::size_t before = rec.size();
-    incoming in{std::span<const std::byte>(buf.data(), bytes.size()), buf.span().subspan(scratch_at), &buf,
-                rec.sink()};
+    incoming in{.bytes = std::span<const std::byte>(buf.data(), bytes.size()),
+                .scratch = buf.span().subspan(scratch_at),
+                .owner = &buf,
+                .sink = rec.sink()};
     d.handle(in);
     return rec.size() - before;
   }

@@ -1,0 +1,245 @@
+// FUSE over io_uring, checked through real mounts: requests really arrive
+// through the rings (one queue per CPU), handlers can await I/O on the ring,
+// /dev/fuse still carries FORGET, the fallback happens and says why when
+// enable_uring is off, and shutdown leaves no thread or fd behind.
+// Runs outside Bazel's sandbox and alone (tests/BUILD.bazel): it switches the
+// enable_uring module parameter and drops the kernel's caches.
+#include <doctest/doctest.h>
+
+#include <sched.h>
+
+#include <atomic>
+#include <fstream>
+#include <thread>
+
+#include <fusexx/async_io.hpp>
+#include <fusexx/fusexx.hpp>
+
+#include "examples/hello_fs.hpp"
+#include "tests/support/process.hpp"
+
+using namespace fusexx;
+using namespace fusexx::testing;
+
+namespace {
+
+const std::string enable_uring = "/sys/module/fuse/parameters/enable_uring";
+
+// Sets enable_uring for the scope, restoring what it was.
+class uring_switch {
+ public:
+  explicit uring_switch(bool on) : before_(slurp(enable_uring)) { set(on ? "Y" : "N"); }
+  ~uring_switch() { set(before_.substr(0, 1)); }
+  static void set(const std::string& v) { std::ofstream(enable_uring) << v; }
+
+ private:
+  std::string before_;
+};
+
+// Serves a real file's bytes as /data, reading it with io::pread — on the
+// ring when there is one — and /slow, whose reads first sleep on the ring.
+struct backed_fs : filesystem_base<backed_fs> {
+  int backing = -1;
+  std::atomic<int> reads_in_flight{0};
+  std::atomic<int> most_in_flight{0};
+  std::atomic<std::uint64_t> forgets{0};
+
+  result<entry> lookup(request&, ino parent, std::string_view name) {
+    if (parent != root_ino) return error(ENOENT);
+    entry e;
+    if (name == "data") e.node = 2;
+    else if (name == "slow") e.node = 3;
+    else return error(ENOENT);
+    e.st = stat_of(e.node);
+    return e;
+  }
+  void forget(ino, std::uint64_t n) { forgets += n; }
+  result<attr> getattr(request&, ino i, std::optional<fhandle>) {
+    if (i > 3) return error(ENOENT);
+    return attr{.st = stat_of(i)};
+  }
+  result<opened> open(request&, ino, int) { return opened{.direct_io = true}; }
+  task<std::size_t> read(request&, ino i, fhandle, off_t off, std::span<std::byte> into) {
+    const int now = ++reads_in_flight;
+    int seen = most_in_flight.load();
+    while (now > seen && !most_in_flight.compare_exchange_weak(seen, now)) {
+    }
+    if (i == 3) co_await io::sleep_for(std::chrono::milliseconds(100));
+    auto n = co_await io::pread(backing, into, off);
+    --reads_in_flight;
+    co_return n;
+  }
+  struct stat stat_of(ino i) const {
+    struct stat st {};
+    st.st_ino = i;
+    if (i == root_ino) {
+      st.st_mode = S_IFDIR | 0755;
+      st.st_nlink = 2;
+    } else {
+      ::fstat(backing, &st);
+      st.st_ino = i;
+      st.st_mode = S_IFREG | 0444;
+    }
+    return st;
+  }
+};
+
+server_options uring_options(const std::string& mp, transport_kind t = transport_kind::uring) {
+  server_options o;
+  o.transport = t;
+  o.mount.mountpoint = mp;
+  o.mount.subtype = "uringtest";
+  return o;
+}
+
+std::size_t count_entries(const char* dir) {
+  std::size_t n = 0;
+  for ([[maybe_unused]] auto& e : std::filesystem::directory_iterator(dir)) ++n;
+  return n;
+}
+
+void pin_to_cpu(int cpu) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(cpu, &set);
+  sched_setaffinity(0, sizeof set, &set);
+}
+
+}  // namespace
+
+TEST_CASE("requests arrive through one ring per CPU, and handlers await I/O on the ring") {
+  REQUIRE_MESSAGE(transport::uring_unavailable_reason().empty(), transport::uring_unavailable_reason());
+  temp_dir dir;
+  const std::string backing_path = dir.path() + "/backing";
+  std::string content;
+  for (int i = 0; i < 20000; ++i) content += std::to_string(i) + ",";
+  std::ofstream(backing_path) << content;
+  const std::string mp = dir.sub("mnt");
+
+  backed_fs fs;
+  fs.backing = ::open(backing_path.c_str(), O_RDONLY | O_CLOEXEC);
+  server<backed_fs> srv(fs, uring_options(mp));
+  auto r = srv.start();
+  REQUIRE_MESSAGE(r, (r ? "" : r.error().message));
+  REQUIRE(srv.using_uring());
+  CHECK(srv.uring_queue_count() == transport::possible_cpu_count());
+  const auto ring_before = srv.state().counters.via_ring.load();
+
+  // From every CPU: the kernel picks the queue of the CPU the caller runs on.
+  for (unsigned cpu = 0; cpu < transport::possible_cpu_count(); ++cpu) {
+    std::thread([&, cpu] {
+      pin_to_cpu(static_cast<int>(cpu));
+      CHECK(slurp(mp + "/data") == content);
+    }).join();
+  }
+  CHECK(srv.state().counters.via_ring.load() > ring_before);
+
+  // Two readers on one CPU share one queue thread; their handlers sleep on
+  // the ring, so both are in flight at once instead of one after the other.
+  fs.most_in_flight = 0;
+  auto slow_reader = [&] {
+    pin_to_cpu(0);
+    CHECK(slurp(mp + "/slow") == content);
+  };
+  std::thread a(slow_reader), b(slow_reader);
+  a.join();
+  b.join();
+  CHECK(fs.most_in_flight.load() >= 2);
+
+  // FORGET stays on /dev/fuse: drop the kernel's inodes and watch them come.
+  const auto device_before = srv.state().counters.via_device.load();
+  ::sync();
+  std::ofstream("/proc/sys/vm/drop_caches") << "2";
+  CHECK(eventually([&] { return fs.forgets.load() > 0; }));
+  CHECK(srv.state().counters.via_device.load() > device_before);
+
+  srv.stop();
+  CHECK_FALSE(is_fuse_mounted(mp));
+  ::close(fs.backing);
+}
+
+TEST_CASE("the same coroutine handlers work on the classic transport (blocking fallback)") {
+  temp_dir dir;
+  const std::string backing_path = dir.path() + "/backing";
+  std::ofstream(backing_path) << "classic bytes";
+  const std::string mp = dir.sub("mnt");
+  backed_fs fs;
+  fs.backing = ::open(backing_path.c_str(), O_RDONLY | O_CLOEXEC);
+  server<backed_fs> srv(fs, uring_options(mp, transport_kind::classic));
+  REQUIRE(srv.start());
+  CHECK_FALSE(srv.using_uring());
+  CHECK(slurp(mp + "/slow") == "classic bytes");
+  CHECK(srv.state().counters.via_ring.load() == 0);
+  srv.stop();
+  ::close(fs.backing);
+}
+
+TEST_CASE("with enable_uring off: automatic falls back and says why; required io_uring fails clearly") {
+  uring_switch off(false);
+  temp_dir dir;
+  hello_fs fs;
+  {
+    server<hello_fs> automatic(fs, uring_options(dir.path(), transport_kind::automatic));
+    REQUIRE(automatic.start());
+    CHECK_FALSE(automatic.using_uring());
+    CHECK(slurp(dir.path() + "/hello.txt") == "Hello, world!\n");
+    CHECK(automatic.state().counters.via_ring.load() == 0);
+    automatic.stop();
+  }
+  server<hello_fs> required(fs, uring_options(dir.path(), transport_kind::uring));
+  auto r = required.start();
+  REQUIRE_FALSE(r);
+  CHECK(r.error().code.value() == EOPNOTSUPP);
+  CHECK(r.error().message.find("enable_uring") != std::string::npos);
+  CHECK_FALSE(is_fuse_mounted(dir.path()));
+
+  // The binary's log line says why it serves through /dev/fuse.
+  const std::string hello = example_binary("FUSEXX_HELLO");
+  REQUIRE(!hello.empty());
+  child c = spawn({hello, "-f", "-o", "transport=auto", "-d", dir.path()}, true, true);
+  REQUIRE(eventually([&] { return is_fuse_mounted(dir.path()); }));
+  ::kill(c.pid, SIGTERM);
+  std::string log = slurp_fd(c.stdout_fd);
+  ::close(c.stdout_fd);
+  CHECK(wait_exit(c.pid) == 0);
+  CHECK(log.find("serving through /dev/fuse: FUSE-over-io_uring is switched off") != std::string::npos);
+}
+
+TEST_CASE("shutdown with requests in flight leaves no thread and no fd behind") {
+  temp_dir dir;
+  const std::string backing_path = dir.path() + "/backing";
+  std::ofstream(backing_path) << "in flight";
+  const std::string mp = dir.sub("mnt");
+  const std::size_t threads_before = count_entries("/proc/self/task");
+  const std::size_t fds_before = count_entries("/proc/self/fd");
+  {
+    backed_fs fs;
+    fs.backing = ::open(backing_path.c_str(), O_RDONLY | O_CLOEXEC);
+    server<backed_fs> srv(fs, uring_options(mp));
+    REQUIRE(srv.start());
+    REQUIRE(srv.using_uring());
+    std::thread reader([&] {
+      std::string got = slurp(mp + "/slow");  // its handler sleeps 100 ms on the ring
+      CHECK((got == "in flight" || got.starts_with("<error")));
+    });
+    REQUIRE(eventually([&] { return fs.reads_in_flight.load() > 0; }));
+    srv.stop();  // unmount while the read is in flight
+    reader.join();
+    CHECK_FALSE(is_fuse_mounted(mp));
+    ::close(fs.backing);
+  }
+  CHECK(count_entries("/proc/self/task") == threads_before);
+  CHECK(count_entries("/proc/self/fd") == fds_before);
+}
+
+TEST_CASE("SIGTERM stops a server on the io_uring transport") {
+  const std::string hello = example_binary("FUSEXX_HELLO");
+  REQUIRE(!hello.empty());
+  temp_dir dir;
+  child c = spawn({hello, "-f", "-o", "transport=uring", dir.path()});
+  REQUIRE(eventually([&] { return is_fuse_mounted(dir.path()); }));
+  CHECK(slurp(dir.path() + "/hello.txt") == "Hello, world!\n");
+  ::kill(c.pid, SIGTERM);
+  CHECK(wait_exit(c.pid) == 0);
+  CHECK_FALSE(is_fuse_mounted(dir.path()));
+}
