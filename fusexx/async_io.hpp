@@ -44,8 +44,10 @@ class ring_operation : private transport::completion {
     on_complete = [](transport::completion* self, int res) {
       auto* op = static_cast<ring_operation*>(self);
       op->res_ = res;
+      --transport::awaited_operations();
       op->waiting_.resume();
     };
+    ++transport::awaited_operations();
     io_uring_sqe* sqe = transport::next_sqe(transport::current_ring());
     prep_(sqe);
     io_uring_sqe_set_data(sqe, static_cast<transport::completion*>(this));
@@ -124,7 +126,11 @@ class sleep_for : private transport::completion {
   }
   void await_suspend(std::coroutine_handle<> h) {
     waiting_ = h;
-    on_complete = [](transport::completion* self, int) { static_cast<sleep_for*>(self)->waiting_.resume(); };
+    on_complete = [](transport::completion* self, int) {
+      --transport::awaited_operations();
+      static_cast<sleep_for*>(self)->waiting_.resume();
+    };
+    ++transport::awaited_operations();
     io_uring_sqe* sqe = transport::next_sqe(transport::current_ring());
     io_uring_prep_timeout(sqe, &ts_, 0, 0);
     io_uring_sqe_set_data(sqe, static_cast<transport::completion*>(this));

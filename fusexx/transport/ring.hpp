@@ -21,6 +21,14 @@ inline io_uring*& current_ring() {
   return ring;
 }
 
+// Operations handlers are awaiting on this thread's ring. A queue thread
+// cancels and reaps them before it ends, so every suspended handler resumes
+// (with ECANCELED) and finishes instead of being abandoned.
+inline std::size_t& awaited_operations() {
+  thread_local std::size_t count = 0;
+  return count;
+}
+
 // An SQE from `ring`, submitting what is queued when the SQ is full.
 inline io_uring_sqe* next_sqe(io_uring* ring) {
   io_uring_sqe* sqe = io_uring_get_sqe(ring);

@@ -270,23 +270,48 @@ class uring_transport {
           log::error("io_uring queue {}: submit failed: {}", qid, std::strerror(-rc));
           break;
         }
-        io_uring_cqe* cqe;
-        while (io_uring_peek_cqe(&ring, &cqe) == 0) {
-          auto* c = static_cast<completion*>(io_uring_cqe_get_data(cqe));
-          const int res = cqe->res;
-          io_uring_cqe_seen(&ring, cqe);
-          if (c == &wake_completion) {
-            drain_foreign_commits();
-            if (!stopping.load()) arm_wake();
-          } else if (c) {
-            c->on_complete(c, res);
-          }
-        }
+        reap();
         alive = 0;
         for (auto& e : entries) alive += e.alive ? 1 : 0;
         if (alive == 0) break;  // the connection is gone
       }
+      finish_awaited();
       current_ring() = nullptr;
+    }
+
+    // Runs what every completed CQE resumes.
+    void reap() {
+      io_uring_cqe* cqe;
+      while (io_uring_peek_cqe(&ring, &cqe) == 0) {
+        auto* c = static_cast<completion*>(io_uring_cqe_get_data(cqe));
+        const int res = cqe->res;
+        io_uring_cqe_seen(&ring, cqe);
+        if (c == &wake_completion) {
+          drain_foreign_commits();
+          if (!stopping.load()) arm_wake();
+        } else if (c) {
+          c->on_complete(c, res);
+        }
+      }
+    }
+
+    // Handlers still awaiting an operation on this ring would be abandoned
+    // with it: cancel everything and reap until each has resumed (seeing
+    // ECANCELED) and finished. Bounded, in case the kernel holds one back.
+    void finish_awaited() {
+      if (awaited_operations() == 0) return;
+      io_uring_sqe* sqe = next_sqe(&ring);
+      io_uring_prep_cancel64(sqe, 0, IORING_ASYNC_CANCEL_ANY);
+      io_uring_sqe_set_data(sqe, nullptr);
+      const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+      while (awaited_operations() > 0 && std::chrono::steady_clock::now() < deadline) {
+        __kernel_timespec wait{0, 50'000'000};
+        io_uring_cqe* cqe = nullptr;
+        io_uring_submit_and_wait_timeout(&ring, &cqe, 1, &wait, nullptr);
+        reap();
+      }
+      if (awaited_operations() > 0)
+        log::warn("io_uring queue {}: {} awaited operation(s) did not finish", qid, awaited_operations());
     }
 
     // Queues a fuse command for `e` on this queue's ring, tagged with the entry.
