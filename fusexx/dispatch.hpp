@@ -581,9 +581,11 @@ class dispatcher {
         else {
           auto a = body.take<proto::lk_in>();
           if (!a) return false;
-          serve(in, h, resp, make_operation<posix_lock>(0, [this, node, a = *a](int, request& r) {
-            return fs_.getlk(r, node, a.fh, a.owner, decode_lock(a.lk)); },
-            [](int, const responder& s, const posix_lock& l) {
+          // The decoded lock lives in the operation's state, which outlives a
+          // coroutine handler that keeps a reference to it.
+          serve(in, h, resp, make_operation<posix_lock>(decode_lock(a->lk), [this, node, a = *a](
+              const posix_lock& l, request& r) { return fs_.getlk(r, node, a.fh, a.owner, l); },
+            [](const posix_lock&, const responder& s, const posix_lock& l) {
               proto::lk_out out{};
               out.lk = encode_lock(l);
               s.send(0, bytes_of(out));
@@ -609,8 +611,9 @@ class dispatcher {
         }
         if constexpr (!has_setlk<Fs>) return nosys(resp);
         else {
-          serve(in, h, resp, make_operation<void>(0, [this, node, a = *a, wait](int, request& r) {
-            return fs_.setlk(r, node, a.fh, a.owner, decode_lock(a.lk), wait); }, send_ok));
+          serve(in, h, resp, make_operation<void>(decode_lock(a->lk), [this, node, a = *a, wait](
+              const posix_lock& l, request& r) { return fs_.setlk(r, node, a.fh, a.owner, l, wait); },
+              [](const posix_lock&, const responder& s) { s.send(0); }));
           return true;
         }
       }
