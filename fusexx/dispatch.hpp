@@ -159,6 +159,9 @@ class dispatcher {
     // arguments; fusexx does not ask for them, so they are skipped.
     body_reader body(in.bytes.subspan(sizeof h, h.len - sizeof h - ext));
 
+    // Notifications go out on the fd INIT came in on: the session's own, on
+    // every transport (kernel-facts Q4: INIT always arrives through read()).
+    if (op == proto::opcode::init) notifier_of().attach(in.sink);
     if (op != proto::opcode::init && state_.current() == session_state::phase::waiting_for_init) {
       if (expects_reply) resp.send(EIO);
       return;
@@ -173,6 +176,8 @@ class dispatcher {
  private:
   template <class Op>
   using expected_t = typename std::remove_cvref_t<Op>::expected;
+
+  notifier& notifier_of() noexcept { return static_cast<filesystem_base<Fs>&>(fs_).notify(); }
 
   // Answers ENOSYS; for convenience in `return nosys(resp);`.
   static bool nosys(const responder& resp) {
@@ -221,7 +226,15 @@ class dispatcher {
         if constexpr (has_interrupt<Fs>) call_noexcept([&] { fs_.interrupt(a->unique); }, "interrupt");
         return true;
       }
-      case opcode::notify_reply: return true;  // answers to notify_retrieve; none requested yet
+      case opcode::notify_reply: {
+        // The kernel's answer to a NOTIFY_RETRIEVE: the unique is the one
+        // the notifier chose, the data is what the page cache held.
+        auto a = body.take<proto::notify_retrieve_in>();
+        auto data = a ? body.bytes(a->size) : std::nullopt;
+        if (!data) return false;
+        notifier_of().deliver(h.unique, off_t(a->offset), *data);
+        return true;
+      }
 
       case opcode::lookup: {
         if constexpr (!has_lookup<Fs>) return nosys(resp);

@@ -60,6 +60,7 @@
 
 #include "connection.hpp"
 #include "dir_buffer.hpp"
+#include "notify.hpp"
 #include "request.hpp"
 #include "result.hpp"
 #include "task.hpp"
@@ -69,9 +70,19 @@ namespace fusexx {
 
 template <class Self>
 struct filesystem_base {
-  // Nothing here on purpose: every operation is optional and found by name.
-  // The base marks the type as a filesystem and is where framework services
-  // (notifications, the connection) are attached in later layers.
+  // Every operation is optional and found by name. The base marks the type
+  // as a filesystem and carries the framework's services for it.
+  filesystem_base() = default;
+  // A copy of a filesystem is not attached to any connection.
+  filesystem_base(const filesystem_base&) noexcept {}
+  filesystem_base& operator=(const filesystem_base&) noexcept { return *this; }
+
+  // Notifications to the kernel (fusexx/notify.hpp): usable once the mount
+  // is up, from any thread.
+  fusexx::notifier& notify() noexcept { return notifier_; }
+
+ private:
+  fusexx::notifier notifier_;
 };
 
 // ---- what a handler returns, unwrapped: T from T, result<T> or task<T> ----

@@ -9,10 +9,12 @@
 
 #include <map>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <fusexx/fusexx.hpp>
 
+#include "tests/support/process.hpp"
 #include "tests/support/wire.hpp"
 
 using namespace fusexx;
@@ -522,4 +524,136 @@ TEST_CASE("readdirplus packs entries with attributes; . and .. carry no node") {
   CHECK(s.add("file", child, 1));
   CHECK_FALSE(s.add("more", child, 2));
   CHECK(s.size() == proto::direntplus_size(4));
+}
+
+namespace {
+
+// A coroutine handler that reads the kernel's page cache back through the
+// notifier while it runs.
+struct retrieving_fs : filesystem_base<retrieving_fs> {
+  task<std::string> getxattr(request&, ino node, std::string_view) {
+    auto r = co_await notify().retrieve(node, 100, 8);
+    if (!r) co_return error(r.error());
+    co_return std::to_string(r->offset) + ":" + std::string(reinterpret_cast<const char*>(r->data.data()), r->data.size());
+  }
+};
+
+template <class T>
+T payload_as(const fusexx::testing::reply& r) {
+  return r.as<T>();
+}
+
+}  // namespace
+
+TEST_CASE("notifications: each is one message with unique 0 and its code, attached at INIT") {
+  harness<all_ops_fs> h;
+  CHECK(h.fs.notify().inval_inode(5).error().value() == ENOTCONN);  // nothing attached before INIT
+  h.init();
+  auto& n = h.fs.notify();
+  auto sent = [&] { return h.rec.last(); };
+  REQUIRE(n.inval_inode(5, -1, 0));
+  CHECK(sent().header.unique == 0);
+  CHECK(sent().header.error == int(proto::notify_code::inval_inode));
+  CHECK(sent().header.len == sizeof(proto::out_header) + sizeof(proto::notify_inval_inode_out));
+  CHECK(payload_as<proto::notify_inval_inode_out>(sent()).ino == 5);
+  CHECK(payload_as<proto::notify_inval_inode_out>(sent()).off == -1);
+
+  REQUIRE(n.inval_entry(1, "name", /*expire_only=*/true));
+  auto e = payload_as<proto::notify_inval_entry_out>(sent());
+  CHECK(sent().header.error == int(proto::notify_code::inval_entry));
+  CHECK(e.parent == 1);
+  CHECK(e.namelen == 4);
+  CHECK(e.flags == proto::notify_inval_flag::expire_only);
+  CHECK(sent().payload.size() == sizeof e + 5);  // the name and its NUL
+  CHECK(sent().text().substr(sizeof e) == std::string_view("name\0", 5));
+
+  REQUIRE(n.delete_entry(1, 9, "gone"));
+  CHECK(sent().header.error == int(proto::notify_code::delete_entry));
+  CHECK(payload_as<proto::notify_delete_out>(sent()).child == 9);
+
+  const std::string data = "cached bytes";
+  REQUIRE(n.store(9, 4096, std::as_bytes(std::span(data))));
+  CHECK(sent().header.error == int(proto::notify_code::store));
+  CHECK(payload_as<proto::notify_store_out>(sent()).size == data.size());
+  CHECK(payload_as<proto::notify_store_out>(sent()).offset == 4096);
+  CHECK(sent().text().substr(sizeof(proto::notify_store_out)) == data);
+
+  REQUIRE(n.poll_wakeup(77));
+  CHECK(sent().header.error == int(proto::notify_code::poll));
+  CHECK(payload_as<proto::notify_poll_wakeup_out>(sent()).kh == 77);
+
+  const ino nodes[] = {3, 4, 5};
+  REQUIRE(n.prune(nodes));
+  CHECK(sent().header.error == int(proto::notify_code::prune));
+  CHECK(payload_as<proto::notify_prune_out>(sent()).count == 3);
+  CHECK(sent().payload.size() == sizeof(proto::notify_prune_out) + 3 * 8);
+
+  REQUIRE(n.inc_epoch());
+  CHECK(sent().header.error == int(proto::notify_code::inc_epoch));
+  CHECK(sent().header.len == sizeof(proto::out_header));
+  REQUIRE(n.resend());
+  CHECK(sent().header.error == int(proto::notify_code::resend));
+
+  n.detach();
+  CHECK(n.poll_wakeup(1).error().value() == ENOTCONN);
+}
+
+TEST_CASE("retrieve: NOTIFY_REPLY resumes the coroutine that asked, on the thread that read it") {
+  harness<retrieving_fs> h;
+  h.init();
+  const auto before = h.rec.size();
+  REQUIRE(h.feed(make_request(op::getxattr, 300, 6, wire{}.add(proto::getxattr_in{.size = 64}).name("user.c"))) ==
+          1);  // only the RETRIEVE went out: the handler waits
+  auto ask = h.rec.last();
+  CHECK(ask.header.error == int(proto::notify_code::retrieve));
+  auto out = ask.as<proto::notify_retrieve_out>();
+  CHECK(out.nodeid == 6);
+  CHECK(out.offset == 100);
+  CHECK(out.size == 8);
+  CHECK(h.state.counters.in_flight.load() == 1);
+
+  // The kernel's answer arrives as a request, read by another worker.
+  proto::notify_retrieve_in in{};
+  in.offset = 100;
+  in.size = 5;
+  std::thread([&] {
+    CHECK(h.feed(make_request(op::notify_reply, out.notify_unique, 6, wire{}.add(in).raw("bytes"))) == 1);
+  }).join();
+  REQUIRE(h.rec.size() == before + 2);
+  CHECK(h.rec.last().header.unique == 300);
+  CHECK(h.rec.last().text() == "100:bytes");
+  CHECK(h.state.counters.in_flight.load() == 0);
+
+  // A reply nobody waits for (or one cut short) is dropped without an answer.
+  CHECK(h.feed(make_request(op::notify_reply, 999, 6, wire{}.add(in).raw("bytes"))) == 0);
+  CHECK(h.feed(make_request(op::notify_reply, 999, 6, wire{}.add(in).raw("by"))) == 0);
+}
+
+TEST_CASE("retrieve: a waiting retrieve ends with ENOTCONN when the notifier is detached") {
+  harness<retrieving_fs> h;
+  h.init();
+  REQUIRE(h.feed(make_request(op::getxattr, 310, 6, wire{}.add(proto::getxattr_in{.size = 64}).name("user.c"))) == 1);
+  h.fs.notify().detach();
+  CHECK(h.rec.last().header.unique == 310);
+  CHECK(h.rec.last().error() == ENOTCONN);
+  CHECK(h.state.counters.in_flight.load() == 0);
+}
+
+TEST_CASE("retrieve_wait: the blocking form, with a time limit") {
+  harness<retrieving_fs> h;
+  h.init();
+  std::thread kernel([&] {
+    // Plays the kernel: answers the first RETRIEVE it sees.
+    REQUIRE(fusexx::testing::eventually([&] { return h.rec.size() > 1; }));
+    auto out = h.rec.last().as<proto::notify_retrieve_out>();
+    proto::notify_retrieve_in in{};
+    in.offset = out.offset;
+    in.size = 3;
+    h.feed(make_request(op::notify_reply, out.notify_unique, out.nodeid, wire{}.add(in).raw("abc")));
+  });
+  auto r = h.fs.notify().retrieve_wait(6, 0, 3);
+  kernel.join();
+  REQUIRE(r);
+  CHECK(r->data.size() == 3);
+  CHECK(h.fs.notify().retrieve_wait(6, 0, 3, std::chrono::milliseconds(1)).error().value() == ETIMEDOUT);
 }

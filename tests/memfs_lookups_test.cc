@@ -12,7 +12,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
+#include <functional>
 #include <string>
 
 #include "examples/memfs_fs.hpp"
@@ -132,4 +134,29 @@ TEST_CASE("a directory removed while a process is inside it lives until it is le
   CHECK(m.fs.live_inodes() == base + 1);
   ::close(dfd);
   CHECK(eventually([&] { return m.fs.live_inodes() == base; }));
+}
+
+TEST_CASE("lookup counts drain to zero when the kernel is told to prune what it holds") {
+  // The kernel sends no FORGET when it unmounts (kernel-facts: only while the
+  // superblock is active), so the drain is asked for: PRUNE every node memfs
+  // counts references for, deepest first, until the kernel holds nothing.
+  memfs_mount m;
+  REQUIRE(::mkdir(m.path("a").c_str(), 0755) == 0);
+  REQUIRE(::mkdir(m.path("a/b").c_str(), 0755) == 0);
+  for (int i = 0; i < 200; ++i) {
+    const std::string f = m.path("a/b/f" + std::to_string(i));
+    REQUIRE(::close(::open(f.c_str(), O_CREAT | O_WRONLY, 0644)) == 0);
+    REQUIRE(::link(f.c_str(), m.path("a/l" + std::to_string(i)).c_str()) == 0);
+  }
+  list_dir(m.path("a"));
+  list_dir(m.path("a/b"));
+  REQUIRE(m.fs.kernel_lookups() >= 400);
+  CHECK(eventually([&] {
+    auto nodes = m.fs.referenced_nodes();
+    std::ranges::sort(nodes, std::greater{});  // younger (here: deeper) nodes first; parents then follow
+    return m.fs.notify().prune(nodes) && m.fs.kernel_lookups() == 0;
+  }));
+  CHECK(m.fs.forget_errors() == 0);
+  CHECK(m.fs.live_inodes() == 1 + 2 + 200);  // nothing was deleted: all still there
+  CHECK(list_dir(m.path("a/b")).size() == 202);
 }

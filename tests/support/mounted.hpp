@@ -42,6 +42,9 @@ class mounted {
   }
   server<Fs>& srv() { return *server_; }
   void stop() {
+    // The notifier writes to the device fd the server is about to close.
+    // (Until server::stop() detaches it itself.)
+    fs.notify().detach();
     if (server_) server_->stop();
   }
 
