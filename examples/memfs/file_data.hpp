@@ -69,9 +69,12 @@ class file_data {
     size_ = size;
   }
 
-  // fallocate(mode 0 or FALLOC_FL_KEEP_SIZE): reserve blocks.
+  // fallocate(mode 0 or FALLOC_FL_KEEP_SIZE): reserve the blocks not yet
+  // there. A block reserved before becomes written zeros, as on tmpfs (a
+  // second fallocate initialises the pages of the first).
   void reserve(off_t off, off_t len, bool keep_size) {
-    for (off_t b = off / block_size; b <= (off + len - 1) / block_size; ++b) blocks_.try_emplace(b);
+    for (off_t b = off / block_size; b <= (off + len - 1) / block_size; ++b)
+      if (auto [it, added] = blocks_.try_emplace(b); !added && !it->second) written(b);
     if (!keep_size) size_ = std::max(size_, off + len);
   }
   // FALLOC_FL_PUNCH_HOLE: whole blocks go, partial ones are zeroed.
@@ -79,7 +82,8 @@ class file_data {
   // FALLOC_FL_ZERO_RANGE: zeros that take space (whole blocks become reserved).
   void zero_range(off_t off, off_t len, bool keep_size) {
     zero(off, off + len, /*keep_reserved=*/true);
-    reserve(off, len, keep_size);
+    for (off_t b = off / block_size; b <= (off + len - 1) / block_size; ++b) blocks_.try_emplace(b);
+    if (!keep_size) size_ = std::max(size_, off + len);
   }
 
   // SEEK_DATA / SEEK_HOLE; nullopt is ENXIO.
