@@ -677,13 +677,10 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
     return {};
   }
   result<std::string> getxattr(request&, ino id, std::string_view name) {
-    if (!xattr_namespace_ok(name)) return fusexx::error(EOPNOTSUPP);
     std::lock_guard g(mutex_);
-    inode* i = find(id);
-    if (!i) return fusexx::error(ENOENT);
-    auto it = i->xattrs.find(name);
-    if (it == i->xattrs.end()) return fusexx::error(ENODATA);
-    return it->second;
+    auto x = existing_xattr(id, name);
+    if (!x) return fusexx::error(x.error());
+    return x->second->second;
   }
   result<std::string> listxattr(request& r, ino id) {
     std::lock_guard g(mutex_);
@@ -698,12 +695,10 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
     return names;
   }
   result<void> removexattr(request&, ino id, std::string_view name) {
-    if (!xattr_namespace_ok(name)) return fusexx::error(EOPNOTSUPP);
     std::lock_guard g(mutex_);
-    inode* i = find(id);
-    if (!i) return fusexx::error(ENOENT);
-    auto it = i->xattrs.find(name);
-    if (it == i->xattrs.end()) return fusexx::error(ENODATA);
+    auto x = existing_xattr(id, name);
+    if (!x) return fusexx::error(x.error());
+    auto [i, it] = *x;
     i->xattrs.erase(it);
     i->ctime = memfs::now();
     return {};
@@ -902,6 +897,16 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
     if (i.mode & S_IXGRP) i.mode &= ~S_ISGID;
   }
 
+  // The inode and its xattr `name`, which must exist.
+  using xattr_map = decltype(inode::xattrs);
+  result<std::pair<inode*, xattr_map::iterator>> existing_xattr(ino id, std::string_view name) {
+    if (!xattr_namespace_ok(name)) return fusexx::error(EOPNOTSUPP);
+    inode* i = find(id);
+    if (!i) return fusexx::error(ENOENT);
+    auto it = i->xattrs.find(name);
+    if (it == i->xattrs.end()) return fusexx::error(ENODATA);
+    return std::pair{i, it};
+  }
   static bool xattr_namespace_ok(std::string_view name) {
     return name.starts_with("user.") || name.starts_with("trusted.") || name.starts_with("security.");
   }

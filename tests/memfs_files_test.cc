@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <sys/ioctl.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/syscall.h>
@@ -317,4 +318,29 @@ TEST_CASE("memfs: fsync, fdatasync and syncfs succeed") {
   CHECK(::syncfs(fd) == 0);
   fd_guard dir{::open(m.path().c_str(), O_RDONLY | O_DIRECTORY)};
   CHECK(::fsync(dir) == 0);
+}
+
+TEST_CASE("the memfs command: its options, and the mount options it always sets") {
+  const std::string memfs = example_binary("FUSEXX_MEMFS");
+  REQUIRE_MESSAGE(!memfs.empty(), "FUSEXX_MEMFS is not set (run through bazel test)");
+  temp_dir dir;
+  REQUIRE(run({memfs, "-o", "size=2m,entry_timeout=0.5,attr_timeout=0", dir.path()}).status == 0);
+  auto daemons = pids_mentioning(dir.path());
+  struct statvfs v {};
+  CHECK(::statvfs(dir.path().c_str(), &v) == 0);
+  CHECK(v.f_blocks == 512);
+  auto e = find_fuse_mount(dir.path());
+  REQUIRE(e);
+  CHECK(e->fstype == "fuse.memfs");
+  CHECK(e->super_options.find("default_permissions") != std::string::npos);
+  CHECK(e->super_options.find("allow_other") != std::string::npos);
+  CHECK(::mkdir((dir.path() + "/works").c_str(), 0755) == 0);
+  REQUIRE(::umount2(dir.path().c_str(), MNT_DETACH) == 0);
+  REQUIRE(daemons.size() == 1);
+  CHECK(eventually([&] { return process_ended(daemons[0]); }));
+  // Bad values are refused before anything is mounted.
+  CHECK(run({memfs, "-o", "size=lots", dir.path()}).status == 2);
+  CHECK(run({memfs, "-o", "entry_timeout=-1", dir.path()}).status == 2);
+  CHECK_FALSE(is_fuse_mounted(dir.path()));
+  CHECK(run({memfs, "--help"}).out.find("size=N") != std::string::npos);
 }
