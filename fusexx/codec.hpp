@@ -4,6 +4,7 @@
 #include <sys/uio.h>
 
 #include <algorithm>
+#include <bit>
 #include <chrono>
 #include <cstring>
 #include <optional>
@@ -157,6 +158,33 @@ inline proto::kstatfs encode_statfs(const fs_stats& s) noexcept {
   return k;
 }
 
+inline proto::statx_out encode_statx_out(const extended_attr& x) noexcept {
+  static_assert(sizeof(struct statx) == sizeof(proto::statx), "glibc's struct statx is statx(2)'s");
+  proto::statx_out out{};
+  split_timeout(x.valid_for, out.attr_valid, out.attr_valid_nsec);
+  out.stat = std::bit_cast<proto::statx>(x.stx);
+  return out;
+}
+
+// The kernel's lock ranges are inclusive and end at OFFSET_MAX for "to EOF",
+// which is exactly posix_lock's convention.
+inline posix_lock decode_lock(const proto::file_lock& l) noexcept {
+  posix_lock out;
+  out.type = static_cast<short>(l.type);
+  out.start = static_cast<off_t>(std::min<std::uint64_t>(l.start, posix_lock::lock_to_eof));
+  out.end = static_cast<off_t>(std::min<std::uint64_t>(l.end, posix_lock::lock_to_eof));
+  out.pid = static_cast<pid_t>(l.pid);
+  return out;
+}
+inline proto::file_lock encode_lock(const posix_lock& l) noexcept {
+  proto::file_lock out{};
+  out.type = static_cast<std::uint32_t>(l.type);
+  out.start = static_cast<std::uint64_t>(l.start);
+  out.end = static_cast<std::uint64_t>(l.end);
+  out.pid = static_cast<std::uint32_t>(l.pid);
+  return out;
+}
+
 inline timespec decode_time(std::uint64_t sec, std::uint32_t nsec) noexcept {
   return timespec{static_cast<time_t>(sec), static_cast<long>(nsec)};
 }
@@ -171,14 +199,25 @@ struct reply_sink {
   int (*send)(void* context, const iovec* iov, int count) = nullptr;
 };
 
-inline int send_reply(const reply_sink& sink, std::uint64_t unique, int error,
-                      std::span<const std::byte> payload = {}) {
+// One message: the out_header, then `first` and `second` back to back (either
+// may be empty). Replies put the errno in `error` (as a positive number);
+// notifications put their code in `error` with unique == 0.
+inline int send_message(const reply_sink& sink, std::uint64_t unique, std::int32_t error,
+                        std::span<const std::byte> first = {}, std::span<const std::byte> second = {}) {
   proto::out_header h{};
-  h.len = static_cast<std::uint32_t>(sizeof h + payload.size());
-  h.error = -error;
+  h.len = static_cast<std::uint32_t>(sizeof h + first.size() + second.size());
+  h.error = error;
   h.unique = unique;
-  iovec iov[2] = {{&h, sizeof h}, {const_cast<std::byte*>(payload.data()), payload.size()}};
-  return sink.send(sink.context, iov, payload.empty() ? 1 : 2);
+  iovec iov[3] = {{&h, sizeof h}};
+  int count = 1;
+  for (auto part : {first, second})
+    if (!part.empty()) iov[count++] = {const_cast<std::byte*>(part.data()), part.size()};
+  return sink.send(sink.context, iov, count);
+}
+
+inline int send_reply(const reply_sink& sink, std::uint64_t unique, int error,
+                      std::span<const std::byte> payload = {}, std::span<const std::byte> more = {}) {
+  return send_message(sink, unique, -error, payload, more);
 }
 
 template <class T>

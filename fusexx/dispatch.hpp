@@ -7,14 +7,18 @@
 // is built from what the handler returns, so a handler cannot forget to reply
 // or reply twice. Short or inconsistent requests are answered EINVAL/EIO before
 // any field past their end is touched. A handler that throws is answered EIO.
+#include <sys/file.h>
+
 #include <atomic>
 #include <coroutine>
+#include <cstdint>
 #include <cstring>
 #include <exception>
 #include <span>
 #include <string>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #include "buffer.hpp"
 #include "codec.hpp"
@@ -91,24 +95,20 @@ class responder {
   responder(const reply_sink& sink, std::uint64_t unique, session_state& state) noexcept
       : sink_(sink), unique_(unique), state_(&state) {}
 
-  void send(int error, std::span<const std::byte> payload = {}) const {
+  void send(int error, std::span<const std::byte> payload = {}) const { send(error, payload, {}); }
+  // A reply in two parts (CREATE's entry_out + open_out, IOCTL's ioctl_out +
+  // data): written as one message, without joining them first.
+  void send(int error, std::span<const std::byte> a, std::span<const std::byte> b) const {
     if (error != 0) state_->counters.errors_sent.fetch_add(1, std::memory_order_relaxed);
-    int rc = send_reply(sink_, unique_, error, payload);
+    int rc = send_reply(sink_, unique_, error, a, b);
     // ENOENT: the request was interrupted and the kernel no longer waits for
     // it. ENODEV: the connection is gone. Neither is the server's fault.
     if (rc < 0 && rc != -ENOENT && rc != -ENODEV)
       log::error("reply to request {:#x} was refused: {}", unique_, std::strerror(-rc));
     if (log::enabled(log::level::debug))
-      log::debug("<- unique={:#x} error={} len={}", unique_, error, payload.size());
+      log::debug("<- unique={:#x} error={} len={}", unique_, error, a.size() + b.size());
     state_->interrupts.finished(unique_);
     state_->counters.in_flight.fetch_sub(1, std::memory_order_relaxed);
-  }
-  void send(int error, std::span<const std::byte> a, std::span<const std::byte> b) const {
-    // Two consecutive structs (CREATE's entry_out + open_out): join them.
-    std::byte joined[512];
-    std::memcpy(joined, a.data(), a.size());
-    std::memcpy(joined + a.size(), b.data(), b.size());
-    send(error, std::span<const std::byte>(joined, a.size() + b.size()));
   }
 
  private:
@@ -170,6 +170,9 @@ class dispatcher {
     }
     body_reader body(first, second);
 
+    // Notifications go out on the fd INIT came in on: the session's own, on
+    // every transport (kernel-facts Q4: INIT always arrives through read()).
+    if (op == proto::opcode::init) notifier_of().attach(in.sink);
     if (op != proto::opcode::init && state_.current() == session_state::phase::waiting_for_init) {
       if (expects_reply) resp.send(EIO);
       return;
@@ -184,6 +187,8 @@ class dispatcher {
  private:
   template <class Op>
   using expected_t = typename std::remove_cvref_t<Op>::expected;
+
+  notifier& notifier_of() noexcept { return static_cast<filesystem_base<Fs>&>(fs_).notify(); }
 
   // Answers ENOSYS; for convenience in `return nosys(resp);`.
   static bool nosys(const responder& resp) {
@@ -227,9 +232,20 @@ class dispatcher {
         if (!a) return false;
         state_.counters.interrupts.fetch_add(1, std::memory_order_relaxed);
         state_.interrupts.add(a->unique);
+        // Registered first, so a handler that checks interrupted() after
+        // queueing itself cannot miss the call below.
+        if constexpr (has_interrupt<Fs>) call_noexcept([&] { fs_.interrupt(a->unique); }, "interrupt");
         return true;
       }
-      case opcode::notify_reply: return true;  // answers to notify_retrieve; none requested yet
+      case opcode::notify_reply: {
+        // The kernel's answer to a NOTIFY_RETRIEVE: the unique is the one
+        // the notifier chose, the data is what the page cache held.
+        auto a = body.take<proto::notify_retrieve_in>();
+        auto data = a ? body.bytes(a->size) : std::nullopt;
+        if (!data) return false;
+        notifier_of().deliver(h.unique, off_t(a->offset), *data);
+        return true;
+      }
 
       case opcode::lookup: {
         if constexpr (!has_lookup<Fs>) return nosys(resp);
@@ -263,7 +279,8 @@ class dispatcher {
           auto a = body.take<proto::setattr_in>();
           if (!a) return false;
           serve(in, h, resp, make_operation<attr>(decode_setattr(*a), [this, node](const set_attributes& s,
-              request& r) { return fs_.setattr(r, node, s); }, send_attr));
+              request& r) { return fs_.setattr(r, node, s); },
+              [](const set_attributes&, const responder& s, const attr& a) { send_attr(0, s, a); }));
           return true;
         }
       }
@@ -523,11 +540,7 @@ class dispatcher {
           if (!name) return false;
           serve(in, h, resp, make_operation<created>(0, [this, node, n = *name, a = *a](int, request& r) {
             return fs_.create(r, node, n, mode_t(a.mode), int(a.flags), mode_t(a.umask)); },
-            [](int, const responder& s, const created& c) {
-              auto e = encode_entry(c.entry);
-              auto o = encode_open(c.file);
-              s.send(0, bytes_of(e), bytes_of(o));
-            }));
+            send_created));
           return true;
         }
       }
@@ -576,7 +589,178 @@ class dispatcher {
           return true;
         }
       }
+      case opcode::tmpfile: {
+        if constexpr (!has_tmpfile<Fs>) return nosys(resp);  // open(O_TMPFILE) then fails with EOPNOTSUPP
+        else {
+          // The kernel names the unnamed file "/"; nothing to pass on.
+          auto a = body.take<proto::create_in>();
+          if (!a || !body.name()) return false;
+          serve(in, h, resp, make_operation<created>(0, [this, node, a = *a](int, request& r) {
+            return fs_.tmpfile(r, node, mode_t(a.mode), int(a.flags), mode_t(a.umask)); }, send_created));
+          return true;
+        }
+      }
+      case opcode::getlk: {
+        if constexpr (!has_getlk<Fs>) return nosys(resp);
+        else {
+          auto a = body.take<proto::lk_in>();
+          if (!a) return false;
+          // The decoded lock lives in the operation's state, which outlives a
+          // coroutine handler that keeps a reference to it.
+          serve(in, h, resp, make_operation<posix_lock>(decode_lock(a->lk), [this, node, a = *a](
+              const posix_lock& l, request& r) { return fs_.getlk(r, node, a.fh, a.owner, l); },
+            [](const posix_lock&, const responder& s, const posix_lock& l) {
+              proto::lk_out out{};
+              out.lk = encode_lock(l);
+              s.send(0, bytes_of(out));
+            }));
+          return true;
+        }
+      }
+      case opcode::setlk:
+      case opcode::setlkw: {
+        auto a = body.take<proto::lk_in>();
+        if (!a) return false;
+        const bool wait = op == opcode::setlkw;
+        if (a->lk_flags & proto::lk_flag::flock) {
+          // flock(2): the kernel sends it as SETLK(W) on the whole file.
+          if constexpr (!has_flock<Fs>) return nosys(resp);
+          else {
+            int how = a->lk.type == F_RDLCK ? LOCK_SH : a->lk.type == F_WRLCK ? LOCK_EX : LOCK_UN;
+            if (!wait && how != LOCK_UN) how |= LOCK_NB;
+            serve(in, h, resp, make_operation<void>(0, [this, node, a = *a, how](int, request& r) {
+              return fs_.flock(r, node, a.fh, a.owner, how); }, send_ok));
+            return true;
+          }
+        }
+        if constexpr (!has_setlk<Fs>) return nosys(resp);
+        else {
+          serve(in, h, resp, make_operation<void>(decode_lock(a->lk), [this, node, a = *a, wait](
+              const posix_lock& l, request& r) { return fs_.setlk(r, node, a.fh, a.owner, l, wait); },
+              [](const posix_lock&, const responder& s) { s.send(0); }));
+          return true;
+        }
+      }
+      case opcode::bmap: {
+        if constexpr (!has_bmap<Fs>) return nosys(resp);
+        else {
+          auto a = body.take<proto::bmap_in>();
+          if (!a) return false;
+          serve(in, h, resp, make_operation<std::uint64_t>(0, [this, node, a = *a](int, request& r) {
+            return fs_.bmap(r, node, a.blocksize, a.block); }, [](int, const responder& s, std::uint64_t b) {
+              proto::bmap_out out{};
+              out.block = b;
+              s.send(0, bytes_of(out));
+            }));
+          return true;
+        }
+      }
+      case opcode::ioctl: {
+        if constexpr (!has_ioctl<Fs>) return nosys(resp);  // the caller gets ENOTTY
+        else {
+          auto a = body.take<proto::ioctl_in>();
+          auto data = a ? body.bytes(a->in_size) : std::nullopt;
+          if (!data) return false;
+          serve(in, h, resp, make_operation<ioctl_reply>(*a, [this, node, d = *data](const proto::ioctl_in& a,
+              request& r) { return fs_.ioctl(r, node, a.fh, a.flags, a.cmd, a.arg, d, a.out_size); }, send_ioctl));
+          return true;
+        }
+      }
+      case opcode::poll: {
+        if constexpr (!has_poll<Fs>) return nosys(resp);  // the kernel then reports "always ready"
+        else {
+          auto a = body.take<proto::poll_in>();
+          if (!a) return false;
+          std::optional<std::uint64_t> kh;
+          if (a->flags & proto::poll_flag::schedule_notify) kh = a->kh;
+          serve(in, h, resp, make_operation<unsigned>(0, [this, node, a = *a, kh](int, request& r) {
+            return fs_.poll(r, node, a.fh, kh, a.events); }, [](int, const responder& s, unsigned revents) {
+              proto::poll_out out{};
+              out.revents = revents;
+              s.send(0, bytes_of(out));
+            }));
+          return true;
+        }
+      }
+      case opcode::fallocate: {
+        if constexpr (!has_fallocate<Fs>) return nosys(resp);  // the kernel answers EOPNOTSUPP from then on
+        else {
+          auto a = body.take<proto::fallocate_in>();
+          if (!a) return false;
+          serve(in, h, resp, make_operation<void>(0, [this, node, a = *a](int, request& r) {
+            return fs_.fallocate(r, node, a.fh, int(a.mode), off_t(a.offset), off_t(a.length)); }, send_ok));
+          return true;
+        }
+      }
+      case opcode::lseek: {
+        if constexpr (!has_lseek<Fs>) return nosys(resp);  // the kernel seeks by itself from then on
+        else {
+          auto a = body.take<proto::lseek_in>();
+          if (!a) return false;
+          serve(in, h, resp, make_operation<off_t>(0, [this, node, a = *a](int, request& r) {
+            return fs_.lseek(r, node, a.fh, off_t(a.offset), int(a.whence)); },
+            [](int, const responder& s, off_t where) {
+              if (where < 0) return s.send(EINVAL);
+              proto::lseek_out out{};
+              out.offset = static_cast<std::uint64_t>(where);
+              s.send(0, bytes_of(out));
+            }));
+          return true;
+        }
+      }
+      case opcode::copy_file_range:
+      case opcode::copy_file_range_64: {
+        // ENOSYS makes the kernel fall back: from the 64-bit form to the old
+        // one, and from there to copying through the page cache.
+        if constexpr (!has_copy_file_range<Fs>) return nosys(resp);
+        else {
+          auto a = body.take<proto::copy_file_range_in>();
+          if (!a) return false;
+          const bool wide = op == opcode::copy_file_range_64;
+          serve(in, h, resp, make_operation<std::size_t>(*a, [this, node](const proto::copy_file_range_in& a,
+              request& r) { return fs_.copy_file_range(r, node, a.fh_in, off_t(a.off_in), a.nodeid_out, a.fh_out,
+                                                       off_t(a.off_out), std::size_t(a.len), a.flags); },
+              [wide](const proto::copy_file_range_in& a, const responder& s, std::size_t n) {
+                if (n > a.len || (!wide && n > UINT32_MAX)) {
+                  log::error("copy_file_range() copied {} bytes of {} asked for", n, a.len);
+                  return s.send(EIO);
+                }
+                if (wide) {
+                  proto::copy_file_range_out out{};
+                  out.bytes_copied = n;
+                  return s.send(0, bytes_of(out));
+                }
+                proto::write_out out{};
+                out.size = static_cast<std::uint32_t>(n);
+                s.send(0, bytes_of(out));
+              }));
+          return true;
+        }
+      }
+      case opcode::statx: {
+        if constexpr (!has_statx<Fs>) return nosys(resp);  // the kernel uses GETATTR instead
+        else {
+          auto a = body.take<proto::statx_in>();
+          if (!a) return false;
+          std::optional<fhandle> fh;
+          if (a->getattr_flags & proto::getattr_flag::fh) fh = a->fh;
+          serve(in, h, resp, make_operation<extended_attr>(0, [this, node, a = *a, fh](int, request& r) {
+            return fs_.statx(r, node, fh, int(a.sx_flags), a.sx_mask); },
+            [](int, const responder& s, const extended_attr& x) { s.send(0, bytes_of(encode_statx_out(x))); }));
+          return true;
+        }
+      }
+      case opcode::syncfs: {
+        if constexpr (!has_syncfs<Fs>) return nosys(resp);
+        else {
+          if (!body.take<proto::syncfs_in>()) return false;
+          serve(in, h, resp, make_operation<void>(0, [this, node](int, request& r) {
+            return fs_.syncfs(r, node); }, send_ok));
+          return true;
+        }
+      }
       default:
+        // Also SETUPMAPPING/REMOVEMAPPING (virtiofs DAX only) and CUSE_INIT.
         return nosys(resp);
     }
   }
@@ -635,6 +819,41 @@ class dispatcher {
   static void send_attr(int, const responder& s, const attr& a) { s.send(0, bytes_of(encode_attr_out(a))); }
   static void send_open(int, const responder& s, const opened& o) { s.send(0, bytes_of(encode_open(o))); }
   static void send_ok(int, const responder& s) { s.send(0); }
+  static void send_created(int, const responder& s, const created& c) {
+    auto e = encode_entry(c.entry);
+    auto o = encode_open(c.file);
+    s.send(0, bytes_of(e), bytes_of(o));
+  }
+  static void send_ioctl(const proto::ioctl_in& a, const responder& s, const ioctl_reply& x) {
+    proto::ioctl_out out{};
+    out.result = x.result;
+    if (!x.retry_in.empty() || !x.retry_out.empty()) {
+      // Only an unrestricted ioctl may be retried, and within the kernel's iovec limit.
+      const std::size_t n = x.retry_in.size() + x.retry_out.size();
+      if (!(a.flags & proto::ioctl_flag::unrestricted) || n > proto::ioctl_flag::ioctl_max_iov) {
+        log::error("ioctl() asked for a retry the kernel cannot do ({} areas, flags {:#x})", n, a.flags);
+        return s.send(EIO);
+      }
+      out.flags = proto::ioctl_flag::retry;
+      out.in_iovs = static_cast<std::uint32_t>(x.retry_in.size());
+      out.out_iovs = static_cast<std::uint32_t>(x.retry_out.size());
+      std::vector<std::byte> reply(sizeof out + n * sizeof(proto::ioctl_iovec));
+      std::memcpy(reply.data(), &out, sizeof out);
+      std::size_t at = sizeof out;
+      for (const auto* list : {&x.retry_in, &x.retry_out})
+        for (const ioctl_area& area : *list) {
+          const proto::ioctl_iovec v{area.base, area.length};
+          std::memcpy(reply.data() + at, &v, sizeof v);
+          at += sizeof v;
+        }
+      return s.send(0, reply);
+    }
+    if (x.out.size() > a.out_size) {
+      log::error("ioctl() returned {} bytes for a {}-byte buffer", x.out.size(), a.out_size);
+      return s.send(EIO);
+    }
+    s.send(0, bytes_of(out), x.out);
+  }
   static void send_statfs(int, const responder& s, const fs_stats& st) {
     proto::statfs_out out{};
     out.st = encode_statfs(st);
@@ -664,6 +883,7 @@ class dispatcher {
     else if (a.valid & f::mtime) s.mtime = decode_time(a.mtime, a.mtimensec);
     if (a.valid & f::ctime) s.ctime = decode_time(a.ctime, a.ctimensec);
     if (a.valid & f::fh) s.fh = a.fh;
+    if (a.valid & f::lockowner) s.lock_owner = a.lock_owner;
     s.kill_suid = (a.valid & f::kill_suidgid) != 0;
     return s;
   }

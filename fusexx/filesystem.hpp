@@ -33,6 +33,22 @@
 //   std::string   listxattr(r, ino)                         (names, each NUL-terminated)
 //   void          setxattr(r, ino, name, std::span<const std::byte> value, int flags)
 //   void          removexattr(r, ino, name)
+//   created       tmpfile(r, ino parent, mode_t mode, int flags, mode_t umask)   (an unnamed file, nlink 0)
+//   posix_lock    getlk(r, ino, fhandle, std::uint64_t owner, const posix_lock&)  (F_UNLCK: no conflict)
+//   void          setlk(r, ino, fhandle, std::uint64_t owner, const posix_lock&, bool wait)
+//   void          flock(r, ino, fhandle, std::uint64_t owner, int op)  (LOCK_SH/EX/UN, | LOCK_NB)
+//   std::uint64_t bmap(r, ino, std::uint32_t blocksize, std::uint64_t block)
+//   ioctl_reply   ioctl(r, ino, fhandle, unsigned flags, unsigned cmd, std::uint64_t arg,
+//                       std::span<const std::byte> in, std::uint32_t out_size)
+//   unsigned      poll(r, ino, fhandle, std::optional<std::uint64_t> kh, unsigned events)  (revents)
+//   void          fallocate(r, ino, fhandle, int mode, off_t offset, off_t length)
+//   off_t         lseek(r, ino, fhandle, off_t offset, int whence)   (SEEK_DATA / SEEK_HOLE)
+//   std::size_t   copy_file_range(r, ino in, fhandle, off_t off_in, ino out, fhandle, off_t off_out,
+//                                 std::size_t len, std::uint64_t flags)
+//   extended_attr statx(r, ino, std::optional<fhandle>, int flags, unsigned mask)
+//   void          syncfs(r, ino)
+//   void          interrupt(std::uint64_t unique)   // the kernel abandoned request `unique`
+// docs/operations.md says, for each, what the kernel does when it is missing.
 #include <concepts>
 #include <cstddef>
 #include <cstdint>
@@ -44,6 +60,7 @@
 
 #include "connection.hpp"
 #include "dir_buffer.hpp"
+#include "notify.hpp"
 #include "request.hpp"
 #include "result.hpp"
 #include "task.hpp"
@@ -53,9 +70,19 @@ namespace fusexx {
 
 template <class Self>
 struct filesystem_base {
-  // Nothing here on purpose: every operation is optional and found by name.
-  // The base marks the type as a filesystem and is where framework services
-  // (notifications, the connection) are attached in later layers.
+  // Every operation is optional and found by name. The base marks the type
+  // as a filesystem and carries the framework's services for it.
+  filesystem_base() = default;
+  // A copy of a filesystem is not attached to any connection.
+  filesystem_base(const filesystem_base&) noexcept {}
+  filesystem_base& operator=(const filesystem_base&) noexcept { return *this; }
+
+  // Notifications to the kernel (fusexx/notify.hpp): usable once the mount
+  // is up, from any thread.
+  fusexx::notifier& notify() noexcept { return notifier_; }
+
+ private:
+  fusexx::notifier notifier_;
 };
 
 // ---- what a handler returns, unwrapped: T from T, result<T> or task<T> ----
@@ -126,7 +153,23 @@ FUSEXX_OPERATION(getxattr, r, ino{}, detail::name_t{})
 FUSEXX_OPERATION(listxattr, r, ino{})
 FUSEXX_OPERATION(setxattr, r, ino{}, detail::name_t{}, detail::bytes_in{}, int{})
 FUSEXX_OPERATION(removexattr, r, ino{}, detail::name_t{})
+FUSEXX_OPERATION(tmpfile, r, ino{}, mode_t{}, int{}, mode_t{})
+FUSEXX_OPERATION(getlk, r, ino{}, fhandle{}, std::uint64_t{}, posix_lock{})
+FUSEXX_OPERATION(setlk, r, ino{}, fhandle{}, std::uint64_t{}, posix_lock{}, bool{})
+FUSEXX_OPERATION(flock, r, ino{}, fhandle{}, std::uint64_t{}, int{})
+FUSEXX_OPERATION(bmap, r, ino{}, std::uint32_t{}, std::uint64_t{})
+FUSEXX_OPERATION(ioctl, r, ino{}, fhandle{}, unsigned{}, unsigned{}, std::uint64_t{}, detail::bytes_in{},
+                 std::uint32_t{})
+FUSEXX_OPERATION(poll, r, ino{}, fhandle{}, std::optional<std::uint64_t>{}, unsigned{})
+FUSEXX_OPERATION(fallocate, r, ino{}, fhandle{}, int{}, off_t{}, off_t{})
+FUSEXX_OPERATION(lseek, r, ino{}, fhandle{}, off_t{}, int{})
+FUSEXX_OPERATION(copy_file_range, r, ino{}, fhandle{}, off_t{}, ino{}, fhandle{}, off_t{}, std::size_t{},
+                 std::uint64_t{})
+FUSEXX_OPERATION(statx, r, ino{}, std::optional<fhandle>{}, int{}, unsigned{})
+FUSEXX_OPERATION(syncfs, r, ino{})
 #undef FUSEXX_OPERATION
+template <class Fs>
+concept has_interrupt = requires(Fs& fs, std::uint64_t u) { fs.interrupt(u); };
 
 // Every operation Fs declares has a shape the dispatcher can call. A member
 // named like an operation but with the wrong parameters fails here, at compile
@@ -140,7 +183,11 @@ concept operations_well_formed =
     fsync_shape_ok<Fs> && opendir_shape_ok<Fs> && readdir_shape_ok<Fs> && readdirplus_shape_ok<Fs> &&
     releasedir_shape_ok<Fs> && fsyncdir_shape_ok<Fs> && statfs_shape_ok<Fs> && access_shape_ok<Fs> &&
     create_shape_ok<Fs> && getxattr_shape_ok<Fs> && listxattr_shape_ok<Fs> && setxattr_shape_ok<Fs> &&
-    removexattr_shape_ok<Fs>;
+    removexattr_shape_ok<Fs> && tmpfile_shape_ok<Fs> && getlk_shape_ok<Fs> && setlk_shape_ok<Fs> &&
+    flock_shape_ok<Fs> && bmap_shape_ok<Fs> && ioctl_shape_ok<Fs> && poll_shape_ok<Fs> &&
+    fallocate_shape_ok<Fs> && lseek_shape_ok<Fs> && copy_file_range_shape_ok<Fs> && statx_shape_ok<Fs> &&
+    syncfs_shape_ok<Fs> && (has_interrupt<Fs> || !requires { &Fs::interrupt; }) &&
+    (has_forget<Fs> || !requires { &Fs::forget; }) && (has_destroy<Fs> || !requires { &Fs::destroy; });
 
 template <class Fs>
 concept filesystem = std::is_class_v<Fs> && std::derived_from<Fs, filesystem_base<Fs>> &&

@@ -6,6 +6,7 @@
 #include "dispatch.hpp"      // IWYU pragma: export
 #include "filesystem.hpp"    // IWYU pragma: export
 #include "main.hpp"          // IWYU pragma: export
+#include "notify.hpp"        // IWYU pragma: export
 #include "request.hpp"       // IWYU pragma: export
 #include "result.hpp"        // IWYU pragma: export
 #include "server.hpp"        // IWYU pragma: export

@@ -125,6 +125,8 @@ class server {
       transport_->join();
       transport_.reset();
     }
+    // The notifier writes to the device fd that closes now.
+    static_cast<filesystem_base<Fs>&>(fs_).notify().detach();
     device_.reset();
     mark_ended();
   }

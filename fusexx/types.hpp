@@ -2,12 +2,15 @@
 // The values handlers return: what a lookup found, an inode's attributes, an
 // opened file. They speak `struct stat` so a filesystem that mirrors another
 // one can fill them straight from stat(2).
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 
 #include <chrono>
 #include <cstdint>
+#include <limits>
 #include <optional>
+#include <vector>
 
 namespace fusexx {
 
@@ -63,7 +66,40 @@ struct set_attributes {
   std::optional<timespec> mtime;
   std::optional<timespec> ctime;
   std::optional<fhandle> fh;   // set when the change comes through an open file (ftruncate)
+  std::optional<std::uint64_t> lock_owner;  // the caller's POSIX lock owner, when the kernel sends it
   bool kill_suid = false;          // clear suid/sgid as a write by a non-owner would
+};
+
+// A POSIX byte-range lock, as getlk/setlk see it. `end` is inclusive; a lock
+// to the end of the file (l_len == 0 in fcntl(2)) has end == lock_to_eof.
+struct posix_lock {
+  static constexpr off_t lock_to_eof = std::numeric_limits<off_t>::max();
+  short type = F_UNLCK;  // F_RDLCK, F_WRLCK or F_UNLCK
+  off_t start = 0;
+  off_t end = lock_to_eof;
+  pid_t pid = 0;         // the owning process (reported by getlk)
+};
+
+// Reply to statx: the attributes of statx(2) (only the fields named in
+// stx_mask need be valid) and how long the kernel may cache them.
+struct extended_attr {
+  struct statx stx {};
+  timeout valid_for = default_timeout;
+};
+
+// A user memory area for an unrestricted ioctl's retry (CUSE only).
+struct ioctl_area {
+  std::uint64_t base = 0;
+  std::uint64_t length = 0;
+};
+
+// Reply to ioctl: ioctl(2)'s return value and the bytes for the caller's
+// buffer (at most the out_size the request allowed). An unrestricted ioctl may
+// instead ask the kernel to retry with the named areas copied in and out.
+struct ioctl_reply {
+  std::int32_t result = 0;
+  std::vector<std::byte> out;
+  std::vector<ioctl_area> retry_in, retry_out;
 };
 
 // Reply to statfs.

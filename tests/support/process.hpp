@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <cstdlib>
 #include <filesystem>
@@ -20,6 +21,7 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include <fusexx/mount/mountinfo.hpp>
@@ -166,6 +168,54 @@ int in_child(F&& body) {
     ::_exit(body());
   }
   return wait_exit(pid);
+}
+
+// Closes every /dev/fuse fd the process has. A forked child that keeps the
+// server's device fds can keep a dead connection alive and hang in state D
+// (kernel-facts Q7), so children of a process that serves a filesystem call
+// this first. Uses no allocation: it runs right after fork().
+inline void close_device_fds() {
+  for (int fd = 3; fd < 4096; ++fd) {
+    char link[64], target[32];
+    std::snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+    ssize_t n = ::readlink(link, target, sizeof target - 1);
+    if (n < 0) continue;
+    target[n] = 0;
+    if (std::strcmp(target, "/dev/fuse") == 0) ::close(fd);
+  }
+}
+
+// A forked child that is killed and reaped if the test ends (e.g. fails)
+// before waiting for it.
+class forked {
+ public:
+  explicit forked(pid_t pid) noexcept : pid_(pid) {}
+  forked(forked&& o) noexcept : pid_(std::exchange(o.pid_, -1)) {}
+  forked& operator=(forked&&) = delete;
+  ~forked() {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, nullptr, 0);
+    }
+  }
+  pid_t pid() const noexcept { return pid_; }
+  // The exit status (or 128+signal); see wait_exit.
+  int wait(std::chrono::milliseconds limit = std::chrono::seconds(20)) { return wait_exit(std::exchange(pid_, -1), limit); }
+
+ private:
+  pid_t pid_;
+};
+
+// Forks a child that runs `body` (its return value is the exit status) after
+// dropping the inherited /dev/fuse fds; returns at once.
+template <class F>
+forked fork_child(F&& body) {
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    close_device_fds();
+    ::_exit(body());
+  }
+  return forked(pid);
 }
 
 inline std::string slurp(const std::string& path) {

@@ -1,0 +1,102 @@
+#pragma once
+// memfs: one inode's locks. POSIX record locks belong to a lock owner (the
+// kernel's id for a process's file table) and cover byte ranges; flock(2)
+// locks belong to an open file (its handle) and cover the whole file. Only
+// the bookkeeping lives here; waiting for a lock is the filesystem's job.
+#include <fcntl.h>
+#include <sys/file.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <optional>
+#include <vector>
+
+#include <fusexx/types.hpp>
+
+namespace memfs {
+
+class lock_table {
+ public:
+  using posix_lock = fusexx::posix_lock;
+
+  // The lock of another owner that stands in the way of `want`, if any
+  // (what F_GETLK reports and what makes F_SETLK fail).
+  std::optional<posix_lock> conflict(std::uint64_t owner, const posix_lock& want) const {
+    for (const held& h : posix_)
+      if (h.owner != owner && overlap(h.range, want) && (h.range.type == F_WRLCK || want.type == F_WRLCK))
+        return h.range;
+    return std::nullopt;
+  }
+
+  // Sets (or, with F_UNLCK, clears) `l` for `owner`, replacing what the owner
+  // held in that range; adjacent ranges of one type merge, as the kernel's
+  // own lock code does. Returns true if some range was released or weakened.
+  bool apply(std::uint64_t owner, const posix_lock& l) {
+    bool released = false;
+    std::vector<held> kept;
+    for (held& h : posix_) {
+      if (h.owner != owner || !overlap(h.range, l)) {
+        kept.push_back(h);
+        continue;
+      }
+      released |= l.type == F_UNLCK || (h.range.type == F_WRLCK && l.type == F_RDLCK);
+      if (h.range.start < l.start) kept.push_back({owner, cut(h.range, h.range.start, l.start - 1)});
+      if (l.end < h.range.end) kept.push_back({owner, cut(h.range, l.end + 1, h.range.end)});
+    }
+    if (l.type != F_UNLCK) {
+      posix_lock merged = l;
+      std::erase_if(kept, [&](const held& h) {
+        if (h.owner != owner || h.range.type != l.type || !touch(h.range, merged)) return false;
+        merged.start = std::min(merged.start, h.range.start);
+        merged.end = std::max(merged.end, h.range.end);
+        return true;
+      });
+      kept.push_back({owner, merged});
+    }
+    posix_ = std::move(kept);
+    return released;
+  }
+
+  // Everything `owner` held goes (a process closed a file: FLUSH).
+  bool release_owner(std::uint64_t owner) { return std::erase_if(posix_, [&](const held& h) { return h.owner == owner; }) > 0; }
+
+  // flock(2): true when `fh` may take `how` (LOCK_SH or LOCK_EX).
+  bool flock_free(fusexx::fhandle fh, int how) const {
+    return std::ranges::none_of(flocks_, [&](const flock_held& f) { return f.fh != fh && (how == LOCK_EX || f.how == LOCK_EX); });
+  }
+  // Takes or converts fh's flock lock.
+  void flock_set(fusexx::fhandle fh, int how) {
+    flock_release(fh);
+    flocks_.push_back({fh, how});
+  }
+  bool flock_release(fusexx::fhandle fh) { return std::erase_if(flocks_, [&](const flock_held& f) { return f.fh == fh; }) > 0; }
+
+  bool empty() const noexcept { return posix_.empty() && flocks_.empty(); }
+
+ private:
+  struct held {
+    std::uint64_t owner;
+    posix_lock range;
+  };
+  struct flock_held {
+    fusexx::fhandle fh;
+    int how;
+  };
+
+  static bool overlap(const posix_lock& a, const posix_lock& b) { return a.start <= b.end && b.start <= a.end; }
+  // Overlapping or adjacent (careful at the end of the offset range).
+  static bool touch(const posix_lock& a, const posix_lock& b) {
+    return overlap(a, b) || (a.end != posix_lock::lock_to_eof && a.end + 1 == b.start) ||
+           (b.end != posix_lock::lock_to_eof && b.end + 1 == a.start);
+  }
+  static posix_lock cut(posix_lock l, off_t start, off_t end) {
+    l.start = start;
+    l.end = end;
+    return l;
+  }
+
+  std::vector<held> posix_;
+  std::vector<flock_held> flocks_;
+};
+
+}  // namespace memfs

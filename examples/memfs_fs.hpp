@@ -1,0 +1,969 @@
+#pragma once
+// memfs: a complete in-memory filesystem that applications should not be able
+// to tell apart from tmpfs. Files (sparse), directories, symlinks, hard links,
+// fifos, sockets and device nodes, xattrs (user., trusted., security.),
+// POSIX and flock locks that block and wake, fallocate, SEEK_DATA/SEEK_HOLE,
+// rename with RENAME_NOREPLACE / RENAME_EXCHANGE, readdir offsets that stay
+// valid under concurrent unlink, a size limit, real statfs numbers.
+//
+// Permission checks are the kernel's: memfs is always mounted with
+// default_permissions (see configure_mount), so mode bits, sticky directories,
+// chown rules and suid/sgid clearing on write and chown are enforced by the
+// VFS from the attributes memfs reports. memfs itself implements what only
+// the filesystem can: setgid directories passing on their group, and the
+// object model (nlink, lookup counts, open files).
+//
+// Inodes live exactly as long as something refers to them: a name (nlink), a
+// kernel lookup reference (LOOKUP and friends add one, FORGET takes them
+// back), or an open file. live_inodes() and kernel_lookups() expose this, so
+// tests can check that nothing leaks.
+//
+// One mutex guards everything; handlers are short, and blocking lock requests
+// wait as suspended coroutines, not on a thread.
+#include <fusexx/fusexx.hpp>
+
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <sys/file.h>
+#include <sys/ioctl.h>
+#include <sys/sysmacros.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <charconv>
+#include <coroutine>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "examples/memfs/file_data.hpp"
+#include "examples/memfs/locks.hpp"
+
+namespace memfs {
+
+using fusexx::ino;
+
+// memfs's own ioctls (also a test hook): the kernel's lookup count of the
+// file, and a 16-byte buffer reversed in place (data in and out).
+inline constexpr unsigned ioc_lookups = _IOR('M', 1, std::uint64_t);
+inline constexpr unsigned ioc_reverse = _IOWR('M', 2, char[16]);
+
+inline constexpr std::size_t name_max = 255;
+
+inline timespec now() {
+  timespec t{};
+  ::clock_gettime(CLOCK_REALTIME, &t);
+  return t;
+}
+
+struct child_ref {
+  ino node;
+  std::uint64_t cookie;  // the readdir offset just after this entry
+};
+
+struct inode {
+  ino id = 0;
+  mode_t mode = 0;
+  uid_t uid = 0;
+  gid_t gid = 0;
+  dev_t rdev = 0;
+  nlink_t nlink = 0;
+  timespec atime{}, mtime{}, ctime{}, btime{};
+  std::uint64_t lookups = 0;  // references the kernel holds (released by FORGET)
+  std::uint32_t opens = 0;    // open files and directories
+  file_data data;             // regular files
+  std::string target;         // symlinks
+  // Directories: names, and the same entries in readdir order. Each entry's
+  // cookie only grows, so an offset the kernel kept still means "after that
+  // entry" however many were added or removed since.
+  ino parent = 0;
+  std::map<std::string, child_ref, std::less<>> children;
+  std::map<std::uint64_t, std::string> order;
+  std::uint64_t next_cookie = 3;  // 1 and 2 are "." and ".."
+  std::map<std::string, std::string, std::less<>> xattrs;
+  lock_table locks;
+
+  bool is_dir() const { return S_ISDIR(mode); }
+};
+
+// Parses "123", "64k", "10M", "2g" (powers of 1024).
+inline std::optional<std::uint64_t> parse_size(std::string_view s) {
+  std::uint64_t v = 0, unit = 1;
+  if (!s.empty()) {
+    switch (s.back()) {
+      case 'k': case 'K': unit = 1ull << 10; break;
+      case 'm': case 'M': unit = 1ull << 20; break;
+      case 'g': case 'G': unit = 1ull << 30; break;
+      default: break;
+    }
+    if (unit != 1) s.remove_suffix(1);
+  }
+  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (s.empty() || ec != std::errc{} || p != s.data() + s.size() || v > UINT64_MAX / unit) return std::nullopt;
+  return v * unit;
+}
+
+}  // namespace memfs
+
+struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
+  using ino = fusexx::ino;
+  using request = fusexx::request;
+  template <class T>
+  using result = fusexx::result<T>;
+  using inode = memfs::inode;
+
+  static constexpr std::string_view usage =
+      "memfs options:\n"
+      "     size=N[kmg]           most bytes of file data (default: half of the RAM, like tmpfs)\n"
+      "     entry_timeout=SECS    how long the kernel may cache names (default 1)\n"
+      "     attr_timeout=SECS     how long the kernel may cache attributes (default 1)\n";
+
+  memfs_fs() {
+    const std::uint64_t half_ram = std::uint64_t(::sysconf(_SC_PHYS_PAGES)) * ::sysconf(_SC_PAGESIZE) / 2;
+    limit_blocks_ = half_ram / memfs::file_data::block_size;
+    inode_limit_ = limit_blocks_;
+    inode& root = make_inode(S_IFDIR | 0755, ::getuid(), ::getgid());
+    root.parent = root.id;
+    root.nlink = 2;
+  }
+
+  // The mount options memfs relies on: the kernel checks permissions, and
+  // (for root) everyone may use the mount, as with tmpfs.
+  static void configure_mount(fusexx::mount_options& m) {
+    m.default_permissions = true;
+    if (::geteuid() == 0) m.allow_other = true;
+    m.nodev = false;  // device nodes behave as on tmpfs
+    if (m.fsname.empty()) m.fsname = "memfs";
+    if (m.subtype.empty()) m.subtype = "memfs";
+  }
+
+  // ---- observation (tests, statistics) ----
+  std::size_t live_inodes() const {
+    std::lock_guard g(mutex_);
+    return inodes_.size();
+  }
+  std::uint64_t kernel_lookups() const {
+    std::lock_guard g(mutex_);
+    std::uint64_t n = 0;
+    for (auto& [id, i] : inodes_) n += i->lookups;
+    return n;
+  }
+  // Node ids the kernel currently holds references to (for a PRUNE notification).
+  std::vector<ino> referenced_nodes() const {
+    std::lock_guard g(mutex_);
+    std::vector<ino> out;
+    for (auto& [id, i] : inodes_)
+      if (i->lookups > 0 && id != fusexx::root_ino) out.push_back(id);
+    return out;
+  }
+  // FORGETs for more references than the kernel had: must stay 0.
+  std::uint64_t forget_errors() const {
+    std::lock_guard g(mutex_);
+    return forget_errors_;
+  }
+  // Lock requests waiting for a lock (suspended SETLKW / blocking flock).
+  std::size_t lock_waiters() const {
+    std::lock_guard g(mutex_);
+    return waiters_.size();
+  }
+  std::uint64_t used_blocks() const {
+    std::lock_guard g(mutex_);
+    return used_blocks_;
+  }
+
+  // ---- options ----
+  fusexx::outcome<bool> option(std::string_view key, std::optional<std::string_view> value) {
+    if (key == "size") {
+      auto bytes = value ? memfs::parse_size(*value) : std::nullopt;
+      if (!bytes || *bytes < std::uint64_t(memfs::file_data::block_size))
+        return fusexx::fail(EINVAL, "memfs: size= needs a size of at least 4k (e.g. size=64m)");
+      limit_blocks_ = *bytes / memfs::file_data::block_size;
+      return true;
+    }
+    if (key == "entry_timeout" || key == "attr_timeout") {
+      double secs = -1;
+      if (value) {
+        auto [p, ec] = std::from_chars(value->data(), value->data() + value->size(), secs);
+        if (ec != std::errc{} || p != value->data() + value->size()) secs = -1;
+      }
+      if (secs < 0) return fusexx::fail(EINVAL, "memfs: {}= needs a number of seconds", key);
+      auto t = std::chrono::duration_cast<fusexx::timeout>(std::chrono::duration<double>(secs));
+      (key == "entry_timeout" ? entry_timeout : attr_timeout) = t;
+      return true;
+    }
+    return false;
+  }
+  fusexx::timeout entry_timeout = std::chrono::seconds(1);
+  fusexx::timeout attr_timeout = std::chrono::seconds(1);
+
+  // ---- lifecycle ----
+  fusexx::result<void> init(fusexx::connection& c) {
+    // Locks are memfs's (so they are shared by every process using the
+    // mount, and tested here), not the kernel's local emulation.
+    c.want(fusexx::proto::init_flag::posix_locks);
+    c.want(fusexx::proto::init_flag::flock_locks);
+    return {};
+  }
+  void destroy() {
+    // The connection is over: no FORGET will come for what the kernel held,
+    // and nobody waits for a lock any more.
+    wakeups w;
+    std::lock_guard g(mutex_);
+    for (auto& [id, i] : inodes_) i->lookups = 0;
+    std::erase_if(inodes_, [&](auto& kv) { return unused(*kv.second); });
+    for (lock_wait* waiter : std::exchange(waiters_, {})) {
+      waiter->interrupted = true;
+      w.handles.push_back(waiter->handle);
+    }
+  }
+
+  void forget(ino id, std::uint64_t n) {
+    std::lock_guard g(mutex_);
+    inode* i = find(id);
+    if (!i || i->lookups < n) {
+      ++forget_errors_;
+      if (!i) return;
+      n = i->lookups;
+    }
+    i->lookups -= n;
+    release_if_unused(*i);
+  }
+
+  // ---- names ----
+  result<fusexx::entry> lookup(request&, ino parent, std::string_view name) {
+    std::lock_guard g(mutex_);
+    auto d = directory(parent);
+    if (!d) return fusexx::error(d.error());
+    if (name.size() > memfs::name_max) return fusexx::error(ENAMETOOLONG);
+    inode* found = nullptr;
+    if (name == ".") found = *d;
+    else if (name == "..") found = find((*d)->parent);
+    else if (auto it = (*d)->children.find(name); it != (*d)->children.end()) found = find(it->second.node);
+    if (!found) return fusexx::error(ENOENT);
+    return reference(*found);
+  }
+
+  result<fusexx::attr> getattr(request&, ino id, std::optional<fusexx::fhandle>) {
+    std::lock_guard g(mutex_);
+    inode* i = find(id);
+    if (!i) return fusexx::error(ENOENT);
+    return fusexx::attr{.st = stat_of(*i), .valid_for = attr_timeout};
+  }
+
+  result<fusexx::attr> setattr(request&, ino id, const fusexx::set_attributes& s) {
+    std::lock_guard g(mutex_);
+    inode* i = find(id);
+    if (!i) return fusexx::error(ENOENT);
+    const timespec t = memfs::now();
+    if (s.size) {
+      if (i->is_dir()) return fusexx::error(EISDIR);
+      if (!S_ISREG(i->mode)) return fusexx::error(EINVAL);
+      if (*s.size < 0) return fusexx::error(EINVAL);
+      resize(*i, *s.size);
+      i->mtime = t;
+    }
+    if (s.mode) i->mode = (i->mode & S_IFMT) | (*s.mode & 07777);
+    if (s.uid) i->uid = *s.uid;
+    if (s.gid) i->gid = *s.gid;
+    if (s.kill_suid) kill_suid(*i);
+    if (s.atime) i->atime = s.atime->tv_nsec == UTIME_NOW ? t : *s.atime;
+    if (s.mtime) i->mtime = s.mtime->tv_nsec == UTIME_NOW ? t : *s.mtime;
+    i->ctime = s.ctime ? *s.ctime : t;
+    return fusexx::attr{.st = stat_of(*i), .valid_for = attr_timeout};
+  }
+
+  result<std::string> readlink(request&, ino id) {
+    std::lock_guard g(mutex_);
+    inode* i = find(id);
+    if (!i) return fusexx::error(ENOENT);
+    if (!S_ISLNK(i->mode)) return fusexx::error(EINVAL);
+    return i->target;
+  }
+
+  result<fusexx::entry> mknod(request& r, ino parent, std::string_view name, mode_t mode, dev_t rdev, mode_t umask) {
+    std::lock_guard g(mutex_);
+    if (!S_ISREG(mode) && !S_ISCHR(mode) && !S_ISBLK(mode) && !S_ISFIFO(mode) && !S_ISSOCK(mode))
+      return fusexx::error(EINVAL);
+    auto i = create_node(r, parent, name, mode & ~umask);
+    if (!i) return fusexx::error(i.error());
+    (*i)->rdev = rdev;
+    return reference(**i);
+  }
+
+  result<fusexx::entry> mkdir(request& r, ino parent, std::string_view name, mode_t mode, mode_t umask) {
+    std::lock_guard g(mutex_);
+    auto i = create_node(r, parent, name, S_IFDIR | (mode & ~umask & 07777));
+    if (!i) return fusexx::error(i.error());
+    return reference(**i);
+  }
+
+  result<fusexx::entry> symlink(request& r, ino parent, std::string_view name, std::string_view target) {
+    std::lock_guard g(mutex_);
+    if (target.size() >= PATH_MAX) return fusexx::error(ENAMETOOLONG);
+    auto i = create_node(r, parent, name, S_IFLNK | 0777);
+    if (!i) return fusexx::error(i.error());
+    (*i)->target = target;
+    return reference(**i);
+  }
+
+  result<fusexx::entry> link(request&, ino id, ino new_parent, std::string_view name) {
+    std::lock_guard g(mutex_);
+    inode* i = find(id);
+    if (!i) return fusexx::error(ENOENT);
+    if (i->is_dir()) return fusexx::error(EPERM);
+    auto d = insertable(new_parent, name);
+    if (!d) return fusexx::error(d.error());
+    add_entry(**d, name, *i);
+    ++i->nlink;
+    i->ctime = memfs::now();
+    return reference(*i);
+  }
+
+  result<void> unlink(request&, ino parent, std::string_view name) {
+    std::lock_guard g(mutex_);
+    auto d = directory(parent);
+    if (!d) return fusexx::error(d.error());
+    auto it = (*d)->children.find(name);
+    if (it == (*d)->children.end()) return fusexx::error(ENOENT);
+    inode* victim = find(it->second.node);
+    if (victim->is_dir()) return fusexx::error(EISDIR);
+    remove_entry(**d, name);
+    drop_name(**d, *victim);
+    return {};
+  }
+
+  result<void> rmdir(request&, ino parent, std::string_view name) {
+    std::lock_guard g(mutex_);
+    auto d = directory(parent);
+    if (!d) return fusexx::error(d.error());
+    if (name == ".") return fusexx::error(EINVAL);
+    auto it = (*d)->children.find(name);
+    if (it == (*d)->children.end()) return fusexx::error(ENOENT);
+    inode* victim = find(it->second.node);
+    if (!victim->is_dir()) return fusexx::error(ENOTDIR);
+    if (!victim->children.empty()) return fusexx::error(ENOTEMPTY);
+    remove_entry(**d, name);
+    drop_name(**d, *victim);
+    return {};
+  }
+
+  result<void> rename(request&, ino from_dir, std::string_view from, ino to_dir, std::string_view to,
+                      unsigned flags) {
+    if (flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE)) return fusexx::error(EINVAL);  // WHITEOUT: no overlays here
+    if ((flags & RENAME_NOREPLACE) && (flags & RENAME_EXCHANGE)) return fusexx::error(EINVAL);
+    if (to.size() > memfs::name_max) return fusexx::error(ENAMETOOLONG);
+    std::lock_guard g(mutex_);
+    auto src_dir = directory(from_dir);
+    if (!src_dir) return fusexx::error(src_dir.error());
+    auto dst_dir = directory(to_dir);
+    if (!dst_dir) return fusexx::error(dst_dir.error());
+    inode& sd = **src_dir;
+    inode& dd = **dst_dir;
+    auto src = sd.children.find(from);
+    if (src == sd.children.end()) return fusexx::error(ENOENT);
+    inode& moving = *find(src->second.node);
+    auto dst = dd.children.find(to);
+    inode* victim = dst == dd.children.end() ? nullptr : find(dst->second.node);
+    const bool exchange = flags & RENAME_EXCHANGE;
+    if (exchange && !victim) return fusexx::error(ENOENT);
+    if (victim && (flags & RENAME_NOREPLACE)) return fusexx::error(EEXIST);
+    // A directory cannot move below itself.
+    if (moving.is_dir() && within(dd, moving)) return fusexx::error(EINVAL);
+    if (exchange && victim->is_dir() && within(sd, *victim)) return fusexx::error(EINVAL);
+    if (victim == &moving) return {};  // two names of one file: nothing happens
+    const timespec t = memfs::now();
+    if (exchange) {
+      src->second.node = victim->id;
+      dst->second.node = moving.id;
+      reparent(moving, sd, dd);
+      reparent(*victim, dd, sd);
+      victim->ctime = t;
+    } else {
+      if (victim) {
+        if (moving.is_dir() && !victim->is_dir()) return fusexx::error(ENOTDIR);
+        if (!moving.is_dir() && victim->is_dir()) return fusexx::error(EISDIR);
+        if (!victim->children.empty()) return fusexx::error(ENOTEMPTY);
+        remove_entry(dd, to);
+        drop_name(dd, *victim);
+      }
+      remove_entry(sd, from);
+      add_entry(dd, to, moving);
+      reparent(moving, sd, dd);
+    }
+    moving.ctime = t;
+    sd.mtime = sd.ctime = dd.mtime = dd.ctime = t;
+    return {};
+  }
+
+  // ---- files ----
+  result<fusexx::opened> open(request&, ino id, int flags) {
+    std::lock_guard g(mutex_);
+    inode* i = find(id);
+    if (!i) return fusexx::error(ENOENT);
+    if (i->is_dir()) return fusexx::error(EISDIR);
+    if ((flags & O_TRUNC) && S_ISREG(i->mode)) {  // only with atomic_o_trunc
+      resize(*i, 0);
+      i->mtime = i->ctime = memfs::now();
+    }
+    return open_file(*i);
+  }
+
+  result<fusexx::created> create(request& r, ino parent, std::string_view name, mode_t mode, int, mode_t umask) {
+    std::lock_guard g(mutex_);
+    auto i = create_node(r, parent, name, S_IFREG | (mode & ~umask & 07777));
+    if (!i) return fusexx::error(i.error());
+    return fusexx::created{reference(**i), open_file(**i)};
+  }
+
+  result<fusexx::created> tmpfile(request& r, ino parent, mode_t mode, int, mode_t umask) {
+    std::lock_guard g(mutex_);
+    auto d = directory(parent);
+    if (!d) return fusexx::error(d.error());
+    inode& i = make_inode(S_IFREG | (mode & ~umask & 07777), r.uid(), group_for(r, **d));
+    i.nlink = 0;  // no name until linkat(AT_EMPTY_PATH)
+    return fusexx::created{reference(i), open_file(i)};
+  }
+
+  result<std::size_t> read(request&, ino id, fusexx::fhandle, off_t off, std::span<std::byte> into) {
+    std::lock_guard g(mutex_);
+    inode* i = find(id);
+    if (!i) return fusexx::error(ENOENT);
+    if (off < 0) return fusexx::error(EINVAL);
+    return i->data.read(off, into);
+  }
+
+  result<std::size_t> write(request&, ino id, fusexx::fhandle, off_t off, std::span<const std::byte> data,
+                            int flags) {
+    std::lock_guard g(mutex_);
+    inode* i = find(id);
+    if (!i) return fusexx::error(ENOENT);
+    if (off < 0) return fusexx::error(EINVAL);
+    if (!reserve_space(i->data.blocks_needed(off, off_t(data.size())))) return fusexx::error(ENOSPC);
+    i->data.write(off, data);
+    if (flags & fusexx::proto::write_flag::kill_suidgid) kill_suid(*i);
+    i->mtime = i->ctime = memfs::now();
+    return data.size();
+  }
+
+  result<void> flush(request&, ino id, fusexx::fhandle, std::uint64_t owner) {
+    // A process closed a file: its POSIX locks on it go (fcntl(2)).
+    wakeups w;
+    std::lock_guard g(mutex_);
+    if (inode* i = find(id); i && i->locks.release_owner(owner)) wake_lock_waiters(w);
+    return {};
+  }
+
+  result<void> release(request&, ino id, fusexx::fhandle fh, int) {
+    wakeups w;
+    std::lock_guard g(mutex_);
+    inode* i = find(id);
+    if (!i) return {};
+    if (i->locks.flock_release(fh)) wake_lock_waiters(w);  // flock locks belong to the open file
+    --i->opens;
+    release_if_unused(*i);
+    return {};
+  }
+
+  result<void> fsync(request&, ino, fusexx::fhandle, bool) { return {}; }  // memory is as durable as it gets
+
+  result<void> fallocate(request&, ino id, fusexx::fhandle, int mode, off_t off, off_t len) {
+    std::lock_guard g(mutex_);
+    inode* i = find(id);
+    if (!i) return fusexx::error(ENOENT);
+    if (!S_ISREG(i->mode)) return fusexx::error(ENODEV);
+    if (off < 0 || len <= 0) return fusexx::error(EINVAL);
+    const bool keep_size = mode & FALLOC_FL_KEEP_SIZE;
+    auto& data = i->data;
+    switch (mode & ~FALLOC_FL_KEEP_SIZE) {
+      case 0:
+        if (!reserve_space(data.blocks_needed(off, len))) return fusexx::error(ENOSPC);
+        data.reserve(off, len, keep_size);
+        break;
+      case FALLOC_FL_PUNCH_HOLE: {
+        if (!keep_size) return fusexx::error(EOPNOTSUPP);
+        const auto before = data.allocated_blocks();
+        data.punch_hole(off, len);
+        used_blocks_ -= before - data.allocated_blocks();
+        break;
+      }
+      case FALLOC_FL_ZERO_RANGE:
+        if (!reserve_space(data.blocks_needed(off, len))) return fusexx::error(ENOSPC);
+        data.zero_range(off, len, keep_size);
+        break;
+      default:
+        return fusexx::error(EOPNOTSUPP);  // collapse/insert range, unshare
+    }
+    i->ctime = memfs::now();
+    if (mode != FALLOC_FL_KEEP_SIZE) i->mtime = i->ctime;
+    return {};
+  }
+
+  result<off_t> lseek(request&, ino id, fusexx::fhandle, off_t off, int whence) {
+    std::lock_guard g(mutex_);
+    inode* i = find(id);
+    if (!i) return fusexx::error(ENOENT);
+    if (off < 0) return fusexx::error(ENXIO);
+    std::optional<off_t> at;
+    if (whence == SEEK_DATA) at = i->data.seek_data(off);
+    else if (whence == SEEK_HOLE) at = i->data.seek_hole(off);
+    else return fusexx::error(EINVAL);
+    if (!at) return fusexx::error(ENXIO);
+    return *at;
+  }
+
+  result<std::size_t> copy_file_range(request&, ino in, fusexx::fhandle, off_t off_in, ino out, fusexx::fhandle,
+                                      off_t off_out, std::size_t len, std::uint64_t flags) {
+    if (flags != 0) return fusexx::error(EINVAL);
+    std::lock_guard g(mutex_);
+    inode* src = find(in);
+    inode* dst = find(out);
+    if (!src || !dst) return fusexx::error(ENOENT);
+    if (!S_ISREG(src->mode) || !S_ISREG(dst->mode)) return fusexx::error(EINVAL);
+    if (off_in < 0 || off_out < 0) return fusexx::error(EINVAL);
+    // Through a buffer, so a copy within one file may overlap itself.
+    std::vector<std::byte> bytes(std::min<std::size_t>(len, std::size_t(std::max<off_t>(0, src->data.size() - off_in))));
+    const std::size_t n = src->data.read(off_in, bytes);
+    if (!reserve_space(dst->data.blocks_needed(off_out, off_t(n)))) return fusexx::error(ENOSPC);
+    dst->data.write(off_out, std::span(bytes).first(n));
+    dst->mtime = dst->ctime = memfs::now();
+    return n;
+  }
+
+  result<fusexx::extended_attr> statx(request&, ino id, std::optional<fusexx::fhandle>, int, unsigned) {
+    std::lock_guard g(mutex_);
+    inode* i = find(id);
+    if (!i) return fusexx::error(ENOENT);
+    const struct stat st = stat_of(*i);
+    fusexx::extended_attr x;
+    x.valid_for = attr_timeout;
+    auto& s = x.stx;
+    s.stx_mask = STATX_BASIC_STATS | STATX_BTIME;
+    s.stx_blksize = static_cast<std::uint32_t>(st.st_blksize);
+    s.stx_nlink = static_cast<std::uint32_t>(st.st_nlink);
+    s.stx_uid = st.st_uid;
+    s.stx_gid = st.st_gid;
+    s.stx_mode = static_cast<std::uint16_t>(st.st_mode);
+    s.stx_ino = st.st_ino;
+    s.stx_size = static_cast<std::uint64_t>(st.st_size);
+    s.stx_blocks = static_cast<std::uint64_t>(st.st_blocks);
+    auto ts = [](const timespec& t) { return statx_timestamp{t.tv_sec, static_cast<std::uint32_t>(t.tv_nsec), 0}; };
+    s.stx_atime = ts(i->atime);
+    s.stx_mtime = ts(i->mtime);
+    s.stx_ctime = ts(i->ctime);
+    s.stx_btime = ts(i->btime);
+    s.stx_rdev_major = major(i->rdev);
+    s.stx_rdev_minor = minor(i->rdev);
+    return x;
+  }
+
+  result<fusexx::ioctl_reply> ioctl(request&, ino id, fusexx::fhandle, unsigned, unsigned cmd, std::uint64_t,
+                                    std::span<const std::byte> in, std::uint32_t out_size) {
+    std::lock_guard g(mutex_);
+    inode* i = find(id);
+    if (!i) return fusexx::error(ENOENT);
+    fusexx::ioctl_reply r;
+    if (cmd == memfs::ioc_lookups && out_size >= sizeof(std::uint64_t)) {
+      r.out.resize(sizeof(std::uint64_t));
+      std::memcpy(r.out.data(), &i->lookups, sizeof(std::uint64_t));
+      return r;
+    }
+    if (cmd == memfs::ioc_reverse && in.size() == 16 && out_size == 16) {
+      r.out.assign(in.rbegin(), in.rend());
+      return r;
+    }
+    return fusexx::error(ENOTTY);
+  }
+
+  // ---- locks ----
+  result<fusexx::posix_lock> getlk(request&, ino id, fusexx::fhandle, std::uint64_t owner,
+                                   const fusexx::posix_lock& want) {
+    std::lock_guard g(mutex_);
+    inode* i = find(id);
+    if (!i) return fusexx::error(ENOENT);
+    if (auto c = i->locks.conflict(owner, want)) return *c;
+    fusexx::posix_lock none = want;
+    none.type = F_UNLCK;
+    return none;
+  }
+
+  // Coroutines take their arguments by value: they run on after the call.
+  fusexx::task<void> setlk(request& r, ino id, fusexx::fhandle, std::uint64_t owner, fusexx::posix_lock l,
+                           bool wait) {
+    co_return co_await take_lock(r, id, wait, [owner, l](inode& i, wakeups& w, memfs_fs& fs) {
+      if (l.type != F_UNLCK && i.locks.conflict(owner, l)) return EAGAIN;
+      if (i.locks.apply(owner, l)) fs.wake_lock_waiters(w);
+      return 0;
+    });
+  }
+
+  fusexx::task<void> flock(request& r, ino id, fusexx::fhandle fh, std::uint64_t, int op) {
+    const int how = op & ~LOCK_NB;
+    co_return co_await take_lock(r, id, !(op & LOCK_NB), [fh, how](inode& i, wakeups& w, memfs_fs& fs) {
+      if (how == LOCK_UN) {
+        if (i.locks.flock_release(fh)) fs.wake_lock_waiters(w);
+        return 0;
+      }
+      // Linux drops a held lock before converting it; waiters may get in between.
+      if (i.locks.flock_release(fh)) fs.wake_lock_waiters(w);
+      if (!i.locks.flock_free(fh, how)) return EAGAIN;
+      i.locks.flock_set(fh, how);
+      return 0;
+    });
+  }
+
+  // A blocked lock request the kernel gave up on (the caller got a signal).
+  void interrupt(std::uint64_t unique) {
+    wakeups w;
+    std::lock_guard g(mutex_);
+    std::erase_if(waiters_, [&](lock_wait* waiter) {
+      if (waiter->unique != unique) return false;
+      waiter->interrupted = true;
+      w.handles.push_back(waiter->handle);
+      return true;
+    });
+  }
+
+  // ---- directories ----
+  result<fusexx::opened> opendir(request&, ino id, int) {
+    std::lock_guard g(mutex_);
+    auto d = directory(id);
+    if (!d) return fusexx::error(d.error());
+    ++(*d)->opens;
+    return fusexx::opened{};
+  }
+  result<void> readdir(request&, ino id, fusexx::fhandle, off_t off, fusexx::dir_buffer& out) { return list(id, off, out); }
+  result<void> readdirplus(request&, ino id, fusexx::fhandle, off_t off, fusexx::dir_buffer& out) {
+    return list(id, off, out);
+  }
+  result<void> releasedir(request&, ino id, fusexx::fhandle, int) {
+    std::lock_guard g(mutex_);
+    if (inode* i = find(id)) {
+      --i->opens;
+      release_if_unused(*i);
+    }
+    return {};
+  }
+  result<void> fsyncdir(request&, ino, fusexx::fhandle, bool) { return {}; }
+
+  result<fusexx::fs_stats> statfs(request&, ino) {
+    std::lock_guard g(mutex_);
+    fusexx::fs_stats s{};
+    s.f_bsize = s.f_frsize = memfs::file_data::block_size;
+    s.f_blocks = limit_blocks_;
+    s.f_bfree = s.f_bavail = limit_blocks_ - std::min(used_blocks_, limit_blocks_);
+    s.f_files = inode_limit_;
+    s.f_ffree = inode_limit_ - std::min<std::uint64_t>(inodes_.size(), inode_limit_);
+    s.f_namemax = memfs::name_max;
+    return s;
+  }
+
+  // ---- xattrs ----
+  result<void> setxattr(request&, ino id, std::string_view name, std::span<const std::byte> value, int flags) {
+    if (!xattr_namespace_ok(name)) return fusexx::error(EOPNOTSUPP);
+    std::lock_guard g(mutex_);
+    inode* i = find(id);
+    if (!i) return fusexx::error(ENOENT);
+    auto it = i->xattrs.find(name);
+    if ((flags & XATTR_CREATE) && it != i->xattrs.end()) return fusexx::error(EEXIST);
+    if ((flags & XATTR_REPLACE) && it == i->xattrs.end()) return fusexx::error(ENODATA);
+    i->xattrs[std::string(name)] = std::string(reinterpret_cast<const char*>(value.data()), value.size());
+    i->ctime = memfs::now();
+    return {};
+  }
+  result<std::string> getxattr(request&, ino id, std::string_view name) {
+    std::lock_guard g(mutex_);
+    auto x = existing_xattr(id, name);
+    if (!x) return fusexx::error(x.error());
+    return x->second->second;
+  }
+  result<std::string> listxattr(request& r, ino id) {
+    std::lock_guard g(mutex_);
+    inode* i = find(id);
+    if (!i) return fusexx::error(ENOENT);
+    std::string names;
+    for (auto& [name, value] : i->xattrs) {
+      if (name.starts_with("trusted.") && r.uid() != 0) continue;  // as tmpfs: only privileged callers see them
+      names += name;
+      names += '\0';
+    }
+    return names;
+  }
+  result<void> removexattr(request&, ino id, std::string_view name) {
+    std::lock_guard g(mutex_);
+    auto x = existing_xattr(id, name);
+    if (!x) return fusexx::error(x.error());
+    auto [i, it] = *x;
+    i->xattrs.erase(it);
+    i->ctime = memfs::now();
+    return {};
+  }
+
+ private:
+  // Coroutines to resume once the mutex is released (declare before the lock).
+  struct wakeups {
+    std::vector<std::coroutine_handle<>> handles;
+    ~wakeups() {
+      for (auto h : handles) h.resume();
+    }
+  };
+
+  // A lock request waiting for some lock to be released.
+  struct lock_wait {
+    memfs_fs& fs;
+    request& req;
+    std::uint64_t seen;  // lock_generation_ when the attempt failed
+    std::uint64_t unique = req.unique();
+    std::coroutine_handle<> handle{};
+    bool interrupted = false;
+
+    bool await_ready() const noexcept { return false; }
+    bool await_suspend(std::coroutine_handle<> h) {
+      std::lock_guard g(fs.mutex_);
+      if (fs.lock_generation_ != seen) return false;  // a lock went meanwhile: try again now
+      // Checked under the mutex: interrupt() takes it too, after the
+      // registry knows, so one of the two sees the other.
+      if (req.interrupted()) {
+        interrupted = true;
+        return false;
+      }
+      handle = h;
+      fs.waiters_.push_back(this);
+      return true;
+    }
+    bool await_resume() const noexcept { return !interrupted; }
+  };
+
+  // Tries `attempt` (0, EAGAIN for "busy", or an errno) until it succeeds;
+  // waits between tries when `wait`, else answers EAGAIN.
+  template <class Attempt>
+  fusexx::task<void> take_lock(request& r, ino id, bool wait, Attempt attempt) {
+    for (;;) {
+      std::uint64_t seen = 0;
+      {
+        wakeups w;
+        std::lock_guard g(mutex_);
+        inode* i = find(id);
+        if (!i) co_return fusexx::error(ENOENT);
+        const int e = attempt(*i, w, *this);
+        if (e == 0) co_return fusexx::result<void>{};
+        if (e != EAGAIN || !wait) co_return fusexx::error(e);
+        seen = lock_generation_;
+      }
+      if (!co_await lock_wait{*this, r, seen}) co_return fusexx::error(EINTR);
+    }
+  }
+
+  void wake_lock_waiters(wakeups& w) {
+    ++lock_generation_;
+    for (lock_wait* waiter : std::exchange(waiters_, {})) w.handles.push_back(waiter->handle);
+  }
+
+  inode* find(ino id) {
+    auto it = inodes_.find(id);
+    return it == inodes_.end() ? nullptr : it->second.get();
+  }
+
+  result<inode*> directory(ino id) {
+    inode* i = find(id);
+    if (!i) return fusexx::error(ENOENT);
+    if (!i->is_dir()) return fusexx::error(ENOTDIR);
+    return i;
+  }
+
+  // The directory a new `name` may go into.
+  result<inode*> insertable(ino parent, std::string_view name) {
+    auto d = directory(parent);
+    if (!d) return d;
+    if (name.size() > memfs::name_max) return fusexx::error(ENAMETOOLONG);
+    if ((*d)->nlink == 0) return fusexx::error(ENOENT);  // removed while someone was inside
+    if ((*d)->children.contains(name) || name == "." || name == "..") return fusexx::error(EEXIST);
+    return d;
+  }
+
+  inode& make_inode(mode_t mode, uid_t uid, gid_t gid) {
+    auto owned = std::make_unique<inode>();
+    inode& i = *owned;
+    i.id = next_ino_++;
+    i.mode = mode;
+    i.uid = uid;
+    i.gid = gid;
+    i.nlink = 1;
+    i.atime = i.mtime = i.ctime = i.btime = memfs::now();
+    inodes_.emplace(i.id, std::move(owned));
+    return i;
+  }
+
+  // In a setgid directory, new files take the directory's group, and new
+  // directories are setgid too (the kernel already stripped S_ISGID from
+  // `mode` where the caller may not have it).
+  static gid_t group_for(const request& r, const inode& dir) { return (dir.mode & S_ISGID) ? dir.gid : r.gid(); }
+
+  result<inode*> create_node(request& r, ino parent, std::string_view name, mode_t mode) {
+    auto d = insertable(parent, name);
+    if (!d) return d;
+    inode& dir = **d;
+    if (inodes_.size() >= inode_limit_) return fusexx::error(ENOSPC);
+    if (S_ISDIR(mode) && (dir.mode & S_ISGID)) mode |= S_ISGID;
+    inode& i = make_inode(mode, r.uid(), group_for(r, dir));
+    if (i.is_dir()) {
+      i.nlink = 2;
+      i.parent = dir.id;
+      ++dir.nlink;
+    }
+    add_entry(dir, name, i);
+    return &i;
+  }
+
+  void add_entry(inode& dir, std::string_view name, const inode& i) {
+    const std::uint64_t cookie = dir.next_cookie++;
+    dir.children.emplace(std::string(name), memfs::child_ref{i.id, cookie});
+    dir.order.emplace(cookie, std::string(name));
+    dir.mtime = dir.ctime = memfs::now();
+  }
+  void remove_entry(inode& dir, std::string_view name) {
+    auto it = dir.children.find(name);
+    dir.order.erase(it->second.cookie);
+    dir.children.erase(it);
+    dir.mtime = dir.ctime = memfs::now();
+  }
+
+  // `i` lost a name in `dir` (unlink, rmdir, replaced by rename).
+  void drop_name(inode& dir, inode& i) {
+    if (i.is_dir()) {
+      i.nlink = 0;  // its "." goes with it
+      --dir.nlink;  // and its ".." no longer points at dir
+    } else {
+      --i.nlink;
+    }
+    i.ctime = memfs::now();
+    release_if_unused(i);
+  }
+
+  // A directory that changed parents takes its ".." link along.
+  static void reparent(inode& i, inode& from, inode& to) {
+    if (!i.is_dir() || &from == &to) return;
+    i.parent = to.id;
+    --from.nlink;
+    ++to.nlink;
+  }
+
+  // True when `dir` is `ancestor` or lies below it.
+  bool within(const inode& dir, const inode& ancestor) {
+    for (const inode* d = &dir;; d = find(d->parent)) {
+      if (d == &ancestor) return true;
+      if (!d || d->id == fusexx::root_ino || d->parent == d->id) return false;
+    }
+  }
+
+  static bool unused(const inode& i) { return i.id != fusexx::root_ino && i.nlink == 0 && i.lookups == 0 && i.opens == 0; }
+  void release_if_unused(inode& i) {
+    if (!unused(i)) return;
+    used_blocks_ -= i.data.allocated_blocks();
+    inodes_.erase(i.id);
+  }
+
+  fusexx::entry reference(inode& i) {
+    ++i.lookups;
+    return fusexx::entry{.node = i.id, .st = stat_of(i), .entry_valid_for = entry_timeout,
+                         .attr_valid_for = attr_timeout};
+  }
+
+  fusexx::opened open_file(inode& i) {
+    ++i.opens;
+    // Data only changes through this kernel's page cache (or by our own
+    // notifications), so cached pages stay valid across opens.
+    return fusexx::opened{.fh = next_fh_++, .keep_cache = true};
+  }
+
+  bool reserve_space(std::uint64_t blocks) {
+    if (used_blocks_ + blocks > limit_blocks_) return false;
+    used_blocks_ += blocks;
+    return true;
+  }
+  void resize(inode& i, off_t size) {
+    const auto before = i.data.allocated_blocks();
+    i.data.truncate(size);
+    used_blocks_ -= before - i.data.allocated_blocks();
+  }
+  // What a write by someone else than root does to a set-id file.
+  static void kill_suid(inode& i) {
+    i.mode &= ~S_ISUID;
+    if (i.mode & S_IXGRP) i.mode &= ~S_ISGID;
+  }
+
+  // The inode and its xattr `name`, which must exist.
+  using xattr_map = decltype(inode::xattrs);
+  result<std::pair<inode*, xattr_map::iterator>> existing_xattr(ino id, std::string_view name) {
+    if (!xattr_namespace_ok(name)) return fusexx::error(EOPNOTSUPP);
+    inode* i = find(id);
+    if (!i) return fusexx::error(ENOENT);
+    auto it = i->xattrs.find(name);
+    if (it == i->xattrs.end()) return fusexx::error(ENODATA);
+    return std::pair{i, it};
+  }
+  static bool xattr_namespace_ok(std::string_view name) {
+    return name.starts_with("user.") || name.starts_with("trusted.") || name.starts_with("security.");
+  }
+
+  struct stat stat_of(const inode& i) const {
+    struct stat st {};
+    st.st_ino = i.id;
+    st.st_mode = i.mode;
+    st.st_nlink = i.nlink;
+    st.st_uid = i.uid;
+    st.st_gid = i.gid;
+    st.st_rdev = i.rdev;
+    st.st_size = S_ISREG(i.mode)   ? i.data.size()
+                 : S_ISLNK(i.mode) ? off_t(i.target.size())
+                 : i.is_dir()      ? off_t(memfs::file_data::block_size)
+                                   : 0;
+    st.st_blksize = memfs::file_data::block_size;
+    st.st_blocks = off_t(i.data.allocated_blocks() * (memfs::file_data::block_size / 512));
+    st.st_atim = i.atime;
+    st.st_mtim = i.mtime;
+    st.st_ctim = i.ctime;
+    return st;
+  }
+
+  result<void> list(ino id, off_t off, fusexx::dir_buffer& out) {
+    std::lock_guard g(mutex_);
+    auto d = directory(id);
+    if (!d) return fusexx::error(d.error());
+    inode& dir = **d;
+    // "." and ".." never carry a node: the kernel takes no reference for them.
+    if (off < 1 && !out.add(".", dir.id, S_IFDIR, 1)) return {};
+    if (off < 2 && !out.add("..", dir.parent, S_IFDIR, 2)) return {};
+    for (auto it = dir.order.upper_bound(std::uint64_t(std::max<off_t>(off, 2))); it != dir.order.end(); ++it) {
+      inode& child = *find(dir.children.find(it->second)->second.node);
+      if (!out.plus()) {
+        if (!out.add(it->second, child.id, child.mode, off_t(it->first))) break;
+        continue;
+      }
+      // Every entry the kernel receives in READDIRPLUS is a lookup reference.
+      fusexx::entry e{.node = child.id, .st = stat_of(child), .entry_valid_for = entry_timeout,
+                      .attr_valid_for = attr_timeout};
+      if (!out.add(it->second, e, off_t(it->first))) break;
+      ++child.lookups;
+    }
+    return {};
+  }
+
+  mutable std::mutex mutex_;
+  std::unordered_map<ino, std::unique_ptr<inode>> inodes_;
+  ino next_ino_ = fusexx::root_ino;
+  fusexx::fhandle next_fh_ = 1;
+  std::uint64_t used_blocks_ = 0;
+  std::uint64_t limit_blocks_ = 0;
+  std::uint64_t inode_limit_ = 0;
+  std::uint64_t forget_errors_ = 0;
+  std::uint64_t lock_generation_ = 0;
+  std::vector<lock_wait*> waiters_;
+};
+
+static_assert(fusexx::filesystem<memfs_fs>);

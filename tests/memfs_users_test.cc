@@ -1,0 +1,171 @@
+// memfs with real users other than root (this file runs outside Bazel's
+// sandbox, see NO_SANDBOX in tests/BUILD.bazel): permission refusals,
+// sticky and setgid directories, suid/sgid cleared by writes and chown,
+// chown rules, trusted. xattrs and device nodes. Other users act through
+// setpriv, as separate processes, and their errors are read from the
+// messages of ordinary commands.
+#include <doctest/doctest.h>
+
+#include <fcntl.h>
+#include <grp.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <string>
+
+#include "examples/memfs_fs.hpp"
+#include "tests/support/mounted.hpp"
+
+using namespace fusexx;
+using namespace fusexx::testing;
+
+namespace {
+
+constexpr uid_t nobody = 65534;
+constexpr uid_t other_user = 65533;
+constexpr gid_t shared_group = 4242;
+
+struct memfs_mount : mounted<memfs_fs> {
+  memfs_mount() : mounted([](memfs_fs&, server_options& o) { memfs_fs::configure_mount(o.mount); }) {
+    REQUIRE_MESSAGE(ok(), error());
+    // Let everybody reach the mountpoint's parent and write into the root.
+    REQUIRE(::chmod(std::filesystem::path(path()).parent_path().c_str(), 0755) == 0);
+    REQUIRE(::chmod(path().c_str(), 0777) == 0);
+  }
+};
+
+// Runs `script` with sh as `uid` (group `gid`, no supplementary groups);
+// returns the exit status and what it printed on stdout and stderr.
+run_result as_user(uid_t uid, gid_t gid, const std::string& script) {
+  return run({"setpriv", "--reuid=" + std::to_string(uid), "--regid=" + std::to_string(gid), "--clear-groups",
+              "sh", "-c", script},
+             /*with_stderr=*/true);
+}
+
+struct stat stat_of(const std::string& p) {
+  struct stat st {};
+  REQUIRE(::lstat(p.c_str(), &st) == 0);
+  return st;
+}
+
+}  // namespace
+
+TEST_CASE("memfs: mode bits refuse other users (EACCES), as the kernel checks them") {
+  memfs_mount m;
+  REQUIRE(::close(::open(m.path("secret").c_str(), O_CREAT | O_WRONLY, 0600)) == 0);
+  REQUIRE(::mkdir(m.path("closed").c_str(), 0700) == 0);
+  REQUIRE(::mkdir(m.path("readonly").c_str(), 0755) == 0);
+  auto r = as_user(nobody, nobody, "cat " + m.path("secret"));
+  CHECK(r.status != 0);
+  CHECK(r.out.find("Permission denied") != std::string::npos);
+  r = as_user(nobody, nobody, "ls " + m.path("closed"));
+  CHECK(r.out.find("Permission denied") != std::string::npos);
+  r = as_user(nobody, nobody, "touch " + m.path("readonly/new"));
+  CHECK(r.out.find("Permission denied") != std::string::npos);
+  r = as_user(nobody, nobody, "chmod 777 " + m.path("secret"));
+  CHECK(r.out.find("Operation not permitted") != std::string::npos);  // not the owner: EPERM
+  // What nobody may do works.
+  r = as_user(nobody, nobody, "echo mine > " + m.path("own") + " && cat " + m.path("own"));
+  CHECK(r.status == 0);
+  CHECK(r.out == "mine\n");
+  auto st = stat_of(m.path("own"));
+  CHECK(st.st_uid == nobody);
+  CHECK(st.st_gid == nobody);
+}
+
+TEST_CASE("memfs: a sticky directory lets only the owner remove or rename a file") {
+  memfs_mount m;
+  REQUIRE(::mkdir(m.path("tmp").c_str(), 01777) == 0);
+  REQUIRE(::chmod(m.path("tmp").c_str(), 01777) == 0);
+  REQUIRE(as_user(nobody, nobody, "echo x > " + m.path("tmp/f")).status == 0);
+  auto r = as_user(other_user, other_user, "rm -f " + m.path("tmp/f"));
+  CHECK(r.out.find("Operation not permitted") != std::string::npos);
+  r = as_user(other_user, other_user, "mv " + m.path("tmp/f") + " " + m.path("tmp/g"));
+  CHECK(r.out.find("Operation not permitted") != std::string::npos);
+  CHECK(as_user(nobody, nobody, "rm " + m.path("tmp/f")).status == 0);
+}
+
+TEST_CASE("memfs: a setgid directory passes its group to new files and its setgid bit to new directories") {
+  memfs_mount m;
+  REQUIRE(::mkdir(m.path("team").c_str(), 0777) == 0);
+  REQUIRE(::chown(m.path("team").c_str(), 0, shared_group) == 0);
+  REQUIRE(::chmod(m.path("team").c_str(), 02777) == 0);
+  REQUIRE(as_user(nobody, nobody, "touch " + m.path("team/f") + " && mkdir " + m.path("team/d")).status == 0);
+  auto f = stat_of(m.path("team/f"));
+  CHECK(f.st_uid == nobody);
+  CHECK(f.st_gid == shared_group);
+  CHECK((f.st_mode & S_ISGID) == 0);
+  auto d = stat_of(m.path("team/d"));
+  CHECK(d.st_gid == shared_group);
+  CHECK((d.st_mode & S_ISGID) != 0);
+}
+
+TEST_CASE("memfs: suid and sgid are cleared by a write and by chown") {
+  memfs_mount m;
+  const std::string p = m.path("prog");
+  REQUIRE(::close(::open(p.c_str(), O_CREAT | O_WRONLY, 0755)) == 0);
+  REQUIRE(::chmod(p.c_str(), 06777) == 0);
+  REQUIRE(as_user(nobody, nobody, "echo more >> " + p).status == 0);
+  CHECK((stat_of(p).st_mode & 07777) == 0777);
+  REQUIRE(::chmod(p.c_str(), 06755) == 0);
+  REQUIRE(::chown(p.c_str(), nobody, nobody) == 0);  // even root's chown drops them
+  CHECK((stat_of(p).st_mode & (S_ISUID | S_ISGID)) == 0);
+  CHECK(stat_of(p).st_uid == nobody);
+}
+
+TEST_CASE("memfs: only root gives files away; owners chgrp only to their own groups") {
+  memfs_mount m;
+  REQUIRE(as_user(nobody, nobody, "touch " + m.path("mine")).status == 0);
+  auto r = as_user(nobody, nobody, "chown 0 " + m.path("mine"));
+  CHECK(r.out.find("Operation not permitted") != std::string::npos);
+  r = as_user(nobody, nobody, "chgrp " + std::to_string(shared_group) + " " + m.path("mine"));
+  CHECK(r.out.find("Operation not permitted") != std::string::npos);
+  REQUIRE(::chown(m.path("mine").c_str(), other_user, shared_group) == 0);
+  auto st = stat_of(m.path("mine"));
+  CHECK(st.st_uid == other_user);
+  CHECK(st.st_gid == shared_group);
+}
+
+TEST_CASE("memfs: trusted. xattrs are for privileged callers only") {
+  memfs_mount m;
+  const std::string p = m.path("x");
+  REQUIRE(::close(::open(p.c_str(), O_CREAT | O_WRONLY, 0666)) == 0);
+  REQUIRE(::setxattr(p.c_str(), "trusted.t", "root only", 9, 0) == 0);
+  REQUIRE(::setxattr(p.c_str(), "user.u", "anyone", 6, 0) == 0);
+  char buf[64] = {};
+  CHECK(::getxattr(p.c_str(), "trusted.t", buf, sizeof buf) == 9);
+  CHECK(::listxattr(p.c_str(), buf, sizeof buf) == ssize_t(sizeof "trusted.t" + sizeof "user.u"));
+  // As nobody (a child that gave up root): the trusted name is neither
+  // listed nor readable.
+  forked child = fork_child([&] {
+    if (::setgroups(0, nullptr) != 0 || ::setresgid(nobody, nobody, nobody) != 0 ||
+        ::setresuid(nobody, nobody, nobody) != 0)
+      return 50;
+    char names[64] = {};
+    if (::listxattr(p.c_str(), names, sizeof names) != ssize_t(sizeof "user.u")) return 51;
+    if (std::string(names) != "user.u") return 52;
+    char value[64];
+    if (::getxattr(p.c_str(), "trusted.t", value, sizeof value) != -1 || errno != ENODATA) return 53;
+    if (::setxattr(p.c_str(), "trusted.t", "x", 1, 0) != -1 || errno != EPERM) return 54;
+    return 0;
+  });
+  CHECK(child.wait() == 0);
+}
+
+TEST_CASE("memfs: device nodes work like the devices they name") {
+  memfs_mount m;
+  REQUIRE(::mknod(m.path("null").c_str(), S_IFCHR | 0666, makedev(1, 3)) == 0);
+  auto st = stat_of(m.path("null"));
+  CHECK(S_ISCHR(st.st_mode));
+  CHECK(st.st_rdev == makedev(1, 3));
+  int fd = ::open(m.path("null").c_str(), O_RDWR);
+  REQUIRE(fd >= 0);
+  CHECK(::write(fd, "gone", 4) == 4);
+  char c;
+  CHECK(::read(fd, &c, 1) == 0);  // /dev/null
+  ::close(fd);
+  REQUIRE(::mknod(m.path("blk").c_str(), S_IFBLK | 0600, makedev(7, 0)) == 0);
+  CHECK(S_ISBLK(stat_of(m.path("blk")).st_mode));
+}
