@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "../fd.hpp"
+#include "../fd_passing.hpp"
 #include "../log.hpp"
 #include "../proto/abi.hpp"
 #include "mountinfo.hpp"
@@ -368,27 +369,11 @@ inline bool enable_sync_init(int fd) {
   return false;
 }
 
-inline outcome<unique_fd> receive_fd(int sock) {
-  char byte = 0;
-  iovec iov{&byte, 1};
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = control;
-  msg.msg_controllen = sizeof control;
-  ssize_t n;
-  do n = ::recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
-  while (n < 0 && errno == EINTR);
-  if (n <= 0) return fail(EIO, "fusermount3 sent no file descriptor");
-  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
-    if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
-      int fd;
-      std::memcpy(&fd, CMSG_DATA(c), sizeof fd);
-      return unique_fd(fd);
-    }
-  }
-  return fail(EIO, "fusermount3 sent no file descriptor");
+// The device fd the helper passed back.
+inline outcome<unique_fd> receive_device(int sock) {
+  auto fd = fusexx::receive_fd(sock);
+  if (!fd) return fail(EIO, "fusermount3 sent no file descriptor");
+  return std::move(*fd);
 }
 
 // The helper opens /dev/fuse with the caller's own rights: udev normally
@@ -432,7 +417,7 @@ inline outcome<void> mount_helper_sync(const mount_options& o, const std::string
     return r;
   };
 
-  auto fd = receive_fd(ours.get());
+  auto fd = receive_device(ours.get());
   if (!fd) return finish(fail(EIO, "cannot mount {}: {} sent no file descriptor", o.mountpoint, helper));
   device = std::move(*fd);
   sync = enable_sync_init(device.get());
@@ -462,7 +447,7 @@ inline outcome<unique_fd> mount_fusermount(const mount_options& o) {
   const int status = run_fusermount(helper, {"-o", o.fusermount_string(), "--", o.mountpoint}, theirs.get());
   theirs.reset();  // so the read below sees EOF if the helper sent nothing
   if (status == -1) return fail(errno, "cannot run {}: {}", helper, std::strerror(errno));
-  auto fd = receive_fd(ours.get());
+  auto fd = receive_device(ours.get());
   if (!fd || status != 0)
     return fail(EPERM, "cannot mount {}: fusermount3 failed (exit status {}); its message is above", o.mountpoint,
                 status);

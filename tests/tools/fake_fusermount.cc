@@ -19,26 +19,11 @@
 #include <string>
 #include <vector>
 
+#include <fusexx/fd_passing.hpp>
 #include <fusexx/mount/mount.hpp>
 
 namespace {
 
-bool send_fd(int sock, int fd) {
-  char byte = 0;
-  iovec iov{&byte, 1};
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = control;
-  msg.msg_controllen = sizeof control;
-  cmsghdr* c = CMSG_FIRSTHDR(&msg);
-  c->cmsg_level = SOL_SOCKET;
-  c->cmsg_type = SCM_RIGHTS;
-  c->cmsg_len = CMSG_LEN(sizeof(int));
-  std::memcpy(CMSG_DATA(c), &fd, sizeof fd);
-  return ::sendmsg(sock, &msg, MSG_NOSIGNAL) == 1;
-}
 
 int usage() {
   std::printf("fake_fusermount: [options] mountpoint\n -h print help\n -o opt[,opt...] mount options\n"
@@ -88,10 +73,10 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "fake_fusermount: %s\n", r.error().message.c_str());
       return 1;
     }
-    return send_fd(comm, dev.get()) ? 0 : 1;
+    return fusexx::send_fd(comm, dev.get()) ? 0 : 1;
   }
 
-  if (!send_fd(comm, dev.get())) return 1;
+  if (!fusexx::send_fd(comm, dev.get())) return 1;
   char proceed = 0;
   if (::recv(comm, &proceed, 1, 0) != 1) {
     std::fprintf(stderr, "fake_fusermount: the library closed the socket before proceed\n");
