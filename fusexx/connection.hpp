@@ -68,27 +68,22 @@ class connection {
   }
 
   // ---- used by the session ----
-  void set_offer(std::uint32_t major, std::uint32_t minor, std::uint64_t offered,
-                 std::uint32_t kernel_readahead) noexcept {
+  void set_offer(std::uint32_t major, std::uint32_t minor, std::uint64_t offered) noexcept {
     major_ = major;
     minor_ = minor;
     offered_ = offered;
-    kernel_readahead_ = kernel_readahead;
   }
-  std::uint32_t kernel_max_readahead() const noexcept { return kernel_readahead_; }
   void set_outcome(std::uint64_t granted, std::uint32_t max_pages) noexcept {
     granted_ = granted;
     max_pages_ = max_pages;
     initialized_ = true;
   }
-  void set_max_pages_hint(std::uint32_t pages) noexcept { max_pages_ = pages; }
 
  private:
   std::uint32_t major_ = 0, minor_ = 0;
   std::uint64_t offered_ = 0;
   std::uint64_t wanted_ = 0;
   std::uint64_t granted_ = 0;
-  std::uint32_t kernel_readahead_ = 0;
   std::uint32_t max_pages_ = 32;  // the kernel's default without FUSE_MAX_PAGES
   bool initialized_ = false;
 };

@@ -195,7 +195,7 @@ init_reply negotiate_init(Fs& fs, session_state& state, const proto::init_in& in
 
   std::uint64_t offered = in.flags;
   if (in.flags & f::init_ext) offered |= std::uint64_t{in.flags2} << 32;
-  conn.set_offer(in.major, in.minor, offered, in.max_readahead);
+  conn.set_offer(in.major, in.minor, offered);
   conn.want(default_wants<Fs>());
   const std::uint32_t page = static_cast<std::uint32_t>(connection::page_size());
   const std::uint32_t pages_limit = connection::kernel_max_pages_limit();

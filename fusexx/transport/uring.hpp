@@ -133,12 +133,6 @@ class uring_transport {
   }
 
   unsigned queue_count() const noexcept { return static_cast<unsigned>(queues_.size()); }
-  // Entries currently registered with the kernel, over all queues.
-  unsigned registered_entries() const noexcept {
-    unsigned n = 0;
-    for (auto& q : queues_) n += q->registered.load(std::memory_order_acquire);
-    return n;
-  }
 
  private:
   struct queue;
@@ -151,7 +145,6 @@ class uring_transport {
     iovec iov[2]{};
     std::byte head[sizeof(proto::in_header) + proto::op_in_size]{};  // in_header + op_in, contiguous
     bool alive = false;       // registered (or waiting to be) and not ended by the kernel
-    bool counted = false;     // counted in `registered` (its first request proved the REGISTER)
     bool pause_first = false; // its REGISTER got EAGAIN: wait a moment before the next try
   };
 
@@ -160,7 +153,6 @@ class uring_transport {
     const std::uint16_t qid;
     std::vector<entry> entries;
     io_uring ring{};
-    bool ring_ready = false;
     unique_fd wake{::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)};
     completion wake_completion;
     std::uint64_t wake_value = 0;
@@ -170,7 +162,6 @@ class uring_transport {
     bool setup_done = false;
     bool started = false;
     std::atomic<bool> stopping{false};
-    std::atomic<unsigned> registered{0};
     std::vector<entry*> foreign_commits;  // replies finished on another thread (guarded by mutex)
     std::vector<entry*> to_register;      // entries whose REGISTER must be (re)submitted
     std::jthread thread;
@@ -236,7 +227,6 @@ class uring_transport {
         std::lock_guard lock(mutex);
         setup_done = true;
         if (rc < 0) setup_error = fmt::format("io_uring_queue_init: {}", std::strerror(-rc));
-        ring_ready = rc >= 0;
       }
       cv.notify_all();
       if (rc < 0) return;
@@ -246,7 +236,6 @@ class uring_transport {
       }
       if (!stopping.load()) serve();
       io_uring_queue_exit(&ring);
-      ring_ready = false;
     }
 
     void arm_wake() {
@@ -340,13 +329,10 @@ class uring_transport {
       if (res < 0) {
         if (res != -ENOTCONN && res != -ENODEV && res != -ECANCELED)
           log::error("io_uring queue {}: entry failed: {}", qid, std::strerror(-res));
-        if (e.counted) registered.fetch_sub(1);
-        e.counted = false;
         e.alive = false;
         return;
       }
       if (!e.alive) return;
-      if (!std::exchange(e.counted, true)) registered.fetch_add(1);  // its first request proves the REGISTER
       handle_request(e);
     }
 
