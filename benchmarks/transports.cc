@@ -24,6 +24,7 @@
 #include <fmt/format.h>
 
 #include "benchmarks/bench_fs.hpp"
+#include "benchmarks/load.hpp"
 
 namespace {
 
@@ -55,9 +56,7 @@ std::vector<workload> workloads() {
                }});
   w.push_back({"4 KiB random read (direct)", "IOPS", 4096,
                [](const std::string&, unsigned t, std::uint64_t i, std::vector<std::byte>& buf, int fd) {
-                 std::uint64_t x = (i + 1) * 0x9E3779B97F4A7C15ull ^ (t + 1) * 0xBF58476D1CE4E5B9ull;
-                 const off_t off = static_cast<off_t>((x % (bench_fs::big_size / 4096)) * 4096);
-                 return ::pread(fd, buf.data(), 4096, off) == 4096;
+                 return ::pread(fd, buf.data(), 4096, bench::random_block(t, i, bench_fs::big_size)) == 4096;
                },
                true});
   w.push_back({"sequential read, 1 MiB blocks", "MB/s", 1 << 20,
@@ -75,33 +74,25 @@ std::vector<workload> workloads() {
   return w;
 }
 
-// Operations per second of `w` with `threads` application threads.
-double measure(const workload& w, const std::string& mp, unsigned threads, double seconds) {
-  std::atomic<std::uint64_t> total{0};
-  std::atomic<bool> failed{false};
-  const auto deadline = clock_type::now() + std::chrono::duration<double>(seconds);
-  const auto start = clock_type::now();
-  std::vector<std::jthread> pool;
-  for (unsigned t = 0; t < threads; ++t) {
-    pool.emplace_back([&, t] {
-      std::vector<std::byte> buf(1 << 20);
-      int fd = w.needs_big_fd ? ::open((mp + "/big").c_str(), O_RDWR) : -1;
-      std::uint64_t i = 0;
-      while (clock_type::now() < deadline) {
-        if (!w.op(mp, t, i, buf, fd)) {
-          failed = true;
-          break;
-        }
-        ++i;
-      }
-      if (fd >= 0) ::close(fd);
-      total += i;
-    });
+// Operations per second of `w` with `threads` application threads, `runs` times.
+bench::samples measure(const workload& w, const std::string& mp, unsigned threads, double seconds, unsigned runs) {
+  std::vector<std::vector<std::byte>> bufs(threads, std::vector<std::byte>(1 << 20));
+  std::vector<int> fds(threads, -1);
+  if (w.needs_big_fd)
+    for (auto& fd : fds) fd = ::open((mp + "/big").c_str(), O_RDWR);
+  bench::operation op = [&](unsigned t, std::uint64_t i) { return w.op(mp, t, i, bufs[t], fds[t]); };
+  bench::samples s;
+  for (unsigned r = 0; r < runs; ++r) {
+    const auto run = bench::run_for(op, threads, seconds);
+    if (run.failed) {
+      s.values = {-1};
+      break;
+    }
+    s.values.push_back(run.rate());
   }
-  pool.clear();
-  const double elapsed = std::chrono::duration<double>(clock_type::now() - start).count();
-  if (failed) return -1;
-  return static_cast<double>(total.load()) / elapsed;
+  for (int fd : fds)
+    if (fd >= 0) ::close(fd);
+  return s;
 }
 
 std::string figure(const workload& w, double ops) {
@@ -114,18 +105,25 @@ std::string figure(const workload& w, double ops) {
 
 int main(int argc, char** argv) {
   double seconds = 1.0;
+  unsigned runs = 3;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--seconds" && i + 1 < argc) seconds = std::atof(argv[++i]);
+    else if (a == "--runs" && i + 1 < argc) runs = static_cast<unsigned>(std::atoi(argv[++i]));
     else {
-      std::fprintf(stderr, "usage: transports [--seconds S]\n");
+      std::fprintf(stderr, "usage: transports [--seconds S] [--runs N]\n");
       return 2;
     }
+  }
+  if (seconds <= 0 || runs == 0) {
+    std::fprintf(stderr, "transports: --seconds and --runs must be positive\n");
+    return 2;
   }
   const std::vector<fusexx::transport_kind> kinds = {fusexx::transport_kind::classic, fusexx::transport_kind::uring};
   const auto w = workloads();
   // results[workload][threads-1][transport]
-  std::vector<std::vector<std::vector<double>>> results(w.size(), std::vector<std::vector<double>>(2));
+  // An unmeasured transport keeps an empty cell.
+  std::vector<std::vector<std::vector<bench::samples>>> results(w.size(), std::vector<std::vector<bench::samples>>(2));
   std::vector<std::string> notes;
 
   for (auto kind : kinds) {
@@ -142,7 +140,7 @@ int main(int argc, char** argv) {
     if (!started) {
       notes.push_back(fmt::format("{}: not measured: {}", label, started.error().message));
       for (auto& per_threads : results)
-        for (auto& cell : per_threads) cell.push_back(-2);
+        for (auto& cell : per_threads) cell.emplace_back();
       std::filesystem::remove(mp);
       continue;
     }
@@ -150,20 +148,27 @@ int main(int argc, char** argv) {
     for (std::size_t i = 0; i < w.size(); ++i)
       for (unsigned threads = 1; threads <= 2; ++threads) {
         std::fprintf(stderr, "  %-32s %u thread(s)\n", w[i].name.c_str(), threads);
-        results[i][threads - 1].push_back(measure(w[i], mp, threads, seconds));
+        results[i][threads - 1].push_back(measure(w[i], mp, threads, seconds, runs));
       }
     srv.stop();
     std::filesystem::remove(mp);
   }
 
-  std::printf("%-32s %-8s %16s %16s %9s\n", "workload", "threads", "classic", "io_uring", "uring/cl");
+  // Medians of `runs` runs, each with its spread (half the range).
+  auto shown = [&](const workload& wl, const bench::samples& s) {
+    if (s.values.empty()) return std::string("n/a");
+    if (!s.ok()) return std::string("failed");
+    return fmt::format("{} ±{:.0f}%", figure(wl, s.median()), s.spread() * 100);
+  };
+  std::printf("median of %u runs of %.1f s\n", runs, seconds);
+  std::printf("%-32s %-8s %22s %22s %9s\n", "workload", "threads", "classic", "io_uring", "uring/cl");
   for (std::size_t i = 0; i < w.size(); ++i)
     for (unsigned threads = 1; threads <= 2; ++threads) {
       const auto& cell = results[i][threads - 1];
-      const double c = cell[0], u = cell[1];
-      const std::string ratio = (c > 0 && u > 0) ? fmt::format("{:.2f}x", u / c) : "-";
-      std::printf("%-32s %-8u %16s %16s %9s\n", w[i].name.c_str(), threads,
-                  c == -2 ? "n/a" : figure(w[i], c).c_str(), u == -2 ? "n/a" : figure(w[i], u).c_str(), ratio.c_str());
+      const bench::samples &c = cell[0], &u = cell[1];
+      const std::string ratio = (c.ok() && u.ok()) ? fmt::format("{:.2f}x", u.median() / c.median()) : "-";
+      std::printf("%-32s %-8u %22s %22s %9s\n", w[i].name.c_str(), threads, shown(w[i], c).c_str(),
+                  shown(w[i], u).c_str(), ratio.c_str());
     }
   for (auto& n : notes) std::printf("note: %s\n", n.c_str());
   return 0;

@@ -1,0 +1,196 @@
+#pragma once
+// The suite's report: a table per workload (median, spread, ratio to native
+// and to the libfuse baseline, server CPU per operation), the same figures as
+// JSON, and a chart drawn by gnuplot when it is installed.
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "benchmarks/load.hpp"
+
+namespace bench {
+
+struct cell {
+  std::string workload;
+  std::string unit;
+  bool lower_is_better = false;  // mount time
+  std::string subject;
+  samples figure;                // in `unit`, per run
+  double cpu_ns_per_op = -1;     // server CPU per operation, median over runs; <0: none
+  double instructions_per_op = -1;  // from callgrind on a fixed count; <0: not measured
+  std::string error;             // why there is no figure
+};
+
+struct report {
+  std::vector<std::string> subjects;   // in column order; "native" and "libfuse" are the references
+  std::vector<std::string> workloads;  // in row order
+  std::vector<cell> cells;
+  std::map<std::string, std::string> unavailable;  // subject -> reason
+  std::map<std::string, std::string> facts;        // machine and settings, for the JSON
+
+  cell& at(const std::string& workload, const std::string& subject) {
+    for (auto& c : cells)
+      if (c.workload == workload && c.subject == subject) return c;
+    cell c;
+    c.workload = workload;
+    c.subject = subject;
+    return cells.emplace_back(std::move(c));
+  }
+  const cell* find(const std::string& workload, const std::string& subject) const {
+    for (auto& c : cells)
+      if (c.workload == workload && c.subject == subject && c.figure.ok()) return &c;
+    return nullptr;
+  }
+  // How many times better `c` is than `reference` (>1: c wins), or <0.
+  double ratio(const cell& c, const std::string& reference) const {
+    const cell* r = find(c.workload, reference);
+    if (!r || !c.figure.ok() || r->figure.median() <= 0 || c.figure.median() <= 0) return -1;
+    return c.lower_is_better ? r->figure.median() / c.figure.median() : c.figure.median() / r->figure.median();
+  }
+};
+
+inline std::string human(double v, const std::string& unit) {
+  if (v < 0) return "-";
+  if (unit == "MB/s") return fmt::format("{:.0f} MB/s", v / 1e6);
+  if (unit == "ms") return fmt::format("{:.1f} ms", v * 1e3);
+  if (v >= 1e6) return fmt::format("{:.2f}M {}", v / 1e6, unit);
+  if (v >= 1e4) return fmt::format("{:.1f}k {}", v / 1e3, unit);
+  return fmt::format("{:.0f} {}", v, unit);
+}
+
+inline std::string ratio_text(double r) { return r < 0 ? "-" : fmt::format("{:.2f}x", r); }
+
+inline std::string table(const report& rep) {
+  std::string out;
+  for (auto& w : rep.workloads) {
+    const cell* any = nullptr;
+    for (auto& c : rep.cells)
+      if (c.workload == w) any = &c;
+    if (!any) continue;
+    out += fmt::format("\n{} ({}, {} is better)\n", w, any->unit == "ms" ? "time" : any->unit,
+                       any->lower_is_better ? "lower" : "higher");
+    out += fmt::format("  {:<20} {:>16} {:>8} {:>10} {:>11} {:>13} {:>13}\n", "subject", "median", "spread",
+                       "vs native", "vs libfuse", "server CPU/op", "instr./op");
+    for (auto& s : rep.subjects) {
+      const cell* c = nullptr;
+      for (auto& x : rep.cells)
+        if (x.workload == w && x.subject == s) c = &x;
+      if (!c) continue;
+      if (!c->figure.ok()) {
+        out += fmt::format("  {:<20} {}\n", s, c->error.empty() ? "failed" : c->error);
+        continue;
+      }
+      const std::string cpu = c->cpu_ns_per_op < 0 ? "-" : fmt::format("{:.1f} us", c->cpu_ns_per_op / 1e3);
+      const std::string instr =
+          c->instructions_per_op < 0 ? "-" : fmt::format("{:.1f}k", c->instructions_per_op / 1e3);
+      out += fmt::format("  {:<20} {:>16} {:>7.0f}% {:>10} {:>11} {:>13} {:>13}\n", s, human(c->figure.median(), c->unit),
+                         c->figure.spread() * 100, ratio_text(rep.ratio(*c, "native")),
+                         ratio_text(rep.ratio(*c, "libfuse")), cpu, instr);
+    }
+  }
+  for (auto& [s, why] : rep.unavailable) out += fmt::format("\nnot measured: {}: {}\n", s, why);
+  return out;
+}
+
+inline std::string json_string(const std::string& s) {
+  std::string o = "\"";
+  for (char ch : s) {
+    if (ch == '"' || ch == '\\') o += '\\';
+    if (static_cast<unsigned char>(ch) < 0x20) {
+      o += fmt::format("\\u{:04x}", static_cast<unsigned char>(ch));
+      continue;
+    }
+    o += ch;
+  }
+  return o + "\"";
+}
+
+inline std::string json_number(double v) { return v < 0 ? "null" : fmt::format("{:.6g}", v); }
+
+inline std::string json(const report& rep) {
+  std::string o = "{\n  \"facts\": {";
+  bool first = true;
+  for (auto& [k, v] : rep.facts) {
+    o += fmt::format("{}\n    {}: {}", first ? "" : ",", json_string(k), json_string(v));
+    first = false;
+  }
+  o += "\n  },\n  \"subjects\": [";
+  first = true;
+  for (auto& s : rep.subjects) {
+    auto why = rep.unavailable.find(s);
+    o += fmt::format("{}\n    {{\"name\": {}, \"measured\": {}{}}}", first ? "" : ",", json_string(s),
+                     why == rep.unavailable.end() ? "true" : "false",
+                     why == rep.unavailable.end() ? "" : ", \"reason\": " + json_string(why->second));
+    first = false;
+  }
+  o += "\n  ],\n  \"results\": [";
+  first = true;
+  for (auto& c : rep.cells) {
+    std::string runs;
+    for (double v : c.figure.values) runs += (runs.empty() ? "" : ", ") + json_number(v);
+    o += fmt::format(
+        "{}\n    {{\"workload\": {}, \"subject\": {}, \"unit\": {}, \"lower_is_better\": {}, \"median\": {}, "
+        "\"min\": {}, \"max\": {}, \"runs\": [{}], \"vs_native\": {}, \"vs_libfuse\": {}, \"server_cpu_ns_per_op\": {}, "
+        "\"server_instructions_per_op\": {}{}}}",
+        first ? "" : ",", json_string(c.workload), json_string(c.subject), json_string(c.unit),
+        c.lower_is_better ? "true" : "false", json_number(c.figure.ok() ? c.figure.median() : -1),
+        json_number(c.figure.ok() ? c.figure.min() : -1), json_number(c.figure.ok() ? c.figure.max() : -1), runs,
+        json_number(rep.ratio(c, "native")), json_number(rep.ratio(c, "libfuse")), json_number(c.cpu_ns_per_op),
+        json_number(c.instructions_per_op), c.error.empty() ? "" : ", \"error\": " + json_string(c.error));
+    first = false;
+  }
+  return o + "\n  ]\n}\n";
+}
+
+// Draws `png` with gnuplot: one group of bars per throughput workload, one bar
+// per FUSE subject, height = throughput relative to native (log scale; native
+// is the 100% line). Returns an error text or "".
+inline std::string chart(const report& rep, const std::string& dir, const std::string& png) {
+  if (std::system("command -v gnuplot >/dev/null 2>&1") != 0)
+    return "gnuplot is not installed (Debian: gnuplot-nox); no chart drawn";
+  std::vector<std::string> bars;
+  for (auto& s : rep.subjects)
+    if (s != "native" && !rep.unavailable.contains(s)) bars.push_back(s);
+  const std::string data = dir + "/chart.dat", script = dir + "/chart.gp";
+  {
+    std::ofstream d(data);
+    d << "workload";
+    for (auto& s : bars) d << '\t' << json_string(s);
+    d << '\n';
+    for (auto& w : rep.workloads) {
+      const cell* any = nullptr;
+      for (auto& c : rep.cells)
+        if (c.workload == w) any = &c;
+      if (!any || any->lower_is_better) continue;
+      d << json_string(w);
+      for (auto& s : bars) {
+        const cell* c = rep.find(w, s);
+        const double r = c ? rep.ratio(*c, "native") : -1;
+        d << '\t' << (r > 0 ? fmt::format("{:.4f}", r * 100) : "NaN");
+      }
+      d << '\n';
+    }
+  }
+  {
+    std::ofstream g(script);
+    g << "set terminal pngcairo noenhanced size 1400,700 font 'sans,10'\n"
+      << "set output " << json_string(png) << "\n"
+      << "set title 'fusexx benchmark: throughput relative to the native directory (native = 100%)'\n"
+      << "set style data histograms\nset style histogram clustered gap 1\nset style fill solid 0.85 border -1\n"
+      << "set boxwidth 0.9\nset logscale y\nset yrange [0.5:200]\nset ylabel '% of native (log scale)'\n"
+      << "set grid ytics\nset key outside right top\nset xtics rotate by -20 scale 0\n"
+      << "set datafile separator '\\t'\nset datafile missing 'NaN'\n"
+      << "plot for [i=2:" << bars.size() + 1 << "] " << json_string(data)
+      << " using i:xtic(1) title columnheader(i), 100 with lines lw 2 lc rgb 'black' title 'native'\n";
+  }
+  if (std::system(fmt::format("gnuplot {} 2>{}/chart.err", script, dir).c_str()) != 0)
+    return fmt::format("gnuplot failed: see {}/chart.err", dir);
+  return "";
+}
+
+}  // namespace bench

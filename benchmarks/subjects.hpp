@@ -1,0 +1,164 @@
+#pragma once
+// The subjects the benchmark suite compares: a native directory and FUSE
+// servers that run as separate processes (the way users run them), each
+// mounted in turn over the same native directory.
+//
+// A server is started in the foreground, counted as mounted when the
+// mountpoint has a device of its own and a probe path under it stats
+// successfully, and stopped with SIGTERM (a lazy unmount follows only if it
+// did not unmount itself, so a crashed subject never leaves a mount behind).
+#include <dirent.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <cstdint>
+#include <fstream>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "benchmarks/load.hpp"
+
+extern char** environ;
+
+namespace bench {
+
+struct subject {
+  std::string name;               // column name in the report
+  std::string program;            // empty: the native directory itself
+  std::vector<std::string> args;  // after the program; "{source}" and "{mnt}" are replaced
+  bool in_memory = false;         // serves its own contents (memfs): the suite fills it first
+  std::string unavailable;        // why it is not measured, if it is not
+};
+
+inline bool is_mountpoint(const std::string& path) {
+  std::ifstream in("/proc/self/mountinfo");
+  for (std::string line; std::getline(in, line);) {
+    std::istringstream fields(line);
+    std::string id, parent, devno, root, mnt;
+    fields >> id >> parent >> devno >> root >> mnt;
+    if (mnt == path) return true;
+  }
+  return false;
+}
+
+// A running FUSE server process.
+class server_process {
+ public:
+  server_process() = default;
+  server_process(server_process&& o) noexcept : pid_(std::exchange(o.pid_, -1)), mnt_(std::move(o.mnt_)) {}
+  server_process& operator=(server_process&&) = delete;
+  ~server_process() { stop(); }
+
+  // Starts `s` on `mnt` over `source` and waits until `probe` (relative to the
+  // mountpoint, "" for the mountpoint itself) stats through the mount.
+  // Returns the time from spawn to that first successful stat, or an error text.
+  static std::optional<server_process> start(const subject& s, const std::string& source, const std::string& mnt,
+                                             const std::string& probe, std::chrono::duration<double>& mount_time,
+                                             std::string& error,
+                                             std::chrono::seconds patience = std::chrono::seconds(20)) {
+    std::vector<std::string> words{s.program};
+    for (auto a : s.args) {
+      for (auto [key, value] : {std::pair{std::string("{source}"), source}, std::pair{std::string("{mnt}"), mnt}})
+        if (auto at = a.find(key); at != std::string::npos) a.replace(at, key.size(), value);
+      words.push_back(a);
+    }
+    std::vector<char*> argv;
+    for (auto& w : words) argv.push_back(w.data());
+    argv.push_back(nullptr);
+
+    struct stat parent_st {};
+    ::stat((mnt + "/..").c_str(), &parent_st);
+    const auto started = clock_type::now();
+    server_process p;
+    p.mnt_ = mnt;
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    // The servers' own log lines would interleave with the progress display.
+    posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, "/dev/null", O_WRONLY, 0);
+    const int rc = ::posix_spawn(&p.pid_, s.program.c_str(), &actions, nullptr, argv.data(), environ);
+    posix_spawn_file_actions_destroy(&actions);
+    if (rc != 0) {
+      p.pid_ = -1;
+      error = "cannot start " + s.program + ": " + std::strerror(rc);
+      return std::nullopt;
+    }
+    const std::string probe_path = probe.empty() ? mnt : mnt + "/" + probe;
+    const auto give_up = started + patience;
+    for (;;) {
+      struct stat mst {}, pst {};
+      if (::stat(mnt.c_str(), &mst) == 0 && mst.st_dev != parent_st.st_dev && ::stat(probe_path.c_str(), &pst) == 0) {
+        mount_time = clock_type::now() - started;
+        return p;
+      }
+      int status = 0;
+      if (::waitpid(p.pid_, &status, WNOHANG) == p.pid_) {
+        p.pid_ = -1;
+        error = s.name + " exited before serving (" +
+                (WIFEXITED(status) ? "exit " + std::to_string(WEXITSTATUS(status))
+                                   : "signal " + std::to_string(WTERMSIG(status))) +
+                "); its message is above";
+        return std::nullopt;
+      }
+      if (clock_type::now() > give_up) {
+        error = s.name + " did not mount within " + std::to_string(patience.count()) + " s";
+        return std::nullopt;  // the destructor stops it
+      }
+      std::this_thread::sleep_for(std::chrono::microseconds(200));
+    }
+  }
+
+  pid_t pid() const { return pid_; }
+
+  // CPU time the server's threads have used so far, in nanoseconds (user and
+  // kernel: the scheduler's own account, /proc/PID/task/*/schedstat).
+  std::uint64_t cpu_ns() const {
+    std::uint64_t total = 0;
+    const std::string tasks = "/proc/" + std::to_string(pid_) + "/task";
+    if (DIR* d = ::opendir(tasks.c_str())) {
+      while (dirent* e = ::readdir(d)) {
+        if (e->d_name[0] == '.') continue;
+        std::ifstream in(tasks + "/" + e->d_name + "/schedstat");
+        std::uint64_t ns = 0;
+        if (in >> ns) total += ns;
+      }
+      ::closedir(d);
+    }
+    return total;
+  }
+
+  void stop() {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGTERM);
+      const auto give_up = clock_type::now() + std::chrono::seconds(10);
+      int status = 0;
+      while (::waitpid(pid_, &status, WNOHANG) == 0) {
+        if (clock_type::now() > give_up) {
+          ::kill(pid_, SIGKILL);
+          ::waitpid(pid_, &status, 0);
+          break;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      }
+      pid_ = -1;
+    }
+    if (!mnt_.empty() && is_mountpoint(mnt_)) ::umount2(mnt_.c_str(), MNT_DETACH);
+    mnt_.clear();
+  }
+
+ private:
+  pid_t pid_ = -1;
+  std::string mnt_;
+};
+
+}  // namespace bench

@@ -1,0 +1,358 @@
+// The benchmark suite: every subject mounted in turn over the same native
+// directory, the same bounded workloads, figures side by side.
+//
+//   bazel run -c opt //benchmarks:suite                  # a few minutes; or: tools/dev bench
+//   bazel run -c opt //benchmarks:suite -- --seconds 0.3 --runs 5 --only libfuse,classic
+//
+// Subjects: the native directory (the limit), the libfuse baseline
+// (benchmarks/libfuse_passthrough.cc), fusexx's passthrough example on the
+// classic transport, on io_uring, and with kernel passthrough, and memfs.
+// Entry and attribute timeouts are 0 everywhere, so every stat is a real round
+// trip; file I/O is O_DIRECT. Each cell runs --runs times (median and spread),
+// server CPU per operation comes from the scheduler's account of the server's
+// threads, and instructions per operation from callgrind on a fixed count.
+// Output: the table on stdout, and results.json, results.txt and chart.png
+// in --out (default ./bench-results in the directory bazel run was called from).
+#include <sys/stat.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <regex>
+#include <set>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "benchmarks/load.hpp"
+#include "benchmarks/report.hpp"
+#include "benchmarks/subjects.hpp"
+#include "benchmarks/workloads.hpp"
+
+namespace {
+
+using namespace bench;
+
+struct settings {
+  double seconds = 0.5;
+  unsigned runs = 3;
+  bool tiny = false;
+  bool instructions = true;
+  unsigned instruction_ops = 2000;
+  std::string dir_parent = "/dev/shm";  // tmpfs: the native limit is the kernel, not a disk
+  std::string out;
+  std::set<std::string> only;  // subject names; empty: all
+};
+
+const char* usage =
+    "usage: suite [--seconds S] [--runs N] [--tiny] [--no-instructions] [--dir PARENT] [--out DIR]\n"
+    "             [--only SUBJECT[,SUBJECT...]]\n"
+    "  --seconds S        length of one timed run (default 0.5)\n"
+    "  --runs N           timed runs per cell: the median and spread are reported (default 3)\n"
+    "  --tiny             a small tree and short runs (a smoke test, not a measurement)\n"
+    "  --no-instructions  skip the callgrind phase (instructions per operation)\n"
+    "  --dir PARENT       where the native directory is made (default /dev/shm, a tmpfs)\n"
+    "  --out DIR          where results.json, results.txt and chart.png go\n"
+    "  --only LIST        native, libfuse, classic, io_uring, passthrough, memfs\n";
+
+// A program next to this one in the runfiles tree (bazel run and bazel test
+// both start in the workspace's runfiles directory).
+std::string runfile(const char* argv0, const std::string& path) {
+  for (const std::string& base : {std::string(argv0) + ".runfiles/fusexx", std::string(".")}) {
+    const std::string p = base + "/" + path;
+    if (std::filesystem::is_regular_file(p) && ::access(p.c_str(), X_OK) == 0)
+      return std::filesystem::absolute(p).lexically_normal().string();
+  }
+  return "";
+}
+
+std::vector<subject> subjects(const char* argv0) {
+  const std::string pt = runfile(argv0, "examples/passthrough");
+  const std::string lf = runfile(argv0, "benchmarks/libfuse_passthrough");
+  const std::string mf = runfile(argv0, "examples/memfs");
+  auto fusexx_pt = [&](std::string name, std::string extra) {
+    return subject{std::move(name), pt, {"-f", "-o", "source={source},timeout=0," + extra, "{mnt}"}, false, ""};
+  };
+  std::vector<subject> s{
+      {"native", "", {}, false, ""},
+      {"libfuse", lf, {"-f", "-o", "source={source},timeout=0", "{mnt}"}, false, ""},
+      fusexx_pt("classic", "transport=classic"),
+      fusexx_pt("io_uring", "transport=uring"),
+      fusexx_pt("passthrough", "passthrough"),
+      {"memfs", mf, {"-f", "-o", "entry_timeout=0,attr_timeout=0", "{mnt}"}, true, ""},
+  };
+  for (auto& x : s)
+    if (x.name != "native" && x.program.empty()) x.unavailable = "its program was not built next to the suite";
+  return s;
+}
+
+void progress(const std::string& line) {
+  std::fprintf(stderr, "%s\n", line.c_str());
+  std::fflush(stderr);
+}
+
+// Runs one workload on `root` and fills its cell.
+void measure(report& rep, const settings& cfg, const tree_shape& shape, const workload& w, const subject& s,
+             const std::string& root, const server_process* server) {
+  cell& c = rep.at(w.name, s.name);
+  c.unit = w.unit;
+  std::vector<io_thread> io(w.threads);
+  if (w.uses_big_file)
+    for (auto& t : io)
+      if (auto e = open_io_thread(root, t); !e.empty()) {
+        c.error = e;
+        return;
+      }
+  operation op = [&](unsigned t, std::uint64_t i) { return w.op(root, shape, io[t], t, i); };
+  run_for(op, w.threads, std::min(cfg.seconds, 0.2));  // warm caches and server threads
+  std::vector<double> cpu;
+  for (unsigned r = 0; r < cfg.runs; ++r) {
+    const std::uint64_t cpu_before = server ? server->cpu_ns() : 0;
+    const run_result run = run_for(op, w.threads, cfg.seconds);
+    const std::uint64_t cpu_after = server ? server->cpu_ns() : 0;
+    if (run.failed) {
+      c.error = fmt::format("an operation failed: {}", std::strerror(errno));
+      c.figure.values.clear();
+      break;
+    }
+    c.figure.values.push_back(run.rate() * w.per_op(shape));
+    if (server && run.ops > 0) cpu.push_back(static_cast<double>(cpu_after - cpu_before) / static_cast<double>(run.ops));
+  }
+  for (auto& t : io)
+    if (t.fd >= 0) ::close(t.fd);
+  if (!cpu.empty()) c.cpu_ns_per_op = samples{cpu}.median();
+  progress(fmt::format("  {:<36} {:>16}  ±{:.0f}%", w.name, c.figure.ok() ? human(c.figure.median(), w.unit) : c.error,
+                       c.figure.spread() * 100));
+}
+
+std::string make_dir(const std::string& parent, const std::string& prefix) {
+  std::string tmpl = parent + "/" + prefix + "XXXXXX";
+  if (!::mkdtemp(tmpl.data())) return "";
+  return tmpl;
+}
+
+std::string probe_of(const subject& s) { return s.in_memory ? "" : "s/f0"; }
+
+// Serves every workload of one subject, plus its mount times.
+void measure_subject(report& rep, const settings& cfg, const tree_shape& shape, const subject& s,
+                     const std::string& source) {
+  const auto all = workloads();
+  if (s.program.empty()) {
+    progress(fmt::format("[{}] the native directory {}", s.name, source));
+    for (auto& w : all) measure(rep, cfg, shape, w, s, source, nullptr);
+    return;
+  }
+  const std::string mnt = make_dir("/tmp", "fusexx-bench-mnt-");
+  // memfs keeps its own contents: give it an empty source so nothing is mirrored.
+  cell& mount = rep.at("mount time", s.name);
+  mount.unit = "ms";
+  mount.lower_is_better = true;
+  for (unsigned r = 0; r < cfg.runs; ++r) {
+    std::chrono::duration<double> took{};
+    std::string error;
+    auto server = server_process::start(s, source, mnt, probe_of(s), took, error);
+    if (!server) {
+      mount.error = error;
+      rep.unavailable[s.name] = error;
+      progress(fmt::format("[{}] not measured: {}", s.name, error));
+      break;
+    }
+    mount.figure.values.push_back(took.count());
+    if (r + 1 < cfg.runs) continue;  // earlier starts only time the mount
+    progress(fmt::format("[{}] mounted in {:.1f} ms (pid {})", s.name, took.count() * 1e3, server->pid()));
+    if (s.in_memory)
+      if (auto e = prepare_tree(mnt, shape); !e.empty()) {
+        rep.unavailable[s.name] = "filling it failed: " + e;
+        break;
+      }
+    for (auto& w : all) measure(rep, cfg, shape, w, s, mnt, &*server);
+  }
+  ::rmdir(mnt.c_str());
+}
+
+// Instructions the server executes per operation, from callgrind: the same
+// subject run twice under valgrind, once with no operations and once with
+// `n`, so start-up and shutdown cancel out.
+std::optional<std::uint64_t> callgrind_total(const subject& s, const std::string& source, const std::string& out,
+                                             const std::function<bool(const std::string&)>& load, std::string& error) {
+  const std::string log = out + "/callgrind-" + s.name + ".log";
+  subject under{s.name, "/usr/bin/valgrind",
+                {"--tool=callgrind", "--callgrind-out-file=/dev/null", "--log-file=" + log, s.program}, false, ""};
+  under.args.insert(under.args.end(), s.args.begin(), s.args.end());
+  const std::string mnt = make_dir("/tmp", "fusexx-bench-mnt-");
+  std::chrono::duration<double> took{};
+  bool ok = false;
+  {
+    auto server = server_process::start(under, source, mnt, probe_of(s), took, error, std::chrono::seconds(90));
+    if (server) {
+      ok = load(mnt);
+      if (!ok) error = fmt::format("an operation failed: {}", std::strerror(errno));
+    }
+  }  // stopped: valgrind writes its summary at exit
+  ::rmdir(mnt.c_str());
+  if (!ok) return std::nullopt;
+  std::ifstream in(log);
+  std::stringstream text;
+  text << in.rdbuf();
+  std::smatch m;
+  const std::string t = text.str();
+  if (!std::regex_search(t, m, std::regex(R"(Collected\s*:\s*([0-9]+))"))) {
+    error = "no instruction count in " + log;
+    return std::nullopt;
+  }
+  std::filesystem::remove(log);
+  return std::stoull(m[1]);
+}
+
+void measure_instructions(report& rep, const settings& cfg, const tree_shape& shape, const subject& s,
+                          const std::string& source) {
+  if (s.program.empty() || s.in_memory || rep.unavailable.contains(s.name)) return;
+  const unsigned n = cfg.instruction_ops;
+  std::string error;
+  auto idle = callgrind_total(s, source, cfg.out, [](const std::string&) { return true; }, error);
+  auto stats = idle ? callgrind_total(s, source, cfg.out,
+                                      [&](const std::string& mnt) {
+                                        for (unsigned i = 0; i < n; ++i) {
+                                          struct stat st;
+                                          if (::stat(fmt::format("{}/s/f{}", mnt, i % shape.stat_files).c_str(), &st))
+                                            return false;
+                                        }
+                                        return true;
+                                      },
+                                      error)
+                    : std::nullopt;
+  auto reads = idle ? callgrind_total(s, source, cfg.out,
+                                      [&](const std::string& mnt) {
+                                        io_thread io;
+                                        if (!open_io_thread(mnt, io).empty()) return false;
+                                        bool ok = true;
+                                        for (unsigned i = 0; i < n && ok; ++i)
+                                          ok = ::pread(io.fd, io.buffer.get(), 4096, random_block(0, i, shape.big_size)) == 4096;
+                                        ::close(io.fd);
+                                        return ok;
+                                      },
+                                      error)
+                    : std::nullopt;
+  auto per_op = [&](const std::optional<std::uint64_t>& busy) {
+    return busy && *busy > *idle ? static_cast<double>(*busy - *idle) / n : -1.0;
+  };
+  if (idle) {
+    rep.at("stat storm, 1 thread", s.name).instructions_per_op = per_op(stats);
+    rep.at("4 KiB random read (O_DIRECT)", s.name).instructions_per_op = per_op(reads);
+  }
+  progress(fmt::format("  {:<12} instructions/op: stat {}, 4 KiB read {}{}", s.name,
+                       idle && stats ? fmt::format("{:.0f}", per_op(stats)) : "-",
+                       idle && reads ? fmt::format("{:.0f}", per_op(reads)) : "-", error.empty() ? "" : "  (" + error + ")"));
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  settings cfg;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) {
+        std::fprintf(stderr, "%s needs a value\n%s", a.c_str(), usage);
+        std::exit(2);
+      }
+      return argv[++i];
+    };
+    if (a == "--seconds") cfg.seconds = std::atof(value().c_str());
+    else if (a == "--runs") cfg.runs = static_cast<unsigned>(std::atoi(value().c_str()));
+    else if (a == "--tiny") cfg.tiny = true;
+    else if (a == "--no-instructions") cfg.instructions = false;
+    else if (a == "--dir") cfg.dir_parent = value();
+    else if (a == "--out") cfg.out = value();
+    else if (a == "--only") {
+      std::stringstream list(value());
+      for (std::string s; std::getline(list, s, ',');) cfg.only.insert(s);
+    } else {
+      std::fprintf(stderr, "%s", usage);
+      return a == "-h" || a == "--help" ? 0 : 2;
+    }
+  }
+  if (cfg.seconds <= 0 || cfg.runs == 0) {
+    std::fprintf(stderr, "--seconds and --runs must be positive\n%s", usage);
+    return 2;
+  }
+  if (cfg.tiny) cfg.instruction_ops = 100;
+  if (cfg.out.empty()) {
+    const char* cwd = std::getenv("BUILD_WORKING_DIRECTORY");
+    cfg.out = std::string(cwd ? cwd : ".") + "/bench-results";
+  }
+  std::filesystem::create_directories(cfg.out);
+  cfg.out = std::filesystem::absolute(cfg.out).lexically_normal().string();
+  const tree_shape shape = cfg.tiny ? tree_shape::tiny() : tree_shape{};
+
+  report rep;
+  std::vector<subject> all = subjects(argv[0]);
+  for (auto& s : all) {
+    if (!cfg.only.empty() && !cfg.only.contains(s.name)) continue;
+    rep.subjects.push_back(s.name);
+    if (!s.unavailable.empty()) rep.unavailable[s.name] = s.unavailable;
+  }
+  rep.workloads.push_back("mount time");
+  for (auto& w : workloads()) rep.workloads.push_back(w.name);
+  utsname u{};
+  ::uname(&u);
+  rep.facts = {{"kernel", u.release},
+               {"cpus", std::to_string(std::thread::hardware_concurrency())},
+               {"seconds_per_run", fmt::format("{}", cfg.seconds)},
+               {"runs_per_cell", std::to_string(cfg.runs)},
+               {"native_parent", cfg.dir_parent},
+               {"stat_files", std::to_string(shape.stat_files)},
+               {"dir_entries", std::to_string(shape.dir_entries)},
+               {"big_file_bytes", std::to_string(shape.big_size)}};
+
+  const std::string source = make_dir(cfg.dir_parent, "fusexx-bench-src-");
+  const std::string empty = make_dir(cfg.dir_parent, "fusexx-bench-empty-");
+  if (source.empty() || empty.empty()) {
+    std::fprintf(stderr, "suite: cannot make a directory in %s: %s\n", cfg.dir_parent.c_str(), std::strerror(errno));
+    return 1;
+  }
+  progress(fmt::format("preparing {} ({} stat targets, {} directory entries, {} MiB file)", source, shape.stat_files,
+                       shape.dir_entries, shape.big_size >> 20));
+  int status = 0;
+  if (auto e = prepare_tree(source, shape); !e.empty()) {
+    std::fprintf(stderr, "suite: %s\n", e.c_str());
+    status = 1;
+  } else {
+    for (auto& s : all) {
+      if (!cfg.only.empty() && !cfg.only.contains(s.name)) continue;
+      if (!s.unavailable.empty()) {
+        progress(fmt::format("[{}] not measured: {}", s.name, s.unavailable));
+        continue;
+      }
+      measure_subject(rep, cfg, shape, s, s.in_memory ? empty : source);
+    }
+    if (cfg.instructions) {
+      if (::access("/usr/bin/valgrind", X_OK) != 0) {
+        rep.facts["instructions"] = "not measured: valgrind is not installed";
+      } else {
+        progress(fmt::format("server instructions per operation (callgrind, {} operations) ...", cfg.instruction_ops));
+        for (auto& s : all)
+          if (cfg.only.empty() || cfg.only.contains(s.name)) measure_instructions(rep, cfg, shape, s, source);
+      }
+    }
+  }
+  std::filesystem::remove_all(source);
+  std::filesystem::remove_all(empty);
+
+  const std::string text = table(rep);
+  std::printf("%s", text.c_str());
+  std::ofstream(cfg.out + "/results.txt") << text;
+  std::ofstream(cfg.out + "/results.json") << json(rep);
+  const std::string chart_error = chart(rep, cfg.out, cfg.out + "/chart.png");
+  std::printf("\nwritten: %s/results.json, %s/results.txt%s\n", cfg.out.c_str(), cfg.out.c_str(),
+              chart_error.empty() ? (", " + cfg.out + "/chart.png").c_str() : "");
+  if (!chart_error.empty()) std::printf("no chart: %s\n", chart_error.c_str());
+  return status;
+}
