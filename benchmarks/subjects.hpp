@@ -17,15 +17,19 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
 #include <cstring>
 #include <cstdint>
 #include <fstream>
-#include <optional>
 #include <sstream>
 #include <string>
 #include <thread>
 #include <utility>
 #include <vector>
+
+#include <fusexx/mount/mountinfo.hpp>
 
 #include "benchmarks/load.hpp"
 
@@ -41,29 +45,40 @@ struct subject {
   std::string unavailable;        // why it is not measured, if it is not
 };
 
-inline bool is_mountpoint(const std::string& path) {
-  std::ifstream in("/proc/self/mountinfo");
-  for (std::string line; std::getline(in, line);) {
-    std::istringstream fields(line);
-    std::string id, parent, devno, root, mnt;
-    fields >> id >> parent >> devno >> root >> mnt;
-    if (mnt == path) return true;
-  }
-  return false;
+// Ends the FUSE connection mounted at `mnt` from outside, so that nothing
+// waiting on a wedged server (the suite itself included) hangs for ever.
+// fusectl is mounted first if nobody has.
+inline void abort_connection(const std::string& mnt) {
+  auto m = fusexx::find_fuse_mount(mnt);
+  auto id = m ? fusexx::fuse_connection_id(*m) : std::nullopt;
+  if (!id) return;
+  if (::access("/sys/fs/fuse/connections/", F_OK) == 0 &&
+      ::access(("/sys/fs/fuse/connections/" + std::to_string(*id)).c_str(), F_OK) != 0)
+    ::mount("fusectl", "/sys/fs/fuse/connections", "fusectl", 0, nullptr);
+  fusexx::abort_fuse_connection(*id);
 }
 
 // A running FUSE server process.
 class server_process {
  public:
   server_process() = default;
-  server_process(server_process&& o) noexcept : pid_(std::exchange(o.pid_, -1)), mnt_(std::move(o.mnt_)) {}
-  server_process& operator=(server_process&&) = delete;
+  server_process(const server_process&) = delete;
+  server_process& operator=(const server_process&) = delete;
   ~server_process() { stop(); }
+
+  // Until disarmed, the connection is aborted if `limit` passes first: a
+  // wedged server then fails the suite's operations instead of hanging them.
+  void arm(std::chrono::duration<double> limit) {
+    std::lock_guard lock(watch_->mutex);
+    watch_->deadline = clock_type::now() + std::chrono::duration_cast<clock_type::duration>(limit);
+    watch_->changed.notify_all();
+  }
+  void disarm() { arm(std::chrono::hours(24 * 365)); }
 
   // Starts `s` on `mnt` over `source` and waits until `probe` (relative to the
   // mountpoint, "" for the mountpoint itself) stats through the mount.
   // Returns the time from spawn to that first successful stat, or an error text.
-  static std::optional<server_process> start(const subject& s, const std::string& source, const std::string& mnt,
+  static std::unique_ptr<server_process> start(const subject& s, const std::string& source, const std::string& mnt,
                                              const std::string& probe, std::chrono::duration<double>& mount_time,
                                              std::string& error,
                                              std::chrono::seconds patience = std::chrono::seconds(20)) {
@@ -80,18 +95,29 @@ class server_process {
     struct stat parent_st {};
     ::stat((mnt + "/..").c_str(), &parent_st);
     const auto started = clock_type::now();
-    server_process p;
-    p.mnt_ = mnt;
+    auto p = std::make_unique<server_process>();
+    p->mnt_ = mnt;
+    p->arm(patience);
+    p->watchdog_ = std::jthread([w = p->watch_, mnt](std::stop_token stop) {
+      std::unique_lock lock(w->mutex);
+      while (!stop.stop_requested()) {
+        if (clock_type::now() >= w->deadline) {
+          abort_connection(mnt);
+          w->deadline = clock_type::time_point::max();
+        }
+        w->changed.wait_until(lock, std::min(w->deadline, clock_type::now() + std::chrono::milliseconds(100)));
+      }
+    });
     posix_spawn_file_actions_t actions;
     posix_spawn_file_actions_init(&actions);
     // The servers' own log lines would interleave with the progress display.
     posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, "/dev/null", O_WRONLY, 0);
-    const int rc = ::posix_spawn(&p.pid_, s.program.c_str(), &actions, nullptr, argv.data(), environ);
+    const int rc = ::posix_spawn(&p->pid_, s.program.c_str(), &actions, nullptr, argv.data(), environ);
     posix_spawn_file_actions_destroy(&actions);
     if (rc != 0) {
-      p.pid_ = -1;
+      p->pid_ = -1;
       error = "cannot start " + s.program + ": " + std::strerror(rc);
-      return std::nullopt;
+      return nullptr;
     }
     const std::string probe_path = probe.empty() ? mnt : mnt + "/" + probe;
     const auto give_up = started + patience;
@@ -99,20 +125,21 @@ class server_process {
       struct stat mst {}, pst {};
       if (::stat(mnt.c_str(), &mst) == 0 && mst.st_dev != parent_st.st_dev && ::stat(probe_path.c_str(), &pst) == 0) {
         mount_time = clock_type::now() - started;
+        p->disarm();
         return p;
       }
       int status = 0;
-      if (::waitpid(p.pid_, &status, WNOHANG) == p.pid_) {
-        p.pid_ = -1;
+      if (::waitpid(p->pid_, &status, WNOHANG) == p->pid_) {
+        p->pid_ = -1;
         error = s.name + " exited before serving (" +
                 (WIFEXITED(status) ? "exit " + std::to_string(WEXITSTATUS(status))
                                    : "signal " + std::to_string(WTERMSIG(status))) +
                 "); its message is above";
-        return std::nullopt;
+        return nullptr;
       }
       if (clock_type::now() > give_up) {
         error = s.name + " did not mount within " + std::to_string(patience.count()) + " s";
-        return std::nullopt;  // the destructor stops it
+        return nullptr;  // the destructor stops it
       }
       std::this_thread::sleep_for(std::chrono::microseconds(200));
     }
@@ -144,6 +171,7 @@ class server_process {
       int status = 0;
       while (::waitpid(pid_, &status, WNOHANG) == 0) {
         if (clock_type::now() > give_up) {
+          abort_connection(mnt_);
           ::kill(pid_, SIGKILL);
           ::waitpid(pid_, &status, 0);
           break;
@@ -152,13 +180,21 @@ class server_process {
       }
       pid_ = -1;
     }
-    if (!mnt_.empty() && is_mountpoint(mnt_)) ::umount2(mnt_.c_str(), MNT_DETACH);
+    watchdog_ = {};
+    if (!mnt_.empty() && fusexx::find_fuse_mount(mnt_)) ::umount2(mnt_.c_str(), MNT_DETACH);
     mnt_.clear();
   }
 
  private:
+  struct watch {
+    std::mutex mutex;
+    std::condition_variable changed;
+    clock_type::time_point deadline = clock_type::time_point::max();
+  };
   pid_t pid_ = -1;
   std::string mnt_;
+  std::shared_ptr<watch> watch_ = std::make_shared<watch>();
+  std::jthread watchdog_;
 };
 
 }  // namespace bench
