@@ -63,6 +63,7 @@
 #include <fusexx/fusexx.hpp>
 
 #include "examples/passthrough/aligned_io.hpp"
+#include "examples/passthrough/handles.hpp"
 #include "examples/passthrough/inode_table.hpp"
 
 namespace passthrough {
@@ -204,6 +205,7 @@ struct passthrough_fs : fusexx::filesystem_base<passthrough_fs> {
   std::uint64_t served_reads() const { return reads_.load(std::memory_order_relaxed); }
   std::uint64_t served_writes() const { return writes_.load(std::memory_order_relaxed); }
   std::uint64_t passthrough_opens() const { return passthrough_opens_.load(); }
+  std::size_t open_files() const { return files_.size() + dirs_.size(); }
   // Why kernel passthrough is not used although asked for ("" if it is).
   std::string passthrough_refusal() const {
     std::lock_guard g(refusal_mutex_);
@@ -445,8 +447,8 @@ struct passthrough_fs : fusexx::filesystem_base<passthrough_fs> {
   }
 
   result<void> release(request&, ino, fhandle fh, int) {
-    std::unique_ptr<open_file> f(reinterpret_cast<open_file*>(static_cast<std::uintptr_t>(fh)));
-    if (f->backing) drop_backing(*f->node);
+    std::unique_ptr<open_file> f = files_.take(fh);
+    if (f && f->backing) drop_backing(*f->node);
     return {};
   }
 
@@ -514,7 +516,7 @@ struct passthrough_fs : fusexx::filesystem_base<passthrough_fs> {
       return fusexx::error(e);
     }
     fusexx::opened o;
-    o.fh = static_cast<fhandle>(reinterpret_cast<std::uintptr_t>(d.release()));
+    o.fh = dirs_.add(std::move(d));
     return o;
   }
 
@@ -526,7 +528,7 @@ struct passthrough_fs : fusexx::filesystem_base<passthrough_fs> {
   }
 
   result<void> releasedir(request&, ino, fhandle fh, int) {
-    delete &dir(fh);
+    dirs_.take(fh);
     return {};
   }
 
@@ -565,8 +567,8 @@ struct passthrough_fs : fusexx::filesystem_base<passthrough_fs> {
 
  private:
   inode& at(ino id) { return table_->at(id); }
-  static open_file& file(fhandle fh) { return *reinterpret_cast<open_file*>(static_cast<std::uintptr_t>(fh)); }
-  static open_dir& dir(fhandle fh) { return *reinterpret_cast<open_dir*>(static_cast<std::uintptr_t>(fh)); }
+  static open_file& file(fhandle fh) { return passthrough::handles<open_file>::at(fh); }
+  static open_dir& dir(fhandle fh) { return passthrough::handles<open_dir>::at(fh); }
 
   // The flags to open the backing file with: the kernel's, except that the
   // writeback cache needs to read what it writes (no O_WRONLY) and does
@@ -628,7 +630,7 @@ struct passthrough_fs : fusexx::filesystem_base<passthrough_fs> {
     // file changed (auto_inval_data); with timeout=0 nothing is trusted.
     o.keep_cache = cache_timeout.count() > 0 && o.backing_id == 0;
     o.parallel_direct_writes = true;
-    o.fh = static_cast<fhandle>(reinterpret_cast<std::uintptr_t>(f.release()));
+    o.fh = files_.add(std::move(f));
     return o;
   }
 
@@ -754,7 +756,9 @@ struct passthrough_fs : fusexx::filesystem_base<passthrough_fs> {
     }
   }
 
-  std::unique_ptr<passthrough::inode_table> table_;
+  std::unique_ptr<passthrough::inode_table> table_;  // declared first: open files point into it
+  passthrough::handles<open_file> files_;
+  passthrough::handles<open_dir> dirs_;
   std::atomic<bool> passthrough_on_{false};
   std::atomic<std::uint64_t> reads_{0}, writes_{0}, passthrough_opens_{0}, forget_errors_{0};
   mutable std::mutex refusal_mutex_;

@@ -82,7 +82,7 @@ TEST_CASE("kernel passthrough refused: one line says why, and I/O goes through t
     write_file(t.mnt("f"), "served");
     CHECK(slurp(t.mnt("f")) == "served");
     CHECK(slurp(t.src("f")) == "served");
-    CHECK(t.m->stop() == 0);
+    CHECK_MESSAGE(t.m->stop() == 0, t.m->output());
     const std::string& out = t.m->output();
     CHECK_MESSAGE(std::count(out.begin(), out.end(), '\n') == 1, out);
     CHECK_MESSAGE(out.find("passthrough is off") != std::string::npos, out);
@@ -100,11 +100,11 @@ TEST_CASE("kernel passthrough refused: one line says why, and I/O goes through t
     CHECK(slurp(outer.path("f")) == "two levels");
     CHECK(slurp(inner.src("f")) == "two levels");
     CHECK(slurp(inner.src("g")) == "two opens");
-    CHECK(outer.stop() == 0);
+    CHECK_MESSAGE(outer.stop() == 0, outer.output());
     const std::string& out = outer.output();
     CHECK_MESSAGE(std::count(out.begin(), out.end(), '\n') == 1, out);
     CHECK_MESSAGE(out.find("passthrough is off") != std::string::npos, out);
-    CHECK(inner.m->stop() == 0);
+    CHECK_MESSAGE(inner.m->stop() == 0, inner.m->output());
     CHECK(inner.m->output() == "");
   }
 }

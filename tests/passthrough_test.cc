@@ -65,7 +65,7 @@ TEST_CASE("content is mirrored both ways") {
   CHECK(via.st_size == st.st_size);
   CHECK(via.st_mtim.tv_sec == st.st_mtim.tv_sec);
   CHECK(via.st_mtim.tv_nsec == st.st_mtim.tv_nsec);
-  CHECK(t.m->stop() == 0);
+  CHECK_MESSAGE(t.m->stop() == 0, t.m->output());
 }
 
 TEST_CASE("a directory of many entries lists completely, with the source's inode numbers") {
@@ -93,7 +93,7 @@ TEST_CASE("a directory of many entries lists completely, with the source's inode
   for (int i = 0; i < count; i += 97)
     if (slurp(t.mnt("d" + std::to_string(i))) != std::to_string(i)) ++wrong;
   CHECK(wrong == 0);
-  CHECK(t.m->stop() == 0);
+  CHECK_MESSAGE(t.m->stop() == 0, t.m->output());
 }
 
 TEST_CASE("rename, hard links and symlinks land in the source") {
@@ -124,7 +124,7 @@ TEST_CASE("rename, hard links and symlinks land in the source") {
   CHECK(errno == EEXIST);
   CHECK(::unlink(t.mnt("c").c_str()) == 0);
   CHECK(::access(t.src("c").c_str(), F_OK) != 0);
-  CHECK(t.m->stop() == 0);
+  CHECK_MESSAGE(t.m->stop() == 0, t.m->output());
 }
 
 TEST_CASE("xattrs: set, get with size probing, list, remove") {
@@ -164,7 +164,7 @@ TEST_CASE("xattrs: set, get with size probing, list, remove") {
   REQUIRE(::removexattr(t.mnt("f").c_str(), "user.small") == 0);
   CHECK(::getxattr(t.src("f").c_str(), "user.small", nullptr, 0) == -1);
   CHECK(errno == ENODATA);
-  CHECK(t.m->stop() == 0);
+  CHECK_MESSAGE(t.m->stop() == 0, t.m->output());
 }
 
 TEST_CASE("copy_file_range, fallocate punch-hole and SEEK_DATA/SEEK_HOLE") {
@@ -223,7 +223,7 @@ TEST_CASE("copy_file_range, fallocate punch-hole and SEEK_DATA/SEEK_HOLE") {
     CHECK(::lseek(f.fd, (8 << 20) - 1, SEEK_DATA) == -1);
     CHECK(errno == ENXIO);
   }
-  CHECK(t.m->stop() == 0);
+  CHECK_MESSAGE(t.m->stop() == 0, t.m->output());
 }
 
 TEST_CASE("flock and POSIX locks conflict between two processes") {
@@ -303,7 +303,7 @@ TEST_CASE("flock and POSIX locks conflict between two processes") {
     REQUIRE(::flock(mine.fd, LOCK_UN) == 0);
     CHECK(other.wait() == 0);
   }
-  CHECK(t.m->stop() == 0);
+  CHECK_MESSAGE(t.m->stop() == 0, t.m->output());
 }
 
 TEST_CASE("O_DIRECT: 4 KiB random pwrite and pread") {
@@ -329,7 +329,7 @@ TEST_CASE("O_DIRECT: 4 KiB random pwrite and pread") {
   }
   ::operator delete(buf, std::align_val_t{4096});
   CHECK(slurp(t.src("direct")) == expected);
-  CHECK(t.m->stop() == 0);
+  CHECK_MESSAGE(t.m->stop() == 0, t.m->output());
 }
 
 TEST_CASE("-o writeback: writes, appends and reads through the writeback cache") {
@@ -346,7 +346,7 @@ TEST_CASE("-o writeback: writes, appends and reads through the writeback cache")
   std::string big(3 << 20, 'w');
   write_file(t.mnt("big"), big);
   CHECK(slurp(t.mnt("big")) == big);
-  CHECK(t.m->stop() == 0);
+  CHECK_MESSAGE(t.m->stop() == 0, t.m->output());
   CHECK(slurp(t.src("big")) == big);  // everything reached the source by the unmount
 }
 
@@ -398,6 +398,7 @@ TEST_CASE("lookup counts: every reference the kernel took is forgotten, and the 
   CHECK(eventually([&] { return m.fs.live_inodes() == 0; }));
   CHECK(m.fs.kernel_lookups() == 0);
   CHECK(m.fs.forget_errors() == 0);
+  CHECK(m.fs.open_files() == 0);  // every open had its release
   // The O_PATH fds went with them: the source directory can be removed from
   // under nobody, and is empty.
   CHECK(list_dir(source).size() == 2);
@@ -432,7 +433,7 @@ TEST_CASE("kernel passthrough without CAP_SYS_ADMIN: one line says why, and I/O 
   mirror t("passthrough");
   for (int i = 0; i < 5; ++i) write_file(t.mnt("f" + std::to_string(i)), "x");
   CHECK(slurp(t.mnt("f0")) == "x");
-  CHECK(t.m->stop() == 0);
+  CHECK_MESSAGE(t.m->stop() == 0, t.m->output());
   const std::string& out = t.m->output();
   CHECK_MESSAGE(std::count(out.begin(), out.end(), '\n') == 1, out);
   CHECK_MESSAGE(out.find("passthrough is off: the kernel refused (EPERM)") != std::string::npos, out);
