@@ -6,6 +6,8 @@
 // serves the I/O itself.
 #include <doctest/doctest.h>
 
+#include <filesystem>
+
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <signal.h>
@@ -107,4 +109,33 @@ TEST_CASE("kernel passthrough refused: one line says why, and I/O goes through t
     CHECK_MESSAGE(inner.m->stop() == 0, inner.m->output());
     CHECK(inner.m->output() == "");
   }
+}
+
+TEST_CASE("kernel passthrough refused for a non-root server: one line says why, and I/O goes through the server") {
+  REQUIRE_MESSAGE(::access("/usr/bin/fusermount3", X_OK) == 0, "fusermount3 is missing: run tools/dev setup");
+  temp_dir dir;
+  // The binary must be reachable by nobody: Bazel's output tree under /root is not.
+  const std::string bin = dir.path() + "/passthrough";
+  std::filesystem::copy_file(passthrough_binary(), bin);
+  ::chmod(bin.c_str(), 0755);
+  const std::string source = dir.sub("source"), mnt = dir.sub("mnt");
+  REQUIRE(::chown(source.c_str(), 65534, 65534) == 0);
+  REQUIRE(::chown(mnt.c_str(), 65534, 65534) == 0);
+  const std::vector<std::string> as_nobody = {"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"};
+  spawned_mount m(bin, {"-o", "source=" + source + ",passthrough"}, mnt, as_nobody);
+  REQUIRE_MESSAGE(m.ok(), m.output());
+  // Without allow_other only nobody may use nobody's mount.
+  auto as_nobody_sh = [&](const std::string& script) {
+    std::vector<std::string> v = as_nobody;
+    v.insert(v.end(), {"sh", "-c", script});
+    return run(v, /*with_stderr=*/true);
+  };
+  auto r = as_nobody_sh("for i in 1 2 3; do echo served$i > " + mnt + "/f$i; done; cat " + mnt + "/f1 " + mnt + "/f3");
+  CHECK(r.status == 0);
+  CHECK(r.out == "served1\nserved3\n");
+  CHECK(slurp(source + "/f2") == "served2\n");
+  CHECK_MESSAGE(m.stop() == 0, m.output());
+  const std::string& out = m.output();
+  CHECK_MESSAGE(std::count(out.begin(), out.end(), '\n') == 1, out);
+  CHECK_MESSAGE(out.find("passthrough is off: the kernel refused (EPERM)") != std::string::npos, out);
 }

@@ -17,10 +17,15 @@ namespace fusexx::testing {
 
 class spawned_mount {
  public:
-  // Runs `binary -f ARGS... MOUNTPOINT`.
-  spawned_mount(const std::string& binary, std::vector<std::string> args, std::string mountpoint)
+  // Runs `LAUNCHER... binary -f ARGS... MOUNTPOINT` (a launcher such as
+  // setpriv runs it as another user; it must exec the binary in place, so
+  // the signal reaches the server).
+  spawned_mount(const std::string& binary, std::vector<std::string> args, std::string mountpoint,
+                std::vector<std::string> launcher = {})
       : mountpoint_(std::move(mountpoint)) {
-    std::vector<std::string> argv{binary, "-f"};
+    std::vector<std::string> argv = std::move(launcher);
+    argv.push_back(binary);
+    argv.push_back("-f");
     argv.insert(argv.end(), args.begin(), args.end());
     argv.push_back(mountpoint_);
     child_ = spawn(argv, /*capture_stdout=*/true, /*with_stderr=*/true);
