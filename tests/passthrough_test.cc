@@ -350,6 +350,23 @@ TEST_CASE("-o writeback: writes, appends and reads through the writeback cache")
   CHECK(slurp(t.src("big")) == big);  // everything reached the source by the unmount
 }
 
+TEST_CASE("O_TMPFILE makes an unnamed file in the source directory") {
+  mirror t;
+  fd_guard f{::open(t.mnt("").c_str(), O_TMPFILE | O_RDWR, 0600)};
+  REQUIRE_MESSAGE(f.fd >= 0, std::strerror(errno));
+  REQUIRE(::pwrite(f.fd, "unnamed", 7, 0) == 7);
+  char back[7];
+  REQUIRE(::pread(f.fd, back, 7, 0) == 7);
+  CHECK(std::string(back, 7) == "unnamed");
+  struct stat st {};
+  REQUIRE(::fstat(f.fd, &st) == 0);
+  CHECK(st.st_nlink == 0);
+  CHECK(st.st_size == 7);
+  CHECK(list_dir(t.source) == std::vector<std::string>{".", ".."});
+  ::close(std::exchange(f.fd, -1));
+  CHECK_MESSAGE(t.m->stop() == 0, t.m->output());
+}
+
 TEST_CASE("a missing or unusable source= is a clear error with exit status 2") {
   temp_dir dir;
   const std::string mnt = dir.sub("mnt");
