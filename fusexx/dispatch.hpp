@@ -173,7 +173,8 @@ class dispatcher {
     // Notifications go out on the fd INIT came in on: the session's own, on
     // every transport (kernel-facts Q4: INIT always arrives through read()).
     if (op == proto::opcode::init) notifier_of().attach(in.sink);
-    if (op != proto::opcode::init && state_.current() == session_state::phase::waiting_for_init) {
+    if (op != proto::opcode::init && state_.current() == session_state::phase::waiting_for_init &&
+        !state_.init_reply_claimed()) {
       if (expects_reply) resp.send(EIO);
       return;
     }

@@ -58,6 +58,7 @@
 #include <string_view>
 #include <type_traits>
 
+#include "backing.hpp"
 #include "connection.hpp"
 #include "dir_buffer.hpp"
 #include "notify.hpp"
@@ -81,8 +82,15 @@ struct filesystem_base {
   // is up, from any thread.
   fusexx::notifier& notify() noexcept { return notifier_; }
 
+  // Kernel passthrough (fusexx/backing.hpp): registers files the filesystem
+  // opened as backing files for OPEN/CREATE replies. Usable once INIT has
+  // been answered with FUSE_PASSTHROUGH granted, from any thread.
+  const fusexx::backing_files& backing() const noexcept { return backing_; }
+  fusexx::backing_files& backing() noexcept { return backing_; }
+
  private:
   fusexx::notifier notifier_;
+  fusexx::backing_files backing_;
 };
 
 // ---- what a handler returns, unwrapped: T from T, result<T> or task<T> ----

@@ -1,5 +1,6 @@
 #pragma once
 // Everything a filesystem author needs: #include <fusexx/fusexx.hpp>.
+#include "backing.hpp"       // IWYU pragma: export
 #include "connection.hpp"    // IWYU pragma: export
 #include "daemonize.hpp"     // IWYU pragma: export
 #include "dir_buffer.hpp"    // IWYU pragma: export

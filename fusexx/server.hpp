@@ -127,6 +127,7 @@ class server {
     }
     // The notifier writes to the device fd that closes now.
     static_cast<filesystem_base<Fs>&>(fs_).notify().detach();
+    static_cast<filesystem_base<Fs>&>(fs_).backing().detach();
     device_.reset();
     mark_ended();
   }
@@ -197,6 +198,9 @@ class server {
   }
 
   void start_session_worker(int fd) {
+    // Backing-file ioctls may go to any fd of the connection; this one lives
+    // until stop().
+    static_cast<filesystem_base<Fs>&>(fs_).backing().attach(fd, &state_.conn);
     transport_ = std::make_unique<transport::classic_transport<Fs>>(dispatcher_, fd, options_.classic);
     transport_->on_all_stopped([this] { mark_ended(); });
     transport_->start_session_worker();

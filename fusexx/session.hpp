@@ -100,8 +100,14 @@ class session_state {
     std::lock_guard lock(mutex_);
     if (init_reply_ != init_reply::pending) return false;
     init_reply_ = init_reply::answered;
+    init_claimed_.store(true, std::memory_order_release);
     return true;
   }
+  // True once the worker has claimed INIT's reply. The kernel sends other
+  // requests as soon as it has that reply, which can be before the phase
+  // becomes `serving` (after_init_reply, e.g. starting the io_uring queues,
+  // runs in between), so such requests are not "before INIT".
+  bool init_reply_claimed() const noexcept { return init_claimed_.load(std::memory_order_acquire); }
   // Gives up on INIT: answers it with `errnum` if it is pending (so the mount
   // call fails instead of waiting forever), or makes sure it will be refused
   // when it arrives. Records the failure either way. Returns false if INIT had
@@ -145,6 +151,7 @@ class session_state {
   init_reply init_reply_ = init_reply::not_read;
   reply_sink init_sink_;
   std::uint64_t init_unique_ = 0;
+  std::atomic<bool> init_claimed_{false};
   std::atomic<bool> mount_in_progress_{false};
   std::atomic<bool> init_during_mount_{false};
 };

@@ -191,6 +191,33 @@ TEST_CASE("requests before INIT are refused") {
   CHECK(h.call(op::getattr, 1, wire{}.add(proto::getattr_in{})).error() == EIO);
 }
 
+TEST_CASE("a request right after the INIT reply is served, even before the phase is serving") {
+  // The kernel may send requests as soon as it has INIT's reply, while the
+  // worker still runs after_init_reply (the io_uring transport starts its
+  // queues there). Such a request was once refused with EIO.
+  harness<test_fs> h;
+  fusexx::testing::reply early;
+  bool phase_was_serving = true;
+  h.state.after_init_reply = [&](const connection&) {
+    phase_was_serving = h.state.current() == session_state::phase::serving;
+    buffer own(64 * 1024);
+    const auto bytes = fusexx::testing::make_request(op::getattr, 40, 1, wire{}.add(proto::getattr_in{}));
+    std::memcpy(own.data(), bytes.data(), bytes.size());
+    incoming in{.bytes = std::span<const std::byte>(own.data(), bytes.size()),
+                .scratch = own.span().subspan(4096),
+                .owner = &own,
+                .sink = h.rec.sink()};
+    h.d.handle(in);
+    early = h.rec.last();
+  };
+  h.init();
+  REQUIRE(h.rec.size() == 2);  // INIT's reply, then the early request's
+  CHECK(h.rec.replies.front().error() == 0);
+  CHECK_FALSE(phase_was_serving);
+  CHECK(early.error() == 0);
+  CHECK(h.state.current() == session_state::phase::serving);
+}
+
 TEST_CASE("lookup: found, not found, and the caller's identity") {
   harness<test_fs> h;
   h.init();

@@ -1,0 +1,35 @@
+// passthrough: mirrors a directory through FUSE (examples/passthrough_fs.hpp).
+//
+//   passthrough [-f] -o source=DIR[,timeout=SECONDS][,passthrough][,writeback] MOUNTPOINT
+//
+// plus every option of fusexx::main (transport=classic|uring|auto, threads=N,
+// ...). A missing or unusable source is an error with exit status 2; the
+// server then serves until SIGTERM/SIGINT or an unmount and exits 0.
+#include <sys/stat.h>
+
+#include <cstdio>
+
+#include "examples/passthrough_fs.hpp"
+
+int main(int argc, char** argv) {
+  passthrough_fs fs;
+  auto cl = fusexx::parse_command_line(fs, argc, argv);
+  if (!cl) {
+    std::fprintf(stderr, "passthrough: %s\n", cl.error().message.c_str());
+    return 2;
+  }
+  if (cl->help || cl->show_version) {
+    if (cl->help) fusexx::print_usage<passthrough_fs>(argv[0]);
+    else std::printf("fusexx %.*s\n", static_cast<int>(fusexx::version.size()), fusexx::version.data());
+    return 0;
+  }
+  if (auto r = fs.open_source(); !r) {
+    std::fprintf(stderr, "%s\n", r.error().message.c_str());
+    return 2;
+  }
+  passthrough_fs::configure_mount(cl->server.mount);
+  // The kernel has already applied the caller's umask to every mode it
+  // sends; the server's own umask must not take away more.
+  ::umask(0);
+  return fusexx::run(fs, *cl);
+}

@@ -1,0 +1,768 @@
+#pragma once
+// passthrough: a mirror of a source directory, fast enough to benchmark the
+// framework against the native filesystem underneath.
+//
+//   passthrough [-f] -o source=DIR[,timeout=SECONDS][,passthrough][,writeback] MOUNTPOINT
+//
+// Every inode holds an O_PATH fd of its backing object (examples/passthrough/
+// inode_table.hpp) and every operation is the matching *at syscall relative to
+// those fds: fstatat(AT_EMPTY_PATH), openat of /proc/self/fd/N to re-open an
+// O_PATH fd for I/O, mkdirat, unlinkat, renameat2, linkat, symlinkat, ...
+// Files are opened with exactly the flags the kernel passes (O_DIRECT
+// included); reads, writes and fsync of open files are awaited on the io_uring
+// transport's ring (fusexx/async_io.hpp) and are plain syscalls on the classic
+// transport.
+//
+// Permission checks are the kernel's (default_permissions, see
+// configure_mount): the server runs as root in the usual set-up and creates
+// objects with the caller's fsuid/fsgid, so the mirror shows the right owners.
+//
+// Options:
+//   timeout=S     how long the kernel may cache names and attributes
+//                 (default 1; 0 makes every stat a round trip to the server)
+//   writeback     the kernel's writeback cache: writes are collected in the
+//                 page cache and sent in large batches
+//   passthrough   kernel passthrough (root only): reads and writes of open
+//                 files go from the kernel straight to the backing file, the
+//                 server sees only the open and the release. The kernel turns
+//                 passthrough off when the writeback cache is on, so the two
+//                 conflict: with both, writeback wins and one line says so.
+//                 When the kernel refuses passthrough (not offered, not root,
+//                 ...) one line says why and I/O goes through the server.
+//
+// Locks: flock is forwarded as flock on the backing open file; POSIX locks
+// (fcntl F_SETLK/F_GETLK) become open-file-description locks (F_OFD_*) on the
+// backing open file, which gives the same conflicts between processes. Two
+// limits of that mapping: lock owners that share one open file (a fork after
+// open) do not conflict with each other, and F_GETLK reports pid 0 for the
+// holder.
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/fsuid.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/syscall.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <charconv>
+#include <chrono>
+#include <climits>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include <fusexx/async_io.hpp>
+#include <fusexx/fusexx.hpp>
+
+#include "examples/passthrough/aligned_io.hpp"
+#include "examples/passthrough/handles.hpp"
+#include "examples/passthrough/inode_table.hpp"
+
+namespace passthrough {
+
+// An open regular file: the backing fd, opened with the kernel's flags.
+struct open_file {
+  int fd = -1;
+  inode* node = nullptr;
+  bool direct = false;                    // O_DIRECT: buffers must be aligned
+  fusexx::backing_id backing = 0;         // kernel passthrough in use
+  std::atomic<bool> posix_locked{false};  // took a POSIX lock: FLUSH releases it
+  ~open_file() {
+    if (fd >= 0) ::close(fd);
+  }
+};
+
+// An open directory. The kernel passes back the offset to continue from
+// (the d_off of the last entry it got), so the stream is repositioned only
+// when that differs from where it stands.
+struct open_dir {
+  DIR* dir = nullptr;
+  off_t offset = 0;
+  std::mutex mutex;
+  ~open_dir() {
+    if (dir) ::closedir(dir);
+  }
+};
+
+// Creates objects with the caller's fsuid/fsgid when the server runs as
+// root, so they get the caller's owner (and a setgid directory's group).
+// setfsuid is per thread; creating handlers never suspend while it is set.
+class as_caller {
+ public:
+  explicit as_caller(const fusexx::request& r) {
+    if (::geteuid() != 0 || (r.uid() == 0 && r.gid() == 0)) return;
+    old_gid_ = ::setfsgid(r.gid());
+    old_uid_ = ::setfsuid(r.uid());
+    active_ = true;
+  }
+  ~as_caller() {
+    if (!active_) return;
+    ::setfsuid(old_uid_);
+    ::setfsgid(old_gid_);
+  }
+  as_caller(const as_caller&) = delete;
+  as_caller& operator=(const as_caller&) = delete;
+
+ private:
+  bool active_ = false;
+  int old_uid_ = 0, old_gid_ = 0;
+};
+
+// "1", "0.5", "0": seconds as a timeout.
+inline std::optional<fusexx::timeout> parse_seconds(std::string_view s) {
+  double secs = -1;
+  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), secs);
+  if (s.empty() || ec != std::errc{} || p != s.data() + s.size() || !(secs >= 0) || secs > 1e9) return std::nullopt;
+  return std::chrono::duration_cast<fusexx::timeout>(std::chrono::duration<double>(secs));
+}
+
+}  // namespace passthrough
+
+struct passthrough_fs : fusexx::filesystem_base<passthrough_fs> {
+  using ino = fusexx::ino;
+  using fhandle = fusexx::fhandle;
+  using request = fusexx::request;
+  template <class T>
+  using result = fusexx::result<T>;
+  using inode = passthrough::inode;
+  using open_file = passthrough::open_file;
+  using open_dir = passthrough::open_dir;
+
+  static constexpr std::string_view usage =
+      "passthrough options:\n"
+      "     source=DIR            the directory to mirror (required)\n"
+      "     timeout=SECONDS       entry and attribute cache time (default 1; 0: none)\n"
+      "     writeback             use the kernel's writeback cache\n"
+      "     passthrough           kernel passthrough of reads and writes (root only;\n"
+      "                           off when writeback is on)\n";
+
+  // ---- configuration (before the mount) ----
+  std::string source;
+  fusexx::timeout cache_timeout = std::chrono::seconds(1);
+  bool writeback = false;
+  bool kernel_passthrough = false;
+
+  fusexx::outcome<bool> option(std::string_view key, std::optional<std::string_view> value) {
+    if (key == "source") {
+      if (!value || value->empty()) return fusexx::fail(EINVAL, "passthrough: source= needs a directory");
+      source = std::string(*value);
+      return true;
+    }
+    if (key == "timeout") {
+      auto t = value ? passthrough::parse_seconds(*value) : std::nullopt;
+      if (!t) return fusexx::fail(EINVAL, "passthrough: timeout= needs a number of seconds (0 or more)");
+      cache_timeout = *t;
+      return true;
+    }
+    if (key == "writeback" || key == "passthrough") {
+      if (value) return fusexx::fail(EINVAL, "passthrough: option '{}' takes no value", key);
+      (key == "writeback" ? writeback : kernel_passthrough) = true;
+      return true;
+    }
+    return false;
+  }
+
+  // Opens the source directory; the error says what is wrong with it.
+  fusexx::outcome<void> open_source() {
+    if (source.empty())
+      return fusexx::fail(EINVAL, "passthrough: no source directory given (-o source=DIR)");
+    const int fd = ::open(source.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+      return fusexx::fail(errno, "passthrough: cannot use source={}: {}", source, std::strerror(errno));
+    struct stat st {};
+    if (::fstatat(fd, "", &st, AT_EMPTY_PATH) != 0) {
+      const int e = errno;
+      ::close(fd);
+      return fusexx::fail(e, "passthrough: cannot stat source={}: {}", source, std::strerror(e));
+    }
+    table_ = std::make_unique<passthrough::inode_table>(fd, st);
+    return {};
+  }
+
+  // The mount options the mirror relies on: the kernel checks permissions
+  // from the mirrored modes (the server itself may do anything as root),
+  // everyone may use a root's mount, and device nodes work as in the source.
+  static void configure_mount(fusexx::mount_options& m) {
+    m.default_permissions = true;
+    if (::geteuid() == 0) {
+      m.allow_other = true;
+      m.nodev = false;
+    }
+  }
+
+  // ---- observation (tests, benchmarks) ----
+  std::size_t live_inodes() const { return table_ ? table_->size() : 0; }
+  std::uint64_t kernel_lookups() const { return table_ ? table_->lookups() : 0; }
+  std::uint64_t forget_errors() const { return forget_errors_.load(); }
+  std::uint64_t served_reads() const { return reads_.load(std::memory_order_relaxed); }
+  std::uint64_t served_writes() const { return writes_.load(std::memory_order_relaxed); }
+  std::uint64_t passthrough_opens() const { return passthrough_opens_.load(); }
+  std::size_t open_files() const { return files_.size() + dirs_.size(); }
+  // Why kernel passthrough is not used although asked for ("" if it is).
+  std::string passthrough_refusal() const {
+    std::lock_guard g(refusal_mutex_);
+    return refusal_;
+  }
+
+  // ---- the connection ----
+  fusexx::result<void> init(fusexx::connection& c) {
+    namespace f = fusexx::proto::init_flag;
+    if (!table_) return fusexx::error(EINVAL);  // open_source() was not called
+    c.want(f::posix_locks);
+    c.want(f::flock_locks);
+    c.want(f::atomic_o_trunc);  // O_TRUNC comes with OPEN: one syscall, not OPEN + SETATTR
+    if (writeback) c.want(f::writeback_cache);
+    passthrough_on_ = false;
+    if (kernel_passthrough) {
+      if (writeback) {
+        refuse("passthrough is off: the kernel turns FUSE passthrough off when the writeback cache is on, "
+               "and -o writeback was given; reads and writes go through the server");
+      } else if (!c.want(f::passthrough)) {
+        c.unwant(f::passthrough);
+        refuse("passthrough is off: this kernel does not offer FUSE_PASSTHROUGH; reads and writes go through "
+               "the server");
+      } else {
+        c.max_stack_depth = 1;  // backing files on ordinary (non-stacked) filesystems
+        passthrough_on_ = true;
+      }
+    }
+    return {};
+  }
+  void destroy() {
+    if (table_) table_->forget_all();
+  }
+
+  void forget(ino id, std::uint64_t n) {
+    if (!table_->forget(id, n)) ++forget_errors_;
+  }
+
+  // ---- names ----
+  result<fusexx::entry> lookup(request&, ino parent, std::string_view name) {
+    auto e = lookup_at(at(parent), std::string(name));
+    if (!e && e.error().value() == ENOENT && cache_timeout.count() > 0) {
+      fusexx::entry negative;  // node 0: "no such name", cached like a positive entry
+      negative.entry_valid_for = cache_timeout;
+      return negative;
+    }
+    return e;
+  }
+
+  result<fusexx::attr> getattr(request&, ino id, std::optional<fhandle> fh) {
+    struct stat st {};
+    const int rc = fh && at(id).type == S_IFREG ? ::fstat(file(*fh).fd, &st)
+                                                 : ::fstatat(at(id).fd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW);
+    if (rc != 0) return fusexx::last_error();
+    return fusexx::attr{st, cache_timeout};
+  }
+
+  result<fusexx::attr> setattr(request& r, ino id, const fusexx::set_attributes& s) {
+    inode& i = at(id);
+    const int ofd = s.fh && i.type == S_IFREG ? file(*s.fh).fd : -1;
+    if (s.mode) {
+      // chmod has no AT_EMPTY_PATH form; the /proc link names the object
+      // itself (a symlink answers EOPNOTSUPP, as lchmod does natively).
+      const int rc = ofd >= 0 ? ::fchmod(ofd, *s.mode)
+                              : ::fchmodat(AT_FDCWD, passthrough::proc_path(i.fd).c_str(), *s.mode, 0);
+      if (rc != 0) return fusexx::last_error();
+    }
+    if (s.uid || s.gid) {
+      const uid_t uid = s.uid ? *s.uid : uid_t(-1);
+      const gid_t gid = s.gid ? *s.gid : gid_t(-1);
+      if (::fchownat(i.fd, "", uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0) return fusexx::last_error();
+    }
+    if (s.size) {
+      const int rc = ofd >= 0 ? ::ftruncate(ofd, *s.size)
+                              : ::truncate(passthrough::proc_path(i.fd).c_str(), *s.size);
+      if (rc != 0) return fusexx::last_error();
+    }
+    if (s.atime || s.mtime) {
+      timespec times[2] = {{0, UTIME_OMIT}, {0, UTIME_OMIT}};
+      if (s.atime) times[0] = *s.atime;
+      if (s.mtime) times[1] = *s.mtime;
+      int rc = ofd >= 0 ? ::futimens(ofd, times) : ::utimensat(i.fd, "", times, AT_EMPTY_PATH);
+      if (rc != 0 && errno == EINVAL && ofd < 0 && i.type != S_IFLNK)  // kernels without AT_EMPTY_PATH here
+        rc = ::utimensat(AT_FDCWD, passthrough::proc_path(i.fd).c_str(), times, 0);
+      if (rc != 0) return fusexx::last_error();
+    }
+    return getattr(r, id, std::nullopt);
+  }
+
+  result<std::string> readlink(request&, ino id) {
+    std::string target(PATH_MAX, '\0');
+    const ssize_t n = ::readlinkat(at(id).fd, "", target.data(), target.size());
+    if (n < 0) return fusexx::last_error();
+    target.resize(std::size_t(n));
+    return target;
+  }
+
+  result<fusexx::entry> mknod(request& r, ino parent, std::string_view name, mode_t mode, dev_t rdev, mode_t) {
+    const std::string n(name);
+    {
+      passthrough::as_caller creds(r);
+      if (::mknodat(at(parent).fd, n.c_str(), mode, rdev) != 0) return fusexx::last_error();
+    }
+    return lookup_at(at(parent), n);
+  }
+
+  result<fusexx::entry> mkdir(request& r, ino parent, std::string_view name, mode_t mode, mode_t) {
+    const std::string n(name);
+    {
+      passthrough::as_caller creds(r);
+      if (::mkdirat(at(parent).fd, n.c_str(), mode) != 0) return fusexx::last_error();
+    }
+    return lookup_at(at(parent), n);
+  }
+
+  result<fusexx::entry> symlink(request& r, ino parent, std::string_view name, std::string_view target) {
+    const std::string n(name);
+    {
+      passthrough::as_caller creds(r);
+      if (::symlinkat(std::string(target).c_str(), at(parent).fd, n.c_str()) != 0) return fusexx::last_error();
+    }
+    return lookup_at(at(parent), n);
+  }
+
+  result<fusexx::entry> link(request&, ino id, ino new_parent, std::string_view new_name) {
+    const std::string n(new_name);
+    inode& i = at(id);
+    if (::linkat(i.fd, "", at(new_parent).fd, n.c_str(), AT_EMPTY_PATH) != 0) {
+      // AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH; the /proc link does not.
+      if (errno != ENOENT && errno != EPERM) return fusexx::last_error();
+      if (::linkat(AT_FDCWD, passthrough::proc_path(i.fd).c_str(), at(new_parent).fd, n.c_str(),
+                   AT_SYMLINK_FOLLOW) != 0)
+        return fusexx::last_error();
+    }
+    return lookup_at(at(new_parent), n);
+  }
+
+  result<void> unlink(request&, ino parent, std::string_view name) {
+    if (::unlinkat(at(parent).fd, std::string(name).c_str(), 0) != 0) return fusexx::last_error();
+    return {};
+  }
+  result<void> rmdir(request&, ino parent, std::string_view name) {
+    if (::unlinkat(at(parent).fd, std::string(name).c_str(), AT_REMOVEDIR) != 0) return fusexx::last_error();
+    return {};
+  }
+
+  result<void> rename(request&, ino parent, std::string_view name, ino new_parent, std::string_view new_name,
+                      unsigned flags) {
+    if (::renameat2(at(parent).fd, std::string(name).c_str(), at(new_parent).fd, std::string(new_name).c_str(),
+                    flags) != 0)
+      return fusexx::last_error();
+    return {};
+  }
+
+  // ---- files ----
+  result<fusexx::opened> open(request&, ino id, int flags) {
+    inode& i = at(id);
+    const int fd = ::openat(AT_FDCWD, passthrough::proc_path(i.fd).c_str(), backing_flags(flags));
+    if (fd < 0) return fusexx::last_error();
+    return opened_file(i, fd, flags);
+  }
+
+  result<fusexx::created> create(request& r, ino parent, std::string_view name, mode_t mode, int flags, mode_t) {
+    const std::string n(name);
+    int fd;
+    {
+      passthrough::as_caller creds(r);
+      fd = ::openat(at(parent).fd, n.c_str(), backing_flags(flags) | O_CREAT | O_NOFOLLOW, mode);
+    }
+    if (fd < 0) return fusexx::last_error();
+    auto e = entry_of_open(fd);
+    if (!e) {
+      ::close(fd);
+      return fusexx::error(e.error());
+    }
+    auto o = opened_file(at(e->node), fd, flags);
+    if (!o) return fusexx::error(o.error());  // opened_file closed fd; the lookup reference stays
+    return fusexx::created{*e, *o};
+  }
+
+  result<fusexx::created> tmpfile(request& r, ino parent, mode_t mode, int flags, mode_t) {
+    int access = flags & O_ACCMODE;
+    if (access == O_RDONLY) access = O_RDWR;  // O_TMPFILE needs write access
+    int fd;
+    {
+      passthrough::as_caller creds(r);
+      fd = ::openat(at(parent).fd, ".", (backing_flags(flags) & ~O_ACCMODE) | access | O_TMPFILE, mode);
+    }
+    if (fd < 0) return fusexx::last_error();
+    auto e = entry_of_open(fd);
+    if (!e) {
+      ::close(fd);
+      return fusexx::error(e.error());
+    }
+    auto o = opened_file(at(e->node), fd, flags);
+    if (!o) return fusexx::error(o.error());
+    return fusexx::created{*e, *o};
+  }
+
+  fusexx::task<std::size_t> read(request&, ino, fhandle fh, off_t offset, std::span<std::byte> into) {
+    reads_.fetch_add(1, std::memory_order_relaxed);
+    open_file& f = file(fh);
+    if (f.direct && !passthrough::aligned_for_direct_io(into.data())) {
+      passthrough::aligned_buffer bounce(into.size());
+      auto n = co_await fusexx::io::pread(f.fd, bounce.span(), offset);
+      if (!n) co_return fusexx::error(n.error());
+      std::memcpy(into.data(), bounce.span().data(), *n);
+      co_return *n;
+    }
+    co_return co_await fusexx::io::pread(f.fd, into, offset);
+  }
+
+  fusexx::task<std::size_t> write(request&, ino, fhandle fh, off_t offset, std::span<const std::byte> data, int) {
+    writes_.fetch_add(1, std::memory_order_relaxed);
+    open_file& f = file(fh);
+    if (f.direct && !passthrough::aligned_for_direct_io(data.data())) {
+      passthrough::aligned_buffer bounce(data.size());
+      std::memcpy(bounce.span().data(), data.data(), data.size());
+      co_return co_await fusexx::io::pwrite(f.fd, bounce.span(), offset);
+    }
+    co_return co_await fusexx::io::pwrite(f.fd, data, offset);
+  }
+
+  fusexx::task<void> fsync(request&, ino, fhandle fh, bool datasync) {
+    co_return co_await fusexx::io::fsync(file(fh).fd, datasync);
+  }
+
+  result<void> flush(request&, ino, fhandle fh, std::uint64_t) {
+    // close(2) of any descriptor of the file drops the caller's POSIX locks
+    // on it; the kernel says so with FLUSH.
+    open_file& f = file(fh);
+    if (f.posix_locked.exchange(false)) {
+      struct flock l {};
+      l.l_type = F_UNLCK;
+      l.l_whence = SEEK_SET;
+      ::fcntl(f.fd, F_OFD_SETLK, &l);
+    }
+    return {};
+  }
+
+  result<void> release(request&, ino, fhandle fh, int) {
+    std::unique_ptr<open_file> f = files_.take(fh);
+    if (f && f->backing) drop_backing(*f->node);
+    return {};
+  }
+
+  result<void> fallocate(request&, ino, fhandle fh, int mode, off_t offset, off_t length) {
+    if (::fallocate(file(fh).fd, mode, offset, length) != 0) return fusexx::last_error();
+    return {};
+  }
+
+  result<off_t> lseek(request&, ino, fhandle fh, off_t offset, int whence) {
+    const off_t r = ::lseek(file(fh).fd, offset, whence);
+    if (r < 0) return fusexx::last_error();
+    return r;
+  }
+
+  result<std::size_t> copy_file_range(request&, ino, fhandle fh_in, off_t off_in, ino, fhandle fh_out,
+                                      off_t off_out, std::size_t len, std::uint64_t flags) {
+    loff_t in = off_in, out = off_out;
+    const ssize_t n = ::copy_file_range(file(fh_in).fd, &in, file(fh_out).fd, &out, len, unsigned(flags));
+    if (n < 0) return fusexx::last_error();
+    return std::size_t(n);
+  }
+
+  // ---- locks ----
+  result<fusexx::posix_lock> getlk(request&, ino, fhandle fh, std::uint64_t, const fusexx::posix_lock& l) {
+    struct flock fl = to_flock(l);
+    if (::fcntl(file(fh).fd, F_OFD_GETLK, &fl) != 0) return fusexx::last_error();
+    fusexx::posix_lock out;
+    out.type = fl.l_type;
+    if (fl.l_type != F_UNLCK) {
+      out.start = fl.l_start;
+      out.end = fl.l_len == 0 ? fusexx::posix_lock::lock_to_eof : fl.l_start + fl.l_len - 1;
+      out.pid = 0;  // OFD locks have no owning process (l_pid is -1)
+    }
+    return out;
+  }
+
+  fusexx::task<void> setlk(request& r, ino, fhandle fh, std::uint64_t, fusexx::posix_lock l, bool wait) {
+    open_file& f = file(fh);
+    const struct flock fl = to_flock(l);
+    co_return co_await retry_while_busy(r, wait, [&] {
+      struct flock attempt = fl;
+      if (::fcntl(f.fd, F_OFD_SETLK, &attempt) != 0) return errno;
+      if (fl.l_type != F_UNLCK) f.posix_locked = true;
+      return 0;
+    });
+  }
+
+  fusexx::task<void> flock(request& r, ino, fhandle fh, std::uint64_t, int op) {
+    open_file& f = file(fh);
+    const bool wait = !(op & LOCK_NB) && !(op & LOCK_UN);
+    co_return co_await retry_while_busy(r, wait, [&] {
+      return ::flock(f.fd, op | LOCK_NB) == 0 ? 0 : errno;
+    });
+  }
+
+  // ---- directories ----
+  result<fusexx::opened> opendir(request&, ino id, int) {
+    const int fd = ::openat(at(id).fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return fusexx::last_error();
+    auto d = std::make_unique<open_dir>();
+    d->dir = ::fdopendir(fd);
+    if (!d->dir) {
+      const int e = errno;
+      ::close(fd);
+      return fusexx::error(e);
+    }
+    fusexx::opened o;
+    o.fh = dirs_.add(std::move(d));
+    return o;
+  }
+
+  result<void> readdir(request&, ino id, fhandle fh, off_t offset, fusexx::dir_buffer& out) {
+    return fill_dir(at(id), dir(fh), offset, out);
+  }
+  result<void> readdirplus(request&, ino id, fhandle fh, off_t offset, fusexx::dir_buffer& out) {
+    return fill_dir(at(id), dir(fh), offset, out);
+  }
+
+  result<void> releasedir(request&, ino, fhandle fh, int) {
+    dirs_.take(fh);
+    return {};
+  }
+
+  result<void> fsyncdir(request&, ino, fhandle fh, bool datasync) {
+    const int fd = ::dirfd(dir(fh).dir);
+    if ((datasync ? ::fdatasync(fd) : ::fsync(fd)) != 0) return fusexx::last_error();
+    return {};
+  }
+
+  result<fusexx::fs_stats> statfs(request&, ino id) {
+    fusexx::fs_stats st{};
+    if (::fstatvfs(at(id).fd, &st) != 0) return fusexx::last_error();
+    return st;
+  }
+
+  // ---- extended attributes (the /proc link: the f*xattr calls refuse O_PATH fds) ----
+  result<std::string> getxattr(request&, ino id, std::string_view name) {
+    const std::string path = passthrough::proc_path(at(id).fd), n(name);
+    return read_sized([&](char* buf, std::size_t size) { return ::getxattr(path.c_str(), n.c_str(), buf, size); });
+  }
+  result<std::string> listxattr(request&, ino id) {
+    const std::string path = passthrough::proc_path(at(id).fd);
+    return read_sized([&](char* buf, std::size_t size) { return ::listxattr(path.c_str(), buf, size); });
+  }
+  result<void> setxattr(request&, ino id, std::string_view name, std::span<const std::byte> value, int flags) {
+    const std::string path = passthrough::proc_path(at(id).fd);
+    if (::setxattr(path.c_str(), std::string(name).c_str(), value.data(), value.size(), flags) != 0)
+      return fusexx::last_error();
+    return {};
+  }
+  result<void> removexattr(request&, ino id, std::string_view name) {
+    const std::string path = passthrough::proc_path(at(id).fd);
+    if (::removexattr(path.c_str(), std::string(name).c_str()) != 0) return fusexx::last_error();
+    return {};
+  }
+
+ private:
+  inode& at(ino id) { return table_->at(id); }
+  static open_file& file(fhandle fh) { return passthrough::handles<open_file>::at(fh); }
+  static open_dir& dir(fhandle fh) { return passthrough::handles<open_dir>::at(fh); }
+
+  // The flags to open the backing file with: the kernel's, except that the
+  // writeback cache needs to read what it writes (no O_WRONLY) and does
+  // O_APPEND itself, and that the /proc link must be followed.
+  int backing_flags(int flags) const {
+    flags &= ~(O_NOFOLLOW | O_CREAT | O_EXCL | O_NOCTTY);
+    if (writeback) {
+      if ((flags & O_ACCMODE) == O_WRONLY) flags = (flags & ~O_ACCMODE) | O_RDWR;
+      flags &= ~O_APPEND;
+    }
+    return flags | O_CLOEXEC;
+  }
+
+  fusexx::entry make_entry(inode& i, const struct stat& st) const {
+    fusexx::entry e;
+    e.node = table_->id_of(i);
+    e.st = st;
+    e.entry_valid_for = cache_timeout;
+    e.attr_valid_for = cache_timeout;
+    return e;
+  }
+
+  // One kernel reference to `name` in `parent`.
+  result<fusexx::entry> lookup_at(inode& parent, const std::string& name) {
+    const int fd = ::openat(parent.fd, name.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) return fusexx::last_error();
+    struct stat st {};
+    if (::fstatat(fd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0) {
+      const int e = errno;
+      ::close(fd);
+      return fusexx::error(e);
+    }
+    return make_entry(table_->reference(fd, st), st);
+  }
+
+  // One kernel reference to the file `fd` (open for I/O) refers to.
+  result<fusexx::entry> entry_of_open(int fd) {
+    const int path_fd = ::openat(AT_FDCWD, passthrough::proc_path(fd).c_str(), O_PATH | O_CLOEXEC);
+    if (path_fd < 0) return fusexx::last_error();
+    struct stat st {};
+    if (::fstat(path_fd, &st) != 0) {
+      const int e = errno;
+      ::close(path_fd);
+      return fusexx::error(e);
+    }
+    return make_entry(table_->reference(path_fd, st), st);
+  }
+
+  // The OPEN/CREATE reply for `fd` (taken over) on inode `i`.
+  result<fusexx::opened> opened_file(inode& i, int fd, int flags) {
+    auto f = std::make_unique<open_file>();
+    f->fd = fd;
+    f->node = &i;
+    f->direct = (flags & O_DIRECT) != 0;
+    fusexx::opened o;
+    if (i.type == S_IFREG) f->backing = take_backing(i);
+    o.backing_id = f->backing;
+    // Cached pages stay valid across opens unless the attributes say the
+    // file changed (auto_inval_data); with timeout=0 nothing is trusted.
+    o.keep_cache = cache_timeout.count() > 0 && o.backing_id == 0;
+    o.parallel_direct_writes = true;
+    o.fh = files_.add(std::move(f));
+    return o;
+  }
+
+  // The inode's backing id for kernel passthrough, registering its backing
+  // file on first use; 0 when passthrough is not in use.
+  fusexx::backing_id take_backing(inode& i) {
+    if (!passthrough_on_.load(std::memory_order_relaxed)) return 0;
+    std::lock_guard g(i.backing_mutex);
+    if (i.backing != 0) {
+      ++i.backing_users;
+      return i.backing;
+    }
+    // The kernel lets an inode have one backing file for all its opens, so it
+    // is opened for reading and writing whatever this open asked for.
+    const std::string path = passthrough::proc_path(i.fd);
+    int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
+    if (fd < 0) fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return 0;
+    auto id = backing().open(fd);
+    ::close(fd);  // the kernel holds its own reference
+    if (!id) {
+      const int e = fusexx::to_errno(id.error());
+      if (e == EPERM || e == EOPNOTSUPP || e == ENOTCONN) passthrough_on_ = false;
+      refuse("passthrough is off: " + fusexx::backing_files::explain(id.error()) +
+             "; reads and writes go through the server");
+      return 0;
+    }
+    i.backing = *id;
+    i.backing_users = 1;
+    passthrough_opens_.fetch_add(1);
+    return i.backing;
+  }
+  void drop_backing(inode& i) {
+    std::lock_guard g(i.backing_mutex);
+    if (i.backing == 0 || --i.backing_users > 0) return;
+    if (auto r = backing().close(i.backing); !r)
+      fusexx::log::warn("passthrough: closing backing id {} failed: {}", i.backing, r.error().message());
+    i.backing = 0;
+  }
+
+  // Says once why kernel passthrough is not used.
+  void refuse(std::string why) {
+    std::lock_guard g(refusal_mutex_);
+    if (!refusal_.empty()) return;
+    refusal_ = std::move(why);
+    fusexx::log::warn("{}", refusal_);
+  }
+
+  static struct flock to_flock(const fusexx::posix_lock& l) {
+    struct flock fl {};
+    fl.l_type = l.type;
+    fl.l_whence = SEEK_SET;
+    fl.l_start = l.start;
+    fl.l_len = l.end == fusexx::posix_lock::lock_to_eof ? 0 : l.end - l.start + 1;
+    return fl;
+  }
+
+  // Runs `attempt` (0 or an errno) until it succeeds; a busy lock with `wait`
+  // is retried after a short sleep that does not block an io_uring queue
+  // thread (the holder's unlock may need that very queue).
+  template <class Attempt>
+  fusexx::task<void> retry_while_busy(request& r, bool wait, Attempt attempt) {
+    auto pause = std::chrono::milliseconds(1);
+    for (;;) {
+      const int e = attempt();
+      if (e == 0) co_return fusexx::result<void>{};
+      if ((e != EAGAIN && e != EWOULDBLOCK && e != EACCES) || !wait) co_return fusexx::error(e);
+      if (r.interrupted()) co_return fusexx::error(EINTR);
+      co_await fusexx::io::sleep_for(pause);
+      pause = std::min<std::chrono::milliseconds>(pause * 2, std::chrono::milliseconds(50));
+    }
+  }
+
+  // Calls `get(buf, size)` (an xattr call) with a buffer big enough.
+  template <class Get>
+  static result<std::string> read_sized(Get get) {
+    std::string value(256, '\0');
+    for (;;) {
+      ssize_t n = get(value.data(), value.size());
+      if (n >= 0) {
+        value.resize(std::size_t(n));
+        return value;
+      }
+      if (errno != ERANGE) return fusexx::last_error();
+      n = get(nullptr, 0);  // the size now; it may change again before the next call
+      if (n < 0) return fusexx::last_error();
+      value.assign(std::size_t(n) + 1, '\0');
+    }
+  }
+
+  // Fills a READDIR/READDIRPLUS reply from `offset` on. In plus mode each
+  // entry is looked up (one kernel reference) and the reference is given back
+  // if the entry does not fit after all.
+  result<void> fill_dir(inode& parent, open_dir& d, off_t offset, fusexx::dir_buffer& out) {
+    std::lock_guard g(d.mutex);
+    if (offset != d.offset) {
+      ::seekdir(d.dir, offset);
+      d.offset = offset;
+    }
+    for (;;) {
+      errno = 0;
+      dirent* de = ::readdir(d.dir);
+      if (!de) {
+        if (errno != 0 && out.empty()) return fusexx::last_error();
+        return {};
+      }
+      const std::string_view name = de->d_name;
+      const off_t next = de->d_off;
+      bool added;
+      if (out.plus() && name != "." && name != "..") {
+        auto e = lookup_at(parent, std::string(name));
+        if (!e) continue;  // gone meanwhile
+        added = out.add(name, *e, next);
+        if (!added) forget(e->node, 1);
+      } else {
+        added = out.add(name, de->d_ino, mode_t(DTTOIF(de->d_type)), next);
+      }
+      if (!added) {
+        ::seekdir(d.dir, d.offset);  // this entry comes first next time
+        return {};
+      }
+      d.offset = next;
+    }
+  }
+
+  std::unique_ptr<passthrough::inode_table> table_;  // declared first: open files point into it
+  passthrough::handles<open_file> files_;
+  passthrough::handles<open_dir> dirs_;
+  std::atomic<bool> passthrough_on_{false};
+  std::atomic<std::uint64_t> reads_{0}, writes_{0}, passthrough_opens_{0}, forget_errors_{0};
+  mutable std::mutex refusal_mutex_;
+  std::string refusal_;
+};
+
+static_assert(fusexx::filesystem<passthrough_fs>);

@@ -1,0 +1,141 @@
+// Kernel passthrough for real: with -o passthrough, run as root of the
+// initial user namespace (so unsandboxed: NO_SANDBOX in tests/BUILD.bazel),
+// reads and writes of open files go from the kernel to the source files and
+// never reach the server, while the content is right; where the kernel turns
+// passthrough off or refuses a backing file, one line says why and the server
+// serves the I/O itself.
+#include <doctest/doctest.h>
+
+#include <filesystem>
+
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <signal.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <memory>
+#include <new>
+#include <random>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "examples/passthrough_fs.hpp"
+#include "tests/support/passthrough_mounts.hpp"
+#include "tests/support/process.hpp"
+
+using namespace fusexx;
+using namespace fusexx::testing;
+
+TEST_CASE("kernel passthrough: reads and writes of an open file do not reach the server") {
+  temp_dir dir;
+  const std::string source = dir.sub("source");
+  in_process_mirror m(source, /*kernel_passthrough=*/true);
+  REQUIRE_MESSAGE(m.srv().conn().has(proto::init_flag::passthrough),
+                  "the kernel did not grant FUSE_PASSTHROUGH: " << m.fs.passthrough_refusal());
+  std::string data(1 << 20, '\0');
+  std::mt19937 rng(3);
+  for (auto& c : data) c = char(rng());
+  write_file(m.path("pt"), data);
+  const auto reads = m.fs.served_reads(), writes = m.fs.served_writes();
+  CHECK(m.fs.passthrough_opens() >= 1);
+  CHECK(writes == 0);  // even the first write went straight to the source
+  CHECK(slurp(m.path("pt")) == data);
+  {
+    // Two opens of one inode share its backing file, also with other modes.
+    fd_guard r{::open(m.path("pt").c_str(), O_RDONLY)};
+    fd_guard w{::open(m.path("pt").c_str(), O_WRONLY)};
+    REQUIRE(r.fd >= 0);
+    REQUIRE(w.fd >= 0);
+    REQUIRE(::pwrite(w.fd, "PASS", 4, 100) == 4);
+    char back[4];
+    REQUIRE(::pread(r.fd, back, 4, 100) == 4);
+    CHECK(std::string(back, 4) == "PASS");
+  }
+  data.replace(100, 4, "PASS");
+  CHECK(slurp(source + "/pt") == data);
+  CHECK(m.fs.served_reads() == reads);
+  CHECK(m.fs.served_writes() == writes);
+  CHECK(m.fs.passthrough_refusal() == "");
+}
+
+TEST_CASE("kernel passthrough refused: one line says why, and I/O goes through the server") {
+  SUBCASE("with -o writeback (in-process: the server counts the I/O)") {
+    temp_dir dir;
+    const std::string source = dir.sub("source");
+    in_process_mirror m(source, /*kernel_passthrough=*/true, /*writeback=*/true);
+    CHECK(m.fs.passthrough_refusal().find("writeback") != std::string::npos);
+    write_file(m.path("f"), "through the server");
+    fd_guard f{::open(m.path("f").c_str(), O_RDWR)};
+    REQUIRE(f.fd >= 0);
+    REQUIRE(::fsync(f.fd) == 0);
+    CHECK(m.fs.served_writes() > 0);
+    CHECK(m.fs.passthrough_opens() == 0);
+    CHECK(slurp(source + "/f") == "through the server");
+  }
+  SUBCASE("with -o writeback (the binary: exactly one line on stderr)") {
+    mirror t("passthrough,writeback");
+    write_file(t.mnt("f"), "served");
+    CHECK(slurp(t.mnt("f")) == "served");
+    CHECK(slurp(t.src("f")) == "served");
+    CHECK_MESSAGE(t.m->stop() == 0, t.m->output());
+    const std::string& out = t.m->output();
+    CHECK_MESSAGE(std::count(out.begin(), out.end(), '\n') == 1, out);
+    CHECK_MESSAGE(out.find("passthrough is off") != std::string::npos, out);
+    CHECK_MESSAGE(out.find("writeback") != std::string::npos, out);
+  }
+  SUBCASE("the kernel refuses a backing file on a stacked passthrough mount (ELOOP)") {
+    // The inner mirror uses passthrough, so its files are one level deep; the
+    // outer one allows max_stack_depth 1, so the kernel refuses them.
+    mirror inner("passthrough");
+    temp_dir outer_mnt;
+    spawned_mount outer(passthrough_binary(), {"-o", "source=" + inner.mnt("") + ",passthrough"}, outer_mnt.path());
+    REQUIRE_MESSAGE(outer.ok(), outer.output());
+    write_file(outer.path("f"), "two levels");
+    write_file(outer.path("g"), "two opens");
+    CHECK(slurp(outer.path("f")) == "two levels");
+    CHECK(slurp(inner.src("f")) == "two levels");
+    CHECK(slurp(inner.src("g")) == "two opens");
+    CHECK_MESSAGE(outer.stop() == 0, outer.output());
+    const std::string& out = outer.output();
+    CHECK_MESSAGE(std::count(out.begin(), out.end(), '\n') == 1, out);
+    CHECK_MESSAGE(out.find("passthrough is off") != std::string::npos, out);
+    CHECK_MESSAGE(inner.m->stop() == 0, inner.m->output());
+    CHECK(inner.m->output() == "");
+  }
+}
+
+TEST_CASE("kernel passthrough refused for a non-root server: one line says why, and I/O goes through the server") {
+  REQUIRE_MESSAGE(::access("/usr/bin/fusermount3", X_OK) == 0, "fusermount3 is missing: run tools/dev setup");
+  temp_dir dir;
+  // The binary must be reachable by nobody: Bazel's output tree under /root is not.
+  const std::string bin = dir.path() + "/passthrough";
+  std::filesystem::copy_file(passthrough_binary(), bin);
+  ::chmod(bin.c_str(), 0755);
+  const std::string source = dir.sub("source"), mnt = dir.sub("mnt");
+  REQUIRE(::chown(source.c_str(), 65534, 65534) == 0);
+  REQUIRE(::chown(mnt.c_str(), 65534, 65534) == 0);
+  const std::vector<std::string> as_nobody = {"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"};
+  spawned_mount m(bin, {"-o", "source=" + source + ",passthrough"}, mnt, as_nobody);
+  REQUIRE_MESSAGE(m.ok(), m.output());
+  // Without allow_other only nobody may use nobody's mount.
+  auto as_nobody_sh = [&](const std::string& script) {
+    std::vector<std::string> v = as_nobody;
+    v.insert(v.end(), {"sh", "-c", script});
+    return run(v, /*with_stderr=*/true);
+  };
+  auto r = as_nobody_sh("for i in 1 2 3; do echo served$i > " + mnt + "/f$i; done; cat " + mnt + "/f1 " + mnt + "/f3");
+  CHECK(r.status == 0);
+  CHECK(r.out == "served1\nserved3\n");
+  CHECK(slurp(source + "/f2") == "served2\n");
+  CHECK_MESSAGE(m.stop() == 0, m.output());
+  const std::string& out = m.output();
+  CHECK_MESSAGE(std::count(out.begin(), out.end(), '\n') == 1, out);
+  CHECK_MESSAGE(out.find("passthrough is off: the kernel refused (EPERM)") != std::string::npos, out);
+}
