@@ -31,6 +31,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <charconv>
 #include <coroutine>
 #include <cstring>
@@ -122,7 +123,13 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
       "memfs options:\n"
       "     size=N[kmg]           most bytes of file data (default: half of the RAM, like tmpfs)\n"
       "     entry_timeout=SECS    how long the kernel may cache names (default 1)\n"
-      "     attr_timeout=SECS     how long the kernel may cache attributes (default 1)\n";
+      "     attr_timeout=SECS     how long the kernel may cache attributes (default 1)\n"
+      "     writeback_cache       let the kernel cache writes and send them later, coalesced\n"
+      "     atomic_o_trunc        take open(O_TRUNC) as one OPEN instead of OPEN + SETATTR\n"
+      "     explicit_inval_data   keep cached pages when size or mtime change (memfs is the\n"
+      "                           only writer, so only its notifications invalidate them)\n"
+      "     handle_killpriv_v2    memfs, not the kernel, clears suid/sgid on write, chown\n"
+      "                           and truncate\n";
 
   memfs_fs() {
     const std::uint64_t half_ram = std::uint64_t(::sysconf(_SC_PHYS_PAGES)) * ::sysconf(_SC_PAGESIZE) / 2;
@@ -176,6 +183,46 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
     std::lock_guard g(mutex_);
     return used_blocks_;
   }
+  // How many requests of some kinds arrived: what tests count to see which
+  // requests the kernel sends under each INIT capability.
+  struct request_counts {
+    std::atomic<std::uint64_t> writes{0};
+    std::atomic<std::uint64_t> bytes_written{0};
+    std::atomic<std::uint64_t> writes_killing_suidgid{0};    // WRITE with FUSE_WRITE_KILL_SUIDGID
+    std::atomic<std::uint64_t> opens_with_trunc{0};          // OPEN carrying O_TRUNC
+    std::atomic<std::uint64_t> size_changes{0};              // SETATTR with a size
+    std::atomic<std::uint64_t> mode_changes{0};              // SETATTR with a mode
+    std::atomic<std::uint64_t> setattrs_killing_suidgid{0};  // SETATTR with FATTR_KILL_SUIDGID
+  };
+  const request_counts& counts() const noexcept { return counts_; }
+  // A file's data and attributes as memfs holds them, whatever the kernel
+  // has cached (node ids are the st_ino the kernel reports).
+  std::optional<std::string> contents(ino id) const {
+    std::lock_guard g(mutex_);
+    auto it = inodes_.find(id);
+    if (it == inodes_.end()) return std::nullopt;
+    std::string s(std::size_t(it->second->data.size()), '\0');
+    it->second->data.read(0, std::as_writable_bytes(std::span(s)));
+    return s;
+  }
+  std::optional<struct stat> attributes(ino id) const {
+    std::lock_guard g(mutex_);
+    auto it = inodes_.find(id);
+    if (it == inodes_.end()) return std::nullopt;
+    return stat_of(*it->second);
+  }
+  // Overwrites data without the kernel knowing, as another client of a
+  // shared filesystem would; mtime moves, the size stays.
+  bool change_behind_kernel(ino id, off_t off, std::string_view bytes) {
+    std::lock_guard g(mutex_);
+    inode* i = find(id);
+    if (!i || !S_ISREG(i->mode) || off + off_t(bytes.size()) > i->data.size()) return false;
+    i->data.write(off, std::as_bytes(std::span(bytes)));
+    timespec t = memfs::now();
+    if (t.tv_sec == i->mtime.tv_sec && t.tv_nsec == i->mtime.tv_nsec) ++t.tv_nsec;
+    i->mtime = i->ctime = t;
+    return true;
+  }
 
   // ---- options ----
   fusexx::outcome<bool> option(std::string_view key, std::optional<std::string_view> value) {
@@ -197,6 +244,15 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
       (key == "entry_timeout" ? entry_timeout : attr_timeout) = t;
       return true;
     }
+    namespace f = fusexx::proto::init_flag;
+    for (auto [name, flag] : {std::pair{"writeback_cache", f::writeback_cache}, {"atomic_o_trunc", f::atomic_o_trunc},
+                              {"explicit_inval_data", f::explicit_inval_data},
+                              {"handle_killpriv_v2", f::handle_killpriv_v2}}) {
+      if (key != name) continue;
+      if (value) return fusexx::fail(EINVAL, "memfs: option '{}' takes no value", key);
+      init_wants_ |= flag;
+      return true;
+    }
     return false;
   }
   fusexx::timeout entry_timeout = std::chrono::seconds(1);
@@ -208,6 +264,10 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
     // mount, and tested here), not the kernel's local emulation.
     c.want(fusexx::proto::init_flag::posix_locks);
     c.want(fusexx::proto::init_flag::flock_locks);
+    // The -o options above: memfs handles each of them however it is asked.
+    c.want(init_wants_);
+    if (init_wants_ & fusexx::proto::init_flag::explicit_inval_data)
+      c.unwant(fusexx::proto::init_flag::auto_inval_data);
     return {};
   }
   void destroy() {
@@ -261,6 +321,9 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
     inode* i = find(id);
     if (!i) return fusexx::error(ENOENT);
     const timespec t = memfs::now();
+    if (s.size) ++counts_.size_changes;
+    if (s.mode) ++counts_.mode_changes;
+    if (s.kill_suid) ++counts_.setattrs_killing_suidgid;
     if (s.size) {
       if (i->is_dir()) return fusexx::error(EISDIR);
       if (!S_ISREG(i->mode)) return fusexx::error(EINVAL);
@@ -407,6 +470,7 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
     inode* i = find(id);
     if (!i) return fusexx::error(ENOENT);
     if (i->is_dir()) return fusexx::error(EISDIR);
+    if (flags & O_TRUNC) ++counts_.opens_with_trunc;
     if ((flags & O_TRUNC) && S_ISREG(i->mode)) {  // only with atomic_o_trunc
       resize(*i, 0);
       i->mtime = i->ctime = memfs::now();
@@ -446,7 +510,12 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
     if (off < 0) return fusexx::error(EINVAL);
     if (!reserve_space(i->data.blocks_needed(off, off_t(data.size())))) return fusexx::error(ENOSPC);
     i->data.write(off, data);
-    if (flags & fusexx::proto::write_flag::kill_suidgid) kill_suid(*i);
+    ++counts_.writes;
+    counts_.bytes_written += data.size();
+    if (flags & fusexx::proto::write_flag::kill_suidgid) {
+      ++counts_.writes_killing_suidgid;
+      kill_suid(*i);
+    }
     i->mtime = i->ctime = memfs::now();
     return data.size();
   }
@@ -964,6 +1033,8 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
   std::uint64_t forget_errors_ = 0;
   std::uint64_t lock_generation_ = 0;
   std::vector<lock_wait*> waiters_;
+  std::uint64_t init_wants_ = 0;  // INIT capabilities asked for with -o
+  request_counts counts_;
 };
 
 static_assert(fusexx::filesystem<memfs_fs>);
