@@ -141,7 +141,8 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
   }
 
   // The mount options memfs relies on: the kernel checks permissions, and
-  // (for root) everyone may use the mount, as with tmpfs.
+  // (for root) everyone may use the mount, as with tmpfs. fusexx::main
+  // applies them after the command line, so they cannot be switched off.
   static void configure_mount(fusexx::mount_options& m) {
     m.default_permissions = true;
     if (::geteuid() == 0) m.allow_other = true;
@@ -260,10 +261,9 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
 
   // ---- lifecycle ----
   fusexx::result<void> init(fusexx::connection& c) {
-    // Locks are memfs's (so they are shared by every process using the
-    // mount, and tested here), not the kernel's local emulation.
-    c.want(fusexx::proto::init_flag::posix_locks);
-    c.want(fusexx::proto::init_flag::flock_locks);
+    // (POSIX and flock locks are asked for by default, since memfs has
+    // getlk/setlk and flock: the locks are memfs's, not the kernel's local
+    // emulation.)
     // The -o options above: memfs handles each of them however it is asked.
     c.want(init_wants_);
     if (init_wants_ & fusexx::proto::init_flag::explicit_inval_data)
@@ -664,11 +664,15 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
   // Coroutines take their arguments by value: they run on after the call.
   fusexx::task<void> setlk(request& r, ino id, fusexx::fhandle, std::uint64_t owner, fusexx::posix_lock l,
                            bool wait) {
-    co_return co_await take_lock(r, id, wait, [owner, l](inode& i, wakeups& w, memfs_fs& fs) {
-      if (l.type != F_UNLCK && i.locks.conflict(owner, l)) return EAGAIN;
+    const posix_wait waits_for{id, owner, l};
+    co_return co_await take_lock(r, id, wait, [owner, l, wait](inode& i, wakeups& w, memfs_fs& fs) {
+      if (l.type != F_UNLCK) {
+        if (auto holder = i.locks.conflicting_owner(owner, l))
+          return wait && fs.would_deadlock(owner, *holder) ? EDEADLK : EAGAIN;
+      }
       if (i.locks.apply(owner, l)) fs.wake_lock_waiters(w);
       return 0;
-    });
+    }, &waits_for);
   }
 
   fusexx::task<void> flock(request& r, ino id, fusexx::fhandle fh, std::uint64_t, int op) {
@@ -782,11 +786,19 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
     }
   };
 
+  // What a blocked F_SETLKW wants: who asks, for which range of which file.
+  struct posix_wait {
+    ino node;
+    std::uint64_t owner;
+    fusexx::posix_lock lock;
+  };
+
   // A lock request waiting for some lock to be released.
   struct lock_wait {
     memfs_fs& fs;
     request& req;
     std::uint64_t seen;  // lock_generation_ when the attempt failed
+    const posix_wait* posix = nullptr;  // set for F_SETLKW (deadlock detection)
     std::uint64_t unique = req.unique();
     std::coroutine_handle<> handle{};
     bool interrupted = false;
@@ -811,7 +823,7 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
   // Tries `attempt` (0, EAGAIN for "busy", or an errno) until it succeeds;
   // waits between tries when `wait`, else answers EAGAIN.
   template <class Attempt>
-  fusexx::task<void> take_lock(request& r, ino id, bool wait, Attempt attempt) {
+  fusexx::task<void> take_lock(request& r, ino id, bool wait, Attempt attempt, const posix_wait* posix = nullptr) {
     for (;;) {
       std::uint64_t seen = 0;
       {
@@ -824,8 +836,27 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
         if (e != EAGAIN || !wait) co_return fusexx::error(e);
         seen = lock_generation_;
       }
-      if (!co_await lock_wait{*this, r, seen}) co_return fusexx::error(EINTR);
+      if (!co_await lock_wait{*this, r, seen, posix}) co_return fusexx::error(EINTR);
     }
+  }
+
+  // True when `owner` waiting for a lock `holder` holds would close a
+  // cycle: `holder` itself waits (F_SETLKW) for a lock held by someone who
+  // waits ... for a lock `owner` holds. That wait would never end: F_SETLKW
+  // fails with EDEADLK instead, as the kernel's own lock code does. Like the
+  // kernel, this follows one holder per waiter.
+  bool would_deadlock(std::uint64_t owner, std::uint64_t holder) {
+    for (std::size_t steps = 0; steps <= waiters_.size(); ++steps) {
+      if (holder == owner) return true;
+      auto it = std::ranges::find_if(waiters_, [&](const lock_wait* w) { return w->posix && w->posix->owner == holder; });
+      if (it == waiters_.end()) return false;
+      const posix_wait& next = *(*it)->posix;
+      inode* i = find(next.node);
+      auto blocker = i ? i->locks.conflicting_owner(next.owner, next.lock) : std::nullopt;
+      if (!blocker) return false;  // it will get its lock once it runs again
+      holder = *blocker;
+    }
+    return false;
   }
 
   void wake_lock_waiters(wakeups& w) {
