@@ -194,6 +194,7 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
     std::atomic<std::uint64_t> size_changes{0};              // SETATTR with a size
     std::atomic<std::uint64_t> mode_changes{0};              // SETATTR with a mode
     std::atomic<std::uint64_t> setattrs_killing_suidgid{0};  // SETATTR with FATTR_KILL_SUIDGID
+    std::atomic<std::uint64_t> bmaps{0};                     // BMAP (fuseblk mounts only)
   };
   const request_counts& counts() const noexcept { return counts_; }
   // A file's data and attributes as memfs holds them, whatever the kernel
@@ -647,6 +648,22 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
       return r;
     }
     return fusexx::error(ENOTTY);
+  }
+
+  // FIBMAP on a fuseblk mount. memfs keeps no data on the device, so there
+  // are no real device blocks to name: it answers 0 for a hole (as FIBMAP
+  // does) and, for a block holding data, the block's own number plus one —
+  // enough to tell data from holes, and stable while the file is unchanged.
+  result<std::uint64_t> bmap(request&, ino id, std::uint32_t blocksize, std::uint64_t block) {
+    ++counts_.bmaps;
+    std::lock_guard g(mutex_);
+    inode* i = find(id);
+    if (!i) return fusexx::error(ENOENT);
+    if (!S_ISREG(i->mode)) return fusexx::error(EINVAL);
+    const off_t at = off_t(block) * off_t(blocksize);
+    auto data = i->data.seek_data(at);
+    if (!data || *data >= at + off_t(blocksize)) return std::uint64_t{0};
+    return block + 1;
   }
 
   // ---- locks ----
