@@ -63,10 +63,14 @@ class loop_device {
 
 TEST_CASE("fuseblk: FIBMAP reaches bmap, and unmounting sends DESTROY") {
   REQUIRE_MESSAGE(::geteuid() == 0, "fuseblk mounts need root");
+  bool legacy = false;
+  SUBCASE("new mount API") { legacy = false; }
+  SUBCASE("mount(2)") { legacy = true; }
   loop_device loop;  // first: it outlives the mount
   REQUIRE_MESSAGE(!loop.path().empty(), "losetup failed: " << loop.error());
   mounted<memfs_fs> m([&](memfs_fs&, server_options& o) {
     memfs_fs::configure_mount(o.mount);
+    o.mount.legacy_mount_api = legacy;
     o.mount.blkdev = true;
     o.mount.fsname = loop.path();
     o.mount.blksize = 4096;  // memfs's block size, so BMAP's blocks are memfs's
