@@ -31,6 +31,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <charconv>
 #include <coroutine>
 #include <cstring>
@@ -122,7 +123,13 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
       "memfs options:\n"
       "     size=N[kmg]           most bytes of file data (default: half of the RAM, like tmpfs)\n"
       "     entry_timeout=SECS    how long the kernel may cache names (default 1)\n"
-      "     attr_timeout=SECS     how long the kernel may cache attributes (default 1)\n";
+      "     attr_timeout=SECS     how long the kernel may cache attributes (default 1)\n"
+      "     writeback_cache       let the kernel cache writes and send them later, coalesced\n"
+      "     atomic_o_trunc        take open(O_TRUNC) as one OPEN instead of OPEN + SETATTR\n"
+      "     explicit_inval_data   keep cached pages when size or mtime change (memfs is the\n"
+      "                           only writer, so only its notifications invalidate them)\n"
+      "     handle_killpriv_v2    memfs, not the kernel, clears suid/sgid on write, chown\n"
+      "                           and truncate\n";
 
   memfs_fs() {
     const std::uint64_t half_ram = std::uint64_t(::sysconf(_SC_PHYS_PAGES)) * ::sysconf(_SC_PAGESIZE) / 2;
@@ -134,7 +141,8 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
   }
 
   // The mount options memfs relies on: the kernel checks permissions, and
-  // (for root) everyone may use the mount, as with tmpfs.
+  // (for root) everyone may use the mount, as with tmpfs. fusexx::main
+  // applies them after the command line, so they cannot be switched off.
   static void configure_mount(fusexx::mount_options& m) {
     m.default_permissions = true;
     if (::geteuid() == 0) m.allow_other = true;
@@ -176,6 +184,47 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
     std::lock_guard g(mutex_);
     return used_blocks_;
   }
+  // How many requests of some kinds arrived: what tests count to see which
+  // requests the kernel sends under each INIT capability.
+  struct request_counts {
+    std::atomic<std::uint64_t> writes{0};
+    std::atomic<std::uint64_t> bytes_written{0};
+    std::atomic<std::uint64_t> writes_killing_suidgid{0};    // WRITE with FUSE_WRITE_KILL_SUIDGID
+    std::atomic<std::uint64_t> opens_with_trunc{0};          // OPEN carrying O_TRUNC
+    std::atomic<std::uint64_t> size_changes{0};              // SETATTR with a size
+    std::atomic<std::uint64_t> mode_changes{0};              // SETATTR with a mode
+    std::atomic<std::uint64_t> setattrs_killing_suidgid{0};  // SETATTR with FATTR_KILL_SUIDGID
+    std::atomic<std::uint64_t> bmaps{0};                     // BMAP (fuseblk mounts only)
+  };
+  const request_counts& counts() const noexcept { return counts_; }
+  // A file's data and attributes as memfs holds them, whatever the kernel
+  // has cached (node ids are the st_ino the kernel reports).
+  std::optional<std::string> contents(ino id) const {
+    std::lock_guard g(mutex_);
+    auto it = inodes_.find(id);
+    if (it == inodes_.end()) return std::nullopt;
+    std::string s(std::size_t(it->second->data.size()), '\0');
+    it->second->data.read(0, std::as_writable_bytes(std::span(s)));
+    return s;
+  }
+  std::optional<struct stat> attributes(ino id) const {
+    std::lock_guard g(mutex_);
+    auto it = inodes_.find(id);
+    if (it == inodes_.end()) return std::nullopt;
+    return stat_of(*it->second);
+  }
+  // Overwrites data without the kernel knowing, as another client of a
+  // shared filesystem would; mtime moves, the size stays.
+  bool change_behind_kernel(ino id, off_t off, std::string_view bytes) {
+    std::lock_guard g(mutex_);
+    inode* i = find(id);
+    if (!i || !S_ISREG(i->mode) || off + off_t(bytes.size()) > i->data.size()) return false;
+    i->data.write(off, std::as_bytes(std::span(bytes)));
+    timespec t = memfs::now();
+    if (t.tv_sec == i->mtime.tv_sec && t.tv_nsec == i->mtime.tv_nsec) ++t.tv_nsec;
+    i->mtime = i->ctime = t;
+    return true;
+  }
 
   // ---- options ----
   fusexx::outcome<bool> option(std::string_view key, std::optional<std::string_view> value) {
@@ -197,6 +246,15 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
       (key == "entry_timeout" ? entry_timeout : attr_timeout) = t;
       return true;
     }
+    namespace f = fusexx::proto::init_flag;
+    for (auto [name, flag] : {std::pair{"writeback_cache", f::writeback_cache}, {"atomic_o_trunc", f::atomic_o_trunc},
+                              {"explicit_inval_data", f::explicit_inval_data},
+                              {"handle_killpriv_v2", f::handle_killpriv_v2}}) {
+      if (key != name) continue;
+      if (value) return fusexx::fail(EINVAL, "memfs: option '{}' takes no value", key);
+      init_wants_ |= flag;
+      return true;
+    }
     return false;
   }
   fusexx::timeout entry_timeout = std::chrono::seconds(1);
@@ -204,10 +262,13 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
 
   // ---- lifecycle ----
   fusexx::result<void> init(fusexx::connection& c) {
-    // Locks are memfs's (so they are shared by every process using the
-    // mount, and tested here), not the kernel's local emulation.
-    c.want(fusexx::proto::init_flag::posix_locks);
-    c.want(fusexx::proto::init_flag::flock_locks);
+    // (POSIX and flock locks are asked for by default, since memfs has
+    // getlk/setlk and flock: the locks are memfs's, not the kernel's local
+    // emulation.)
+    // The -o options above: memfs handles each of them however it is asked.
+    c.want(init_wants_);
+    if (init_wants_ & fusexx::proto::init_flag::explicit_inval_data)
+      c.unwant(fusexx::proto::init_flag::auto_inval_data);
     return {};
   }
   void destroy() {
@@ -261,6 +322,9 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
     inode* i = find(id);
     if (!i) return fusexx::error(ENOENT);
     const timespec t = memfs::now();
+    if (s.size) ++counts_.size_changes;
+    if (s.mode) ++counts_.mode_changes;
+    if (s.kill_suid) ++counts_.setattrs_killing_suidgid;
     if (s.size) {
       if (i->is_dir()) return fusexx::error(EISDIR);
       if (!S_ISREG(i->mode)) return fusexx::error(EINVAL);
@@ -407,6 +471,7 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
     inode* i = find(id);
     if (!i) return fusexx::error(ENOENT);
     if (i->is_dir()) return fusexx::error(EISDIR);
+    if (flags & O_TRUNC) ++counts_.opens_with_trunc;
     if ((flags & O_TRUNC) && S_ISREG(i->mode)) {  // only with atomic_o_trunc
       resize(*i, 0);
       i->mtime = i->ctime = memfs::now();
@@ -446,7 +511,12 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
     if (off < 0) return fusexx::error(EINVAL);
     if (!reserve_space(i->data.blocks_needed(off, off_t(data.size())))) return fusexx::error(ENOSPC);
     i->data.write(off, data);
-    if (flags & fusexx::proto::write_flag::kill_suidgid) kill_suid(*i);
+    ++counts_.writes;
+    counts_.bytes_written += data.size();
+    if (flags & fusexx::proto::write_flag::kill_suidgid) {
+      ++counts_.writes_killing_suidgid;
+      kill_suid(*i);
+    }
     i->mtime = i->ctime = memfs::now();
     return data.size();
   }
@@ -580,6 +650,22 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
     return fusexx::error(ENOTTY);
   }
 
+  // FIBMAP on a fuseblk mount. memfs keeps no data on the device, so there
+  // are no real device blocks to name: it answers 0 for a hole (as FIBMAP
+  // does) and, for a block holding data, the block's own number plus one —
+  // enough to tell data from holes, and stable while the file is unchanged.
+  result<std::uint64_t> bmap(request&, ino id, std::uint32_t blocksize, std::uint64_t block) {
+    ++counts_.bmaps;
+    std::lock_guard g(mutex_);
+    inode* i = find(id);
+    if (!i) return fusexx::error(ENOENT);
+    if (!S_ISREG(i->mode)) return fusexx::error(EINVAL);
+    const off_t at = off_t(block) * off_t(blocksize);
+    auto data = i->data.seek_data(at);
+    if (!data || *data >= at + off_t(blocksize)) return std::uint64_t{0};
+    return block + 1;
+  }
+
   // ---- locks ----
   result<fusexx::posix_lock> getlk(request&, ino id, fusexx::fhandle, std::uint64_t owner,
                                    const fusexx::posix_lock& want) {
@@ -595,11 +681,15 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
   // Coroutines take their arguments by value: they run on after the call.
   fusexx::task<void> setlk(request& r, ino id, fusexx::fhandle, std::uint64_t owner, fusexx::posix_lock l,
                            bool wait) {
-    co_return co_await take_lock(r, id, wait, [owner, l](inode& i, wakeups& w, memfs_fs& fs) {
-      if (l.type != F_UNLCK && i.locks.conflict(owner, l)) return EAGAIN;
+    const posix_wait waits_for{id, owner, l};
+    co_return co_await take_lock(r, id, wait, [owner, l, wait](inode& i, wakeups& w, memfs_fs& fs) {
+      if (l.type != F_UNLCK) {
+        if (auto holder = i.locks.conflicting_owner(owner, l))
+          return wait && fs.would_deadlock(owner, *holder) ? EDEADLK : EAGAIN;
+      }
       if (i.locks.apply(owner, l)) fs.wake_lock_waiters(w);
       return 0;
-    });
+    }, &waits_for);
   }
 
   fusexx::task<void> flock(request& r, ino id, fusexx::fhandle fh, std::uint64_t, int op) {
@@ -713,11 +803,19 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
     }
   };
 
+  // What a blocked F_SETLKW wants: who asks, for which range of which file.
+  struct posix_wait {
+    ino node;
+    std::uint64_t owner;
+    fusexx::posix_lock lock;
+  };
+
   // A lock request waiting for some lock to be released.
   struct lock_wait {
     memfs_fs& fs;
     request& req;
     std::uint64_t seen;  // lock_generation_ when the attempt failed
+    const posix_wait* posix = nullptr;  // set for F_SETLKW (deadlock detection)
     std::uint64_t unique = req.unique();
     std::coroutine_handle<> handle{};
     bool interrupted = false;
@@ -742,7 +840,7 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
   // Tries `attempt` (0, EAGAIN for "busy", or an errno) until it succeeds;
   // waits between tries when `wait`, else answers EAGAIN.
   template <class Attempt>
-  fusexx::task<void> take_lock(request& r, ino id, bool wait, Attempt attempt) {
+  fusexx::task<void> take_lock(request& r, ino id, bool wait, Attempt attempt, const posix_wait* posix = nullptr) {
     for (;;) {
       std::uint64_t seen = 0;
       {
@@ -755,8 +853,27 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
         if (e != EAGAIN || !wait) co_return fusexx::error(e);
         seen = lock_generation_;
       }
-      if (!co_await lock_wait{*this, r, seen}) co_return fusexx::error(EINTR);
+      if (!co_await lock_wait{*this, r, seen, posix}) co_return fusexx::error(EINTR);
     }
+  }
+
+  // True when `owner` waiting for a lock `holder` holds would close a
+  // cycle: `holder` itself waits (F_SETLKW) for a lock held by someone who
+  // waits ... for a lock `owner` holds. That wait would never end: F_SETLKW
+  // fails with EDEADLK instead, as the kernel's own lock code does. Like the
+  // kernel, this follows one holder per waiter.
+  bool would_deadlock(std::uint64_t owner, std::uint64_t holder) {
+    for (std::size_t steps = 0; steps <= waiters_.size(); ++steps) {
+      if (holder == owner) return true;
+      auto it = std::ranges::find_if(waiters_, [&](const lock_wait* w) { return w->posix && w->posix->owner == holder; });
+      if (it == waiters_.end()) return false;
+      const posix_wait& next = *(*it)->posix;
+      inode* i = find(next.node);
+      auto blocker = i ? i->locks.conflicting_owner(next.owner, next.lock) : std::nullopt;
+      if (!blocker) return false;  // it will get its lock once it runs again
+      holder = *blocker;
+    }
+    return false;
   }
 
   void wake_lock_waiters(wakeups& w) {
@@ -964,6 +1081,8 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
   std::uint64_t forget_errors_ = 0;
   std::uint64_t lock_generation_ = 0;
   std::vector<lock_wait*> waiters_;
+  std::uint64_t init_wants_ = 0;  // INIT capabilities asked for with -o
+  request_counts counts_;
 };
 
 static_assert(fusexx::filesystem<memfs_fs>);

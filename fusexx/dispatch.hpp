@@ -125,6 +125,17 @@ class dispatcher {
   Fs& fs() noexcept { return fs_; }
   session_state& state() noexcept { return state_; }
 
+  // Calls the filesystem's destroy() once per successful INIT: when DESTROY
+  // arrives, or when the server stops without one. The kernel sends DESTROY
+  // only to fuseblk mounts; a /dev/fuse mount just ends. DESTROY is the
+  // kernel's last request; the server calls this once its /dev/fuse workers
+  // have ended (docs/lifecycle.md, "Stopping").
+  void end_session() {
+    if (state_.current() != session_state::phase::serving) return;  // no INIT, a failed one, or done already
+    if constexpr (has_destroy<Fs>) call_noexcept([&] { fs_.destroy(); }, "destroy");
+    state_.set_phase(session_state::phase::destroyed);
+  }
+
   void handle(incoming& in) {
     if (in.bytes.size() < sizeof(proto::in_header)) {
       // Without a complete header there is no unique id to answer to.
@@ -209,8 +220,7 @@ class dispatcher {
     switch (op) {
       case opcode::init: return handle_init(body, resp, in.sink, h.unique);
       case opcode::destroy:
-        if constexpr (has_destroy<Fs>) call_noexcept([&] { fs_.destroy(); }, "destroy");
-        state_.set_phase(session_state::phase::destroyed);
+        end_session();
         return ok(resp);
       case opcode::forget: {
         auto a = body.take<proto::forget_in>();

@@ -3,7 +3,9 @@
 //   PROG [-f] [-d] [-s] [-o opt[,opt...]] MOUNTPOINT
 // Mount options (fsname=, subtype=, allow_other, default_permissions, ro,
 // max_read=, rootmode=, user_id=, group_id=, ...), threads=N, and whatever the
-// filesystem itself accepts through an `option(key, value)` member.
+// filesystem itself accepts through an `option(key, value)` member; a static
+// `configure_mount(mount_options&)` member then has the last word on the
+// mount options (memfs insists on default_permissions that way).
 // Without -f it daemonizes, and returns only when the filesystem is mounted
 // and ready, or fails with the reason. SIGINT, SIGTERM and SIGHUP unmount.
 #include <poll.h>
@@ -39,6 +41,12 @@ template <class Fs>
 concept has_options = requires(Fs& fs, std::string_view k, std::optional<std::string_view> v) {
   { fs.option(k, v) } -> std::same_as<outcome<bool>>;
 };
+// Filesystems may also have their say over the mount options: a static
+// `configure_mount(mount_options&)` runs after the command line was read
+// (so it can insist on an option, or fill in a default only where the
+// command line left one empty).
+template <class Fs>
+concept has_mount_configuration = requires(mount_options& m) { Fs::configure_mount(m); };
 template <class Fs>
 concept has_usage = requires { { Fs::usage } -> std::convertible_to<std::string_view>; };
 
@@ -137,6 +145,7 @@ outcome<command_line> parse_command_line(Fs& fs, int argc, char** argv) {
     if (cl.server.mount.mountpoint.size() > 1 && cl.server.mount.mountpoint.ends_with('/'))
       cl.server.mount.mountpoint.pop_back();
   }
+  if constexpr (has_mount_configuration<Fs>) Fs::configure_mount(cl.server.mount);
   if (cl.server.mount.subtype.empty()) cl.server.mount.subtype = prog;
   if (cl.server.mount.fsname.empty()) cl.server.mount.fsname = prog;
   return cl;
@@ -154,7 +163,8 @@ void print_usage(const char* argv0) {
       "  -o opt[,opt...]       options:\n"
       "     allow_other, default_permissions, ro, rw, nosuid/suid, nodev/dev, noexec/exec,\n"
       "     noatime, sync, dirsync, fsname=NAME, subtype=NAME, max_read=N, rootmode=M,\n"
-      "     user_id=N, group_id=N\n"
+      "     user_id=N, group_id=N, blkdev (type fuseblk on the block device fsname= names;\n"
+      "     root only), blksize=N (fuseblk's block size)\n"
       "  fusexx's own -o options:\n"
       "     transport=T        auto (io_uring where available), classic or uring;\n"
       "                        the default comes from $FUSEXX_TRANSPORT, else auto\n"

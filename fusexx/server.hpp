@@ -116,17 +116,33 @@ class server {
   }
 
   // Unmounts (lazily) and ends the workers. Safe to call more than once and
-  // from any thread but a worker. Waits for handlers still running.
+  // from any thread but a worker. Waits for handlers still running. Calls the
+  // filesystem's destroy() if INIT succeeded and no DESTROY arrived (the
+  // kernel sends none when a /dev/fuse mount ends), as libfuse does.
   void stop() {
     std::lock_guard stop_lock(stop_mutex_);
-    stop_serving();
-    uring_.reset();
-    if (transport_) {
-      transport_->join();
-      transport_.reset();
-    }
-    // The notifier writes to the device fd that closes now.
+    stop_serving(/*stop_rings=*/false);
+    // The connection is over: notifications fail from now on, and a retrieve
+    // still waiting for its NOTIFY_REPLY ends with ENOTCONN at once instead
+    // of holding its handler (and so the join below) until the bounded wait.
     static_cast<filesystem_base<Fs>&>(fs_).notify().detach();
+    // destroy() runs once the /dev/fuse workers have ended, and before the
+    // fds and ring entries go: handlers it resumes (memfs's blocked lock
+    // requests) can still hand in their replies and finish instead of being
+    // abandoned. The io_uring queue threads stop only after it, so that such
+    // replies are committed: where the connection could not be ended (no
+    // fusectl access, e.g. in a user namespace), a request whose entry we
+    // hold ends only with that commit.
+    auto end_session = [this] {
+      dispatcher_.end_session();
+      if (uring_) uring_->stop();
+    };
+    if (transport_) transport_->join(end_session);
+    else end_session();
+    uring_.reset();
+    transport_.reset();
+    // Backing files are registered through the device fd that closes now;
+    // handlers that ran above (release) could still close theirs.
     static_cast<filesystem_base<Fs>&>(fs_).backing().detach();
     device_.reset();
     mark_ended();
@@ -207,8 +223,8 @@ class server {
   }
 
   // Unmounts and asks the workers to stop, without waiting for a handler that
-  // does not return.
-  void stop_serving() {
+  // does not return. `stop_rings`: also end the io_uring queue threads.
+  void stop_serving(bool stop_rings = true) {
     const auto connection = mount_.connection_id();
     if (mount_.active()) {
       if (auto r = mount_.unmount(); !r) log::error("{}", r.error().message);
@@ -219,7 +235,7 @@ class server {
     // their applications unkillable: end the connection so they all fail now.
     if (connection && abort_fuse_connection(*connection))
       log::debug("ended connection {} (files were still open)", *connection);
-    if (uring_) uring_->stop();
+    if (uring_ && stop_rings) uring_->stop();  // ends the queue threads; their entries stay until uring_ goes
     if (transport_) transport_->stop();
   }
 

@@ -165,6 +165,10 @@ constexpr std::uint64_t default_wants() {
   std::uint64_t w = f::async_read | f::parallel_dirops | f::auto_inval_data | f::big_writes | f::max_pages |
                     f::async_dio | f::has_ioctl_dir | f::init_ext | f::abort_error;
   if constexpr (has_readdirplus<Fs>) w |= f::do_readdirplus | f::readdirplus_auto;
+  // Locks the filesystem implements are its own: without these the kernel
+  // keeps POSIX (or flock) locks locally and never sends the requests.
+  if constexpr (has_getlk<Fs> && has_setlk<Fs>) w |= f::posix_locks;
+  if constexpr (has_flock<Fs>) w |= f::flock_locks;
   return w;
 }
 

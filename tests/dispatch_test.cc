@@ -428,3 +428,50 @@ TEST_CASE("task<T> chains: errors and values flow through co_await") {
   CHECK(h.call(op::lookup, 1, wire{}.name("x")).as<proto::entry_out>().nodeid == 42);
   CHECK(h.call(op::lookup, 1, wire{}.name("missing")).error() == ENOENT);
 }
+
+namespace {
+// Lock handlers, nothing else: INIT should ask for the locks on its own.
+struct posix_locks_fs : filesystem_base<posix_locks_fs> {
+  result<posix_lock> getlk(request&, ino, fhandle, std::uint64_t, const posix_lock& l) { return l; }
+  result<void> setlk(request&, ino, fhandle, std::uint64_t, const posix_lock&, bool) { return {}; }
+};
+struct flock_fs : filesystem_base<flock_fs> {
+  result<void> flock(request&, ino, fhandle, std::uint64_t, int) { return {}; }
+};
+// Destroy is called once per successful INIT, whoever asks first.
+struct destroy_counting_fs : filesystem_base<destroy_counting_fs> {
+  int destroyed = 0;
+  void destroy() { ++destroyed; }
+};
+}  // namespace
+
+TEST_CASE("INIT asks for POSIX locks when getlk and setlk exist, for flock locks when flock does") {
+  namespace f = proto::init_flag;
+  harness<test_fs> none;
+  none.init();
+  CHECK_FALSE(none.state.conn.has(f::posix_locks));
+  CHECK_FALSE(none.state.conn.has(f::flock_locks));
+  harness<posix_locks_fs> posix;
+  posix.init();
+  CHECK(posix.state.conn.has(f::posix_locks));
+  CHECK_FALSE(posix.state.conn.has(f::flock_locks));
+  harness<flock_fs> bsd;
+  bsd.init();
+  CHECK_FALSE(bsd.state.conn.has(f::posix_locks));
+  CHECK(bsd.state.conn.has(f::flock_locks));
+}
+
+TEST_CASE("destroy() runs once: on DESTROY, and not again when the server ends the session") {
+  harness<destroy_counting_fs> h;
+  h.d.end_session();  // before INIT: nothing to end
+  CHECK(h.fs.destroyed == 0);
+  h.init();
+  CHECK(h.call(proto::opcode::destroy, 0, wire{}).error() == 0);
+  CHECK(h.fs.destroyed == 1);
+  h.d.end_session();  // what server::stop() does
+  CHECK(h.fs.destroyed == 1);
+  harness<destroy_counting_fs> no_destroy_request;
+  no_destroy_request.init();
+  no_destroy_request.d.end_session();
+  CHECK(no_destroy_request.fs.destroyed == 1);
+}

@@ -338,7 +338,24 @@ TEST_CASE("the memfs command: its options, and the mount options it always sets"
   REQUIRE(::umount2(dir.path().c_str(), MNT_DETACH) == 0);
   REQUIRE(daemons.size() == 1);
   CHECK(eventually([&] { return process_ended(daemons[0]); }));
+  // The INIT capabilities memfs can ask for (memfs_init_test observes each).
+  REQUIRE(run({memfs, "-o", "writeback_cache,atomic_o_trunc,explicit_inval_data,handle_killpriv_v2", dir.path()})
+              .status == 0);
+  daemons = pids_mentioning(dir.path());
+  {
+    const std::string p = dir.path() + "/f";
+    int fd = ::open(p.c_str(), O_CREAT | O_RDWR | O_TRUNC, 0644);
+    REQUIRE(fd >= 0);
+    CHECK(::write(fd, "cached", 6) == 6);
+    CHECK(::fsync(fd) == 0);
+    CHECK(pread_all(fd, 16, 0) == "cached");
+    ::close(fd);
+  }
+  REQUIRE(::umount2(dir.path().c_str(), MNT_DETACH) == 0);
+  REQUIRE(daemons.size() == 1);
+  CHECK(eventually([&] { return process_ended(daemons[0]); }));
   // Bad values are refused before anything is mounted.
+  CHECK(run({memfs, "-o", "writeback_cache=yes", dir.path()}).status == 2);
   CHECK(run({memfs, "-o", "size=lots", dir.path()}).status == 2);
   CHECK(run({memfs, "-o", "entry_timeout=-1", dir.path()}).status == 2);
   CHECK_FALSE(is_fuse_mounted(dir.path()));

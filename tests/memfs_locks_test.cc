@@ -198,3 +198,61 @@ TEST_CASE("blocked lock requests do not hold the server's threads") {
   for (int fd : fds) ::close(fd);
   ::close(holder);
 }
+
+TEST_CASE("POSIX locks: an F_SETLKW that would wait for itself fails with EDEADLK") {
+  memfs_mount m;
+  const std::string p = m.path("pair");
+  int fd = ::open(p.c_str(), O_CREAT | O_RDWR, 0644);
+  REQUIRE(fd >= 0);
+  REQUIRE(set_lock(fd, F_SETLK, {F_WRLCK, 0, 1}) == 0);  // we hold byte 0
+  int ready[2];
+  REQUIRE(::pipe(ready) == 0);
+  forked child = fork_child([&] {
+    int cfd = ::open(p.c_str(), O_RDWR);
+    if (cfd < 0) return 10;
+    if (set_lock(cfd, F_SETLK, {F_WRLCK, 1, 1}) != 0) return 11;  // the child holds byte 1
+    if (::write(ready[1], "x", 1) != 1) return 12;
+    // Waits for byte 0, until the parent's own wait is refused and it unlocks.
+    if (set_lock(cfd, F_SETLKW, {F_WRLCK, 0, 1}) != 0) return 13;
+    return 0;
+  });
+  char c;
+  REQUIRE(::read(ready[0], &c, 1) == 1);
+  REQUIRE_MESSAGE(eventually([&] { return m.fs.lock_waiters() == 1 || process_ended(child.pid()); }), "child hangs");
+  REQUIRE_MESSAGE(m.fs.lock_waiters() == 1, "child ended with " << child.wait());
+  // The child waits for us; waiting for the child would never end.
+  CHECK(set_lock(fd, F_SETLKW, {F_WRLCK, 1, 1}) == -1);
+  CHECK(errno == EDEADLK);
+  // A wait that closes no cycle still waits (and gets the lock once free).
+  CHECK(m.fs.lock_waiters() == 1);
+  REQUIRE(set_lock(fd, F_SETLK, {F_UNLCK, 0, 0}) == 0);
+  CHECK(child.wait() == 0);
+  ::close(ready[0]);
+  ::close(ready[1]);
+  ::close(fd);
+}
+
+TEST_CASE("a lock request still blocked when the server stops ends with it: destroy() releases it") {
+  memfs_mount m;
+  const std::string p = m.path("held");
+  int fd = ::open(p.c_str(), O_CREAT | O_RDWR, 0644);
+  REQUIRE(fd >= 0);
+  REQUIRE(set_lock(fd, F_SETLK, {F_WRLCK, 0, 0}) == 0);
+  forked child = fork_child([&] {
+    int cfd = ::open(p.c_str(), O_RDWR);
+    if (cfd < 0) return 10;
+    // Fails once the connection ends; the test only needs it to return.
+    return set_lock(cfd, F_SETLKW, {F_WRLCK, 0, 0}) == 0 ? 11 : 0;
+  });
+  REQUIRE_MESSAGE(eventually([&] { return m.fs.lock_waiters() == 1 || process_ended(child.pid()); }), "child hangs");
+  REQUIRE_MESSAGE(m.fs.lock_waiters() == 1, "child ended with " << child.wait());
+  m.stop();  // the holder's fd is still open (closing it would release the lock)
+  // No DESTROY came from the kernel; stop() called destroy(), which woke the
+  // waiter: it finished (its reply dropped with the connection) instead of
+  // being abandoned still suspended.
+  CHECK(m.fs.lock_waiters() == 0);
+  CHECK(m.srv().state().counters.in_flight.load() == 0);
+  CHECK(m.srv().state().current() == session_state::phase::destroyed);
+  CHECK(child.wait() == 0);
+  ::close(fd);
+}

@@ -160,3 +160,16 @@ TEST_CASE("lookup counts drain to zero when the kernel is told to prune what it 
   CHECK(m.fs.live_inodes() == 1 + 2 + 200);  // nothing was deleted: all still there
   CHECK(list_dir(m.path("a/b")).size() == 202);
 }
+
+TEST_CASE("stopping the server gives back every reference the kernel held (destroy() at stop)") {
+  memfs_mount m;
+  for (int i = 0; i < 50; ++i) REQUIRE(::mkdir(m.path("d" + std::to_string(i)).c_str(), 0755) == 0);
+  REQUIRE(list_dir(m.path()).size() == 2 + 50);  // with . and ..
+  const std::size_t named = m.fs.live_inodes();
+  REQUIRE(m.fs.kernel_lookups() >= 50);
+  // The kernel sends neither FORGET nor DESTROY when a /dev/fuse mount ends.
+  m.stop();
+  CHECK(m.fs.kernel_lookups() == 0);
+  CHECK(m.fs.live_inodes() == named);  // everything still has a name
+  CHECK(m.fs.forget_errors() == 0);
+}

@@ -28,7 +28,11 @@ constexpr uid_t other_user = 65533;
 constexpr gid_t shared_group = 4242;
 
 struct memfs_mount : mounted<memfs_fs> {
-  memfs_mount() : mounted([](memfs_fs&, server_options& o) { memfs_fs::configure_mount(o.mount); }) {
+  explicit memfs_mount(const std::string& extra_options = {})
+      : mounted([&](memfs_fs& fs, server_options& o) {
+          memfs_fs::configure_mount(o.mount);
+          for (auto& [k, v] : split_options(extra_options)) REQUIRE(fs.option(k, v).value_or(false));
+        }) {
     REQUIRE_MESSAGE(ok(), error());
     // Let everybody reach the mountpoint's parent and write into the root.
     REQUIRE(::chmod(std::filesystem::path(path()).parent_path().c_str(), 0755) == 0);
@@ -113,6 +117,41 @@ TEST_CASE("memfs: suid and sgid are cleared by a write and by chown") {
   REQUIRE(::chown(p.c_str(), nobody, nobody) == 0);  // even root's chown drops them
   CHECK((stat_of(p).st_mode & (S_ISUID | S_ISGID)) == 0);
   CHECK(stat_of(p).st_uid == nobody);
+}
+
+TEST_CASE("memfs -o handle_killpriv_v2: another user's write and truncate arrive with the kill flag; memfs clears") {
+  memfs_mount m("handle_killpriv_v2");
+  REQUIRE(m.srv().conn().has(proto::init_flag::handle_killpriv_v2));
+  const std::string p = m.path("prog");
+  REQUIRE(::close(::open(p.c_str(), O_CREAT | O_WRONLY, 0755)) == 0);
+  REQUIRE(::chmod(p.c_str(), 06777) == 0);
+  auto& counts = m.fs.counts();
+  const auto modes = counts.mode_changes.load();
+  REQUIRE(as_user(nobody, nobody, "echo more >> " + p).status == 0);
+  CHECK(counts.writes_killing_suidgid.load() >= 1);
+  CHECK(counts.mode_changes.load() == modes);  // the kernel left the clearing to memfs
+  CHECK((stat_of(p).st_mode & 07777) == 0777);
+
+  REQUIRE(::chmod(p.c_str(), 06777) == 0);
+  const auto kills = counts.setattrs_killing_suidgid.load();
+  const auto modes_now = counts.mode_changes.load();
+  REQUIRE(as_user(nobody, nobody, "truncate -s 1 " + p).status == 0);
+  CHECK(counts.setattrs_killing_suidgid.load() - kills == 1);
+  CHECK(counts.mode_changes.load() == modes_now);
+  CHECK((stat_of(p).st_mode & 07777) == 0777);
+  CHECK(stat_of(p).st_size == 1);
+
+  // Root keeps them on a write (CAP_FSETID): no kill flag.
+  REQUIRE(::chmod(p.c_str(), 06777) == 0);
+  const auto kill_writes = counts.writes_killing_suidgid.load();
+  {
+    int fd = ::open(p.c_str(), O_WRONLY | O_APPEND);
+    REQUIRE(fd >= 0);
+    CHECK(::write(fd, "x", 1) == 1);
+    ::close(fd);
+  }
+  CHECK(counts.writes_killing_suidgid.load() == kill_writes);
+  CHECK((stat_of(p).st_mode & 07777) == 06777);
 }
 
 TEST_CASE("memfs: only root gives files away; owners chgrp only to their own groups") {

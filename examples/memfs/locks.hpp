@@ -28,6 +28,14 @@ class lock_table {
     return std::nullopt;
   }
 
+  // The owner of such a lock (to follow who waits for whom).
+  std::optional<std::uint64_t> conflicting_owner(std::uint64_t owner, const posix_lock& want) const {
+    for (const held& h : posix_)
+      if (h.owner != owner && overlap(h.range, want) && (h.range.type == F_WRLCK || want.type == F_WRLCK))
+        return h.owner;
+    return std::nullopt;
+  }
+
   // Sets (or, with F_UNLCK, clears) `l` for `owner`, replacing what the owner
   // held in that range; adjacent ranges of one type merge, as the kernel's
   // own lock code does. Returns true if some range was released or weakened.

@@ -200,8 +200,10 @@ inline constexpr unsigned move_mount_f_empty_path = 0x4;
 inline outcome<void> mount_new_api(const mount_options& o, int dev, mode_t root_mode,
                                    const std::function<bool()>& before_attach = {},
                                    const mount_hooks* hooks = nullptr) {
-  unique_fd fs(sys_fsopen("fuse", fsopen_cloexec));
-  if (!fs) return fail(errno, "fsopen(fuse): {}", std::strerror(errno));
+  const char* type = o.blkdev ? "fuseblk" : "fuse";
+  if (o.blkdev && o.fsname.empty()) return fail(EINVAL, "blkdev needs the block device as fsname=");
+  unique_fd fs(sys_fsopen(type, fsopen_cloexec));
+  if (!fs) return fail(errno, "fsopen({}): {}", type, std::strerror(errno));
   auto set = [&](const char* key, const std::string& value) -> outcome<void> {
     if (sys_fsconfig(fs.get(), fsconfig_set_string, key, value.c_str(), 0) == 0) return {};
     const int err = errno;
@@ -224,6 +226,7 @@ inline outcome<void> mount_new_api(const mount_options& o, int dev, mode_t root_
   if (r && o.allow_other) r = set_flag("allow_other");
   if (r && o.default_permissions) r = set_flag("default_permissions");
   if (r && o.max_read) r = set("max_read", std::to_string(*o.max_read));
+  if (r && o.blksize) r = set("blksize", std::to_string(*o.blksize));
   if (!r) return r;
   int created;
   {
@@ -263,7 +266,9 @@ inline outcome<void> mount_legacy(const mount_options& o, int dev, mode_t root_m
   if (o.noatime) flags |= MS_NOATIME;
   if (o.sync) flags |= MS_SYNCHRONOUS;
   if (o.dirsync) flags |= MS_DIRSYNC;
-  const std::string type = o.subtype.empty() ? "fuse" : "fuse." + o.subtype;
+  if (o.blkdev && o.fsname.empty()) return fail(EINVAL, "blkdev needs the block device as fsname=");
+  const std::string base = o.blkdev ? "fuseblk" : "fuse";
+  const std::string type = o.subtype.empty() ? base : base + "." + o.subtype;
   const std::string data = o.legacy_data(dev, o.rootmode.value_or(root_mode), o.user_id.value_or(::getuid()),
                                          o.group_id.value_or(::getgid()));
   const char* source = o.fsname.empty() ? "fuse" : o.fsname.c_str();

@@ -60,7 +60,8 @@ inline std::optional<mount_entry> find_fuse_mount(const std::string& path) {
     e.device = devno;
     e.options = opts;
     e.source = unescape_mount_field(e.source);
-    if (e.mountpoint == path && (e.fstype == "fuse" || e.fstype.starts_with("fuse."))) found = std::move(e);
+    if (e.mountpoint == path && (e.fstype == "fuse" || e.fstype.starts_with("fuse.") ||
+                                  e.fstype == "fuseblk" || e.fstype.starts_with("fuseblk."))) found = std::move(e);
   }
   return found;
 }

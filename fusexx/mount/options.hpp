@@ -25,6 +25,12 @@ struct mount_options {
   std::optional<mode_t> rootmode;    // normally taken from the mountpoint (directory or file)
   std::optional<uid_t> user_id;      // the mount's owner; defaults to the caller
   std::optional<gid_t> group_id;
+  // Type fuseblk: a filesystem "on" a block device, which fsname names
+  // (e.g. fsname=/dev/loop0). Root only. The kernel sends BMAP and, at
+  // unmount, DESTROY only to such mounts. blksize: the superblock's block
+  // size (the kernel's default is 512).
+  bool blkdev = false;
+  std::optional<std::uint32_t> blksize;
   // Root only: use mount(2) even where the new mount API exists (it is the
   // fallback anyway when fsopen is missing).
   bool legacy_mount_api = false;
@@ -123,6 +129,13 @@ inline outcome<bool> mount_options::apply(std::string_view key, std::optional<st
       return fail(EINVAL, "mount option 'rootmode={}' must be a directory (40000) or a file (100000)", *value);
     return r;
   }
+  if (key == "blkdev") return flag(blkdev, true);
+  if (key == "blksize") {
+    auto r = number(blksize, 10);
+    if (r && (*blksize < 512 || (*blksize & (*blksize - 1))))
+      return fail(EINVAL, "mount option 'blksize={}' must be a power of two of at least 512", *value);
+    return r;
+  }
   if (key == "user_id") return number(user_id, 10);
   if (key == "group_id") return number(group_id, 10);
   return false;
@@ -153,6 +166,8 @@ inline std::string mount_options::fusermount_string() const {
   if (!fsname.empty()) add("fsname=" + escaped(fsname));
   if (!subtype.empty()) add("subtype=" + escaped(subtype));
   if (max_read) add("max_read=" + std::to_string(*max_read));
+  if (blkdev) add("blkdev");
+  if (blksize) add("blksize=" + std::to_string(*blksize));
   return s;
 }
 
@@ -161,6 +176,7 @@ inline std::string mount_options::legacy_data(int fd, mode_t root_mode, uid_t ui
   if (allow_other) s += ",allow_other";
   if (default_permissions) s += ",default_permissions";
   if (max_read) s += fmt::format(",max_read={}", *max_read);
+  if (blksize) s += fmt::format(",blksize={}", *blksize);
   return s;
 }
 

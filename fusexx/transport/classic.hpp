@@ -111,8 +111,9 @@ class classic_transport {
   }
 
   // Waits until every worker has ended (after stop(), or when the filesystem
-  // was unmounted and the kernel ended the connection).
-  void join() {
+  // was unmounted and the kernel ended the connection). `after_workers` runs
+  // once no worker thread is left, before waiting for suspended handlers.
+  void join(const std::function<void()>& after_workers = {}) {
     std::vector<std::unique_ptr<worker>> done;
     {
       std::lock_guard lock(mutex_);
@@ -123,6 +124,7 @@ class classic_transport {
         log::warn("waiting for a worker whose handler has not returned");
       if (w->thread.joinable()) w->thread.join();
     }
+    if (after_workers) after_workers();
     // Coroutine handlers still waiting reply through the fds and use the
     // filesystem: give them a moment before the fds close. Not forever: once
     // the connection has ended, a handler suspended on a ring that is gone

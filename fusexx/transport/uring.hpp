@@ -127,9 +127,11 @@ class uring_transport {
     for (auto& q : queues_) q->go();
   }
 
+  // Ends the queue threads. The queues (and their entries) stay until the
+  // transport goes: a handler that finishes later still hands its reply to
+  // its entry, which is then simply never committed.
   void stop() {
     for (auto& q : queues_) q->stop();
-    queues_.clear();
   }
 
   unsigned queue_count() const noexcept { return static_cast<unsigned>(queues_.size()); }
@@ -264,6 +266,11 @@ class uring_transport {
         for (auto& e : entries) alive += e.alive ? 1 : 0;
         if (alive == 0) break;  // the connection is gone
       }
+      // Replies handed over by handlers that finished elsewhere just before
+      // the stop (e.g. woken by the filesystem's destroy()): commit them, or
+      // the kernel keeps waiting for those requests.
+      drain_foreign_commits();
+      io_uring_submit(&ring);
       finish_awaited();
       current_ring() = nullptr;
     }

@@ -170,10 +170,14 @@ int in_child(F&& body) {
   return wait_exit(pid);
 }
 
-// Closes every /dev/fuse fd the process has. A forked child that keeps the
-// server's device fds can keep a dead connection alive and hang in state D
-// (kernel-facts Q7), so children of a process that serves a filesystem call
-// this first. Uses no allocation: it runs right after fork().
+// Closes every /dev/fuse fd and every io_uring fd the process has. A forked
+// child that keeps the server's device fds can keep a dead connection alive
+// and hang in state D (kernel-facts Q7), so children of a process that serves
+// a filesystem call this first. The io_uring transport's rings count too: a
+// ring's pending FUSE commands hold the device, and a request whose entry the
+// server still held when it stopped ends only when the last copy of that
+// ring closes — a child blocked on such a request while holding the ring
+// would wait for itself. Uses no allocation: it runs right after fork().
 inline void close_device_fds() {
   for (int fd = 3; fd < 4096; ++fd) {
     char link[64], target[32];
@@ -181,7 +185,7 @@ inline void close_device_fds() {
     ssize_t n = ::readlink(link, target, sizeof target - 1);
     if (n < 0) continue;
     target[n] = 0;
-    if (std::strcmp(target, "/dev/fuse") == 0) ::close(fd);
+    if (std::strcmp(target, "/dev/fuse") == 0 || std::strcmp(target, "anon_inode:[io_uring]") == 0) ::close(fd);
   }
 }
 
