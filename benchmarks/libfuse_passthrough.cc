@@ -306,7 +306,9 @@ void pt_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
 
 void read_directory(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, fuse_file_info* fi, bool plus) {
   dir_handle& d = dir_of(fi);
-  std::lock_guard lock(d.mutex);
+  // The reply goes out only after the lock is released: once the kernel has
+  // it, a RELEASEDIR on another thread may free `d`, mutex included.
+  std::unique_lock lock(d.mutex);
   if (offset != d.offset) {
     ::seekdir(d.dir, offset);
     d.offset = offset;
@@ -364,6 +366,7 @@ void read_directory(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, f
     d.pending = nullptr;
     d.offset = entry->d_off;
   }
+  lock.unlock();
   // An error after some entries were filled is reported by the next call.
   if (err && used == 0) fuse_reply_err(req, err);
   else fuse_reply_buf(req, buf.get(), used);
