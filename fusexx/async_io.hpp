@@ -99,7 +99,9 @@ inline auto fsync(int fd, bool datasync = false) {
 
 // Opens `path` relative to `dir`; the result is the new fd (owned by the caller).
 inline auto openat(int dir, const char* path, int flags, mode_t mode = 0) {
-  return detail::make<int>([=](io_uring_sqe* sqe) { io_uring_prep_openat(sqe, dir, path, flags, mode); },
+  // Close-on-exec on both paths, so an fd never leaks into a child whichever
+  // transport served the request.
+  return detail::make<int>([=](io_uring_sqe* sqe) { io_uring_prep_openat(sqe, dir, path, flags | O_CLOEXEC, mode); },
                            [=] { return detail::or_errno(::openat(dir, path, flags | O_CLOEXEC, mode)); },
                            [](long fd) { return static_cast<int>(fd); });
 }
