@@ -82,7 +82,11 @@ std::vector<subject> subjects(const char* argv0) {
   };
   std::vector<subject> s{
       {"native", "", {}, false, ""},
-      {"libfuse", lf, {"-f", "-o", "source={source},timeout=0", "{mnt}"}, false, ""},
+      // The same mount options fusexx's passthrough and memfs force on
+      // themselves: with default_permissions the kernel checks permissions
+      // and so revalidates each directory of a path (a GETATTR per
+      // component at timeout 0); without them libfuse would do less work.
+      {"libfuse", lf, {"-f", "-o", "source={source},timeout=0,default_permissions,allow_other", "{mnt}"}, false, ""},
       fusexx_pt("classic", "transport=classic"),
       fusexx_pt("io_uring", "transport=uring"),
       fusexx_pt("passthrough", "passthrough"),
@@ -234,31 +238,32 @@ void measure_instructions(report& rep, const settings& cfg, const tree_shape& sh
   const unsigned n = cfg.instruction_ops;
   std::string error;
   auto idle = callgrind_total(s, source, cfg.out, [](const std::string&) { return true; }, error);
-  auto stats = idle ? callgrind_total(s, source, cfg.out,
-                                      [&](const std::string& mnt) {
-                                        for (unsigned i = 0; i < n; ++i) {
-                                          struct stat st;
-                                          if (::stat(fmt::format("{}/s/f{}", mnt, i % shape.stat_files).c_str(), &st))
-                                            return false;
-                                        }
-                                        return true;
-                                      },
-                                      error)
-                    : std::nullopt;
-  auto reads = idle ? callgrind_total(s, source, cfg.out,
-                                      [&](const std::string& mnt) {
-                                        io_thread io;
-                                        if (!open_io_thread(mnt, io).empty()) return false;
-                                        bool ok = true;
-                                        for (unsigned i = 0; i < n && ok; ++i)
-                                          ok = ::pread(io.fd, io.buffer.get(), 4096, random_block(0, i, shape.big_size)) == 4096;
-                                        ::close(io.fd);
-                                        return ok;
-                                      },
-                                      error)
-                    : std::nullopt;
+  std::optional<std::uint64_t> stats, reads;
+  if (idle) {
+    stats = callgrind_total(s, source, cfg.out,
+                            [&](const std::string& mnt) {
+                              for (unsigned i = 0; i < n; ++i) {
+                                struct stat st;
+                                if (::stat(fmt::format("{}/s/f{}", mnt, i % shape.stat_files).c_str(), &st))
+                                  return false;
+                              }
+                              return true;
+                            },
+                            error);
+    reads = callgrind_total(s, source, cfg.out,
+                            [&](const std::string& mnt) {
+                              io_thread io;
+                              if (!open_io_thread(mnt, io).empty()) return false;
+                              bool ok = true;
+                              for (unsigned i = 0; i < n && ok; ++i)
+                                ok = ::pread(io.fd, io.buffer.get(), 4096, random_block(0, i, shape.big_size)) == 4096;
+                              ::close(io.fd);
+                              return ok;
+                            },
+                            error);
+  }
   auto per_op = [&](const std::optional<std::uint64_t>& busy) {
-    return busy && *busy > *idle ? static_cast<double>(*busy - *idle) / n : -1.0;
+    return idle && busy && *busy > *idle ? static_cast<double>(*busy - *idle) / n : -1.0;
   };
   if (idle) {
     rep.at("stat storm, 1 thread", s.name).instructions_per_op = per_op(stats);
