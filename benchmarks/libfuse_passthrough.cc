@@ -49,6 +49,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <utility>
 
@@ -192,6 +193,33 @@ struct open_file {
 };
 open_file& file_of(fuse_file_info* fi) { return *reinterpret_cast<open_file*>(fi->fh); }
 
+// Handles the kernel has not released. A connection that ends (unmount,
+// SIGTERM) releases nothing, so destroy() frees what is left here.
+template <class Handle>
+struct live_handles {
+  std::mutex mutex;
+  std::set<Handle*> live;
+  Handle* add(std::unique_ptr<Handle> h) {
+    std::lock_guard lock(mutex);
+    return *live.insert(h.release()).first;
+  }
+  std::unique_ptr<Handle> take(Handle* h) {
+    std::lock_guard lock(mutex);
+    live.erase(h);
+    return std::unique_ptr<Handle>(h);
+  }
+  template <class Close>
+  void close_all(Close close) {
+    std::lock_guard lock(mutex);
+    for (Handle* h : live) {
+      close(*h);
+      delete h;
+    }
+    live.clear();
+  }
+};
+live_handles<open_file> open_files;
+
 int set_attributes(int fd, const struct stat& attr, int to_set, fuse_file_info* fi) {
   proc_path path(fd);
   if (to_set & FUSE_SET_ATTR_MODE) {
@@ -286,6 +314,7 @@ struct dir_handle {
   dirent* pending = nullptr;    // read from `dir` but not yet sent
 };
 dir_handle& dir_of(fuse_file_info* fi) { return *reinterpret_cast<dir_handle*>(fi->fh); }
+live_handles<dir_handle> open_dirs;
 
 void pt_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   int fd = ::openat(fd_of(req, ino), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -297,11 +326,15 @@ void pt_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     ::close(fd);
     return (void)fuse_reply_err(req, err);
   }
-  fi->fh = reinterpret_cast<uint64_t>(d.get());
+  DIR* dir = d->dir;
+  dir_handle* h = open_dirs.add(std::move(d));
+  fi->fh = reinterpret_cast<uint64_t>(h);
   fi->cache_readdir = fs_of(req).timeout != 0;
   fi->keep_cache = fs_of(req).timeout != 0;
-  if (fuse_reply_open(req, fi) == 0) d.release();
-  else ::closedir(d->dir);
+  if (fuse_reply_open(req, fi) != 0) {
+    open_dirs.take(h);
+    ::closedir(dir);
+  }
 }
 
 void read_directory(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, fuse_file_info* fi, bool plus) {
@@ -381,7 +414,7 @@ void pt_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse
 }
 
 void pt_releasedir(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
-  std::unique_ptr<dir_handle> d(&dir_of(fi));
+  std::unique_ptr<dir_handle> d = open_dirs.take(&dir_of(fi));
   ::closedir(d->dir);
   fuse_reply_err(req, 0);
 }
@@ -409,7 +442,7 @@ int backing_flags(const passthrough& fs, int flags) {
 }
 
 void fill_open_reply(const passthrough& fs, fuse_file_info* fi, int fd, int flags) {
-  fi->fh = reinterpret_cast<uint64_t>(new open_file{fd, flags});
+  fi->fh = reinterpret_cast<uint64_t>(open_files.add(std::make_unique<open_file>(open_file{fd, flags})));
   fi->keep_cache = fs.timeout != 0;
   // With no caching, a read-only file has nothing to flush.
   fi->noflush = fs.timeout == 0 && (flags & O_ACCMODE) == O_RDONLY;
@@ -423,7 +456,7 @@ void pt_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   if (fd < 0) return (void)fuse_reply_err(req, errno);
   fill_open_reply(fs, fi, fd, flags);
   if (fuse_reply_open(req, fi) != 0) {
-    delete &file_of(fi);
+    open_files.take(&file_of(fi));
     ::close(fd);
   }
 }
@@ -440,15 +473,21 @@ void pt_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
   }
   fill_open_reply(fs, fi, fd, flags);
   if (fuse_reply_create(req, &e, fi) != 0) {
-    delete &file_of(fi);
+    open_files.take(&file_of(fi));
     ::close(fd);
   }
 }
 
 void pt_release(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
-  std::unique_ptr<open_file> f(&file_of(fi));
+  std::unique_ptr<open_file> f = open_files.take(&file_of(fi));
   ::close(f->fd);
   fuse_reply_err(req, 0);
+}
+
+// libfuse calls destroy() when the session ends, DESTROY or not.
+void pt_destroy(void*) {
+  open_files.close_all([](open_file& f) { ::close(f.fd); });
+  open_dirs.close_all([](dir_handle& d) { ::closedir(d.dir); });
 }
 
 void pt_flush(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
@@ -576,6 +615,7 @@ void pt_removexattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
 fuse_lowlevel_ops make_ops() {
   fuse_lowlevel_ops ops{};
   ops.init = pt_init;
+  ops.destroy = pt_destroy;
   ops.lookup = pt_lookup;
   ops.forget = pt_forget;
   ops.forget_multi = pt_forget_multi;
