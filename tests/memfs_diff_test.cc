@@ -14,50 +14,16 @@
 #include <vector>
 
 #include "examples/memfs_fs.hpp"
+#include "tests/support/diff_run.hpp"
 #include "tests/support/difftest.hpp"
 #include "tests/support/mounted.hpp"
 
 using namespace fusexx;
 using namespace fusexx::testing;
 
-namespace {
-
-// A tmpfs of our own (the test runs in a private mount namespace under
-// Bazel; elsewhere it is unmounted at the end all the same).
-struct tmpfs_dir {
-  temp_dir dir;
-  bool mounted = ::mount("tmpfs", dir.path().c_str(), "tmpfs", 0, "size=256m,mode=0755") == 0;
-  ~tmpfs_dir() {
-    if (mounted) ::umount2(dir.path().c_str(), MNT_DETACH);
-  }
-};
-
-std::uint64_t env_number(const char* name, std::uint64_t fallback) {
-  const char* v = std::getenv(name);
-  return v ? std::strtoull(v, nullptr, 10) : fallback;
-}
-
-// True when files can be given to other users here (not in Bazel's
-// sandbox, whose user namespace maps root only).
-bool can_give_away(const std::string& dir) {
-  const std::string probe = dir + "/.probe";
-  const int fd = ::open(probe.c_str(), O_CREAT | O_WRONLY, 0644);
-  const bool ok = fd >= 0 && ::fchown(fd, 1000, 1000) == 0;
-  if (fd >= 0) ::close(fd);
-  ::unlink(probe.c_str());
-  return ok;
-}
-
-}  // namespace
-
 TEST_CASE("memfs and tmpfs give the same results for the same random operations") {
-  std::vector<std::uint64_t> seeds;
-  if (const char* one = std::getenv("FUSEXX_DIFF_SEED")) {
-    seeds.push_back(std::strtoull(one, nullptr, 10));
-  } else {
-    for (std::uint64_t s = 1; s <= env_number("FUSEXX_DIFF_SEEDS", 20); ++s) seeds.push_back(s);
-  }
-  const int ops = int(env_number("FUSEXX_DIFF_OPS", 500));
+  const std::vector<std::uint64_t> seeds = diff_seeds();
+  const int ops = diff_ops();
   // Writing to a fifo whose reader went away must be EPIPE, not the end of the test.
   ::signal(SIGPIPE, SIG_IGN);
   int total = 0, failed = 0;

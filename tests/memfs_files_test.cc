@@ -17,22 +17,13 @@
 #include <vector>
 
 #include "examples/memfs_fs.hpp"
+#include "tests/support/memfs_mount.hpp"
 #include "tests/support/mounted.hpp"
 
 using namespace fusexx;
 using namespace fusexx::testing;
 
 namespace {
-
-struct memfs_mount : mounted<memfs_fs> {
-  explicit memfs_mount(const std::string& extra_options = {})
-      : mounted([&](memfs_fs& fs, server_options& o) {
-          memfs_fs::configure_mount(o.mount);
-          for (auto& [k, v] : split_options(extra_options)) REQUIRE(fs.option(k, v).value_or(false));
-        }) {
-    REQUIRE_MESSAGE(ok(), error());
-  }
-};
 
 std::string pread_all(int fd, std::size_t n, off_t off) {
   std::string s(n, '?');

@@ -12,6 +12,7 @@
 #include <string>
 
 #include "examples/memfs_fs.hpp"
+#include "tests/support/memfs_mount.hpp"
 #include "tests/support/mounted.hpp"
 
 using namespace fusexx;
@@ -19,16 +20,6 @@ using namespace fusexx::testing;
 namespace f = fusexx::proto::init_flag;
 
 namespace {
-
-struct memfs_mount : mounted<memfs_fs> {
-  explicit memfs_mount(const std::string& extra_options = {})
-      : mounted([&](memfs_fs& fs, server_options& o) {
-          memfs_fs::configure_mount(o.mount);
-          for (auto& [k, v] : split_options(extra_options)) REQUIRE(fs.option(k, v).value_or(false));
-        }) {
-    REQUIRE_MESSAGE(ok(), error());
-  }
-};
 
 struct fd_guard {
   int fd;

@@ -28,60 +28,23 @@
 #include <string>
 #include <vector>
 
+#include "tests/support/diff_run.hpp"
 #include "tests/support/difftest.hpp"
 #include "tests/support/process.hpp"
 #include "tests/support/spawned_mount.hpp"
 
 using namespace fusexx::testing;
 
-namespace {
-
-// A tmpfs of our own (the test runs in a private mount namespace under
-// Bazel; elsewhere it is unmounted at the end all the same).
-struct tmpfs_dir {
-  temp_dir dir;
-  bool mounted = ::mount("tmpfs", dir.path().c_str(), "tmpfs", 0, "size=512m,mode=0755") == 0;
-  ~tmpfs_dir() {
-    if (mounted) ::umount2(dir.path().c_str(), MNT_DETACH);
-  }
-  std::string sub(const std::string& name) const {
-    const std::string p = dir.path() + "/" + name;
-    ::mkdir(p.c_str(), 0755);
-    return p;
-  }
-};
-
-std::uint64_t env_number(const char* name, std::uint64_t fallback) {
-  const char* v = std::getenv(name);
-  return v ? std::strtoull(v, nullptr, 10) : fallback;
-}
-
-bool can_give_away(const std::string& dir) {
-  const std::string probe = dir + "/.probe";
-  const int fd = ::open(probe.c_str(), O_CREAT | O_WRONLY, 0644);
-  const bool ok = fd >= 0 && ::fchown(fd, 1000, 1000) == 0;
-  if (fd >= 0) ::close(fd);
-  ::unlink(probe.c_str());
-  return ok;
-}
-
-}  // namespace
-
 TEST_CASE("passthrough and the native filesystem give the same results for the same random operations") {
   const std::string binary = example_binary("FUSEXX_PASSTHROUGH");
   REQUIRE_MESSAGE(!binary.empty(), "FUSEXX_PASSTHROUGH is not set");
-  std::vector<std::uint64_t> seeds;
-  if (const char* one = std::getenv("FUSEXX_DIFF_SEED")) {
-    seeds.push_back(std::strtoull(one, nullptr, 10));
-  } else {
-    for (std::uint64_t s = 1; s <= env_number("FUSEXX_DIFF_SEEDS", 20); ++s) seeds.push_back(s);
-  }
-  const int ops = int(env_number("FUSEXX_DIFF_OPS", 500));
+  const std::vector<std::uint64_t> seeds = diff_seeds();
+  const int ops = diff_ops();
   ::signal(SIGPIPE, SIG_IGN);
   int total = 0, failed = 0;
   for (std::uint64_t seed : seeds) {
     CAPTURE(seed);
-    tmpfs_dir native;
+    tmpfs_dir native("512m");
     REQUIRE_MESSAGE(native.mounted, "cannot mount a tmpfs: " << std::strerror(errno));
     temp_dir dir;
     const std::string source = native.sub("source"), reference = native.sub("reference"), mnt = dir.sub("mnt");
