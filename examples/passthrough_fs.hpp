@@ -368,14 +368,9 @@ struct passthrough_fs : fusexx::filesystem_base<passthrough_fs> {
     return opened_file(i, fd, flags);
   }
 
-  result<fusexx::created> create(request& r, ino parent, std::string_view name, mode_t mode, int flags, mode_t) {
-    const std::string n(name);
-    int fd;
-    {
-      passthrough::as_caller creds(r);
-      fd = ::openat(at(parent).fd, n.c_str(), backing_flags(flags) | O_CREAT | O_NOFOLLOW, mode);
-    }
-    if (fd < 0) return fusexx::last_error();
+  // The reply to CREATE and TMPFILE for the file just opened as `fd`: its
+  // entry (one lookup reference) and its open-file handle.
+  result<fusexx::created> created_from(int fd, int flags) {
     auto e = entry_of_open(fd);
     if (!e) {
       ::close(fd);
@@ -384,6 +379,17 @@ struct passthrough_fs : fusexx::filesystem_base<passthrough_fs> {
     auto o = opened_file(at(e->node), fd, flags);
     if (!o) return fusexx::error(o.error());  // opened_file closed fd; the lookup reference stays
     return fusexx::created{*e, *o};
+  }
+
+  result<fusexx::created> create(request& r, ino parent, std::string_view name, mode_t mode, int flags, mode_t) {
+    const std::string n(name);
+    int fd;
+    {
+      passthrough::as_caller creds(r);
+      fd = ::openat(at(parent).fd, n.c_str(), backing_flags(flags) | O_CREAT | O_NOFOLLOW, mode);
+    }
+    if (fd < 0) return fusexx::last_error();
+    return created_from(fd, flags);
   }
 
   result<fusexx::created> tmpfile(request& r, ino parent, mode_t mode, int flags, mode_t) {
@@ -395,14 +401,7 @@ struct passthrough_fs : fusexx::filesystem_base<passthrough_fs> {
       fd = ::openat(at(parent).fd, ".", (backing_flags(flags) & ~O_ACCMODE) | access | O_TMPFILE, mode);
     }
     if (fd < 0) return fusexx::last_error();
-    auto e = entry_of_open(fd);
-    if (!e) {
-      ::close(fd);
-      return fusexx::error(e.error());
-    }
-    auto o = opened_file(at(e->node), fd, flags);
-    if (!o) return fusexx::error(o.error());
-    return fusexx::created{*e, *o};
+    return created_from(fd, flags);
   }
 
   fusexx::task<std::size_t> read(request&, ino, fhandle fh, off_t offset, std::span<std::byte> into) {

@@ -16,7 +16,7 @@
 #include <string>
 
 #include "examples/memfs_fs.hpp"
-#include "tests/support/mounted.hpp"
+#include "tests/support/memfs_mount.hpp"
 
 using namespace fusexx;
 using namespace fusexx::testing;
@@ -27,13 +27,9 @@ constexpr uid_t nobody = 65534;
 constexpr uid_t other_user = 65533;
 constexpr gid_t shared_group = 4242;
 
-struct memfs_mount : mounted<memfs_fs> {
-  explicit memfs_mount(const std::string& extra_options = {})
-      : mounted([&](memfs_fs& fs, server_options& o) {
-          memfs_fs::configure_mount(o.mount);
-          for (auto& [k, v] : split_options(extra_options)) REQUIRE(fs.option(k, v).value_or(false));
-        }) {
-    REQUIRE_MESSAGE(ok(), error());
+// memfs that other users can reach.
+struct shared_memfs_mount : fusexx::testing::memfs_mount {
+  explicit shared_memfs_mount(const std::string& extra_options = {}) : memfs_mount(extra_options) {
     // Let everybody reach the mountpoint's parent and write into the root.
     REQUIRE(::chmod(std::filesystem::path(path()).parent_path().c_str(), 0755) == 0);
     REQUIRE(::chmod(path().c_str(), 0777) == 0);
@@ -57,7 +53,7 @@ struct stat stat_of(const std::string& p) {
 }  // namespace
 
 TEST_CASE("memfs: mode bits refuse other users (EACCES), as the kernel checks them") {
-  memfs_mount m;
+  shared_memfs_mount m;
   REQUIRE(::close(::open(m.path("secret").c_str(), O_CREAT | O_WRONLY, 0600)) == 0);
   REQUIRE(::mkdir(m.path("closed").c_str(), 0700) == 0);
   REQUIRE(::mkdir(m.path("readonly").c_str(), 0755) == 0);
@@ -80,7 +76,7 @@ TEST_CASE("memfs: mode bits refuse other users (EACCES), as the kernel checks th
 }
 
 TEST_CASE("memfs: a sticky directory lets only the owner remove or rename a file") {
-  memfs_mount m;
+  shared_memfs_mount m;
   REQUIRE(::mkdir(m.path("tmp").c_str(), 01777) == 0);
   REQUIRE(::chmod(m.path("tmp").c_str(), 01777) == 0);
   REQUIRE(as_user(nobody, nobody, "echo x > " + m.path("tmp/f")).status == 0);
@@ -92,7 +88,7 @@ TEST_CASE("memfs: a sticky directory lets only the owner remove or rename a file
 }
 
 TEST_CASE("memfs: a setgid directory passes its group to new files and its setgid bit to new directories") {
-  memfs_mount m;
+  shared_memfs_mount m;
   REQUIRE(::mkdir(m.path("team").c_str(), 0777) == 0);
   REQUIRE(::chown(m.path("team").c_str(), 0, shared_group) == 0);
   REQUIRE(::chmod(m.path("team").c_str(), 02777) == 0);
@@ -107,7 +103,7 @@ TEST_CASE("memfs: a setgid directory passes its group to new files and its setgi
 }
 
 TEST_CASE("memfs: suid and sgid are cleared by a write and by chown") {
-  memfs_mount m;
+  shared_memfs_mount m;
   const std::string p = m.path("prog");
   REQUIRE(::close(::open(p.c_str(), O_CREAT | O_WRONLY, 0755)) == 0);
   REQUIRE(::chmod(p.c_str(), 06777) == 0);
@@ -120,7 +116,7 @@ TEST_CASE("memfs: suid and sgid are cleared by a write and by chown") {
 }
 
 TEST_CASE("memfs -o handle_killpriv_v2: another user's write and truncate arrive with the kill flag; memfs clears") {
-  memfs_mount m("handle_killpriv_v2");
+  shared_memfs_mount m("handle_killpriv_v2");
   REQUIRE(m.srv().conn().has(proto::init_flag::handle_killpriv_v2));
   const std::string p = m.path("prog");
   REQUIRE(::close(::open(p.c_str(), O_CREAT | O_WRONLY, 0755)) == 0);
@@ -155,7 +151,7 @@ TEST_CASE("memfs -o handle_killpriv_v2: another user's write and truncate arrive
 }
 
 TEST_CASE("memfs: only root gives files away; owners chgrp only to their own groups") {
-  memfs_mount m;
+  shared_memfs_mount m;
   REQUIRE(as_user(nobody, nobody, "touch " + m.path("mine")).status == 0);
   auto r = as_user(nobody, nobody, "chown 0 " + m.path("mine"));
   CHECK(r.out.find("Operation not permitted") != std::string::npos);
@@ -168,7 +164,7 @@ TEST_CASE("memfs: only root gives files away; owners chgrp only to their own gro
 }
 
 TEST_CASE("memfs: trusted. xattrs are for privileged callers only") {
-  memfs_mount m;
+  shared_memfs_mount m;
   const std::string p = m.path("x");
   REQUIRE(::close(::open(p.c_str(), O_CREAT | O_WRONLY, 0666)) == 0);
   REQUIRE(::setxattr(p.c_str(), "trusted.t", "root only", 9, 0) == 0);
@@ -194,7 +190,7 @@ TEST_CASE("memfs: trusted. xattrs are for privileged callers only") {
 }
 
 TEST_CASE("memfs: device nodes work like the devices they name") {
-  memfs_mount m;
+  shared_memfs_mount m;
   REQUIRE(::mknod(m.path("null").c_str(), S_IFCHR | 0666, makedev(1, 3)) == 0);
   auto st = stat_of(m.path("null"));
   CHECK(S_ISCHR(st.st_mode));

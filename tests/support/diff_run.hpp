@@ -13,6 +13,9 @@
 #include <string>
 #include <vector>
 
+#include <doctest/doctest.h>
+
+#include "tests/support/difftest.hpp"
 #include "tests/support/process.hpp"
 
 namespace fusexx::testing {
@@ -61,6 +64,18 @@ inline bool can_give_away(const std::string& dir) {
   if (fd >= 0) ::close(fd);
   ::unlink(probe.c_str());
   return ok;
+}
+
+// Runs `ops` operations of `seed` and compares the trees; a mismatch fails
+// the test with the seed to replay and the last operations. True on success.
+inline bool run_seed(differential_tester& t, std::uint64_t seed, int ops) {
+  auto mismatch = t.run(ops);
+  if (!mismatch) mismatch = t.compare_trees();
+  if (mismatch)
+    FAIL_CHECK("seed " << seed << " (replay with FUSEXX_DIFF_SEED=" << seed << "): " << *mismatch
+                       << "\nlast operations (reference results):\n"
+                       << t.history());
+  return !mismatch;
 }
 
 }  // namespace fusexx::testing
