@@ -77,6 +77,29 @@ int churn(const std::string& dir, std::uint64_t seed, std::chrono::milliseconds 
 }  // namespace
 
 TEST_CASE("several processes churning one directory: only race errors, a consistent tree, nothing leaked") {
+  // The workers are forked before the server starts and wait for the
+  // directory's path on a pipe each: a child forked while server threads run
+  // may inherit a lock one of them held (the allocator's, under ASan) and
+  // block on it for ever.
+  constexpr int worker_count = 4;
+  std::vector<forked> workers;
+  std::vector<int> go;
+  for (int i = 0; i < worker_count; ++i) {
+    int p[2];
+    REQUIRE(::pipe2(p, O_CLOEXEC) == 0);
+    workers.push_back(fork_child([&, i, read_end = p[0], write_end = p[1]] {
+      ::close(write_end);  // so that the read sees EOF if the test ends first
+      for (int fd : go) ::close(fd);
+      char path[4096];
+      const ssize_t n = ::read(read_end, path, sizeof path - 1);
+      if (n <= 0) return 99;  // the test ended before the mount was ready
+      path[n] = 0;
+      return churn(path, 1000 + std::uint64_t(i), std::chrono::milliseconds(1500));
+    }));
+    ::close(p[0]);
+    go.push_back(p[1]);
+  }
+
   mounted<memfs_fs> m([](memfs_fs&, server_options& o) {
     memfs_fs::configure_mount(o.mount);
     o.classic.threads = 4;
@@ -86,9 +109,10 @@ TEST_CASE("several processes churning one directory: only race errors, a consist
   const std::string dir = m.path("shared");
   REQUIRE(::mkdir(dir.c_str(), 0777) == 0);
 
-  std::vector<forked> workers;
-  for (std::uint64_t i = 0; i < 4; ++i)
-    workers.push_back(fork_child([&, i] { return churn(dir, 1000 + i, std::chrono::milliseconds(1500)); }));
+  for (int fd : go) {
+    CHECK(::write(fd, dir.data(), dir.size()) == ssize_t(dir.size()));
+    ::close(fd);
+  }
   for (auto& w : workers) CHECK(w.wait(std::chrono::seconds(60)) == 0);
 
   // Every listed name exists, and the directory's nlink counts its subdirectories.
