@@ -45,19 +45,6 @@ struct subject {
   std::string unavailable;        // why it is not measured, if it is not
 };
 
-// Ends the FUSE connection mounted at `mnt` from outside, so that nothing
-// waiting on a wedged server (the suite itself included) hangs for ever.
-// fusectl is mounted first if nobody has.
-inline void abort_connection(const std::string& mnt) {
-  auto m = fusexx::find_fuse_mount(mnt);
-  auto id = m ? fusexx::fuse_connection_id(*m) : std::nullopt;
-  if (!id) return;
-  if (::access("/sys/fs/fuse/connections/", F_OK) == 0 &&
-      ::access(("/sys/fs/fuse/connections/" + std::to_string(*id)).c_str(), F_OK) != 0)
-    ::mount("fusectl", "/sys/fs/fuse/connections", "fusectl", 0, nullptr);
-  fusexx::abort_fuse_connection(*id);
-}
-
 // A running FUSE server process.
 class server_process {
  public:
@@ -102,7 +89,7 @@ class server_process {
       std::unique_lock lock(w->mutex);
       while (!stop.stop_requested()) {
         if (clock_type::now() >= w->deadline) {
-          abort_connection(mnt);
+          fusexx::abort_fuse_connection_at(mnt);
           w->deadline = clock_type::time_point::max();
         }
         w->changed.wait_until(lock, std::min(w->deadline, clock_type::now() + std::chrono::milliseconds(100)));
@@ -171,7 +158,7 @@ class server_process {
       int status = 0;
       while (::waitpid(pid_, &status, WNOHANG) == 0) {
         if (clock_type::now() > give_up) {
-          abort_connection(mnt_);
+          fusexx::abort_fuse_connection_at(mnt_);
           ::kill(pid_, SIGKILL);
           ::waitpid(pid_, &status, 0);
           break;

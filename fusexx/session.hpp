@@ -34,6 +34,9 @@ struct session_counters {
   std::atomic<std::uint64_t> in_flight{0};  // requests whose handler is still running
   std::atomic<std::uint64_t> via_device{0};  // requests read from /dev/fuse
   std::atomic<std::uint64_t> via_ring{0};    // requests that arrived through io_uring
+  // io_uring REGISTERs the kernel answered EAGAIN (INIT not processed yet) and
+  // that were submitted again.
+  std::atomic<std::uint64_t> register_retries{0};
 };
 
 class session_state {

@@ -158,6 +158,63 @@ TEST_CASE("requests arrive through one ring per CPU, and handlers await I/O on t
   ::close(fs.backing);
 }
 
+// Right after a synchronous INIT the kernel may answer REGISTER with EAGAIN
+// (it has not processed the INIT reply yet; kernel-facts Q4). The server
+// cannot be made to lose that race on purpose, so this test builds the same
+// pieces itself and registers the queues *before* INIT is even read: the
+// kernel then answers EAGAIN every time, and the queues must keep retrying
+// until INIT is answered, then serve.
+TEST_CASE("queues that register before INIT is answered get EAGAIN, retry, and then serve") {
+  REQUIRE_MESSAGE(transport::uring_unavailable_reason().empty(), transport::uring_unavailable_reason());
+  temp_dir dir;
+  hello_fs fs;
+  session_state state;
+  dispatcher<hello_fs> d(fs, state);
+  state.conn.want(proto::init_flag::over_io_uring);
+
+  unique_fd device(::open("/dev/fuse", O_RDWR | O_CLOEXEC));
+  REQUIRE(device);
+  // mount(2) with fd=: INIT is sent asynchronously, after mount returns.
+  const std::string data = fmt::format("fd={},rootmode=40000,user_id=0,group_id=0", device.get());
+  REQUIRE(::mount("early", dir.path().c_str(), "fuse.uringtest", MS_NOSUID | MS_NODEV, data.c_str()) == 0);
+
+  // Entries big enough for whatever max_pages INIT settles on.
+  connection sized;
+  sized.max_write = static_cast<std::uint32_t>(connection::kernel_max_pages_limit() * connection::page_size());
+  transport::uring_transport<hello_fs> rings(d, device.get(), {});
+  REQUIRE(rings.prepare(sized).empty());
+  rings.go();
+  const std::uint64_t every_queue = rings.queue_count();
+  CHECK(eventually([&] { return state.counters.register_retries.load() >= every_queue; }));
+
+  // Now answer INIT (the /dev/fuse reader the server would run).
+  transport::classic_transport<hello_fs> reader(d, device.get(), {});
+  reader.start_session_worker();
+  // Bounded: if the queues never registered, the kernel would hold this read
+  // for ever; aborting the connection turns that into a failure.
+  std::atomic<bool> read_done{false};
+  std::string got;
+  std::jthread app([&] {
+    got = slurp(dir.path() + "/hello.txt");
+    read_done = true;
+  });
+  if (!eventually([&] { return read_done.load(); })) abort_fuse_connection_at(dir.path());
+  app.join();
+  CHECK(got == "Hello, world!\n");
+  CHECK(state.counters.via_ring.load() > 0);
+  // A request was served, so every queue has registered (the kernel holds
+  // requests until all have): no REGISTER is left to retry.
+  const auto retries = state.counters.register_retries.load();
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  CHECK(state.counters.register_retries.load() == retries);
+
+  REQUIRE(::umount2(dir.path().c_str(), MNT_DETACH) == 0);
+  reader.stop();
+  reader.join();
+  rings.stop();   // every entry ended with ENOTCONN already
+  CHECK_FALSE(is_fuse_mounted(dir.path()));
+}
+
 TEST_CASE("the same coroutine handlers work on the classic transport (blocking fallback)") {
   temp_dir dir;
   const std::string backing_path = dir.path() + "/backing";

@@ -329,6 +329,7 @@ class uring_transport {
 
     void on_entry(entry& e, int res) {
       if (res == -EAGAIN) {
+        transport.dispatcher_.state().counters.register_retries.fetch_add(1, std::memory_order_relaxed);
         e.pause_first = true;
         to_register.push_back(&e);
         return;
