@@ -194,6 +194,7 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
     std::atomic<std::uint64_t> size_changes{0};              // SETATTR with a size
     std::atomic<std::uint64_t> mode_changes{0};              // SETATTR with a mode
     std::atomic<std::uint64_t> setattrs_killing_suidgid{0};  // SETATTR with FATTR_KILL_SUIDGID
+    std::atomic<std::uint64_t> opens_killing_suidgid{0};     // OPEN (O_TRUNC) with FUSE_OPEN_KILL_SUIDGID
     std::atomic<std::uint64_t> bmaps{0};                     // BMAP (fuseblk mounts only)
   };
   const request_counts& counts() const noexcept { return counts_; }
@@ -466,7 +467,7 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
   }
 
   // ---- files ----
-  result<fusexx::opened> open(request&, ino id, int flags) {
+  result<fusexx::opened> open(request& r, ino id, int flags) {
     std::lock_guard g(mutex_);
     inode* i = find(id);
     if (!i) return fusexx::error(ENOENT);
@@ -475,6 +476,10 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
     if ((flags & O_TRUNC) && S_ISREG(i->mode)) {  // only with atomic_o_trunc
       resize(*i, 0);
       i->mtime = i->ctime = memfs::now();
+    }
+    if (r.kill_suidgid()) {  // only with handle_killpriv_v2
+      ++counts_.opens_killing_suidgid;
+      kill_suid(*i);
     }
     return open_file(*i);
   }

@@ -2,7 +2,7 @@
 // passthrough: a mirror of a source directory, fast enough to benchmark the
 // framework against the native filesystem underneath.
 //
-//   passthrough [-f] -o source=DIR[,timeout=SECONDS][,passthrough][,writeback] MOUNTPOINT
+//   passthrough [-f] -o source=DIR[,timeout=SECONDS][,passthrough][,writeback][,killpriv_v2] MOUNTPOINT
 //
 // Every inode holds an O_PATH fd of its backing object (examples/passthrough/
 // inode_table.hpp) and every operation is the matching *at syscall relative to
@@ -29,6 +29,13 @@
 //                 conflict: with both, writeback wins and one line says so.
 //                 When the kernel refuses passthrough (not offered, not root,
 //                 ...) one line says why and I/O goes through the server.
+//   killpriv_v2   the server, not the kernel, clears suid/sgid when another
+//                 user writes or truncates (FUSE_HANDLE_KILLPRIV_V2). The
+//                 kernel then stops asking for security.capability (one
+//                 GETXATTR round trip) before every write, which is most of
+//                 the cost of a small write under kernel passthrough. The
+//                 price: chown(2) that changes neither owner nor group no
+//                 longer clears the bits (the kernel sends nothing for it).
 //
 // Locks: flock is forwarded as flock on the backing open file; POSIX locks
 // (fcntl F_SETLK/F_GETLK) become open-file-description locks (F_OFD_*) on the
@@ -39,7 +46,6 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/file.h>
-#include <sys/fsuid.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/syscall.h>
@@ -63,6 +69,7 @@
 #include <fusexx/fusexx.hpp>
 
 #include "examples/passthrough/aligned_io.hpp"
+#include "examples/passthrough/credentials.hpp"
 #include "examples/passthrough/handles.hpp"
 #include "examples/passthrough/inode_table.hpp"
 
@@ -92,30 +99,6 @@ struct open_dir {
   }
 };
 
-// Creates objects with the caller's fsuid/fsgid when the server runs as
-// root, so they get the caller's owner (and a setgid directory's group).
-// setfsuid is per thread; creating handlers never suspend while it is set.
-class as_caller {
- public:
-  explicit as_caller(const fusexx::request& r) {
-    if (::geteuid() != 0 || (r.uid() == 0 && r.gid() == 0)) return;
-    old_gid_ = ::setfsgid(r.gid());
-    old_uid_ = ::setfsuid(r.uid());
-    active_ = true;
-  }
-  ~as_caller() {
-    if (!active_) return;
-    ::setfsuid(old_uid_);
-    ::setfsgid(old_gid_);
-  }
-  as_caller(const as_caller&) = delete;
-  as_caller& operator=(const as_caller&) = delete;
-
- private:
-  bool active_ = false;
-  int old_uid_ = 0, old_gid_ = 0;
-};
-
 // "1", "0.5", "0": seconds as a timeout.
 inline std::optional<fusexx::timeout> parse_seconds(std::string_view s) {
   double secs = -1;
@@ -142,12 +125,15 @@ struct passthrough_fs : fusexx::filesystem_base<passthrough_fs> {
       "     timeout=SECONDS       entry and attribute cache time (default 1; 0: none)\n"
       "     writeback             use the kernel's writeback cache\n"
       "     passthrough           kernel passthrough of reads and writes (root only;\n"
-      "                           off when writeback is on)\n";
+      "                           off when writeback is on)\n"
+      "     killpriv_v2           the server clears suid/sgid on writes: no GETXATTR\n"
+      "                           before each write (chown -1 -1 then keeps them)\n";
 
   // ---- configuration (before the mount) ----
   std::string source;
   fusexx::timeout cache_timeout = std::chrono::seconds(1);
   bool writeback = false;
+  bool killpriv_v2 = false;  // FUSE_HANDLE_KILLPRIV_V2 (see the options above)
   bool kernel_passthrough = false;
 
   fusexx::outcome<bool> option(std::string_view key, std::optional<std::string_view> value) {
@@ -162,9 +148,9 @@ struct passthrough_fs : fusexx::filesystem_base<passthrough_fs> {
       cache_timeout = *t;
       return true;
     }
-    if (key == "writeback" || key == "passthrough") {
+    if (key == "writeback" || key == "passthrough" || key == "killpriv_v2") {
       if (value) return fusexx::fail(EINVAL, "passthrough: option '{}' takes no value", key);
-      (key == "writeback" ? writeback : kernel_passthrough) = true;
+      (key == "writeback" ? writeback : key == "passthrough" ? kernel_passthrough : killpriv_v2) = true;
       return true;
     }
     return false;
@@ -204,6 +190,7 @@ struct passthrough_fs : fusexx::filesystem_base<passthrough_fs> {
   std::uint64_t forget_errors() const { return forget_errors_.load(); }
   std::uint64_t served_reads() const { return reads_.load(std::memory_order_relaxed); }
   std::uint64_t served_writes() const { return writes_.load(std::memory_order_relaxed); }
+  std::uint64_t served_getxattrs() const { return getxattrs_.load(std::memory_order_relaxed); }
   std::uint64_t passthrough_opens() const { return passthrough_opens_.load(); }
   std::size_t open_files() const { return files_.size() + dirs_.size(); }
   // Why kernel passthrough is not used although asked for ("" if it is).
@@ -219,6 +206,7 @@ struct passthrough_fs : fusexx::filesystem_base<passthrough_fs> {
     c.want(f::posix_locks);
     c.want(f::flock_locks);
     c.want(f::atomic_o_trunc);  // O_TRUNC comes with OPEN: one syscall, not OPEN + SETATTR
+    killing_suidgid_ = killpriv_v2 && c.want(f::handle_killpriv_v2);
     if (writeback) c.want(f::writeback_cache);
     passthrough_on_ = false;
     if (kernel_passthrough) {
@@ -292,6 +280,7 @@ struct passthrough_fs : fusexx::filesystem_base<passthrough_fs> {
         rc = ::utimensat(AT_FDCWD, passthrough::proc_path(i.fd).c_str(), times, 0);
       if (rc != 0) return fusexx::last_error();
     }
+    if (s.kill_suid && !s.mode) kill_suidgid(i);
     return getattr(r, id, std::nullopt);
   }
 
@@ -361,10 +350,11 @@ struct passthrough_fs : fusexx::filesystem_base<passthrough_fs> {
   }
 
   // ---- files ----
-  result<fusexx::opened> open(request&, ino id, int flags) {
+  result<fusexx::opened> open(request& r, ino id, int flags) {
     inode& i = at(id);
     const int fd = ::openat(AT_FDCWD, passthrough::proc_path(i.fd).c_str(), backing_flags(flags));
     if (fd < 0) return fusexx::last_error();
+    if (r.kill_suidgid()) kill_suidgid(i);
     return opened_file(i, fd, flags);
   }
 
@@ -384,12 +374,22 @@ struct passthrough_fs : fusexx::filesystem_base<passthrough_fs> {
   result<fusexx::created> create(request& r, ino parent, std::string_view name, mode_t mode, int flags, mode_t) {
     const std::string n(name);
     int fd;
+    bool existed = false;
     {
       passthrough::as_caller creds(r);
-      fd = ::openat(at(parent).fd, n.c_str(), backing_flags(flags) | O_CREAT | O_NOFOLLOW, mode);
+      fd = ::openat(at(parent).fd, n.c_str(), backing_flags(flags) | O_CREAT | O_EXCL | O_NOFOLLOW, mode);
+      // The kernel sends CREATE for a name it saw missing; if the file has
+      // appeared since, open it as the caller asked (O_TRUNC then empties an
+      // existing file, which is when suid/sgid may have to go).
+      if (fd < 0 && errno == EEXIST && !(flags & O_EXCL)) {
+        fd = ::openat(at(parent).fd, n.c_str(), backing_flags(flags) | O_NOFOLLOW);
+        existed = fd >= 0;
+      }
     }
     if (fd < 0) return fusexx::last_error();
-    return created_from(fd, flags);
+    auto c = created_from(fd, flags);
+    if (c && existed && r.kill_suidgid()) kill_suidgid(at(c->entry.node));
+    return c;
   }
 
   result<fusexx::created> tmpfile(request& r, ino parent, mode_t mode, int flags, mode_t) {
@@ -417,9 +417,11 @@ struct passthrough_fs : fusexx::filesystem_base<passthrough_fs> {
     co_return co_await fusexx::io::pread(f.fd, into, offset);
   }
 
-  fusexx::task<std::size_t> write(request&, ino, fhandle fh, off_t offset, std::span<const std::byte> data, int) {
+  fusexx::task<std::size_t> write(request&, ino, fhandle fh, off_t offset, std::span<const std::byte> data,
+                                  int flags) {
     writes_.fetch_add(1, std::memory_order_relaxed);
     open_file& f = file(fh);
+    if (flags & fusexx::proto::write_flag::kill_suidgid) kill_suidgid(*f.node);
     if (f.direct && !passthrough::aligned_for_direct_io(data.data())) {
       passthrough::aligned_buffer bounce(data.size());
       std::memcpy(bounce.span().data(), data.data(), data.size());
@@ -545,6 +547,7 @@ struct passthrough_fs : fusexx::filesystem_base<passthrough_fs> {
 
   // ---- extended attributes (the /proc link: the f*xattr calls refuse O_PATH fds) ----
   result<std::string> getxattr(request&, ino id, std::string_view name) {
+    getxattrs_.fetch_add(1, std::memory_order_relaxed);
     const std::string path = passthrough::proc_path(at(id).fd), n(name);
     return read_sized([&](char* buf, std::size_t size) { return ::getxattr(path.c_str(), n.c_str(), buf, size); });
   }
@@ -568,6 +571,26 @@ struct passthrough_fs : fusexx::filesystem_base<passthrough_fs> {
   inode& at(ino id) { return table_->at(id); }
   static open_file& file(fhandle fh) { return passthrough::handles<open_file>::at(fh); }
   static open_dir& dir(fhandle fh) { return passthrough::handles<open_dir>::at(fh); }
+
+  // What a write or truncation by a caller without CAP_FSETID does natively:
+  // suid goes, and sgid if the group may execute. Under handle_killpriv_v2
+  // the kernel leaves this to us, and our own writes (as root) keep the bits.
+  // Best effort, as natively: the write itself does not fail over it.
+  static void kill_suidgid(inode& i) {
+    struct stat st {};
+    if (::fstatat(i.fd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode)) return;
+    const mode_t mode = st.st_mode & 07777;
+    mode_t killed = mode & ~S_ISUID;
+    if (mode & S_IXGRP) killed &= ~S_ISGID;
+    if (killed != mode) ::fchmodat(AT_FDCWD, passthrough::proc_path(i.fd).c_str(), killed, 0);
+  }
+  // A set-user-id or set-group-id program (sgid without group execute is a
+  // mandatory-locking mark, which writes leave alone).
+  static bool set_id(inode& i) {
+    struct stat st {};
+    if (::fstatat(i.fd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0) return true;  // be safe
+    return (st.st_mode & S_ISUID) || (st.st_mode & (S_ISGID | S_IXGRP)) == (S_ISGID | S_IXGRP);
+  }
 
   // The flags to open the backing file with: the kernel's, except that the
   // writeback cache needs to read what it writes (no O_WRONLY) and does
@@ -642,13 +665,24 @@ struct passthrough_fs : fusexx::filesystem_base<passthrough_fs> {
       ++i.backing_users;
       return i.backing;
     }
+    // Under killpriv_v2 a set-id file is served through the server: its
+    // writes then arrive with the kernel's kill flag, and root's writes keep
+    // the bits as they do natively. (Writes through a backing file clear them
+    // for everyone; see without_fsetid.)
+    if (killing_suidgid_ && set_id(i)) return 0;
     // The kernel lets an inode have one backing file for all its opens, so it
     // is opened for reading and writing whatever this open asked for.
     const std::string path = passthrough::proc_path(i.fd);
     int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
     if (fd < 0) fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) return 0;
-    auto id = backing().open(fd);
+    auto id = [&] {
+      // Under killpriv_v2 the kernel no longer clears the bits before a
+      // passthrough write: the backing file's own writes must.
+      std::optional<passthrough::without_fsetid> unprivileged_writes;
+      if (killing_suidgid_) unprivileged_writes.emplace();
+      return backing().open(fd);
+    }();
     ::close(fd);  // the kernel holds its own reference
     if (!id) {
       const int e = fusexx::to_errno(id.error());
@@ -759,7 +793,8 @@ struct passthrough_fs : fusexx::filesystem_base<passthrough_fs> {
   passthrough::handles<open_file> files_;
   passthrough::handles<open_dir> dirs_;
   std::atomic<bool> passthrough_on_{false};
-  std::atomic<std::uint64_t> reads_{0}, writes_{0}, passthrough_opens_{0}, forget_errors_{0};
+  std::atomic<std::uint64_t> reads_{0}, writes_{0}, getxattrs_{0}, passthrough_opens_{0}, forget_errors_{0};
+  bool killing_suidgid_ = false;  // handle_killpriv_v2 was granted: clearing set-id bits is ours
   mutable std::mutex refusal_mutex_;
   std::string refusal_;
 };

@@ -397,9 +397,11 @@ class dispatcher {
         auto a = body.take<proto::open_in>();
         if (!a) return false;
         const int flags = static_cast<int>(a->flags);
+        const bool kill = (a->open_flags & proto::open_flag::kill_suidgid) != 0;
         if (op == opcode::open) {
           if constexpr (has_open<Fs>) {
-            serve(in, h, resp, make_operation<opened>(0, [this, node, flags](int, request& r) {
+            serve(in, h, resp, make_operation<opened>(0, [this, node, flags, kill](int, request& r) {
+              r.set_kill_suidgid(kill);
               return fs_.open(r, node, flags); }, send_open));
             return true;
           }
@@ -550,6 +552,7 @@ class dispatcher {
           auto name = a ? body.name() : std::nullopt;
           if (!name) return false;
           serve(in, h, resp, make_operation<created>(0, [this, node, n = *name, a = *a](int, request& r) {
+            r.set_kill_suidgid((a.open_flags & proto::open_flag::kill_suidgid) != 0);
             return fs_.create(r, node, n, mode_t(a.mode), int(a.flags), mode_t(a.umask)); },
             send_created));
           return true;

@@ -28,6 +28,12 @@ class request {
   bool interrupted() const noexcept { return interrupts_ && interrupts_->contains(unique_); }
   // True when the kernel resent this request to a new server after a restart.
   bool resent() const noexcept { return (unique_ & proto::unique_resend_bit) != 0; }
+  // OPEN and CREATE with O_TRUNC under handle_killpriv_v2: the caller lacks
+  // CAP_FSETID, so the filesystem must clear suid (and sgid, if the group may
+  // execute) as the truncation would natively. WRITE and SETATTR carry the
+  // same request in their own flags (write_flag::kill_suidgid, kill_suid).
+  bool kill_suidgid() const noexcept { return kill_suidgid_; }
+  void set_kill_suidgid(bool kill) noexcept { kill_suidgid_ = kill; }
 
  private:
   std::uint64_t unique_ = 0;
@@ -37,6 +43,7 @@ class request {
   pid_t pid_ = 0;
   proto::opcode opcode_{};
   const interrupt_registry* interrupts_ = nullptr;
+  bool kill_suidgid_ = false;
 };
 
 }  // namespace fusexx

@@ -36,14 +36,6 @@ struct shared_memfs_mount : fusexx::testing::memfs_mount {
   }
 };
 
-// Runs `script` with sh as `uid` (group `gid`, no supplementary groups);
-// returns the exit status and what it printed on stdout and stderr.
-run_result as_user(uid_t uid, gid_t gid, const std::string& script) {
-  return run({"setpriv", "--reuid=" + std::to_string(uid), "--regid=" + std::to_string(gid), "--clear-groups",
-              "sh", "-c", script},
-             /*with_stderr=*/true);
-}
-
 struct stat stat_of(const std::string& p) {
   struct stat st {};
   REQUIRE(::lstat(p.c_str(), &st) == 0);
@@ -115,8 +107,8 @@ TEST_CASE("memfs: suid and sgid are cleared by a write and by chown") {
   CHECK(stat_of(p).st_uid == nobody);
 }
 
-TEST_CASE("memfs -o handle_killpriv_v2: another user's write and truncate arrive with the kill flag; memfs clears") {
-  shared_memfs_mount m("handle_killpriv_v2");
+TEST_CASE("memfs -o handle_killpriv_v2: another user's write, truncate and truncating open arrive with the kill flag; memfs clears") {
+  shared_memfs_mount m("handle_killpriv_v2,atomic_o_trunc");
   REQUIRE(m.srv().conn().has(proto::init_flag::handle_killpriv_v2));
   const std::string p = m.path("prog");
   REQUIRE(::close(::open(p.c_str(), O_CREAT | O_WRONLY, 0755)) == 0);
@@ -136,6 +128,14 @@ TEST_CASE("memfs -o handle_killpriv_v2: another user's write and truncate arrive
   CHECK(counts.mode_changes.load() == modes_now);
   CHECK((stat_of(p).st_mode & 07777) == 0777);
   CHECK(stat_of(p).st_size == 1);
+
+  // open(O_TRUNC): with atomic_o_trunc one OPEN carries the truncation and
+  // FUSE_OPEN_KILL_SUIDGID.
+  REQUIRE(::chmod(p.c_str(), 06777) == 0);
+  const auto open_kills = counts.opens_killing_suidgid.load();
+  REQUIRE(as_user(nobody, nobody, "echo new > " + p).status == 0);
+  CHECK(counts.opens_killing_suidgid.load() - open_kills == 1);
+  CHECK((stat_of(p).st_mode & 07777) == 0777);
 
   // Root keeps them on a write (CAP_FSETID): no kill flag.
   REQUIRE(::chmod(p.c_str(), 06777) == 0);

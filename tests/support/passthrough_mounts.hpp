@@ -42,11 +42,13 @@ struct mirror {
 
 // passthrough_fs served in this process (its source: an existing directory), so tests can read its counters.
 struct in_process_mirror : mounted<passthrough_fs> {
-  explicit in_process_mirror(const std::string& source, bool kernel_passthrough = false, bool writeback = false)
+  explicit in_process_mirror(const std::string& source, bool kernel_passthrough = false, bool writeback = false,
+                             bool killpriv_v2 = false)
       : mounted([=](passthrough_fs& fs, server_options& o) {
           fs.source = source;
           fs.kernel_passthrough = kernel_passthrough;
           fs.writeback = writeback;
+          fs.killpriv_v2 = killpriv_v2;
           if (auto r = fs.open_source(); !r) FAIL(r.error().message);
           passthrough_fs::configure_mount(o.mount);
         }) {

@@ -146,6 +146,14 @@ inline run_result run(const std::vector<std::string>& args, bool with_stderr = f
   return r;
 }
 
+// Runs a shell script as another user (setpriv from util-linux), without
+// supplementary groups; stderr comes with stdout.
+inline run_result as_user(uid_t uid, gid_t gid, const std::string& script) {
+  return run({"setpriv", "--reuid=" + std::to_string(uid), "--regid=" + std::to_string(gid), "--clear-groups",
+              "sh", "-c", script},
+             /*with_stderr=*/true);
+}
+
 // A file's whole content, or "<error: ...>" naming the errno, so a failed
 // comparison in a test says why the read failed.
 inline std::string slurp_fd(int fd) {
