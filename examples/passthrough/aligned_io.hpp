@@ -1,9 +1,10 @@
 #pragma once
 // O_DIRECT I/O from and into the framework's buffers. A file opened with
-// O_DIRECT needs its memory aligned to the device's block size; a WRITE's
-// data sits right after the request headers in the transport's buffer (80
-// bytes in), so it is copied to an aligned buffer first. A READ lands in an
-// aligned buffer when the reply area is not aligned itself. The buffer
+// O_DIRECT needs its memory aligned to the device's block size. Both fusexx
+// transports hand a WRITE's data and a READ's reply area to the handler
+// page-aligned, so normally nothing is copied; the bounce buffer below is for
+// memory that is not (a handler called from elsewhere, or a future transport
+// that cannot align). The buffer
 // belongs to the one operation (a coroutine may be suspended on the ring while
 // the same thread serves other requests, so nothing is shared per thread).
 #include <cstddef>

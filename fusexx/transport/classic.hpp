@@ -180,9 +180,10 @@ class classic_transport {
 
     buffer buf;
     while (!stopping_.load(std::memory_order_acquire)) {
-      const std::size_t wanted = dispatcher_.state().conn.request_buffer_size();
+      const std::size_t wanted = write_data_offset + dispatcher_.state().conn.request_buffer_size();
       if (!buf || buf.size() < wanted) buf = buffer(wanted);  // first use, taken by a handler, or INIT grew it
-      ssize_t n = ::read(w.fd, buf.data(), buf.size());
+      const std::span<std::byte> area = buf.span().subspan(write_data_offset);
+      ssize_t n = ::read(w.fd, area.data(), area.size());
       if (n < 0) {
         const int err = errno;
         if (err == EINTR || err == EAGAIN) continue;
@@ -194,8 +195,8 @@ class classic_transport {
       }
       const std::size_t len = static_cast<std::size_t>(n);
       dispatcher_.state().counters.via_device.fetch_add(1, std::memory_order_relaxed);
-      const std::size_t scratch_at = std::min(buf.size(), (len + 63) & ~std::size_t{63});
-      incoming in{.bytes = std::span<const std::byte>(buf.data(), len),
+      const std::size_t scratch_at = std::min(buf.size(), (write_data_offset + len + 63) & ~std::size_t{63});
+      incoming in{.bytes = std::span<const std::byte>(area.data(), len),
                   .scratch = buf.span().subspan(scratch_at),
                   .owner = &buf,
                   .sink = fd_sink(w.fd)};
@@ -204,6 +205,14 @@ class classic_transport {
     w.done.store(true, std::memory_order_release);
     if (live_.fetch_sub(1, std::memory_order_acq_rel) == 1 && all_stopped_) all_stopped_();
   }
+
+  // Requests are read this far into the (page-aligned) buffer, so that a
+  // WRITE's data, which follows its in_header and write_in, starts on a page
+  // boundary: a filesystem can hand it to O_DIRECT I/O without copying it to
+  // an aligned buffer first (io_uring entries keep the payload apart, already
+  // aligned). A READ's reply area then starts on the boundary too.
+  static constexpr std::size_t write_data_offset =
+      connection::header_room - sizeof(proto::in_header) - sizeof(proto::write_in);
 
   dispatcher<Fs>& dispatcher_;
   int session_fd_;
