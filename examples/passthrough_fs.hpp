@@ -96,6 +96,16 @@ struct open_file {
 struct open_dir {
   DIR* dir = nullptr;
   off_t offset = 0;
+  // The entry that did not fit in the last reply: the next one starts with
+  // it. (Seeking back to it instead would throw away the directory stream's
+  // buffer and cost one more getdents of the backing directory per reply.)
+  struct held_entry {
+    std::string name;
+    ino_t ino;
+    unsigned char type;
+    off_t next;
+  };
+  std::optional<held_entry> held;
   std::mutex mutex;
   ~open_dir() {
     if (dir) ::closedir(dir);
@@ -778,6 +788,23 @@ struct passthrough_fs : fusexx::filesystem_base<passthrough_fs> {
     if (offset != d.offset) {
       ::seekdir(d.dir, offset);
       d.offset = offset;
+      d.held.reset();
+    }
+    // Adds one entry; false when the reply is full.
+    auto add = [&](std::string_view name, ino_t ino, unsigned char type, off_t next) {
+      if (out.plus() && name != "." && name != "..") {
+        auto e = lookup_at(parent, std::string(name));
+        if (!e) return true;  // gone meanwhile: skip it
+        if (out.add(name, *e, next)) return true;
+        forget(e->node, 1);
+        return false;
+      }
+      return out.add(name, ino, mode_t(DTTOIF(type)), next);
+    };
+    if (d.held) {
+      if (!add(d.held->name, d.held->ino, d.held->type, d.held->next)) return {};
+      d.offset = d.held->next;
+      d.held.reset();
     }
     for (;;) {
       errno = 0;
@@ -786,22 +813,11 @@ struct passthrough_fs : fusexx::filesystem_base<passthrough_fs> {
         if (errno != 0 && out.empty()) return fusexx::last_error();
         return {};
       }
-      const std::string_view name = de->d_name;
-      const off_t next = de->d_off;
-      bool added;
-      if (out.plus() && name != "." && name != "..") {
-        auto e = lookup_at(parent, std::string(name));
-        if (!e) continue;  // gone meanwhile
-        added = out.add(name, *e, next);
-        if (!added) forget(e->node, 1);
-      } else {
-        added = out.add(name, de->d_ino, mode_t(DTTOIF(de->d_type)), next);
-      }
-      if (!added) {
-        ::seekdir(d.dir, d.offset);  // this entry comes first next time
+      if (!add(de->d_name, de->d_ino, de->d_type, de->d_off)) {
+        d.held = open_dir::held_entry{de->d_name, de->d_ino, de->d_type, de->d_off};
         return {};
       }
-      d.offset = next;
+      d.offset = de->d_off;
     }
   }
 
