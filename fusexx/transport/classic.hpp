@@ -189,7 +189,7 @@ class classic_transport {
         if (err == EINTR || err == EAGAIN) continue;
         if (err == ENOENT) continue;  // the request was interrupted before we could read it
         if (err == ENODEV) break;     // unmounted: the connection is over
-        if (err == EINVAL && buf.size() < dispatcher_.state().conn.request_buffer_size()) continue;
+        if (err == EINVAL && buf.size() < write_data_offset + dispatcher_.state().conn.request_buffer_size()) continue;
         log::error("reading /dev/fuse failed: {}", std::strerror(err));
         break;
       }
