@@ -606,16 +606,21 @@ struct passthrough_fs : fusexx::filesystem_base<passthrough_fs> {
     struct stat st {};
     if (::fstatat(i.fd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode)) return;
     const mode_t mode = st.st_mode & 07777;
-    mode_t killed = mode & ~S_ISUID;
-    if (mode & S_IXGRP) killed &= ~S_ISGID;
-    if (killed != mode) ::fchmodat(AT_FDCWD, passthrough::proc_path(i.fd).c_str(), killed, 0);
+    if (const mode_t killed = without_set_id(mode); killed != mode)
+      ::fchmodat(AT_FDCWD, passthrough::proc_path(i.fd).c_str(), killed, 0);
   }
-  // A set-user-id or set-group-id program (sgid without group execute is a
-  // mandatory-locking mark, which writes leave alone).
+  // A set-user-id or set-group-id program: a mode such a write changes.
   static bool set_id(inode& i) {
     struct stat st {};
     if (::fstatat(i.fd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0) return true;  // be safe
-    return (st.st_mode & S_ISUID) || (st.st_mode & (S_ISGID | S_IXGRP)) == (S_ISGID | S_IXGRP);
+    return without_set_id(st.st_mode) != st.st_mode;
+  }
+  // suid goes; sgid only with group execute (without it, sgid is a
+  // mandatory-locking mark, which writes leave alone).
+  static mode_t without_set_id(mode_t mode) {
+    mode &= ~S_ISUID;
+    if (mode & S_IXGRP) mode &= ~S_ISGID;
+    return mode;
   }
 
   // The flags to open the backing file with: the kernel's, except that the

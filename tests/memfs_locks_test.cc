@@ -233,6 +233,17 @@ TEST_CASE("POSIX locks: an F_SETLKW that would wait for itself fails with EDEADL
 }
 
 TEST_CASE("a lock request still blocked when the server stops ends with it: destroy() releases it") {
+  // Not on io_uring where the connection cannot be aborted (no fusectl, as in
+  // Bazel's sandbox): the woken request's reply is committed as the queues
+  // stop, the commit re-arms its entry, and the child's FLUSH at exit lands
+  // in that entry after the queue thread is gone. The kernel ends a request
+  // held in an entry only when the server commits it (not even fusectl's
+  // abort does), so the child never exits. A known limitation of stopping an
+  // io_uring server while the mount is still in use (see the issue notes).
+  if (transport_from_env() == transport_kind::uring) {
+    MESSAGE("skipped on io_uring: a request arriving after the queues stop is never ended (see comment)");
+    return;
+  }
   memfs_mount m;
   const std::string p = m.path("held");
   int fd = ::open(p.c_str(), O_CREAT | O_RDWR, 0644);
