@@ -370,18 +370,18 @@ struct passthrough_fs : fusexx::filesystem_base<passthrough_fs> {
     const int fd = ::openat(AT_FDCWD, passthrough::proc_path(i.fd).c_str(), backing_flags(flags));
     if (fd < 0) return fusexx::last_error();
     if (r.kill_suidgid()) kill_suidgid(i);
-    return opened_file(i, fd, flags);
+    return opened_file(r, i, fd, flags);
   }
 
   // The reply to CREATE and TMPFILE for the file just opened as `fd`: its
   // entry (one lookup reference) and its open-file handle.
-  result<fusexx::created> created_from(int fd, int flags) {
+  result<fusexx::created> created_from(request& r, int fd, int flags) {
     auto e = entry_of_open(fd);
     if (!e) {
       ::close(fd);
       return fusexx::error(e.error());
     }
-    auto o = opened_file(at(e->node), fd, flags);
+    auto o = opened_file(r, at(e->node), fd, flags);
     if (!o) return fusexx::error(o.error());  // opened_file closed fd; the lookup reference stays
     return fusexx::created{*e, *o};
   }
@@ -402,7 +402,7 @@ struct passthrough_fs : fusexx::filesystem_base<passthrough_fs> {
       }
     }
     if (fd < 0) return fusexx::last_error();
-    auto c = created_from(fd, flags);
+    auto c = created_from(r, fd, flags);
     if (c && existed && r.kill_suidgid()) kill_suidgid(at(c->entry.node));
     return c;
   }
@@ -416,7 +416,7 @@ struct passthrough_fs : fusexx::filesystem_base<passthrough_fs> {
       fd = ::openat(at(parent).fd, ".", (backing_flags(flags) & ~O_ACCMODE) | access | O_TMPFILE, mode);
     }
     if (fd < 0) return fusexx::last_error();
-    return created_from(fd, flags);
+    return created_from(r, fd, flags);
   }
 
   // Backing-file I/O is awaited on the io_uring transport's ring, so a read
@@ -468,9 +468,9 @@ struct passthrough_fs : fusexx::filesystem_base<passthrough_fs> {
     return {};
   }
 
-  result<void> release(request&, ino, fhandle fh, int) {
+  result<void> release(request& r, ino, fhandle fh, int) {
     std::unique_ptr<open_file> f = files_.take(fh);
-    if (f && f->backing) drop_backing(*f->node);
+    if (f && f->backing) drop_backing(r.backing(), *f->node);
     return {};
   }
 
@@ -671,13 +671,13 @@ struct passthrough_fs : fusexx::filesystem_base<passthrough_fs> {
   }
 
   // The OPEN/CREATE reply for `fd` (taken over) on inode `i`.
-  result<fusexx::opened> opened_file(inode& i, int fd, int flags) {
+  result<fusexx::opened> opened_file(request& r, inode& i, int fd, int flags) {
     auto f = std::make_unique<open_file>();
     f->fd = fd;
     f->node = &i;
     f->direct = (flags & O_DIRECT) != 0;
     fusexx::opened o;
-    if (i.type == S_IFREG) f->backing = take_backing(i);
+    if (i.type == S_IFREG) f->backing = take_backing(r.backing(), i);
     o.backing_id = f->backing;
     // Cached pages stay valid across opens unless the attributes say the
     // file changed (auto_inval_data); with timeout=0 nothing is trusted.
@@ -689,7 +689,7 @@ struct passthrough_fs : fusexx::filesystem_base<passthrough_fs> {
 
   // The inode's backing id for kernel passthrough, registering its backing
   // file on first use; 0 when passthrough is not in use.
-  fusexx::backing_id take_backing(inode& i) {
+  fusexx::backing_id take_backing(fusexx::backing_files& backing, inode& i) {
     if (!passthrough_on_.load(std::memory_order_relaxed)) return 0;
     std::lock_guard g(i.backing_mutex);
     if (i.backing != 0) {
@@ -712,7 +712,7 @@ struct passthrough_fs : fusexx::filesystem_base<passthrough_fs> {
       // passthrough write: the backing file's own writes must.
       std::optional<passthrough::without_fsetid> unprivileged_writes;
       if (killing_suidgid_) unprivileged_writes.emplace();
-      return backing().open(fd);
+      return backing.open(fd);
     }();
     ::close(fd);  // the kernel holds its own reference
     if (!id) {
@@ -727,10 +727,10 @@ struct passthrough_fs : fusexx::filesystem_base<passthrough_fs> {
     passthrough_opens_.fetch_add(1);
     return i.backing;
   }
-  void drop_backing(inode& i) {
+  void drop_backing(fusexx::backing_files& backing, inode& i) {
     std::lock_guard g(i.backing_mutex);
     if (i.backing == 0 || --i.backing_users > 0) return;
-    if (auto r = backing().close(i.backing); !r)
+    if (auto r = backing.close(i.backing); !r)
       fusexx::log::warn("passthrough: closing backing id {} failed: {}", i.backing, r.error().message());
     i.backing = 0;
   }

@@ -2,14 +2,14 @@
 // Kernel passthrough (FUSE 7.40): a filesystem registers a file it opened
 // itself as the backing file of an open FUSE file, and the kernel then does
 // that file's reads, writes and mmap on the backing file directly, without
-// asking the server. Every filesystem has one registry, `backing()` in
-// filesystem_base:
+// asking the server. Every connection (session) has one registry, reached from
+// a handler as `r.backing()`:
 //
 //   // init():  c.want(proto::init_flag::passthrough); c.max_stack_depth = 1;
-//   auto id = backing().open(fd);             // result<backing_id>
+//   auto id = r.backing().open(fd);           // result<backing_id>
 //   if (id) return opened{.fh = ..., .backing_id = *id};
 //   ...                                       // on error: serve I/O as usual
-//   backing().close(id);                      // at release (or when unused)
+//   r.backing().close(id);                    // at release (or when unused)
 //
 // open() is one ioctl (FUSE_DEV_IOC_BACKING_OPEN) on the connection's
 // /dev/fuse fd; close() is FUSE_DEV_IOC_BACKING_CLOSE. A FUSE file opened with
@@ -43,10 +43,13 @@
 // for an id that is not registered.
 #include <sys/ioctl.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstdint>
+#include <mutex>
 #include <string>
+#include <vector>
 
 #include "connection.hpp"
 #include "proto/abi.hpp"
@@ -59,7 +62,7 @@ using backing_id = std::int32_t;  // > 0; goes into opened::backing_id
 
 class backing_files {
  public:
-  backing_files() = default;
+  explicit backing_files(const connection& conn) noexcept : conn_(conn) {}
   backing_files(const backing_files&) = delete;
   backing_files& operator=(const backing_files&) = delete;
 
@@ -67,14 +70,15 @@ class backing_files {
   // afterwards: the kernel holds its own reference) as a backing file.
   result<backing_id> open(int fd) const {
     const int device = device_.load(std::memory_order_acquire);
-    const connection* c = conn_.load(std::memory_order_acquire);
-    if (device < 0 || c == nullptr || !c->initialized()) return error(ENOTCONN);
-    if (!c->has(proto::init_flag::passthrough)) return error(EOPNOTSUPP);
+    if (device < 0 || !conn_.initialized()) return error(ENOTCONN);
+    if (!conn_.has(proto::init_flag::passthrough)) return error(EOPNOTSUPP);
     proto::backing_map map{};
     map.fd = fd;
     map.flags = 0;
     const int id = ::ioctl(device, proto::dev_ioc_backing_open, &map);
     if (id < 0) return last_error();
+    std::lock_guard lock(mutex_);
+    ids_.push_back(id);
     return backing_id{id};
   }
 
@@ -84,7 +88,16 @@ class backing_files {
     if (device < 0) return error(ENOTCONN);
     std::uint32_t arg = static_cast<std::uint32_t>(id);
     if (::ioctl(device, proto::dev_ioc_backing_close, &arg) < 0) return last_error();
+    std::lock_guard lock(mutex_);
+    if (auto it = std::find(ids_.begin(), ids_.end(), id); it != ids_.end()) ids_.erase(it);
     return {};
+  }
+
+  // The ids registered and not yet closed (the kernel keeps them for the
+  // connection's lifetime: a successor must know them to close them).
+  std::vector<backing_id> registered() const {
+    std::lock_guard lock(mutex_);
+    return ids_;
   }
 
   // One sentence for a log line: why open() failed with `ec`, and what it
@@ -105,21 +118,16 @@ class backing_files {
   }
 
   // ---- used by the server ----
-  // Where the ioctls go: a /dev/fuse fd of the connection, and the
-  // negotiated parameters (consulted for the EOPNOTSUPP check).
-  void attach(int device_fd, const connection* conn) noexcept {
-    conn_.store(conn, std::memory_order_release);
-    device_.store(device_fd, std::memory_order_release);
-  }
+  // Where the ioctls go: a /dev/fuse fd of the connection.
+  void attach(int device_fd) noexcept { device_.store(device_fd, std::memory_order_release); }
   // Before that fd closes.
-  void detach() noexcept {
-    device_.store(-1, std::memory_order_release);
-    conn_.store(nullptr, std::memory_order_release);
-  }
+  void detach() noexcept { device_.store(-1, std::memory_order_release); }
 
  private:
+  const connection& conn_;  // consulted for the EOPNOTSUPP check
   std::atomic<int> device_{-1};
-  std::atomic<const connection*> conn_{nullptr};
+  mutable std::mutex mutex_;
+  mutable std::vector<backing_id> ids_;
 };
 
 }  // namespace fusexx

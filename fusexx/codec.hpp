@@ -1,5 +1,5 @@
 #pragma once
-// Bytes <-> values: a bounds-checked reader for request bodies and the
+// Bytes <-> values (internal, fusexx::detail): a bounds-checked reader for request bodies and the
 // encoders for attributes, entries and replies. Pure functions, no syscalls.
 #include <sys/uio.h>
 
@@ -15,7 +15,7 @@
 #include "proto/abi.hpp"
 #include "types.hpp"
 
-namespace fusexx {
+namespace fusexx::detail {
 
 // Reads a request body front to back. Every take is checked against the bytes
 // the kernel actually sent; a short body yields nullopt, never an
@@ -58,6 +58,24 @@ class body_reader {
     consume(n);
     return out;
   }
+  // The same, into named fields: false when the body is too short.
+  template <class T>
+  bool get(T& out, std::size_t size = sizeof(T)) noexcept {
+    auto v = take<T>(size);
+    if (v) out = *v;
+    return v.has_value();
+  }
+  bool get(std::string_view& out) noexcept {
+    auto v = name();
+    if (v) out = *v;
+    return v.has_value();
+  }
+  bool get_bytes(std::span<const std::byte>& out, std::size_t n) noexcept {
+    auto v = bytes(n);
+    if (v) out = *v;
+    return v.has_value();
+  }
+
   // Bytes not yet read, in both segments.
   std::size_t remaining() const noexcept { return rest_.size() + more_.size(); }
 
@@ -226,4 +244,4 @@ std::span<const std::byte> bytes_of(const T& value, std::size_t size = sizeof(T)
   return {reinterpret_cast<const std::byte*>(&value), std::min(size, sizeof(T))};
 }
 
-}  // namespace fusexx
+}  // namespace fusexx::detail

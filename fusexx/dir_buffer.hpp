@@ -51,7 +51,7 @@ class dir_buffer {
     if (plus_) {
       // Without a node id the kernel uses the entry like a plain dirent and
       // takes no lookup reference.
-      const proto::entry_out out = with_entry && e.node != 0 ? encode_entry(e) : proto::entry_out{};
+      const proto::entry_out out = with_entry && e.node != 0 ? detail::encode_entry(e) : proto::entry_out{};
       std::memcpy(p, &out, sizeof out);
       p += sizeof out;
     }

@@ -58,10 +58,8 @@
 #include <string_view>
 #include <type_traits>
 
-#include "backing.hpp"
 #include "connection.hpp"
 #include "dir_buffer.hpp"
-#include "notify.hpp"
 #include "request.hpp"
 #include "result.hpp"
 #include "task.hpp"
@@ -69,29 +67,13 @@
 
 namespace fusexx {
 
+// Marks Self as a filesystem. It holds no state: what belongs to a
+// connection (notifications, backing files, negotiated parameters) lives in
+// the server's session, reached from a handler as request::session() (or
+// r.notify(), r.backing()) and elsewhere as server::session(). So a
+// filesystem object may be copied, and may serve several mounts at once.
 template <class Self>
-struct filesystem_base {
-  // Every operation is optional and found by name. The base marks the type
-  // as a filesystem and carries the framework's services for it.
-  filesystem_base() = default;
-  // A copy of a filesystem is not attached to any connection.
-  filesystem_base(const filesystem_base&) noexcept {}
-  filesystem_base& operator=(const filesystem_base&) noexcept { return *this; }
-
-  // Notifications to the kernel (fusexx/notify.hpp): usable once the mount
-  // is up, from any thread.
-  fusexx::notifier& notify() noexcept { return notifier_; }
-
-  // Kernel passthrough (fusexx/backing.hpp): registers files the filesystem
-  // opened as backing files for OPEN/CREATE replies. Usable once INIT has
-  // been answered with FUSE_PASSTHROUGH granted, from any thread.
-  const fusexx::backing_files& backing() const noexcept { return backing_; }
-  fusexx::backing_files& backing() noexcept { return backing_; }
-
- private:
-  fusexx::notifier notifier_;
-  fusexx::backing_files backing_;
-};
+struct filesystem_base {};
 
 // ---- what a handler returns, unwrapped: T from T, result<T> or task<T> ----
 template <class R>

@@ -4,7 +4,7 @@
 #include "connection.hpp"    // IWYU pragma: export
 #include "daemonize.hpp"     // IWYU pragma: export
 #include "dir_buffer.hpp"    // IWYU pragma: export
-#include "dispatch.hpp"      // IWYU pragma: export
+#include "session.hpp"       // IWYU pragma: export
 #include "filesystem.hpp"    // IWYU pragma: export
 #include "main.hpp"          // IWYU pragma: export
 #include "notify.hpp"        // IWYU pragma: export

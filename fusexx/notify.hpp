@@ -1,12 +1,12 @@
 #pragma once
 // Notifications: messages a filesystem sends the kernel unasked, to drop or
 // fill its caches when the data changed behind the kernel's back, to wake a
-// poll(2), or to let it forget inodes. Every filesystem has one notifier,
-// `notify()` in filesystem_base:
+// poll(2), or to let it forget inodes. Every connection (session) has one
+// notifier: `r.notify()` in a handler, `srv.session().notify()` elsewhere.
 //
-//   notify().inval_entry(parent, "name");         // a cached name is stale
-//   notify().store(node, 0, bytes);               // put data in the page cache
-//   auto r = co_await notify().retrieve(node, 0, 4096);   // read it back
+//   r.notify().inval_entry(parent, "name");         // a cached name is stale
+//   r.notify().store(node, 0, bytes);               // put data in the page cache
+//   auto got = co_await r.notify().retrieve(node, 0, 4096);   // read it back
 //
 // A notification is one write(2) of an out_header with unique 0 and the
 // notify code in `error`, on any /dev/fuse fd of the connection (never over
@@ -66,7 +66,7 @@ class notifier {
 
   // Where notifications go: a sink writing to one of the connection's
   // /dev/fuse fds. Replaces an earlier one.
-  void attach(reply_sink sink) {
+  void attach(detail::reply_sink sink) {
     std::unique_lock lock(sink_mutex_);
     sink_ = sink;
   }
@@ -92,7 +92,7 @@ class notifier {
     out.ino = node;
     out.off = offset;
     out.len = length;
-    return send(proto::notify_code::inval_inode, bytes_of(out));
+    return send(proto::notify_code::inval_inode, detail::bytes_of(out));
   }
   // Drops the cached name `name` in `parent` (and the parent's attributes).
   // expire_only (7.38) merely marks it stale, so it is checked on next use
@@ -102,7 +102,7 @@ class notifier {
     out.parent = parent;
     out.namelen = static_cast<std::uint32_t>(name.size());
     out.flags = expire_only ? proto::notify_inval_flag::expire_only : 0;
-    return send_named(proto::notify_code::inval_entry, bytes_of(out), name);
+    return send_named(proto::notify_code::inval_entry, detail::bytes_of(out), name);
   }
   // Like inval_entry, and if the name still leads to `child`, the kernel
   // deletes it as an unlink would (inotify sees IN_DELETE).
@@ -111,7 +111,7 @@ class notifier {
     out.parent = parent;
     out.child = child;
     out.namelen = static_cast<std::uint32_t>(name.size());
-    return send_named(proto::notify_code::delete_entry, bytes_of(out), name);
+    return send_named(proto::notify_code::delete_entry, detail::bytes_of(out), name);
   }
   // Puts `data` into the page cache at `offset` (a regular file the kernel
   // knows); the file grows if the data reaches past its end. A page that is
@@ -121,20 +121,20 @@ class notifier {
     out.nodeid = node;
     out.offset = static_cast<std::uint64_t>(offset);
     out.size = static_cast<std::uint32_t>(data.size());
-    return send(proto::notify_code::store, bytes_of(out), data);
+    return send(proto::notify_code::store, detail::bytes_of(out), data);
   }
   // Wakes poll(2)ers of the file whose POLL request carried `kh`.
   result<void> poll_wakeup(std::uint64_t kh) {
     proto::notify_poll_wakeup_out out{};
     out.kh = kh;
-    return send(proto::notify_code::poll, bytes_of(out));
+    return send(proto::notify_code::poll, detail::bytes_of(out));
   }
   // 7.45: asks the kernel to drop these inodes if nothing uses them (they
   // come back as FORGETs).
   result<void> prune(std::span<const ino> nodes) {
     proto::notify_prune_out out{};
     out.count = static_cast<std::uint32_t>(nodes.size());
-    return send(proto::notify_code::prune, bytes_of(out), std::as_bytes(nodes));
+    return send(proto::notify_code::prune, detail::bytes_of(out), std::as_bytes(nodes));
   }
   // 7.44: every cached name becomes stale at once (checked again on next use).
   result<void> inc_epoch() { return send(proto::notify_code::inc_epoch, {}); }
@@ -217,7 +217,7 @@ class notifier {
       pending_.emplace(slot.unique, &slot);  // before the write: the reply may beat it
     }
     const std::uint64_t unique = slot.unique;
-    if (auto r = send(proto::notify_code::retrieve, bytes_of(out)); r) return true;
+    if (auto r = send(proto::notify_code::retrieve, detail::bytes_of(out)); r) return true;
     else {
       std::lock_guard lock(pending_mutex_);
       pending_.erase(unique);
@@ -244,7 +244,7 @@ class notifier {
   result<void> send(proto::notify_code code, std::span<const std::byte> first, std::span<const std::byte> second = {}) {
     std::shared_lock lock(sink_mutex_);
     if (!sink_.send) return error(ENOTCONN);
-    const int rc = send_message(sink_, 0, static_cast<std::int32_t>(code), first, second);
+    const int rc = detail::send_message(sink_, 0, static_cast<std::int32_t>(code), first, second);
     if (rc < 0) return error(-rc);
     return {};
   }
@@ -256,7 +256,7 @@ class notifier {
   }
 
   mutable std::shared_mutex sink_mutex_;
-  reply_sink sink_;
+  detail::reply_sink sink_;
   std::mutex pending_mutex_;
   std::condition_variable done_;
   std::map<std::uint64_t, pending*> pending_;

@@ -61,7 +61,7 @@ struct server_options {
 template <filesystem Fs>
 class server {
  public:
-  server(Fs& fs, server_options options) : fs_(fs), options_(std::move(options)), dispatcher_(fs_, state_) {}
+  server(Fs& fs, server_options options) : fs_(fs), options_(std::move(options)), dispatcher_(fs_, session_) {}
   server(const server&) = delete;
   server& operator=(const server&) = delete;
   ~server() { stop(); }
@@ -71,14 +71,18 @@ class server {
   outcome<void> start(std::stop_token cancel = {}) {
     std::stop_source abandon_mount;
     auto give_up = [&](int errnum, std::string why) {
-      state_.abandon_init(errnum, std::move(why));
+      session_.init().abandon(errnum, std::move(why));
       abandon_mount.request_stop();
     };
     std::stop_callback on_cancel(cancel, [&] { give_up(ECANCELED, "start-up was cancelled"); });
     std::jthread watchdog([&, deadline = std::chrono::steady_clock::now() + options_.init_timeout](
                               std::stop_token done) {
-      state_.wait_for_init([&] { return done.stop_requested() || std::chrono::steady_clock::now() > deadline; });
-      if (!done.stop_requested() && state_.current() == session_state::phase::waiting_for_init)
+      // Wakes when start() is done with it, or at the deadline.
+      std::mutex m;
+      std::condition_variable_any cv;
+      std::unique_lock lock(m);
+      cv.wait_until(lock, done, deadline, [] { return false; });
+      if (!done.stop_requested() && session_.init().current() == detail::init_gate::phase::waiting)
         give_up(ETIMEDOUT, fmt::format("INIT was not answered within {} ms (a hanging init()?)",
                                        options_.init_timeout.count()));
     });
@@ -86,16 +90,16 @@ class server {
 
     if (auto r = plan_transport(); !r) return std::unexpected(r.error());
     mount_hooks hooks{.serve_init = [this](int fd) { start_session_worker(fd); },
-                      .await_init = [this] { return await_init() == session_state::phase::serving; },
-                      .in_mount_call = [this](bool inside) { state_.set_mount_in_progress(inside); }};
+                      .await_init = [this] { return await_init() == detail::init_gate::phase::serving; },
+                      .in_mount_call = [this](bool inside) { session_.init().set_mount_in_progress(inside); }};
     auto m = mount::create(options_.mount, device_, hooks, abandon_mount.get_token());
-    state_.set_mount_in_progress(false);
+    session_.init().set_mount_in_progress(false);
     if (!m) return abort_start(m.error());
     mount_ = std::move(*m);
 
     auto phase = await_init();
     watchdog.request_stop();
-    if (phase == session_state::phase::serving) {
+    if (phase == detail::init_gate::phase::serving) {
       if (uring_) {
         log::debug("serving {} through io_uring ({} queues; /dev/fuse keeps one reader)", mountpoint(),
                    uring_->queue_count());
@@ -125,7 +129,7 @@ class server {
     // The connection is over: notifications fail from now on, and a retrieve
     // still waiting for its NOTIFY_REPLY ends with ENOTCONN at once instead
     // of holding its handler (and so the join below) until the bounded wait.
-    static_cast<filesystem_base<Fs>&>(fs_).notify().detach();
+    session_.notify().detach();
     // destroy() runs once the /dev/fuse workers have ended, and before the
     // fds and ring entries go: handlers it resumes (memfs's blocked lock
     // requests) can still hand in their replies and finish instead of being
@@ -143,7 +147,7 @@ class server {
     transport_.reset();
     // Backing files are registered through the device fd that closes now;
     // handlers that ran above (release) could still close theirs.
-    static_cast<filesystem_base<Fs>&>(fs_).backing().detach();
+    session_.backing().detach();
     device_.reset();
     mark_ended();
   }
@@ -166,8 +170,9 @@ class server {
   // asked to stop (typically a hung init()); joining it would block.
   bool has_stuck_workers() const noexcept { return transport_ && transport_->live_workers() > 0; }
 
-  session_state& state() noexcept { return state_; }
-  const connection& conn() const noexcept { return state_.conn; }
+  // The connection this server serves (fusexx/session.hpp).
+  fusexx::session& session() noexcept { return session_; }
+  const connection& conn() const noexcept { return session_.conn(); }
   const std::string& mountpoint() const noexcept { return options_.mount.mountpoint; }
   mount_method method() const noexcept { return mount_.method(); }
   bool sync_init() const noexcept { return mount_.sync_init(); }
@@ -179,9 +184,7 @@ class server {
  private:
   // Until INIT is answered either way (the watchdog bounds it) or the
   // connection ends.
-  session_state::phase await_init() {
-    return state_.wait_for_init([&] { return !transport_ || !transport_->running(); });
-  }
+  detail::init_gate::phase await_init() { return session_.init().wait(); }
 
   // Decides, before mounting, whether to ask for FUSE over io_uring, and
   // hooks the io_uring transport in around the INIT reply.
@@ -193,8 +196,8 @@ class server {
         return fail(EOPNOTSUPP, "the io_uring transport was required, but {}", uring_unusable_);
       return {};
     }
-    state_.conn.want(proto::init_flag::over_io_uring);
-    state_.before_init_reply = [this](const connection& c, std::uint64_t granted) {
+    session_.conn().want(proto::init_flag::over_io_uring);
+    session_.before_init_reply = [this](const connection& c, std::uint64_t granted) {
       if (!(granted & proto::init_flag::over_io_uring)) {
         uring_unusable_ = "the kernel did not offer FUSE_OVER_IO_URING in INIT";
         return granted;
@@ -207,7 +210,7 @@ class server {
       uring_ = std::move(t);
       return granted;
     };
-    state_.after_init_reply = [this](const connection&) {
+    session_.after_init_reply = [this](const connection&) {
       if (uring_) uring_->go();
     };
     return {};
@@ -216,9 +219,14 @@ class server {
   void start_session_worker(int fd) {
     // Backing-file ioctls may go to any fd of the connection; this one lives
     // until stop().
-    static_cast<filesystem_base<Fs>&>(fs_).backing().attach(fd, &state_.conn);
+    session_.backing().attach(fd);
     transport_ = std::make_unique<transport::classic_transport<Fs>>(dispatcher_, fd, options_.classic);
-    transport_->on_all_stopped([this] { mark_ended(); });
+    transport_->on_all_stopped([this] {
+      // The connection ended (unmounted, or the helper went away) before INIT
+      // was answered: nothing will answer it any more.
+      session_.init().abandon(ENOTCONN, "the connection ended before INIT was answered");
+      mark_ended();
+    });
     transport_->start_session_worker();
   }
 
@@ -243,10 +251,12 @@ class server {
   // filesystem's own error wins over what the mount call saw (the kernel
   // reports every INIT failure as ENOTCONN).
   std::unexpected<failure> abort_start(failure mount_failure) {
+    // Read before stopping: the workers' end settles a pending INIT too.
+    const bool init_failed = session_.init().current() == detail::init_gate::phase::failed;
     stop_serving();
-    if (state_.current() == session_state::phase::init_failed)
-      return std::unexpected(failure{state_.init_error(),
-                                     fmt::format("mounting {} failed: {}", mountpoint(), state_.init_message())});
+    if (init_failed && session_.init().error())
+      return std::unexpected(failure{session_.init().error(),
+                                     fmt::format("mounting {} failed: {}", mountpoint(), session_.init().message())});
     return std::unexpected(std::move(mount_failure));
   }
 
@@ -262,8 +272,8 @@ class server {
 
   Fs& fs_;
   server_options options_;
-  session_state state_;
-  dispatcher<Fs> dispatcher_;
+  fusexx::session session_;
+  detail::dispatcher<Fs> dispatcher_;
   unique_fd device_;
   mount mount_;
   std::unique_ptr<transport::classic_transport<Fs>> transport_;

@@ -75,6 +75,21 @@ class [[nodiscard]] task {
   };
   awaiter operator co_await() && noexcept { return awaiter{h_}; }
 
+  // What a finished task produced: its value, or the exception that escaped
+  // it. co_await std::move(t).catching() hands it back without rethrowing,
+  // so the dispatcher's one exception fence decides what it becomes.
+  struct finished {
+    std::optional<result<T>> value;
+    std::exception_ptr exception;
+  };
+  struct catching_awaiter : awaiter {
+    finished await_resume() noexcept {
+      auto& p = this->h.promise();
+      return finished{std::move(p.value), p.exception};
+    }
+  };
+  catching_awaiter catching() && noexcept { return catching_awaiter{{h_}}; }
+
  private:
   explicit task(handle h) noexcept : h_(h) {}
   handle h_;

@@ -24,7 +24,8 @@ struct open_fd {
 }  // namespace
 
 TEST_CASE("backing_files: not attached to a connection is ENOTCONN") {
-  backing_files b;
+  connection c;
+  backing_files b(c);
   open_fd f;
   REQUIRE(f.fd >= 0);
   auto id = b.open(f.fd);
@@ -36,24 +37,24 @@ TEST_CASE("backing_files: not attached to a connection is ENOTCONN") {
 }
 
 TEST_CASE("backing_files: attached, but INIT not answered yet, is ENOTCONN") {
-  backing_files b;
   connection c;
+  backing_files b(c);
   open_fd device, f;
-  b.attach(device.fd, &c);
+  b.attach(device.fd);
   auto id = b.open(f.fd);
   REQUIRE_FALSE(id);
   CHECK(to_errno(id.error()) == ENOTCONN);
 }
 
 TEST_CASE("backing_files: INIT without FUSE_PASSTHROUGH granted is EOPNOTSUPP, decided without the kernel") {
-  backing_files b;
   connection c;
+  backing_files b(c);
   c.set_offer(7, 45, proto::init_flag::passthrough | proto::init_flag::init_ext);
   c.set_outcome(proto::init_flag::init_ext, 256);  // offered, but not wanted
   // The "device" is /dev/null: an ioctl on it would fail with ENOTTY, so
   // EOPNOTSUPP proves the registry answered itself.
   open_fd device, f;
-  b.attach(device.fd, &c);
+  b.attach(device.fd);
   auto id = b.open(f.fd);
   REQUIRE_FALSE(id);
   CHECK(to_errno(id.error()) == EOPNOTSUPP);
@@ -61,11 +62,11 @@ TEST_CASE("backing_files: INIT without FUSE_PASSTHROUGH granted is EOPNOTSUPP, d
 }
 
 TEST_CASE("backing_files: granted, the ioctl goes to the attached fd; detach stops it") {
-  backing_files b;
   connection c;
+  backing_files b(c);
   c.set_outcome(proto::init_flag::passthrough | proto::init_flag::init_ext, 256);
   open_fd device, f;
-  b.attach(device.fd, &c);
+  b.attach(device.fd);
   auto id = b.open(f.fd);
   REQUIRE_FALSE(id);
   CHECK(to_errno(id.error()) == ENOTTY);  // /dev/null knows no FUSE ioctl: the kernel's answer, passed on

@@ -220,7 +220,7 @@ TEST_CASE("every truncation of every request's arguments is EINVAL, never a read
       CHECK(h.call(code, 2, shorter).error() == EINVAL);  // ...and every prefix of it is not
     }
   }
-  CHECK(h.state.counters.malformed.load() > 100);
+  CHECK(h.state.counters().malformed.load() > 100);
 }
 
 TEST_CASE("a filesystem without the handlers answers ENOSYS to each new request") {
@@ -247,13 +247,13 @@ TEST_CASE("INIT asks for what init() wants and reports what was granted") {
                     f::handle_killpriv_v2, f::do_readdirplus, f::readdirplus_auto, f::setxattr_ext}) {
     CAPTURE(proto::describe_init_flags(flag));
     CHECK((granted & flag) == flag);
-    CHECK(h.state.conn.has(flag));
+    CHECK(h.state.conn().has(flag));
   }
   CHECK_FALSE((granted & f::auto_inval_data));
-  CHECK(h.state.conn.granted() == granted);
+  CHECK(h.state.conn().granted() == granted);
   // Offered but not wanted stays off: passthrough was offered, nobody asked.
-  CHECK(h.state.conn.offers(f::passthrough));
-  CHECK_FALSE(h.state.conn.has(f::passthrough));
+  CHECK(h.state.conn().offers(f::passthrough));
+  CHECK_FALSE(h.state.conn().has(f::passthrough));
 }
 
 TEST_CASE("setattr decodes every FATTR bit") {
@@ -475,25 +475,25 @@ TEST_CASE("interrupt: registered, then the filesystem is told") {
   h.feed(make_request(op::interrupt, 201, 0, wire{}.add(proto::interrupt_in{.unique = 200})));
   CHECK(h.rec.size() == before);  // never answered
   CHECK(h.fs.interrupted == std::vector<std::uint64_t>{200});
-  CHECK(h.state.interrupts.contains(200));
+  CHECK(h.state.interrupts().contains(200));
 }
 
 TEST_CASE("open reply flags and entry/attr timeouts are encoded") {
   opened o{.fh = 3, .direct_io = true, .keep_cache = true, .nonseekable = true, .cache_dir = true, .stream = true,
            .noflush = true, .parallel_direct_writes = true};
-  auto out = encode_open(o);
+  auto out = detail::encode_open(o);
   namespace fo = proto::fopen;
   CHECK(out.open_flags == (fo::direct_io | fo::keep_cache | fo::nonseekable | fo::cache_dir | fo::stream |
                            fo::noflush | fo::parallel_direct_writes));
-  CHECK(encode_open(opened{}).open_flags == 0);
+  CHECK(detail::encode_open(opened{}).open_flags == 0);
   entry e{.node = 4, .entry_valid_for = std::chrono::milliseconds(2500), .attr_valid_for = std::chrono::hours(1)};
-  auto eo = encode_entry(e);
+  auto eo = detail::encode_entry(e);
   CHECK(eo.entry_valid == 2);
   CHECK(eo.entry_valid_nsec == 500'000'000);
   CHECK(eo.attr_valid == 3600);
   CHECK(eo.attr_valid_nsec == 0);
   e.entry_valid_for = timeout::zero();
-  CHECK(encode_entry(e).entry_valid == 0);
+  CHECK(detail::encode_entry(e).entry_valid == 0);
 }
 
 TEST_CASE("readdirplus packs entries with attributes; . and .. carry no node") {
@@ -531,8 +531,8 @@ namespace {
 // A coroutine handler that reads the kernel's page cache back through the
 // notifier while it runs.
 struct retrieving_fs : filesystem_base<retrieving_fs> {
-  task<std::string> getxattr(request&, ino node, std::string_view) {
-    auto r = co_await notify().retrieve(node, 100, 8);
+  task<std::string> getxattr(request& req, ino node, std::string_view) {
+    auto r = co_await req.notify().retrieve(node, 100, 8);
     if (!r) co_return error(r.error());
     co_return std::to_string(r->offset) + ":" + std::string(reinterpret_cast<const char*>(r->data.data()), r->data.size());
   }
@@ -547,9 +547,9 @@ T payload_as(const fusexx::testing::reply& r) {
 
 TEST_CASE("notifications: each is one message with unique 0 and its code, attached at INIT") {
   harness<all_ops_fs> h;
-  CHECK(h.fs.notify().inval_inode(5).error().value() == ENOTCONN);  // nothing attached before INIT
+  CHECK(h.state.notify().inval_inode(5).error().value() == ENOTCONN);  // nothing attached before INIT
   h.init();
-  auto& n = h.fs.notify();
+  auto& n = h.state.notify();
   auto sent = [&] { return h.rec.last(); };
   REQUIRE(n.inval_inode(5, -1, 0));
   CHECK(sent().header.unique == 0);
@@ -610,7 +610,7 @@ TEST_CASE("retrieve: NOTIFY_REPLY resumes the coroutine that asked, on the threa
   CHECK(out.nodeid == 6);
   CHECK(out.offset == 100);
   CHECK(out.size == 8);
-  CHECK(h.state.counters.in_flight.load() == 1);
+  CHECK(h.state.counters().in_flight.load() == 1);
 
   // The kernel's answer arrives as a request, read by another worker.
   proto::notify_retrieve_in in{};
@@ -622,7 +622,7 @@ TEST_CASE("retrieve: NOTIFY_REPLY resumes the coroutine that asked, on the threa
   REQUIRE(h.rec.size() == before + 2);
   CHECK(h.rec.last().header.unique == 300);
   CHECK(h.rec.last().text() == "100:bytes");
-  CHECK(h.state.counters.in_flight.load() == 0);
+  CHECK(h.state.counters().in_flight.load() == 0);
 
   // A reply nobody waits for (or one cut short) is dropped without an answer.
   CHECK(h.feed(make_request(op::notify_reply, 999, 6, wire{}.add(in).raw("bytes"))) == 0);
@@ -633,10 +633,10 @@ TEST_CASE("retrieve: a waiting retrieve ends with ENOTCONN when the notifier is 
   harness<retrieving_fs> h;
   h.init();
   REQUIRE(h.feed(make_request(op::getxattr, 310, 6, wire{}.add(proto::getxattr_in{.size = 64}).name("user.c"))) == 1);
-  h.fs.notify().detach();
+  h.state.notify().detach();
   CHECK(h.rec.last().header.unique == 310);
   CHECK(h.rec.last().error() == ENOTCONN);
-  CHECK(h.state.counters.in_flight.load() == 0);
+  CHECK(h.state.counters().in_flight.load() == 0);
 }
 
 TEST_CASE("retrieve_wait: the blocking form, with a time limit") {
@@ -651,9 +651,9 @@ TEST_CASE("retrieve_wait: the blocking form, with a time limit") {
     in.size = 3;
     h.feed(make_request(op::notify_reply, out.notify_unique, out.nodeid, wire{}.add(in).raw("abc")));
   });
-  auto r = h.fs.notify().retrieve_wait(6, 0, 3);
+  auto r = h.state.notify().retrieve_wait(6, 0, 3);
   kernel.join();
   REQUIRE(r);
   CHECK(r->data.size() == 3);
-  CHECK(h.fs.notify().retrieve_wait(6, 0, 3, std::chrono::milliseconds(1)).error().value() == ETIMEDOUT);
+  CHECK(h.state.notify().retrieve_wait(6, 0, 3, std::chrono::milliseconds(1)).error().value() == ETIMEDOUT);
 }

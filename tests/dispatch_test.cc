@@ -130,8 +130,8 @@ TEST_CASE("INIT grants what the kernel offers and the filesystem wants") {
   CHECK(out.max_write == out.max_pages * connection::page_size());
   CHECK(out.max_readahead <= 131072);
   CHECK(out.time_gran == 1);
-  CHECK(h.state.current() == session_state::phase::serving);
-  CHECK(h.state.conn.request_buffer_size() >= 80 + out.max_write);
+  CHECK(h.state.init().current() == session_phase::serving);
+  CHECK(h.state.conn().request_buffer_size() >= 80 + out.max_write);
 }
 
 TEST_CASE("INIT honours a filesystem's smaller max_write") {
@@ -149,16 +149,16 @@ TEST_CASE("INIT version rules") {
     CHECK(r.error() == 0);
     CHECK(r.as<proto::init_out>().major == 7);
     CHECK(r.as<proto::init_out>().max_write == 0);
-    CHECK(h.state.current() == session_state::phase::waiting_for_init);
+    CHECK(h.state.init().current() == session_phase::waiting);
     CHECK(h.init(7, 45).error() == 0);
-    CHECK(h.state.current() == session_state::phase::serving);
+    CHECK(h.state.init().current() == session_phase::serving);
   }
   SUBCASE("an older major or a too-old minor is refused") {
     harness<test_fs> a;
     CHECK(a.init(6, 0).error() == EPROTO);
     harness<test_fs> b;
     CHECK(b.init(7, 11).error() == EPROTO);
-    CHECK(b.state.current() == session_state::phase::init_failed);
+    CHECK(b.state.init().current() == session_phase::failed);
   }
   SUBCASE("minor 22 gets the 24-byte reply") {
     harness<test_fs> h;
@@ -177,13 +177,13 @@ TEST_CASE("init() errors become the INIT reply's error") {
   harness<test_fs> h;
   h.fs.init_errno = EHOSTDOWN;
   CHECK(h.init().error() == EHOSTDOWN);
-  CHECK(h.state.current() == session_state::phase::init_failed);
-  CHECK(h.state.init_error().value() == EHOSTDOWN);
+  CHECK(h.state.init().current() == session_phase::failed);
+  CHECK(h.state.init().error().value() == EHOSTDOWN);
 
   harness<test_fs> t;
   t.fs.init_throws = true;
   CHECK(t.init().error() == EIO);
-  CHECK(t.state.current() == session_state::phase::init_failed);
+  CHECK(t.state.init().current() == session_phase::failed);
 }
 
 TEST_CASE("requests before INIT are refused") {
@@ -199,11 +199,11 @@ TEST_CASE("a request right after the INIT reply is served, even before the phase
   fusexx::testing::reply early;
   bool phase_was_serving = true;
   h.state.after_init_reply = [&](const connection&) {
-    phase_was_serving = h.state.current() == session_state::phase::serving;
+    phase_was_serving = h.state.init().current() == session_phase::serving;
     buffer own(64 * 1024);
     const auto bytes = fusexx::testing::make_request(op::getattr, 40, 1, wire{}.add(proto::getattr_in{}));
     std::memcpy(own.data(), bytes.data(), bytes.size());
-    incoming in{.bytes = std::span<const std::byte>(own.data(), bytes.size()),
+    detail::incoming in{.bytes = std::span<const std::byte>(own.data(), bytes.size()),
                 .scratch = own.span().subspan(4096),
                 .owner = &own,
                 .sink = h.rec.sink()};
@@ -215,7 +215,7 @@ TEST_CASE("a request right after the INIT reply is served, even before the phase
   CHECK(h.rec.replies.front().error() == 0);
   CHECK_FALSE(phase_was_serving);
   CHECK(early.error() == 0);
-  CHECK(h.state.current() == session_state::phase::serving);
+  CHECK(h.state.init().current() == session_phase::serving);
 }
 
 TEST_CASE("lookup: found, not found, and the caller's identity") {
@@ -262,7 +262,7 @@ TEST_CASE("malformed requests get EINVAL or EIO, never a read past the end") {
   SUBCASE("shorter than a header: dropped, there is nobody to answer") {
     std::vector<std::byte> stub(20, std::byte{1});
     CHECK(h.feed(stub) == 0);
-    CHECK(h.state.counters.malformed.load() == 1);
+    CHECK(h.state.counters().malformed.load() == 1);
   }
 }
 
@@ -313,7 +313,7 @@ TEST_CASE("a suspended coroutine handler keeps its buffer and replies when resum
   w.size = 5;
   REQUIRE(h.feed(fusexx::testing::make_request(op::write, 70, 2, wire{}.add(w).raw("hello"))) == 0);
   CHECK_FALSE(h.buf);  // taken over by the suspended request
-  CHECK(h.state.counters.in_flight.load() == 1);
+  CHECK(h.state.counters().in_flight.load() == 1);
 
   // The transport goes on with a fresh buffer meanwhile.
   CHECK(h.call(op::lookup, 1, wire{}.name("a")).error() == 0);
@@ -324,7 +324,7 @@ TEST_CASE("a suspended coroutine handler keeps its buffer and replies when resum
   CHECK(r.header.unique == 70);
   CHECK(r.error() == 0);
   CHECK(r.as<proto::write_out>().size == 5);
-  CHECK(h.state.counters.in_flight.load() == 0);
+  CHECK(h.state.counters().in_flight.load() == 0);
 }
 
 TEST_CASE("an exception escaping a handler becomes EIO") {
@@ -398,7 +398,7 @@ TEST_CASE("forget, batch_forget and interrupt are not answered") {
   h.feed(fusexx::testing::make_request(op::interrupt, 97, 0, wire{}.add(proto::interrupt_in{.unique = 96})));
   CHECK(h.rec.size() == before);
   CHECK(h.fs.forgotten == std::vector<std::pair<ino, std::uint64_t>>{{2, 3}, {4, 1}, {5, 2}, {6, 1}});
-  CHECK(h.state.interrupts.contains(96));
+  CHECK(h.state.interrupts().contains(96));
 }
 
 TEST_CASE("destroy calls the filesystem and is answered") {
@@ -406,7 +406,7 @@ TEST_CASE("destroy calls the filesystem and is answered") {
   h.init();
   CHECK(h.call(op::destroy, 0).error() == 0);
   CHECK(h.fs.destroyed);
-  CHECK(h.state.current() == session_state::phase::destroyed);
+  CHECK(h.state.init().current() == session_phase::ended);
 }
 
 TEST_CASE("task<T> chains: errors and values flow through co_await") {
@@ -449,16 +449,16 @@ TEST_CASE("INIT asks for POSIX locks when getlk and setlk exist, for flock locks
   namespace f = proto::init_flag;
   harness<test_fs> none;
   none.init();
-  CHECK_FALSE(none.state.conn.has(f::posix_locks));
-  CHECK_FALSE(none.state.conn.has(f::flock_locks));
+  CHECK_FALSE(none.state.conn().has(f::posix_locks));
+  CHECK_FALSE(none.state.conn().has(f::flock_locks));
   harness<posix_locks_fs> posix;
   posix.init();
-  CHECK(posix.state.conn.has(f::posix_locks));
-  CHECK_FALSE(posix.state.conn.has(f::flock_locks));
+  CHECK(posix.state.conn().has(f::posix_locks));
+  CHECK_FALSE(posix.state.conn().has(f::flock_locks));
   harness<flock_fs> bsd;
   bsd.init();
-  CHECK_FALSE(bsd.state.conn.has(f::posix_locks));
-  CHECK(bsd.state.conn.has(f::flock_locks));
+  CHECK_FALSE(bsd.state.conn().has(f::posix_locks));
+  CHECK(bsd.state.conn().has(f::flock_locks));
 }
 
 TEST_CASE("destroy() runs once: on DESTROY, and not again when the server ends the session") {

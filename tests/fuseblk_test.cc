@@ -99,9 +99,9 @@ TEST_CASE("fuseblk: FIBMAP reaches bmap, and unmounting sends DESTROY") {
 
   // Unmount from outside: the kernel sends DESTROY (and waits for its reply)
   // before umount returns; stop() has not run, so destroy() came from it.
-  REQUIRE(m.srv().state().current() == session_state::phase::serving);
+  REQUIRE(m.srv().session().init().current() == session_phase::serving);
   REQUIRE(::umount2(m.path().c_str(), 0) == 0);
-  CHECK(m.srv().state().current() == session_state::phase::destroyed);
+  CHECK(m.srv().session().init().current() == session_phase::ended);
   CHECK(m.fs.kernel_lookups() == 0);
   m.stop();
 }

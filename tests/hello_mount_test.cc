@@ -82,8 +82,8 @@ TEST_CASE("hello: stat, readdir, read and errors through the kernel") {
     CHECK(vfs.f_namemax == 255);
   }).join();
 
-  CHECK(srv.state().counters.requests.load() > 10);
-  CHECK(srv.state().counters.malformed.load() == 0);
+  CHECK(srv.session().counters().requests.load() > 10);
+  CHECK(srv.session().counters().malformed.load() == 0);
   srv.stop();
   CHECK_FALSE(is_fuse_mounted(dir.path()));
 }

@@ -62,7 +62,7 @@ TEST_CASE("synchronous INIT: INIT is answered during the mount call") {
     auto r = srv.start();
     REQUIRE_MESSAGE(r, (r ? "" : r.error().message));
     CHECK(srv.sync_init() == m.sync);
-    CHECK(srv.state().init_arrived_during_mount() == m.sync);
+    CHECK(srv.session().init().arrived_during_mount() == m.sync);
     CHECK(slurp(dir.path() + "/hello.txt") == greeting);
     srv.stop();
     CHECK_FALSE(is_fuse_mounted(dir.path()));
@@ -164,7 +164,7 @@ TEST_CASE("the --sync-init helper protocol") {
     REQUIRE_MESSAGE(r, (r ? "" : r.error().message));
     CHECK(srv.method() == mount_method::fusermount);
     CHECK(srv.sync_init());
-    CHECK(srv.state().init_arrived_during_mount());
+    CHECK(srv.session().init().arrived_during_mount());
     CHECK(slurp(dir.path() + "/hello.txt") == greeting);
     srv.stop();  // unmounts through the helper
     CHECK_FALSE(is_fuse_mounted(dir.path()));
@@ -195,7 +195,7 @@ TEST_CASE("the --sync-init helper protocol") {
     ::unsetenv("FAKE_FUSERMOUNT_NO_SYNC");
     REQUIRE_MESSAGE(r, (r ? "" : r.error().message));
     CHECK_FALSE(srv.sync_init());
-    CHECK_FALSE(srv.state().init_arrived_during_mount());
+    CHECK_FALSE(srv.session().init().arrived_during_mount());
     CHECK(slurp(mp + "/hello.txt") == greeting);
     srv.stop();
     CHECK_FALSE(is_fuse_mounted(mp));

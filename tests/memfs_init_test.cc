@@ -165,7 +165,7 @@ TEST_CASE("explicit_inval_data: cached pages survive a changed mtime until memfs
       continue;
     }
     CHECK(pread_all(fd, 8192) == old_data);  // still the cached pages
-    REQUIRE(m.fs.notify().inval_inode(id, 0, 0).has_value());
+    REQUIRE(m.srv().session().notify().inval_inode(id, 0, 0).has_value());
     CHECK(pread_all(fd, 8192) == std::string(8192, 'B'));
   }
 }

@@ -262,8 +262,8 @@ TEST_CASE("a lock request still blocked when the server stops ends with it: dest
   // waiter: it finished (its reply dropped with the connection) instead of
   // being abandoned still suspended.
   CHECK(m.fs.lock_waiters() == 0);
-  CHECK(m.srv().state().counters.in_flight.load() == 0);
-  CHECK(m.srv().state().current() == session_state::phase::destroyed);
+  CHECK(m.srv().session().counters().in_flight.load() == 0);
+  CHECK(m.srv().session().init().current() == session_phase::ended);
   CHECK(child.wait() == 0);
   ::close(fd);
 }

@@ -84,7 +84,7 @@ TEST_CASE("every kind of reference is given back when the files are deleted") {
   CHECK(eventually([&] { return m.fs.live_inodes() == base_inodes; }));
   CHECK(m.fs.kernel_lookups() == base_lookups);
   CHECK(m.fs.forget_errors() == 0);
-  CHECK(m.srv().state().counters.forgets.load() > 0);
+  CHECK(m.srv().session().counters().forgets.load() > 0);
 }
 
 TEST_CASE("creating and deleting many files leaves memory where it started") {
@@ -154,7 +154,7 @@ TEST_CASE("lookup counts drain to zero when the kernel is told to prune what it 
   CHECK(eventually([&] {
     auto nodes = m.fs.referenced_nodes();
     std::ranges::sort(nodes, std::greater{});  // younger (here: deeper) nodes first; parents then follow
-    return m.fs.notify().prune(nodes) && m.fs.kernel_lookups() == 0;
+    return m.srv().session().notify().prune(nodes) && m.fs.kernel_lookups() == 0;
   }));
   CHECK(m.fs.forget_errors() == 0);
   CHECK(m.fs.live_inodes() == 1 + 2 + 200);  // nothing was deleted: all still there

@@ -114,8 +114,8 @@ struct notify_fs : filesystem_base<notify_fs> {
   }
   // The file's bytes as the kernel caches them, read back while handling a
   // request: a coroutine that waits for the NOTIFY_REPLY.
-  task<std::string> getxattr(request&, ino i, std::string_view) {
-    auto r = co_await notify().retrieve(i, 0, 64);
+  task<std::string> getxattr(request& req, ino i, std::string_view) {
+    auto r = co_await req.notify().retrieve(i, 0, 64);
     if (!r) co_return error(r.error());
     co_return std::string(reinterpret_cast<const char*>(r->data.data()), r->data.size());
   }
@@ -123,7 +123,7 @@ struct notify_fs : filesystem_base<notify_fs> {
 
 struct notify_mount : mounted<notify_fs> {
   notify_mount() { REQUIRE_MESSAGE(ok(), error()); }
-  notifier& n() { return fs.notify(); }
+  notifier& n() { return srv().session().notify(); }
   bool exists(const std::string& name) {
     struct stat st {};
     return ::stat(path(name).c_str(), &st) == 0;

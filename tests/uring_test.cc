@@ -123,7 +123,7 @@ TEST_CASE("requests arrive through one ring per CPU, and handlers await I/O on t
   REQUIRE_MESSAGE(r, (r ? "" : r.error().message));
   REQUIRE(srv.using_uring());
   CHECK(srv.uring_queue_count() == transport::possible_cpu_count());
-  const auto ring_before = srv.state().counters.via_ring.load();
+  const auto ring_before = srv.session().counters().via_ring.load();
 
   // From every CPU: the kernel picks the queue of the CPU the caller runs on.
   for (unsigned cpu = 0; cpu < transport::possible_cpu_count(); ++cpu) {
@@ -132,7 +132,7 @@ TEST_CASE("requests arrive through one ring per CPU, and handlers await I/O on t
       CHECK(slurp(mp + "/data") == content);
     }).join();
   }
-  CHECK(srv.state().counters.via_ring.load() > ring_before);
+  CHECK(srv.session().counters().via_ring.load() > ring_before);
 
   // Two readers on one CPU share one queue thread; their handlers sleep on
   // the ring, so both are in flight at once instead of one after the other.
@@ -147,11 +147,11 @@ TEST_CASE("requests arrive through one ring per CPU, and handlers await I/O on t
   CHECK(fs.most_in_flight.load() >= 2);
 
   // FORGET stays on /dev/fuse: drop the kernel's inodes and watch them come.
-  const auto device_before = srv.state().counters.via_device.load();
+  const auto device_before = srv.session().counters().via_device.load();
   ::sync();
   std::ofstream("/proc/sys/vm/drop_caches") << "2";
   CHECK(eventually([&] { return fs.forgets.load() > 0; }));
-  CHECK(srv.state().counters.via_device.load() > device_before);
+  CHECK(srv.session().counters().via_device.load() > device_before);
 
   srv.stop();
   CHECK_FALSE(is_fuse_mounted(mp));
@@ -168,9 +168,9 @@ TEST_CASE("queues that register before INIT is answered get EAGAIN, retry, and t
   REQUIRE_MESSAGE(transport::uring_unavailable_reason().empty(), transport::uring_unavailable_reason());
   temp_dir dir;
   hello_fs fs;
-  session_state state;
-  dispatcher<hello_fs> d(fs, state);
-  state.conn.want(proto::init_flag::over_io_uring);
+  fusexx::session state;
+  detail::dispatcher<hello_fs> d(fs, state);
+  state.conn().want(proto::init_flag::over_io_uring);
 
   unique_fd device(::open("/dev/fuse", O_RDWR | O_CLOEXEC));
   REQUIRE(device);
@@ -185,7 +185,7 @@ TEST_CASE("queues that register before INIT is answered get EAGAIN, retry, and t
   REQUIRE(rings.prepare(sized).empty());
   rings.go();
   const std::uint64_t every_queue = rings.queue_count();
-  CHECK(eventually([&] { return state.counters.register_retries.load() >= every_queue; }));
+  CHECK(eventually([&] { return state.counters().register_retries.load() >= every_queue; }));
 
   // Now answer INIT (the /dev/fuse reader the server would run).
   transport::classic_transport<hello_fs> reader(d, device.get(), {});
@@ -201,12 +201,12 @@ TEST_CASE("queues that register before INIT is answered get EAGAIN, retry, and t
   if (!eventually([&] { return read_done.load(); })) abort_fuse_connection_at(dir.path());
   app.join();
   CHECK(got == "Hello, world!\n");
-  CHECK(state.counters.via_ring.load() > 0);
+  CHECK(state.counters().via_ring.load() > 0);
   // A request was served, so every queue has registered (the kernel holds
   // requests until all have): no REGISTER is left to retry.
-  const auto retries = state.counters.register_retries.load();
+  const auto retries = state.counters().register_retries.load();
   std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  CHECK(state.counters.register_retries.load() == retries);
+  CHECK(state.counters().register_retries.load() == retries);
 
   REQUIRE(::umount2(dir.path().c_str(), MNT_DETACH) == 0);
   reader.stop();
@@ -226,7 +226,7 @@ TEST_CASE("the same coroutine handlers work on the classic transport (blocking f
   REQUIRE(srv.start());
   CHECK_FALSE(srv.using_uring());
   CHECK(slurp(mp + "/slow") == "classic bytes");
-  CHECK(srv.state().counters.via_ring.load() == 0);
+  CHECK(srv.session().counters().via_ring.load() == 0);
   srv.stop();
   ::close(fs.backing);
 }
@@ -240,7 +240,7 @@ TEST_CASE("with enable_uring off: automatic falls back and says why; required io
     REQUIRE(automatic.start());
     CHECK_FALSE(automatic.using_uring());
     CHECK(slurp(dir.path() + "/hello.txt") == "Hello, world!\n");
-    CHECK(automatic.state().counters.via_ring.load() == 0);
+    CHECK(automatic.session().counters().via_ring.load() == 0);
     automatic.stop();
   }
   server<hello_fs> required(fs, uring_options(dir.path(), transport_kind::uring));

@@ -38,8 +38,8 @@ inline int write_reply(void* context, const iovec* iov, int count) {
   }
 }
 
-inline reply_sink fd_sink(int fd) {
-  return reply_sink{reinterpret_cast<void*>(static_cast<std::intptr_t>(fd)), &write_reply};
+inline detail::reply_sink fd_sink(int fd) {
+  return detail::reply_sink{reinterpret_cast<void*>(static_cast<std::intptr_t>(fd)), &write_reply};
 }
 
 // A second fd on the same connection, or an error (e.g. EPERM before mount).
@@ -59,7 +59,7 @@ struct classic_options {
 template <filesystem Fs>
 class classic_transport {
  public:
-  classic_transport(dispatcher<Fs>& d, int session_fd, classic_options options)
+  classic_transport(detail::dispatcher<Fs>& d, int session_fd, classic_options options)
       : dispatcher_(d), session_fd_(session_fd), options_(options) {}
   classic_transport(const classic_transport&) = delete;
   classic_transport& operator=(const classic_transport&) = delete;
@@ -130,9 +130,9 @@ class classic_transport {
     // the connection has ended, a handler suspended on a ring that is gone
     // will never resume.
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
-    while (dispatcher_.state().counters.in_flight.load() > 0) {
+    while (dispatcher_.session().counters().in_flight.load() > 0) {
       if (std::chrono::steady_clock::now() > deadline) {
-        log::warn("abandoning {} unfinished request(s)", dispatcher_.state().counters.in_flight.load());
+        log::warn("abandoning {} unfinished request(s)", dispatcher_.session().counters().in_flight.load());
         break;
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
@@ -180,7 +180,7 @@ class classic_transport {
 
     buffer buf;
     while (!stopping_.load(std::memory_order_acquire)) {
-      const std::size_t wanted = write_data_offset + dispatcher_.state().conn.request_buffer_size();
+      const std::size_t wanted = write_data_offset + dispatcher_.session().conn().request_buffer_size();
       if (!buf || buf.size() < wanted) buf = buffer(wanted);  // first use, taken by a handler, or INIT grew it
       const std::span<std::byte> area = buf.span().subspan(write_data_offset);
       ssize_t n = ::read(w.fd, area.data(), area.size());
@@ -189,14 +189,14 @@ class classic_transport {
         if (err == EINTR || err == EAGAIN) continue;
         if (err == ENOENT) continue;  // the request was interrupted before we could read it
         if (err == ENODEV) break;     // unmounted: the connection is over
-        if (err == EINVAL && buf.size() < write_data_offset + dispatcher_.state().conn.request_buffer_size()) continue;
+        if (err == EINVAL && buf.size() < write_data_offset + dispatcher_.session().conn().request_buffer_size()) continue;
         log::error("reading /dev/fuse failed: {}", std::strerror(err));
         break;
       }
       const std::size_t len = static_cast<std::size_t>(n);
-      dispatcher_.state().counters.via_device.fetch_add(1, std::memory_order_relaxed);
+      dispatcher_.session().counters().via_device.fetch_add(1, std::memory_order_relaxed);
       const std::size_t scratch_at = std::min(buf.size(), (write_data_offset + len + 63) & ~std::size_t{63});
-      incoming in{.bytes = std::span<const std::byte>(area.data(), len),
+      detail::incoming in{.bytes = std::span<const std::byte>(area.data(), len),
                   .scratch = buf.span().subspan(scratch_at),
                   .owner = &buf,
                   .sink = fd_sink(w.fd)};
@@ -214,7 +214,7 @@ class classic_transport {
   static constexpr std::size_t write_data_offset =
       connection::header_room - sizeof(proto::in_header) - sizeof(proto::write_in);
 
-  dispatcher<Fs>& dispatcher_;
+  detail::dispatcher<Fs>& dispatcher_;
   int session_fd_;
   classic_options options_;
   std::mutex mutex_;

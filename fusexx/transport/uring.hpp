@@ -100,7 +100,7 @@ inline void prep_fuse_cmd(io_uring_sqe* sqe, int fuse_fd, proto::uring_cmd cmd, 
 template <filesystem Fs>
 class uring_transport {
  public:
-  uring_transport(dispatcher<Fs>& d, int fuse_fd, uring_options options)
+  uring_transport(detail::dispatcher<Fs>& d, int fuse_fd, uring_options options)
       : dispatcher_(d), fuse_fd_(fuse_fd), options_(options) {}
   uring_transport(const uring_transport&) = delete;
   uring_transport& operator=(const uring_transport&) = delete;
@@ -329,7 +329,7 @@ class uring_transport {
 
     void on_entry(entry& e, int res) {
       if (res == -EAGAIN) {
-        transport.dispatcher_.state().counters.register_retries.fetch_add(1, std::memory_order_relaxed);
+        transport.dispatcher_.session().counters().register_retries.fetch_add(1, std::memory_order_relaxed);
         e.pause_first = true;
         to_register.push_back(&e);
         return;
@@ -345,8 +345,8 @@ class uring_transport {
     }
 
     void handle_request(entry& e) {
-      auto& state = transport.dispatcher_.state();
-      state.counters.via_ring.fetch_add(1, std::memory_order_relaxed);
+      auto& state = transport.dispatcher_.session();
+      state.counters().via_ring.fetch_add(1, std::memory_order_relaxed);
       proto::in_header h;
       std::memcpy(&h, e.header->in_out, sizeof h);
       const std::size_t payload_size = e.header->ring_ent_in_out.payload_sz;
@@ -355,24 +355,23 @@ class uring_transport {
       const std::size_t total = h.len;
       if (payload_size > e.payload.size() || total < sizeof h + payload_size ||
           total - sizeof h - payload_size > proto::op_in_size) {
-        state.counters.malformed.fetch_add(1, std::memory_order_relaxed);
+        state.counters().malformed.fetch_add(1, std::memory_order_relaxed);
         log::error("io_uring queue {}: request {:#x} has inconsistent sizes", qid, h.unique);
-        send_reply(sink_for(e), h.unique, EIO);
+        detail::send_reply(sink_for(e), h.unique, EIO);
         return;
       }
       const std::size_t arg0 = total - sizeof h - payload_size;
       std::memcpy(e.head, &h, sizeof h);
       std::memcpy(e.head + sizeof h, e.header->op_in, arg0);
       const std::size_t scratch_at = std::min(e.payload.size(), (payload_size + 63) & ~std::size_t{63});
-      incoming in{.bytes = std::span<const std::byte>(e.head, sizeof h + arg0),
+      detail::incoming in{.bytes = std::span<const std::byte>(e.head, sizeof h + arg0),
                   .scratch = e.payload.span().subspan(scratch_at),
                   .owner = nullptr,  // the entry's buffers stay reserved until its commit
                   .sink = sink_for(e),
                   .payload = std::span<const std::byte>(e.payload.data(), payload_size)};
-      transport.dispatcher_.handle(in);
       // Requests that get no reply (NOTIFY_REPLY) still have to give their
       // entry back to the kernel.
-      if (static_cast<proto::opcode>(h.opcode) == proto::opcode::notify_reply) commit_empty(e, h.unique);
+      if (transport.dispatcher_.handle(in) == detail::disposition::no_reply) commit_empty(e, h.unique);
     }
 
     void commit_empty(entry& e, std::uint64_t unique) {
@@ -384,7 +383,7 @@ class uring_transport {
       commit(e);
     }
 
-    reply_sink sink_for(entry& e) { return reply_sink{&e, &queue::write_reply}; }
+    detail::reply_sink sink_for(entry& e) { return detail::reply_sink{&e, &queue::write_reply}; }
 
     // The reply sink: the header goes to in_out, data to the payload buffer
     // (already there when the handler built it in place), then commit.
@@ -427,7 +426,7 @@ class uring_transport {
     }
   };
 
-  dispatcher<Fs>& dispatcher_;
+  detail::dispatcher<Fs>& dispatcher_;
   int fuse_fd_;
   uring_options options_;
   std::vector<std::unique_ptr<queue>> queues_;

@@ -87,7 +87,7 @@ struct recorder {
     rec->replies.push_back(std::move(r));
     return 0;
   }
-  reply_sink sink() { return reply_sink{this, &recorder::send}; }
+  detail::reply_sink sink() { return detail::reply_sink{this, &recorder::send}; }
   std::size_t size() {
     std::lock_guard lock(mutex);
     return replies.size();
@@ -102,8 +102,8 @@ struct recorder {
 template <class Fs>
 struct harness {
   Fs fs;
-  session_state state;
-  dispatcher<Fs> d{fs, state};
+  fusexx::session state;
+  detail::dispatcher<Fs> d{fs, state};
   recorder rec;
   buffer buf{64 * 1024};
 
@@ -113,7 +113,7 @@ struct harness {
     std::memcpy(buf.data(), bytes.data(), bytes.size());
     const std::size_t scratch_at = (bytes.size() + 63) & ~std::size_t{63};
     const std::size_t before = rec.size();
-    incoming in{.bytes = std::span<const std::byte>(buf.data(), bytes.size()),
+    detail::incoming in{.bytes = std::span<const std::byte>(buf.data(), bytes.size()),
                 .scratch = buf.span().subspan(scratch_at),
                 .owner = &buf,
                 .sink = rec.sink()};

@@ -1,0 +1,88 @@
+#pragma once
+// The handlers of a session that are in flight as coroutines: an async scope
+// (as in cppcoro's async_scope). A coroutine handler joins it before it first
+// runs and leaves it once its reply is sent, so the server can
+//   - join it: wait, without polling, until every handler has replied
+//     (park, stop);
+//   - say which requests it could not bring to an end when a wait is bounded;
+//   - interrupt every handler still waiting (stop), so that handlers that
+//     honour interrupts (a blocked lock request) end now.
+// Members are intrusive (they live in the handler's frame): joining and
+// leaving take one lock and allocate nothing.
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <mutex>
+#include <vector>
+
+#include "../proto/abi.hpp"
+#include "../types.hpp"
+#include "event.hpp"
+
+namespace fusexx {
+
+// A request that is still being handled.
+struct request_in_flight {
+  std::uint64_t unique = 0;
+  proto::opcode opcode{};
+  ino node = 0;
+};
+
+namespace detail {
+
+class handler_scope {
+ public:
+  using clock = std::chrono::steady_clock;
+
+  struct member {
+    request_in_flight request;
+    member* prev = nullptr;
+    member* next = nullptr;
+  };
+
+  handler_scope() = default;
+  handler_scope(const handler_scope&) = delete;
+  handler_scope& operator=(const handler_scope&) = delete;
+
+  void enter(member& m) {
+    std::lock_guard lock(mutex_);
+    m.prev = nullptr;
+    m.next = head_;
+    if (head_) head_->prev = &m;
+    head_ = &m;
+    ++size_;
+  }
+  void leave(member& m) {
+    std::lock_guard lock(mutex_);
+    if (m.prev) m.prev->next = m.next;
+    else head_ = m.next;
+    if (m.next) m.next->prev = m.prev;
+    if (--size_ == 0) empty_.notify_all();
+  }
+
+  std::size_t size() const {
+    std::lock_guard lock(mutex_);
+    return size_;
+  }
+  std::vector<request_in_flight> members() const {
+    std::lock_guard lock(mutex_);
+    std::vector<request_in_flight> out;
+    for (member* m = head_; m; m = m->next) out.push_back(m->request);
+    return out;
+  }
+
+  // Blocks until every member has left, or `deadline`; true if none is left.
+  bool join(clock::time_point deadline) {
+    std::unique_lock lock(mutex_);
+    return empty_.wait_until(lock, deadline, [&] { return size_ == 0; });
+  }
+
+ private:
+  mutable std::mutex mutex_;
+  std::condition_variable empty_;
+  member* head_ = nullptr;
+  std::size_t size_ = 0;
+};
+
+}  // namespace detail
+}  // namespace fusexx
