@@ -26,6 +26,7 @@
 #include "buffer.hpp"
 #include "codec.hpp"
 #include "detail/fence.hpp"
+#include "detail/fire_and_forget.hpp"
 #include "detail/handler_scope.hpp"
 #include "detail/incoming.hpp"
 #include "detail/negotiate.hpp"
@@ -446,17 +447,8 @@ class dispatcher {
       fenced("release()", [&] { (void)call(r); });
     }
   }
-  struct dropped {
-    struct promise_type {
-      dropped get_return_object() noexcept { return {}; }
-      std::suspend_never initial_suspend() noexcept { return {}; }
-      std::suspend_never final_suspend() noexcept { return {}; }
-      void return_void() noexcept {}
-      void unhandled_exception() noexcept { std::terminate(); }
-    };
-  };
   template <class Call>
-  static dropped run_dropping(Call call, request r) {
+  static fire_and_forget run_dropping(Call call, request r) {
     auto done = co_await call(r).catching();
     if (done.exception) fenced("release()", [&] { std::rethrow_exception(done.exception); });
   }

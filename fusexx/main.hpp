@@ -8,7 +8,6 @@
 // mount options (memfs insists on default_permissions that way).
 // Without -f it daemonizes, and returns only when the filesystem is mounted
 // and ready, or fails with the reason. SIGINT, SIGTERM and SIGHUP unmount.
-#include <poll.h>
 #include <signal.h>
 #include <sys/signalfd.h>
 
@@ -18,6 +17,7 @@
 #include <string_view>
 
 #include "daemonize.hpp"
+#include "event_loop.hpp"
 #include "failure.hpp"
 #include "filesystem.hpp"
 #include "log.hpp"
@@ -179,10 +179,38 @@ void print_usage(const char* argv0) {
   if constexpr (has_usage<Fs>) std::printf("\n%s", std::string(Fs::usage).c_str());
 }
 
+// The whole life of a server, as one coroutine on the main thread's event
+// loop: start (mount, INIT answered | deadline | cancelled), tell the daemon's
+// parent, then serve until a stop signal | the filesystem unmounted from
+// outside, then stop (in-flight handlers awaited, destroy()). Returns the
+// exit status.
+template <filesystem Fs>
+task<int> serve(event_loop& loop, server<Fs>& srv, daemon_guard& guard, int signals) {
+  const std::stop_token parent_gone = guard.stopped();
+  auto started = co_await srv.start_async(loop, parent_gone);
+  if (!started || !*started) {
+    const failure f = started ? started->error() : failure{started.error(), started.error().message()};
+    if (guard.background()) guard.report(f);
+    else std::fprintf(stderr, "fusexx: %s\n", f.message.c_str());
+    co_return f.code.value() > 0 && f.code.value() < 256 ? f.code.value() : 1;
+  }
+  guard.commit();
+  log::info("serving {}", srv.mountpoint());
+
+  if (co_await loop.first_ready(signals, srv.ended_fd()) == 0) {
+    signalfd_siginfo info{};
+    if (::read(signals, &info, sizeof info) == sizeof info)
+      log::info("signal {}: unmounting {}", info.ssi_signo, srv.mountpoint());
+  }
+  co_await srv.stop_async(loop);
+  co_return 0;
+}
+
 // Serves `fs` at the command line's mountpoint until unmounted or signalled.
 template <filesystem Fs>
 int run(Fs& fs, const command_line& cl) {
   if (cl.debug) log::set_level(log::level::debug);
+  // Forks (when not in the foreground) before any thread exists.
   auto guard = daemon_guard::start(cl.daemon);
   if (!guard) {
     std::fprintf(stderr, "fusexx: %s\n", guard.error().message.c_str());
@@ -196,29 +224,12 @@ int run(Fs& fs, const command_line& cl) {
   unique_fd signals(::signalfd(-1, &stop_signals, SFD_CLOEXEC));
 
   server<Fs> srv(fs, cl.server);
-  if (auto r = srv.start(guard->stopped()); !r) {
-    if (guard->background()) guard->report(r.error());
-    else std::fprintf(stderr, "fusexx: %s\n", r.error().message.c_str());
-    const int code = r.error().code.value() > 0 && r.error().code.value() < 256 ? r.error().code.value() : 1;
-    // A handler that never returned (a hung init()) cannot be joined; nothing
-    // is mounted any more, so leave without waiting for it.
-    if (srv.has_stuck_workers()) std::_Exit(code);
-    return code;
-  }
-  guard->commit();
-  log::info("serving {}", srv.mountpoint());
-
-  // Wait for a stop signal or for the filesystem to be unmounted from outside.
-  pollfd pfds[2] = {{signals.get(), POLLIN, 0}, {srv.ended_fd(), POLLIN, 0}};
-  while (::poll(pfds, 2, -1) < 0 && errno == EINTR) {
-  }
-  if (pfds[0].revents & POLLIN) {
-    signalfd_siginfo info{};
-    if (::read(signals.get(), &info, sizeof info) == sizeof info)
-      log::info("signal {}: unmounting {}", info.ssi_signo, srv.mountpoint());
-  }
-  srv.stop();
-  return 0;
+  event_loop loop;
+  const int code = loop.run(serve(loop, srv, *guard, signals.get())).value_or(1);
+  // A handler that never returned (a hung init()) cannot be joined; nothing
+  // is mounted any more, so leave without waiting for it.
+  if (srv.has_stuck_workers()) std::_Exit(code);
+  return code;
 }
 
 template <filesystem Fs>

@@ -1,39 +1,43 @@
 #pragma once
-// A mounted, serving filesystem. start() mounts and returns once the kernel's
-// INIT has been answered, so the mount is usable — or fails with the reason
-// and leaves nothing mounted. stop() unmounts and ends the workers; the
-// destructor stops too. wait() returns when the filesystem was unmounted
-// from outside or stop() was called.
+// A mounted, serving filesystem: a session (fusexx/session.hpp), a mount, and
+// a transport — the control channel on the session's /dev/fuse fd plus a data
+// plane (classic readers on cloned fds, or io_uring queues).
 //
-// Start-up, in order (docs/lifecycle.md has the timeline):
-//  1. open /dev/fuse and switch it to synchronous INIT where possible;
-//  2. start the worker that will read INIT (before the mount call when INIT is
-//     synchronous, since that call blocks until INIT is answered);
-//  3. mount; with synchronous INIT a failing init() makes the mount call fail;
-//  4. start the other workers on cloned fds;
-//  5. with asynchronous INIT, wait for INIT; if init() failed, unmount again.
-// A watchdog bounds all of it: if INIT is not answered within init_timeout
-// (a hanging init()), it answers INIT with ETIMEDOUT itself, which fails the
-// mount instead of leaving it blocked forever.
-#include <sys/eventfd.h>
+// Its lifecycle is two coroutines on an event loop (fusexx/event_loop.hpp):
+//   start_async: mount (on a thread: the mount call blocks for synchronous
+//     INIT), awaiting it | the INIT deadline | cancellation; with asynchronous
+//     INIT, then INIT answered | deadline | cancelled; then the data plane.
+//   stop_async:  unmount and end the connection where possible; the channels
+//     stop taking requests; every handler still in flight is interrupted and
+//     awaited; destroy(); close.
+// start() and stop() run them to completion on a loop of their own, for
+// programs without one. park()/resume() hold the server at a request
+// boundary with the connection intact (docs/lifecycle.md, "Parking").
+//
+// docs/lifecycle.md has the timeline and every failure case.
+#include <poll.h>
 
 #include <chrono>
-#include <condition_variable>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <stop_token>
-#include <thread>
+#include <string>
+#include <vector>
 
+#include "detail/event.hpp"
 #include "dispatch.hpp"
+#include "event_loop.hpp"
 #include "failure.hpp"
 #include "fd.hpp"
 #include "filesystem.hpp"
 #include "log.hpp"
 #include "mount/mount.hpp"
+#include "mount/mountinfo.hpp"
 #include "mount/options.hpp"
 #include "session.hpp"
-#include "transport/classic.hpp"
+#include "task.hpp"
+#include "transport/device.hpp"
 #include "transport/uring.hpp"
 
 namespace fusexx {
@@ -58,117 +62,212 @@ struct server_options {
   std::chrono::milliseconds init_timeout{30000};  // the longest INIT (and init()) may take
 };
 
+// What park() did: whether every request in flight came to an end, and which
+// did not when it gave up.
+struct park_report {
+  bool complete = true;                      // no handler is running
+  std::vector<request_in_flight> unfinished;  // handlers still running (or suspended) at the deadline
+  std::size_t held = 0;                       // io_uring: requests placed in entries since, held until resume
+};
+
 template <filesystem Fs>
 class server {
  public:
+  using clock = std::chrono::steady_clock;
+
   server(Fs& fs, server_options options) : fs_(fs), options_(std::move(options)), dispatcher_(fs_, session_) {}
   server(const server&) = delete;
   server& operator=(const server&) = delete;
-  ~server() { stop(); }
+  ~server() {
+    stop();
+    if (stuck_ > 0) {
+      // A thread is inside a handler that never returned, using the channels
+      // (and, through them, this server): leave them to it rather than free
+      // them under it. (fusexx::main exits the process instead.)
+      log::warn("{} thread(s) stuck in a handler were left running", stuck_);
+      (void)control_.release();
+      (void)plane_.release();
+    }
+  }
 
-  // Mounts and serves. A stop request on `cancel` (e.g. the daemon's parent
-  // died) abandons the start-up: INIT is refused and the mount fails.
+  // Mounts and serves; returns once the mount is usable, or fails with the
+  // reason and nothing mounted. A stop request on `cancel` (e.g. the
+  // daemon's parent died) abandons the start-up: INIT is refused and the
+  // mount fails.
   outcome<void> start(std::stop_token cancel = {}) {
+    event_loop loop;
+    return flatten(loop.run(start_async(loop, cancel)));
+  }
+  // Unmounts, stops serving, calls destroy(). Safe to call more than once and
+  // from any thread but a serving one.
+  void stop() {
+    event_loop loop;
+    loop.run(stop_async(loop));
+  }
+
+  // (Coroutines here take what they keep by reference, and their callers pass
+  // named objects: GCC 12 mishandles temporaries that live across a co_await.)
+  task<outcome<void>> start_async(event_loop& loop, const std::stop_token& cancel) {
+    auto& gate = session_.init();
+    const auto deadline = clock::now() + options_.init_timeout;
+    detail::event cancelled;
+    std::stop_callback on_cancel(cancel, [&] { cancelled.set(); });
     std::stop_source abandon_mount;
-    auto give_up = [&](int errnum, std::string why) {
-      session_.init().abandon(errnum, std::move(why));
+    bool gave_up = false;
+    // Refuses INIT (answering it now if it is waiting, so a mount call that
+    // blocks on it fails) and makes a mount that waits on the helper give up.
+    // `which`: -1 the deadline passed, else start-up was cancelled.
+    auto give_up = [&](int which) {
+      gave_up = true;
+      if (which < 0)
+        gate.abandon(ETIMEDOUT, fmt::format("INIT was not answered within {} ms (a hanging init()?)",
+                                            options_.init_timeout.count()));
+      else
+        gate.abandon(ECANCELED, "start-up was cancelled");
       abandon_mount.request_stop();
     };
-    std::stop_callback on_cancel(cancel, [&] { give_up(ECANCELED, "start-up was cancelled"); });
-    std::jthread watchdog([&, deadline = std::chrono::steady_clock::now() + options_.init_timeout](
-                              std::stop_token done) {
-      // Wakes when start() is done with it, or at the deadline.
-      std::mutex m;
-      std::condition_variable_any cv;
-      std::unique_lock lock(m);
-      cv.wait_until(lock, done, deadline, [] { return false; });
-      if (!done.stop_requested() && session_.init().current() == detail::init_gate::phase::waiting)
-        give_up(ETIMEDOUT, fmt::format("INIT was not answered within {} ms (a hanging init()?)",
-                                       options_.init_timeout.count()));
-    });
 
-
-    if (auto r = plan_transport(); !r) return std::unexpected(r.error());
-    mount_hooks hooks{.serve_init = [this](int fd) { start_session_worker(fd); },
-                      .await_init = [this] { return await_init() == detail::init_gate::phase::serving; },
+    if (auto r = plan_transport(); !r) co_return failed(r.error());
+    mount_hooks hooks{.serve_init = [this](int fd) { start_control(fd); },
+                      .await_init = [this] { return session_.init().wait() == session_phase::serving; },
                       .in_mount_call = [this](bool inside) { session_.init().set_mount_in_progress(inside); }};
-    auto m = mount::create(options_.mount, device_, hooks, abandon_mount.get_token());
-    session_.init().set_mount_in_progress(false);
-    if (!m) return abort_start(m.error());
-    mount_ = std::move(*m);
-
-    auto phase = await_init();
-    watchdog.request_stop();
-    if (phase == detail::init_gate::phase::serving) {
-      if (uring_) {
-        log::debug("serving {} through io_uring ({} queues; /dev/fuse keeps one reader)", mountpoint(),
-                   uring_->queue_count());
-      } else {
-        if (options_.transport == transport_kind::uring)
-          return abort_start(failure{std::error_code(EOPNOTSUPP, std::system_category()),
-                                     fmt::format("the io_uring transport was required, but {}", uring_unusable_)});
-        if (!uring_unusable_.empty()) log::info("serving through /dev/fuse: {}", uring_unusable_);
-        transport_->start_clone_workers();
-      }
-      log::debug("serving {} ({} INIT)", mountpoint(), mount_.sync_init() ? "synchronous" : "asynchronous");
-      return {};
+    // The mount call blocks (fsconfig's CMD_CREATE until synchronous INIT is
+    // answered, the helper until it is done): it runs on a thread, while the
+    // lifecycle awaits it | the deadline | cancellation. Giving up makes the
+    // call return (INIT is answered with the error), so it is then awaited.
+    auto mounting =
+        event_loop::spawn([&] { return mount::create(options_.mount, device_, hooks, abandon_mount.get_token()); });
+    while (!mounting->ready()) {
+      if (gave_up) co_await loop.first_ready(mounting->fd());
+      else if (const int which = co_await loop.first_ready_until(deadline, mounting->fd(), cancelled.fd()); which != 0)
+        give_up(which);
     }
-    // With asynchronous INIT the mount already exists and would refuse every
-    // access (ECONNREFUSED): abort_start() takes it away before reporting.
-    return abort_start(failure{std::error_code(ENOTCONN, std::system_category()),
-                               "the connection ended before INIT was answered"});
+    outcome<mount> mounted = mounting->get();
+    gate.set_mount_in_progress(false);
+    if (!mounted) {
+      const failure why = mounted.error();
+      co_return co_await abort_start(loop, why);
+    }
+    mount_ = std::move(*mounted);
+
+    // With asynchronous INIT (mount(2), the classic helper) INIT comes now.
+    while (gate.current() == session_phase::waiting && !gave_up)
+      if (const int which = co_await loop.first_ready_until(deadline, gate.settled().fd(), cancelled.fd()); which != 0)
+        give_up(which);
+    if (gate.wait() != session_phase::serving) {
+      const failure why{std::error_code(ENOTCONN, std::system_category()),
+                        "the connection ended before INIT was answered"};
+      co_return co_await abort_start(loop, why);
+    }
+    if (uring_) {
+      log::debug("serving {} through io_uring ({} queues; /dev/fuse keeps one reader)", mountpoint(),
+                 uring_->queue_count());
+    } else {
+      if (options_.transport == transport_kind::uring) {
+        const failure why{std::error_code(EOPNOTSUPP, std::system_category()),
+                          fmt::format("the io_uring transport was required, but {}", uring_unusable_)};
+        co_return co_await abort_start(loop, why);
+      }
+      if (!uring_unusable_.empty()) log::info("serving through /dev/fuse: {}", uring_unusable_);
+      const unsigned threads = options_.classic.threads ? options_.classic.threads
+                                                        : std::max(2u, std::thread::hardware_concurrency());
+      if (threads > 1) {
+        plane_ = std::make_unique<transport::device_readers>(
+            detail::request_handler(dispatcher_), session_, device_.get(), threads - 1,
+            options_.classic.clone_fds ? transport::device_readers::fds::clones : transport::device_readers::fds::session);
+        plane_->start();
+      }
+    }
+    log::debug("serving {} ({} INIT)", mountpoint(), mount_.sync_init() ? "synchronous" : "asynchronous");
+    co_return outcome<void>{};
   }
 
-  // Unmounts (lazily) and ends the workers. Safe to call more than once and
-  // from any thread but a worker. Waits for handlers still running. Calls the
-  // filesystem's destroy() if INIT succeeded and no DESTROY arrived (the
-  // kernel sends none when a /dev/fuse mount ends), as libfuse does.
-  void stop() {
-    std::lock_guard stop_lock(stop_mutex_);
-    stop_serving(/*stop_rings=*/false);
-    // The connection is over: notifications fail from now on, and a retrieve
-    // still waiting for its NOTIFY_REPLY ends with ENOTCONN at once instead
-    // of holding its handler (and so the join below) until the bounded wait.
+  task<void> stop_async(event_loop& loop) {
+    {
+      std::lock_guard lock(stop_mutex_);
+      if (stopping_) co_return {};
+      stopping_ = true;
+    }
+    // 1. Unmount; where files are still open, end the connection, so no
+    //    application waits on a server that is going away. Both may block (a
+    //    fuseblk unmount waits for DESTROY): on a thread.
+    co_await loop.blocking([this] { end_connection(); });
+    const bool alive = connection_alive();
+    const auto soon = clock::now() + std::chrono::seconds(2);
+    // 2. Take no more requests. io_uring queues drain: a request still
+    //    arriving is answered ENOTCONN; where the connection could not be
+    //    ended they go on draining after this returns, until it is.
+    co_await loop.blocking([&] {
+      if (control_) control_->stop(soon);
+      if (plane_) plane_->stop(clock::now());  // the queues end only once their handlers have replied (step 6)
+    });
+    // 3. No more notifications; a retrieve still waiting ends with ENOTCONN.
     session_.notify().detach();
-    // destroy() runs once the /dev/fuse workers have ended, and before the
-    // fds and ring entries go: handlers it resumes (memfs's blocked lock
-    // requests) can still hand in their replies and finish instead of being
-    // abandoned. The io_uring queue threads stop only after it, so that such
-    // replies are committed: where the connection could not be ended (no
-    // fusectl access, e.g. in a user namespace), a request whose entry we
-    // hold ends only with that commit.
-    auto end_session = [this] {
-      dispatcher_.end_session();
-      if (uring_) uring_->stop();
-    };
-    if (transport_) transport_->join(end_session);
-    else end_session();
-    uring_.reset();
-    transport_.reset();
-    // Backing files are registered through the device fd that closes now;
-    // handlers that ran above (release) could still close theirs.
+    // 4. Every handler still in flight is interrupted — handlers that honour
+    //    interrupts (a blocked lock request) end now — and awaited.
+    interrupt_in_flight();
+    co_await loop.first_ready_until(soon, session_.scope().drained().fd());
+    // 5. destroy(): the kernel sends DESTROY only to fuseblk mounts, so this
+    //    is where a filesystem learns the connection is over. Handlers it
+    //    wakes still reply (their channels' fds live until step 6).
+    dispatcher_.end_session();
+    if (co_await loop.first_ready_until(clock::now() + std::chrono::seconds(1), session_.scope().drained().fd()) != 0)
+      for (auto& r : session_.scope().members())
+        log::warn("stop: request {:#x} ({}) is still being handled; abandoned", r.unique, proto::name(r.opcode));
+    // 6. Close.
     session_.backing().detach();
-    device_.reset();
-    mark_ended();
+    co_await loop.blocking([this, alive] {
+      // Once the connection has ended the kernel ends every io_uring entry,
+      // so the queue threads end too; where it could not be ended, they
+      // drain on by themselves (transport/uring.hpp).
+      if (plane_ && !alive) plane_->stop(clock::now() + std::chrono::seconds(2));
+      stuck_ = (control_ ? control_->stuck() : 0) + (plane_ ? plane_->stuck() : 0);
+      if (stuck_ == 0) {
+        control_.reset();
+        plane_.reset();
+        uring_ = nullptr;
+        device_.reset();
+      }
+      // Otherwise a thread is inside a handler that never returned: the
+      // channels and the fd stay (it uses them); has_stuck_workers() says so.
+    });
+    ended_.set();
+    co_return {};
   }
 
-  // Blocks until the workers have ended (unmounted from outside, or stop()).
-  void wait() {
-    std::unique_lock lock(mutex_);
-    cv_.wait(lock, [&] { return ended_; });
+  // Holds the server at a request boundary: the channels take no new
+  // requests, and every handler in flight is awaited until `limit`. The
+  // connection stays; applications simply wait. What could not be brought to
+  // an end by then is reported; it goes on running.
+  park_report park(std::chrono::milliseconds limit) {
+    const auto deadline = clock::now() + limit;
+    park_report report;
+    report.complete = true;
+    if (control_) report.complete &= control_->park(deadline);
+    if (plane_) report.complete &= plane_->park(deadline);
+    report.complete &= session_.scope().join(deadline);
+    if (!report.complete) report.unfinished = in_flight();
+    if (uring_) report.held = uring_->held();
+    return report;
   }
+  void resume() {
+    if (plane_) plane_->resume();
+    if (control_) control_->resume();
+  }
+
+  // Blocks until the server has ended (unmounted from outside, or stop()).
+  void wait() { ended_.wait(); }
   template <class Rep, class Period>
   bool wait_for(std::chrono::duration<Rep, Period> d) {
-    std::unique_lock lock(mutex_);
-    return cv_.wait_for(lock, d, [&] { return ended_; });
+    return ended_.wait_until(clock::now() + d);
   }
+  // Readable once the connection ended (unmounted from outside) or stop()
+  // ran: for event loops.
+  int ended_fd() const noexcept { return ended_.fd(); }
 
-  // Readable (poll) once the workers have ended, for event loops.
-  int ended_fd() const noexcept { return ended_event_.get(); }
-
-  // True when a worker is still inside a handler that did not return when
-  // asked to stop (typically a hung init()); joining it would block.
-  bool has_stuck_workers() const noexcept { return transport_ && transport_->live_workers() > 0; }
+  // True when a thread is still inside a handler that did not return when
+  // asked to stop (typically a hung init()); its process should exit.
+  bool has_stuck_workers() const noexcept { return stuck_ > 0; }
 
   // The connection this server serves (fusexx/session.hpp).
   fusexx::session& session() noexcept { return session_; }
@@ -176,18 +275,23 @@ class server {
   const std::string& mountpoint() const noexcept { return options_.mount.mountpoint; }
   mount_method method() const noexcept { return mount_.method(); }
   bool sync_init() const noexcept { return mount_.sync_init(); }
-  unsigned worker_count() const noexcept { return transport_ ? transport_->worker_count() : 0; }
+  // Threads reading /dev/fuse (the control channel's and the classic plane's).
+  unsigned worker_count() const noexcept {
+    return (control_ ? control_->threads() : 0) + (plane_ && !uring_ ? plane_->threads() : 0);
+  }
   // True when requests come through io_uring queues (one per possible CPU).
   bool using_uring() const noexcept { return uring_ != nullptr; }
   unsigned uring_queue_count() const noexcept { return uring_ ? uring_->queue_count() : 0; }
 
  private:
-  // Until INIT is answered either way (the watchdog bounds it) or the
-  // connection ends.
-  detail::init_gate::phase await_init() { return session_.init().wait(); }
+  static outcome<void> failed(failure f) { return std::unexpected(std::move(f)); }
+  static outcome<void> flatten(result<outcome<void>> r) {
+    if (!r) return fail(EIO, "start-up failed: {}", r.error().message());
+    return std::move(*r);
+  }
 
   // Decides, before mounting, whether to ask for FUSE over io_uring, and
-  // hooks the io_uring transport in around the INIT reply.
+  // hooks the io_uring plane in around the INIT reply.
   outcome<void> plan_transport() {
     if (options_.transport == transport_kind::classic) return {};
     uring_unusable_ = transport::uring_unavailable_reason();
@@ -202,72 +306,81 @@ class server {
         uring_unusable_ = "the kernel did not offer FUSE_OVER_IO_URING in INIT";
         return granted;
       }
-      auto t = std::make_unique<transport::uring_transport<Fs>>(dispatcher_, device_.get(), options_.uring);
-      if (std::string why = t->prepare(c); !why.empty()) {
+      auto plane = std::make_unique<transport::uring_plane>(detail::request_handler(dispatcher_), session_,
+                                                            device_.get(), options_.uring);
+      if (std::string why = plane->prepare(c); !why.empty()) {
         uring_unusable_ = "setting up the rings failed: " + why;
         return granted & ~proto::init_flag::over_io_uring;
       }
-      uring_ = std::move(t);
+      uring_ = plane.get();
+      plane_ = std::move(plane);
       return granted;
     };
     session_.after_init_reply = [this](const connection&) {
-      if (uring_) uring_->go();
+      if (uring_) uring_->start();
     };
     return {};
   }
 
-  void start_session_worker(int fd) {
+  // The control channel: one reader on the session's fd, started before the
+  // mount call with synchronous INIT (that call blocks until INIT is answered).
+  void start_control(int fd) {
     // Backing-file ioctls may go to any fd of the connection; this one lives
     // until stop().
     session_.backing().attach(fd);
-    transport_ = std::make_unique<transport::classic_transport<Fs>>(dispatcher_, fd, options_.classic);
-    transport_->on_all_stopped([this] {
-      // The connection ended (unmounted, or the helper went away) before INIT
-      // was answered: nothing will answer it any more.
+    control_ = std::make_unique<transport::device_readers>(detail::request_handler(dispatcher_), session_, fd, 1,
+                                                           transport::device_readers::fds::session);
+    control_->on_ended([this] {
+      // The connection ended (unmounted from outside, or the helper went
+      // away): an INIT not yet answered never will be.
       session_.init().abandon(ENOTCONN, "the connection ended before INIT was answered");
-      mark_ended();
+      ended_.set();
     });
-    transport_->start_session_worker();
+    control_->start();
   }
 
-  // Unmounts and asks the workers to stop, without waiting for a handler that
-  // does not return. `stop_rings`: also end the io_uring queue threads.
-  void stop_serving(bool stop_rings = true) {
+  // Unmounts; a mount still in use has its connection ended (MNT_FORCE, or
+  // fusectl's abort), so requests already taken cannot wait for ever.
+  void end_connection() {
     const auto connection = mount_.connection_id();
-    if (mount_.active()) {
-      if (auto r = mount_.unmount(); !r) log::error("{}", r.error().message);
-    }
-    // The lazy unmount leaves the connection alive while files are open. A
-    // server that stops cannot answer them any more, and requests it already
-    // took (an io_uring entry whose handler is suspended) would wait forever,
-    // their applications unkillable: end the connection so they all fail now.
-    if (connection && abort_fuse_connection(*connection))
+    if (mount_.active())
+      if (auto r = mount_.unmount_and_end(); !r) log::error("{}", r.error().message);
+    if (connection_alive() && connection && abort_fuse_connection(*connection))
       log::debug("ended connection {} (files were still open)", *connection);
-    if (uring_ && stop_rings) uring_->stop();  // ends the queue threads; their entries stay until uring_ goes
-    if (transport_) transport_->stop();
+  }
+  // False once the kernel has ended the connection (unmounted and unused,
+  // or aborted): /dev/fuse then polls as an error.
+  bool connection_alive() const {
+    // Only a mounted connection: poll(2) on a synchronous-INIT fd that was
+    // never attached to one blocks, even with a zero timeout (kernel-facts).
+    if (!device_ || mount_.mountpoint().empty()) return false;
+    pollfd p{device_.get(), POLLIN, 0};
+    return !(::poll(&p, 1, 0) == 1 && (p.revents & POLLERR));
+  }
+
+  std::vector<request_in_flight> in_flight() const {
+    auto all = session_.scope().members();
+    const transport::channel* channels[] = {control_.get(), plane_.get()};
+    for (const auto* c : channels)
+      if (c)
+        for (auto& r : c->busy()) all.push_back(r);
+    return all;
+  }
+  void interrupt_in_flight() {
+    for (auto& r : in_flight()) dispatcher_.interrupt(r.unique);
   }
 
   // Cleans up a failed start-up and says why it failed. When INIT failed, the
   // filesystem's own error wins over what the mount call saw (the kernel
   // reports every INIT failure as ENOTCONN).
-  std::unexpected<failure> abort_start(failure mount_failure) {
-    // Read before stopping: the workers' end settles a pending INIT too.
-    const bool init_failed = session_.init().current() == detail::init_gate::phase::failed;
-    stop_serving();
+  task<outcome<void>> abort_start(event_loop& loop, const failure& mount_failure) {
+    // Read before stopping: the channels' end settles a pending INIT too.
+    const bool init_failed = session_.init().current() == session_phase::failed;
+    co_await stop_async(loop);
     if (init_failed && session_.init().error())
-      return std::unexpected(failure{session_.init().error(),
-                                     fmt::format("mounting {} failed: {}", mountpoint(), session_.init().message())});
-    return std::unexpected(std::move(mount_failure));
-  }
-
-  void mark_ended() {
-    {
-      std::lock_guard lock(mutex_);
-      ended_ = true;
-    }
-    cv_.notify_all();
-    const std::uint64_t one = 1;
-    [[maybe_unused]] ssize_t n = ::write(ended_event_.get(), &one, sizeof one);
+      co_return failed(failure{session_.init().error(),
+                               fmt::format("mounting {} failed: {}", mountpoint(), session_.init().message())});
+    co_return failed(mount_failure);
   }
 
   Fs& fs_;
@@ -276,14 +389,14 @@ class server {
   detail::dispatcher<Fs> dispatcher_;
   unique_fd device_;
   mount mount_;
-  std::unique_ptr<transport::classic_transport<Fs>> transport_;
-  std::unique_ptr<transport::uring_transport<Fs>> uring_;
-  std::string uring_unusable_;  // why io_uring is not used, when it is not
+  std::unique_ptr<transport::device_readers> control_;
+  std::unique_ptr<transport::channel> plane_;      // classic readers on clones, or the io_uring queues
+  transport::uring_plane* uring_ = nullptr;        // plane_, when it is the io_uring one
+  std::string uring_unusable_;                     // why io_uring is not used, when it is not
   std::mutex stop_mutex_;
-  std::mutex mutex_;
-  std::condition_variable cv_;
-  bool ended_ = false;
-  unique_fd ended_event_{::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)};
+  bool stopping_ = false;
+  unsigned stuck_ = 0;
+  detail::event ended_;
 };
 
 }  // namespace fusexx

@@ -5,6 +5,8 @@
 
 #include <fusexx/fusexx.hpp>
 
+#include "examples/hello_fs.hpp"
+
 #include "tests/support/process.hpp"
 
 using namespace fusexx;
@@ -107,4 +109,43 @@ TEST_CASE("unprivileged: an init() error through fusermount3 fails the command, 
   CHECK(run(with({"cat", mp + "/hello.txt"})).out == greeting);
   CHECK(run(with({"fusermount3", "-u", mp})).status == 0);
   CHECK(eventually([&] { return !is_fuse_mounted(mp); }));
+}
+
+// A user's server cannot end its connection when it stops (no MNT_FORCE, no
+// fusectl): with a file still open the connection lives on. On io_uring the
+// queues then drain — a request that still arrives is answered ENOTCONN at
+// once, instead of waiting for ever in an entry nobody serves — and they end
+// once the last file closes and the kernel ends the connection.
+TEST_CASE("unprivileged on io_uring: stopping with a file open drains, never hangs, and ends with the connection") {
+  REQUIRE_MESSAGE(transport::uring_unavailable_reason().empty(), transport::uring_unavailable_reason());
+  temp_dir dir;
+  const std::string mp = dir.sub("mnt", 0777);
+  int status = in_child([&] {
+    ::alarm(20);  // a hang ends the child with SIGALRM (128 + 14) instead of the test
+    if (::setresgid(65534, 65534, 65534) != 0 || ::setresuid(65534, 65534, 65534) != 0) return 10;
+    const std::size_t threads_before = std::distance(std::filesystem::directory_iterator("/proc/self/task"),
+                                                     std::filesystem::directory_iterator{});
+    hello_fs fs;
+    server_options o;
+    o.mount.mountpoint = mp;
+    o.transport = transport_kind::uring;
+    server<hello_fs> srv(fs, o);
+    if (!srv.start()) return 11;
+    if (!srv.using_uring() || srv.method() != mount_method::fusermount) return 12;
+    const int fd = ::open((mp + "/hello.txt").c_str(), O_RDONLY);
+    if (fd < 0) return 13;
+    srv.stop();
+    char c;
+    if (::pread(fd, &c, 1, 0) != -1 || errno != ENOTCONN) return 14;  // drained, at once
+    if (srv.session().counters().via_ring.load() == 0) return 15;
+    ::close(fd);  // the last file: the kernel ends the connection, and with it the queues
+    if (!eventually([&] {
+          return std::size_t(std::distance(std::filesystem::directory_iterator("/proc/self/task"),
+                                           std::filesystem::directory_iterator{})) == threads_before;
+        }))
+      return 16;
+    return 0;
+  });
+  CHECK(status == 0);
+  CHECK_FALSE(is_fuse_mounted(mp));
 }

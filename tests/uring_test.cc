@@ -181,15 +181,16 @@ TEST_CASE("queues that register before INIT is answered get EAGAIN, retry, and t
   // Entries big enough for whatever max_pages INIT settles on.
   connection sized;
   sized.max_write = static_cast<std::uint32_t>(connection::kernel_max_pages_limit() * connection::page_size());
-  transport::uring_transport<hello_fs> rings(d, device.get(), {});
+  transport::uring_plane rings(detail::request_handler(d), state, device.get(), {});
   REQUIRE(rings.prepare(sized).empty());
-  rings.go();
+  rings.start();
   const std::uint64_t every_queue = rings.queue_count();
   CHECK(eventually([&] { return state.counters().register_retries.load() >= every_queue; }));
 
-  // Now answer INIT (the /dev/fuse reader the server would run).
-  transport::classic_transport<hello_fs> reader(d, device.get(), {});
-  reader.start_session_worker();
+  // Now answer INIT: the control channel, alone with the io_uring plane.
+  transport::device_readers control(detail::request_handler(d), state, device.get(), 1,
+                                    transport::device_readers::fds::session);
+  control.start();
   // Bounded: if the queues never registered, the kernel would hold this read
   // for ever; aborting the connection turns that into a failure.
   std::atomic<bool> read_done{false};
@@ -209,9 +210,11 @@ TEST_CASE("queues that register before INIT is answered get EAGAIN, retry, and t
   CHECK(state.counters().register_retries.load() == retries);
 
   REQUIRE(::umount2(dir.path().c_str(), MNT_DETACH) == 0);
-  reader.stop();
-  reader.join();
-  rings.stop();   // every entry ended with ENOTCONN already
+  // Every entry ended with ENOTCONN, and /dev/fuse reads ENODEV, already.
+  const auto soon = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+  control.stop(soon);
+  rings.stop(soon);
+  CHECK(rings.ended());
   CHECK_FALSE(is_fuse_mounted(dir.path()));
 }
 

@@ -10,7 +10,6 @@
 // Members are intrusive (they live in the handler's frame): joining and
 // leaving take one lock and allocate nothing.
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
 #include <mutex>
 #include <vector>
@@ -57,7 +56,10 @@ class handler_scope {
     if (m.prev) m.prev->next = m.next;
     else head_ = m.next;
     if (m.next) m.next->prev = m.prev;
-    if (--size_ == 0) empty_.notify_all();
+    if (--size_ == 0 && joining_) {
+      joining_ = false;
+      drained_.set();
+    }
   }
 
   std::size_t size() const {
@@ -71,15 +73,23 @@ class handler_scope {
     return out;
   }
 
-  // Blocks until every member has left, or `deadline`; true if none is left.
-  bool join(clock::time_point deadline) {
-    std::unique_lock lock(mutex_);
-    return empty_.wait_until(lock, deadline, [&] { return size_ == 0; });
+  // An event that is set once the scope is empty — now, or when its last
+  // member leaves. Await its fd on an event loop, or join() a thread on it.
+  // One joiner at a time (the server's lifecycle).
+  event& drained() {
+    std::lock_guard lock(mutex_);
+    drained_.reset();
+    joining_ = size_ > 0;
+    if (!joining_) drained_.set();
+    return drained_;
   }
+  // Blocks until every member has left, or `deadline`; true if none is left.
+  bool join(clock::time_point deadline) { return drained().wait_until(deadline); }
 
  private:
   mutable std::mutex mutex_;
-  std::condition_variable empty_;
+  event drained_;
+  bool joining_ = false;
   member* head_ = nullptr;
   std::size_t size_ = 0;
 };

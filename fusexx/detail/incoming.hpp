@@ -4,6 +4,7 @@
 // header only, not on the dispatcher's type (request_handler erases it).
 #include <cstdint>
 #include <span>
+#include <type_traits>
 
 #include "../buffer.hpp"
 #include "../codec.hpp"
@@ -30,6 +31,7 @@ class request_handler {
  public:
   request_handler() = default;
   template <class D>
+    requires(!std::is_same_v<D, request_handler>)
   explicit request_handler(D& d) noexcept
       : self_(&d), call_([](void* self, incoming& in) { return static_cast<D*>(self)->handle(in); }) {}
   disposition operator()(incoming& in) const { return call_(self_, in); }

@@ -104,6 +104,13 @@ class mount {
   // Detaches the mount (lazily: open files keep working until closed, and the
   // kernel ends the connection when the last one goes). Idempotent.
   outcome<void> unmount();
+  // Unmounts for a server that stops serving: an idle mount is unmounted
+  // outright (a fuseblk mount gets its DESTROY); one still in use is
+  // detached and its connection ended at once (MNT_FORCE aborts a FUSE
+  // connection), so no application waits on a server that is gone. Where
+  // that is not allowed (MNT_FORCE needs CAP_SYS_ADMIN in the initial user
+  // namespace; the fusermount3 helper cannot), it falls back to unmount().
+  outcome<void> unmount_and_end();
 
   const std::string& mountpoint() const noexcept { return mountpoint_; }
   mount_method method() const noexcept { return method_; }
@@ -513,6 +520,15 @@ inline outcome<mount> mount::create(const mount_options& opts, unique_fd& device
   log::debug("mounted {} ({}, {} INIT)", opts.mountpoint, method == mount_method::new_api ? "new mount API" : "mount(2)",
              sync ? "synchronous" : "asynchronous");
   return mount(opts.mountpoint, method, sync, {});
+}
+
+inline outcome<void> mount::unmount_and_end() {
+  if (!active_ || method_ == mount_method::fusermount || !find_fuse_mount(mountpoint_)) return unmount();
+  if (::umount2(mountpoint_.c_str(), 0) == 0 || ::umount2(mountpoint_.c_str(), MNT_FORCE | MNT_DETACH) == 0) {
+    active_ = false;
+    return {};
+  }
+  return unmount();
 }
 
 inline outcome<void> mount::unmount() {

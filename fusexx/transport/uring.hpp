@@ -1,46 +1,66 @@
 #pragma once
-// FUSE over io_uring: one queue per possible CPU, each a ring owned by one
-// long-lived thread pinned to that CPU. The kernel hands a request to the
-// queue of the CPU the application runs on, in one of the queue's registered
-// entries (a 288-byte header area and a payload buffer). The thread runs the
-// handler, writes the reply into the same entry and commits it with
-// COMMIT_AND_FETCH, which also fetches the entry's next request. Every CQE —
-// a request, or an operation a handler awaits — resumes what waits for it.
+// FUSE over io_uring, the data plane: one queue per possible CPU, each a ring
+// owned by one long-lived thread pinned to that CPU. The kernel hands a
+// request to the queue of the CPU the application runs on, in one of the
+// queue's registered entries (a 288-byte header area and a payload buffer).
+//
+// Each entry is served by a loop that awaits its next request:
+//
+//   co_await e.command(REGISTER)       (retried while the kernel says EAGAIN)
+//   while the entry holds a request:
+//     handle it (the reply lands in the same entry and is committed with
+//     COMMIT_AND_FETCH, which also fetches the entry's next request)
+//     co_await e.next()
+//
+// so the queue thread does nothing but submit, wait, and resume what each
+// completion belongs to: an entry's loop, or a handler awaiting I/O on the ring
+// (fusexx/async_io.hpp).
 //
 // Lifecycle (kernel-facts Q4):
 //  - before the INIT reply: the threads create their rings (a failure here
 //    withdraws FUSE_OVER_IO_URING from the reply — once granted, the kernel
 //    holds every request until every queue has registered);
-//  - after the INIT reply: each thread registers its entries, retrying on
-//    EAGAIN (the mount may not have finished processing INIT yet);
-//  - at unmount every entry completes with ENOTCONN and the threads end;
-//    stop() ends them earlier through an eventfd.
-// INIT, FORGET, INTERRUPT and notifications stay on /dev/fuse: the classic
-// transport keeps one reader on it, which also catches the kernel's silent
-// fallback when a REGISTER fails.
+//  - after the INIT reply: each entry registers, retrying on EAGAIN (the
+//    mount may not have finished processing INIT yet);
+//  - park: a request the kernel places in an entry is held, unhandled, until
+//    resume (FUSE over io_uring has no commit without fetch: an entry whose
+//    reply is committed takes the next request at once);
+//  - stop: the queues drain: a request that still arrives is answered
+//    ENOTCONN at once. Once the connection has ended the kernel completes
+//    every entry (ENOTCONN) and the threads end. Where it cannot be ended
+//    (files still open and no way to abort it), the threads keep draining on
+//    their own until it does — an io_uring request nobody commits would hold
+//    its application for ever, since the kernel resends none of them.
+// INIT, FORGET, INTERRUPT and notifications stay on /dev/fuse: the control
+// channel serves those, and catches the kernel's silent fallback to /dev/fuse
+// when a REGISTER fails.
 #include <liburing.h>
 #include <pthread.h>
 #include <sched.h>
 #include <sys/eventfd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <condition_variable>
+#include <coroutine>
 #include <cstring>
 #include <fstream>
 #include <memory>
 #include <mutex>
-#include <new>
-#include <utility>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
+#include "../async_io.hpp"
 #include "../buffer.hpp"
-#include "../dispatch.hpp"
+#include "../detail/fire_and_forget.hpp"
+#include "../detail/incoming.hpp"
 #include "../fd.hpp"
 #include "../log.hpp"
 #include "../proto/abi.hpp"
+#include "channel.hpp"
 #include "ring.hpp"
 
 namespace fusexx::transport {
@@ -80,12 +100,14 @@ inline std::string uring_unavailable_reason() {
 }
 
 // liburing 2.3 has no helper for FUSE's URING_CMD SQEs (128 bytes): this is
-// the one place that fills them.
-inline void prep_fuse_cmd(io_uring_sqe* sqe, int fuse_fd, proto::uring_cmd cmd, std::uint16_t qid,
-                          std::uint64_t commit_id, const iovec* iov) {
+// the one place that fills them. The /dev/fuse fd is the ring's registered
+// file 0, so the ring keeps its own reference and no fd number is needed.
+inline void prep_fuse_cmd(io_uring_sqe* sqe, proto::uring_cmd cmd, std::uint16_t qid, std::uint64_t commit_id,
+                          const iovec* iov) {
   std::memset(static_cast<void*>(sqe), 0, 128);  // get_sqe does not clear, and the cmd area is in the second half
   sqe->opcode = IORING_OP_URING_CMD;
-  sqe->fd = fuse_fd;
+  sqe->fd = 0;
+  sqe->flags = IOSQE_FIXED_FILE;
   sqe->cmd_op = static_cast<std::uint32_t>(cmd);
   if (iov) {
     sqe->addr = reinterpret_cast<std::uintptr_t>(iov);
@@ -97,14 +119,18 @@ inline void prep_fuse_cmd(io_uring_sqe* sqe, int fuse_fd, proto::uring_cmd cmd, 
   std::memcpy(sqe->cmd, &req, sizeof req);
 }
 
-template <filesystem Fs>
-class uring_transport {
+class uring_plane final : public channel {
  public:
-  uring_transport(detail::dispatcher<Fs>& d, int fuse_fd, uring_options options)
-      : dispatcher_(d), fuse_fd_(fuse_fd), options_(options) {}
-  uring_transport(const uring_transport&) = delete;
-  uring_transport& operator=(const uring_transport&) = delete;
-  ~uring_transport() { stop(); }
+  uring_plane(detail::request_handler handler, session& s, int fuse_fd, uring_options options)
+      : handler_(handler), session_(s), fuse_fd_(fuse_fd), options_(options), hub_(std::make_shared<hub>()) {}
+  uring_plane(const uring_plane&) = delete;
+  uring_plane& operator=(const uring_plane&) = delete;
+  ~uring_plane() override {
+    stop(clock::now());  // drained and acknowledged; not waiting for the connection to end
+    // Queues still draining (the connection lives on) own themselves.
+    for (auto& q : queues_)
+      if (q->thread.joinable()) q->thread.detach();
+  }
 
   // Creates one ring per possible CPU, each on its own thread. Returns an
   // empty string on success, or why it failed (then nothing is left running).
@@ -112,32 +138,97 @@ class uring_transport {
     const unsigned n = possible_cpu_count();
     const std::size_t payload =
         std::max<std::size_t>({8192, conn.max_write, std::size_t{conn.max_pages()} * connection::page_size()});
-    for (unsigned q = 0; q < n; ++q) queues_.push_back(std::make_unique<queue>(*this, q, payload));
+    for (unsigned q = 0; q < n; ++q) {
+      auto shared = std::make_shared<queue>(*this, q, payload, hub_);
+      shared->thread = std::thread([shared] { shared->run(); });  // the thread keeps its queue alive
+      queues_.push_back(std::move(shared));
+    }
     std::string failure;
     for (auto& q : queues_) {
       std::string why = q->wait_until_ready();
       if (!why.empty() && failure.empty()) failure = why;
     }
-    if (!failure.empty()) stop();
+    if (!failure.empty()) stop(clock::now() + std::chrono::seconds(2));
     return failure;
   }
 
-  // After the INIT reply: the queues register their entries.
-  void go() {
-    for (auto& q : queues_) q->go();
+  // After the INIT reply: the entries register and serve.
+  void start() override {
+    for (auto& q : queues_) q->command(mode::serving);
   }
 
-  // Ends the queue threads. The queues (and their entries) stay until the
-  // transport goes: a handler that finishes later still hands its reply to
-  // its entry, which is then simply never committed.
-  void stop() {
-    for (auto& q : queues_) q->stop();
+  // Every queue thread acknowledges the park between two completions, so no
+  // handler runs on it then; requests arriving afterwards are held.
+  bool park(clock::time_point deadline) override {
+    for (auto& q : queues_) q->command(mode::parked);
+    return all(deadline, [](const queue& q) { return q.acknowledged(mode::parked); });
+  }
+  void resume() override {
+    for (auto& q : queues_) q->command(mode::serving);
+  }
+  // Drains: every queue stops handling requests (those that still come are
+  // answered ENOTCONN). Returns once every queue has acknowledged that — from
+  // then on no queue thread calls the dispatcher — and then, until
+  // `deadline`, waits for the threads to end, which they do once the
+  // connection has ended. Threads that outlive it drain on their own.
+  void stop(clock::time_point deadline) override {
+    for (auto& q : queues_) q->command(mode::draining);
+    all(std::max(deadline, clock::now() + std::chrono::seconds(2)),
+        [](const queue& q) { return q.acknowledged(mode::draining); });
+    all(deadline, [](const queue& q) { return q.exited(); });
+    for (auto& q : queues_)
+      if (q->exited() && q->thread.joinable()) q->thread.join();
   }
 
-  unsigned queue_count() const noexcept { return static_cast<unsigned>(queues_.size()); }
+  std::vector<request_in_flight> busy() const override {
+    std::vector<request_in_flight> out;
+    for (auto& q : queues_)
+      if (auto u = q->current.load(std::memory_order_acquire); u != 0)
+        out.push_back({u, q->current_opcode.load(std::memory_order_relaxed), q->current_node.load(std::memory_order_relaxed)});
+    return out;
+  }
+  // Queues whose thread did not acknowledge the drain (a handler on it never
+  // returned). A draining queue is not stuck: it ends with the connection.
+  unsigned stuck() const override {
+    return static_cast<unsigned>(std::ranges::count_if(queues_, [](const auto& q) {
+      return q->wanted.load() == mode::draining && !q->acknowledged(mode::draining);
+    }));
+  }
+  unsigned threads() const override { return static_cast<unsigned>(queues_.size()); }
+  unsigned queue_count() const noexcept { return threads(); }
+  // Requests the kernel placed in entries while parked, waiting for resume().
+  std::size_t held() const {
+    std::size_t n = 0;
+    for (auto& q : queues_) n += q->held_count.load(std::memory_order_acquire);
+    return n;
+  }
+  // True once every queue thread has ended (the connection is over).
+  bool ended() const {
+    return std::ranges::all_of(queues_, [](const auto& q) { return q->exited(); });
+  }
 
  private:
+  enum class mode { preparing, serving, parked, draining };
   struct queue;
+
+  // Where queue threads tell the plane that something changed. Shared, so a
+  // queue that drains on after the plane is gone still has it.
+  struct hub {
+    std::mutex mutex;
+    std::condition_variable changed;
+    void notify() {
+      { std::lock_guard lock(mutex); }
+      changed.notify_all();
+    }
+  };
+
+  template <class Pred>
+  bool all(clock::time_point deadline, Pred pred) {
+    std::unique_lock lock(hub_->mutex);
+    return hub_->changed.wait_until(lock, deadline, [&] {
+      return std::ranges::all_of(queues_, [&](const auto& q) { return pred(*q); });
+    });
+  }
 
   // One registered slot: where the kernel puts a request and we the reply.
   struct entry : completion {
@@ -146,30 +237,64 @@ class uring_transport {
     buffer payload;
     iovec iov[2]{};
     std::byte head[sizeof(proto::in_header) + proto::op_in_size]{};  // in_header + op_in, contiguous
-    bool alive = false;       // registered (or waiting to be) and not ended by the kernel
-    bool pause_first = false; // its REGISTER got EAGAIN: wait a moment before the next try
+    std::coroutine_handle<> waiting;  // the entry's loop, waiting for its next completion
+    int result = 0;
+    bool completed = false;
+
+    // Suspends the entry's loop until the completion of the command it has
+    // outstanding (REGISTER, or the COMMIT_AND_FETCH its reply submitted):
+    // the next request in the entry (>= 0) or the entry's end (< 0).
+    struct next_awaiter {
+      entry& e;
+      bool await_ready() const noexcept { return e.completed; }
+      void await_suspend(std::coroutine_handle<> h) noexcept { e.waiting = h; }
+      int await_resume() noexcept {
+        e.completed = false;
+        return e.result;
+      }
+    };
+    next_awaiter next() noexcept { return {*this}; }
+    next_awaiter command(proto::uring_cmd cmd, std::uint64_t commit_id) {
+      owner->queue_cmd(*this, cmd, commit_id);
+      return {*this};
+    }
   };
 
+  // What a queue keeps of the plane: copies and shared parts only, since a
+  // draining queue outlives it. The dispatcher and the session are used only
+  // before the drain is acknowledged; the server keeps both until then.
   struct queue {
-    uring_transport& transport;
+    const detail::request_handler handler;
+    session* const sess;
+    const int fuse_fd;
+    const std::shared_ptr<hub> plane;
     const std::uint16_t qid;
     std::vector<entry> entries;
     io_uring ring{};
     unique_fd wake{::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)};
     completion wake_completion;
     std::uint64_t wake_value = 0;
-    std::mutex mutex;
-    std::condition_variable cv;
+    std::thread thread;
+
+    std::mutex mutex;  // guards foreign_commits, setup_*
+    std::condition_variable setup_cv;
     std::string setup_error;
     bool setup_done = false;
-    bool started = false;
-    std::atomic<bool> stopping{false};
-    std::vector<entry*> foreign_commits;  // replies finished on another thread (guarded by mutex)
-    std::vector<entry*> to_register;      // entries whose REGISTER must be (re)submitted
-    std::jthread thread;
+    std::vector<entry*> foreign_commits;  // replies finished on another thread
 
-    queue(uring_transport& t, unsigned q, std::size_t payload_size)
-        : transport(t), qid(static_cast<std::uint16_t>(q)), entries(t.options_.queue_depth) {
+    std::atomic<mode> wanted{mode::preparing};   // set by the plane
+    std::atomic<mode> seen{mode::preparing};     // acknowledged by the queue thread
+    std::atomic<bool> done{false};
+    std::atomic<std::uint64_t> current{0};       // the request a handler runs for on this thread now
+    std::atomic<proto::opcode> current_opcode{};
+    std::atomic<ino> current_node{0};
+    std::atomic<std::size_t> held_count{0};
+    std::vector<std::coroutine_handle<>> held;   // entry loops holding a request while parked (queue thread only)
+    unsigned live = 0;                           // entry loops still running (queue thread only)
+
+    queue(uring_plane& p, unsigned q, std::size_t payload_size, std::shared_ptr<hub> h)
+        : handler(p.handler_), sess(&p.session_), fuse_fd(p.fuse_fd_), plane(std::move(h)),
+          qid(static_cast<std::uint16_t>(q)), entries(p.options_.queue_depth) {
       for (auto& e : entries) {
         e.owner = this;
         e.payload = buffer(payload_size);
@@ -177,36 +302,29 @@ class uring_transport {
         e.iov[1] = {e.payload.data(), e.payload.size()};
         e.on_complete = [](completion* c, int res) {
           auto* en = static_cast<entry*>(c);
-          en->owner->on_entry(*en, res);
+          en->result = res;
+          en->completed = true;
+          if (en->waiting) std::exchange(en->waiting, {}).resume();
         };
       }
-      wake_completion.on_complete = [](completion*, int) {};  // handled in the loop
-      thread = std::jthread([this] { run(); });
+      wake_completion.on_complete = [](completion*, int) {};  // handled in reap()
     }
-    ~queue() { stop(); }
+
+    bool acknowledged(mode m) const { return exited() || seen.load(std::memory_order_acquire) == m; }
+    bool exited() const { return done.load(std::memory_order_acquire); }
 
     std::string wait_until_ready() {
       std::unique_lock lock(mutex);
-      cv.wait(lock, [&] { return setup_done; });
+      setup_cv.wait(lock, [&] { return setup_done; });
       return setup_error;
     }
-    void go() {
+    void command(mode m) {
+      wanted.store(m, std::memory_order_release);
       {
         std::lock_guard lock(mutex);
-        started = true;
+        setup_cv.notify_all();  // a thread waiting to start
       }
-      cv.notify_all();
       poke();
-    }
-    void stop() {
-      if (stopping.exchange(true)) return;
-      {
-        std::lock_guard lock(mutex);
-        started = true;  // a thread still waiting for go() must not wait forever
-      }
-      cv.notify_all();
-      poke();
-      if (thread.joinable()) thread.join();
     }
     void poke() {
       const std::uint64_t one = 1;
@@ -220,24 +338,33 @@ class uring_transport {
       // A CPU that is possible but offline cannot be pinned to; the queue
       // still works, it just is not local.
       pthread_setaffinity_np(pthread_self(), sizeof cpus, &cpus);
+      sigset_t blocked = worker_signal_mask();
+      pthread_sigmask(SIG_BLOCK, &blocked, nullptr);
 
       io_uring_params params{};
       params.flags = IORING_SETUP_SQE128;  // FUSE's URING_CMD needs the 80-byte command area
       const unsigned depth = std::max(8u, static_cast<unsigned>(entries.size()) * 2 + 16);
       int rc = io_uring_queue_init_params(depth, &ring, &params);
+      if (rc == 0) {
+        rc = io_uring_register_files(&ring, &fuse_fd, 1);
+        if (rc < 0) io_uring_queue_exit(&ring);
+      }
       {
         std::lock_guard lock(mutex);
         setup_done = true;
-        if (rc < 0) setup_error = fmt::format("io_uring_queue_init: {}", std::strerror(-rc));
+        if (rc < 0) setup_error = fmt::format("io_uring set-up: {}", std::strerror(-rc));
       }
-      cv.notify_all();
-      if (rc < 0) return;
-      {
-        std::unique_lock lock(mutex);
-        cv.wait(lock, [&] { return started; });
+      setup_cv.notify_all();
+      if (rc == 0) {
+        {
+          std::unique_lock lock(mutex);
+          setup_cv.wait(lock, [&] { return wanted.load() != mode::preparing; });
+        }
+        if (wanted.load() != mode::draining) serve();
+        io_uring_queue_exit(&ring);
       }
-      if (!stopping.load()) serve();
-      io_uring_queue_exit(&ring);
+      done.store(true, std::memory_order_release);
+      plane->notify();
     }
 
     void arm_wake() {
@@ -249,28 +376,15 @@ class uring_transport {
     void serve() {
       current_ring() = &ring;
       arm_wake();
-      for (auto& e : entries) {
-        e.alive = true;
-        to_register.push_back(&e);
-      }
-      unsigned alive = static_cast<unsigned>(entries.size());
-      while (!stopping.load(std::memory_order_acquire)) {
-        if (!to_register.empty()) register_pending();
+      for (auto& e : entries) serve_entry(e);
+      while (live > 0) {
         int rc = io_uring_submit_and_wait(&ring, 1);
         if (rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY) {
           log::error("io_uring queue {}: submit failed: {}", qid, std::strerror(-rc));
           break;
         }
         reap();
-        alive = 0;
-        for (auto& e : entries) alive += e.alive ? 1 : 0;
-        if (alive == 0) break;  // the connection is gone
       }
-      // Replies handed over by handlers that finished elsewhere just before
-      // the stop (e.g. woken by the filesystem's destroy()): commit them, or
-      // the kernel keeps waiting for those requests.
-      drain_foreign_commits();
-      io_uring_submit(&ring);
       finish_awaited();
       current_ring() = nullptr;
     }
@@ -283,12 +397,63 @@ class uring_transport {
         const int res = cqe->res;
         io_uring_cqe_seen(&ring, cqe);
         if (c == &wake_completion) {
-          drain_foreign_commits();
-          if (!stopping.load()) arm_wake();
+          woken();
+          arm_wake();
         } else if (c) {
           c->on_complete(c, res);
         }
       }
+    }
+
+    // The plane asked for something (a mode) or a handler elsewhere finished.
+    // This runs between two completions: no handler runs on this thread now.
+    void woken() {
+      drain_foreign_commits();
+      const mode m = wanted.load(std::memory_order_acquire);
+      if (m != mode::parked && !held.empty()) {
+        auto waiting = std::exchange(held, {});
+        for (auto h : waiting) h.resume();
+      }
+      seen.store(m, std::memory_order_release);
+      plane->notify();
+    }
+
+    // Holds the entry's loop while parked.
+    struct held_awaiter {
+      queue& q;
+      bool await_ready() const noexcept { return q.wanted.load(std::memory_order_acquire) != mode::parked; }
+      void await_suspend(std::coroutine_handle<> h) {
+        q.held.push_back(h);
+        q.held_count.fetch_add(1, std::memory_order_release);
+      }
+      void await_resume() noexcept {}
+    };
+
+    detail::fire_and_forget serve_entry(entry& e) {
+      ++live;
+      int res = co_await e.command(proto::uring_cmd::register_, 0);
+      while (res == -EAGAIN && wanted.load() != mode::draining) {
+        // EAGAIN right after a synchronous INIT: the mounting task has not
+        // yet processed INIT's reply. Give it a moment rather than spin.
+        sess->counters().register_retries.fetch_add(1, std::memory_order_relaxed);
+        co_await io::sleep_for(std::chrono::milliseconds(1));
+        res = co_await e.command(proto::uring_cmd::register_, 0);
+      }
+      while (res >= 0) {
+        if (wanted.load(std::memory_order_acquire) == mode::parked) {
+          held_awaiter hold{*this};
+          if (!hold.await_ready()) {
+            co_await hold;
+            held_count.fetch_sub(1, std::memory_order_release);
+          }
+        }
+        if (wanted.load(std::memory_order_acquire) == mode::draining) refuse(e);
+        else handle(e);
+        res = co_await e.next();
+      }
+      if (res != -ENOTCONN && res != -ENODEV && res != -ECANCELED && res != -EAGAIN)
+        log::error("io_uring queue {}: entry ended: {}", qid, std::strerror(-res));
+      --live;
     }
 
     // Handlers still awaiting an operation on this ring would be abandoned
@@ -299,11 +464,13 @@ class uring_transport {
       io_uring_sqe* sqe = next_sqe(&ring);
       io_uring_prep_cancel64(sqe, 0, IORING_ASYNC_CANCEL_ANY);
       io_uring_sqe_set_data(sqe, nullptr);
-      const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
-      while (awaited_operations() > 0 && std::chrono::steady_clock::now() < deadline) {
-        __kernel_timespec wait{0, 50'000'000};
+      const auto deadline = clock::now() + std::chrono::seconds(2);
+      while (awaited_operations() > 0) {
+        const auto left = std::chrono::duration_cast<std::chrono::nanoseconds>(deadline - clock::now()).count();
+        if (left <= 0) break;
+        __kernel_timespec wait{left / 1'000'000'000, left % 1'000'000'000};
         io_uring_cqe* cqe = nullptr;
-        io_uring_submit_and_wait_timeout(&ring, &cqe, 1, &wait, nullptr);
+        io_uring_submit_and_wait_timeout(&ring, &cqe, 1, &wait, nullptr);  // returns with the next completion
         reap();
       }
       if (awaited_operations() > 0)
@@ -313,40 +480,13 @@ class uring_transport {
     // Queues a fuse command for `e` on this queue's ring, tagged with the entry.
     void queue_cmd(entry& e, proto::uring_cmd cmd, std::uint64_t commit_id) {
       io_uring_sqe* sqe = next_sqe(&ring);
-      prep_fuse_cmd(sqe, transport.fuse_fd_, cmd, qid, commit_id, cmd == proto::uring_cmd::register_ ? e.iov : nullptr);
+      prep_fuse_cmd(sqe, cmd, qid, commit_id, cmd == proto::uring_cmd::register_ ? e.iov : nullptr);
       io_uring_sqe_set_data(sqe, static_cast<completion*>(&e));
     }
 
-    void register_pending() {
-      // EAGAIN right after a synchronous INIT: the mounting task has not yet
-      // processed INIT's reply. Give it a moment rather than spin.
-      bool pause = false;
-      for (entry* e : to_register) pause = pause || std::exchange(e->pause_first, false);
-      if (pause) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-      for (entry* e : to_register) queue_cmd(*e, proto::uring_cmd::register_, 0);
-      to_register.clear();
-    }
-
-    void on_entry(entry& e, int res) {
-      if (res == -EAGAIN) {
-        transport.dispatcher_.session().counters().register_retries.fetch_add(1, std::memory_order_relaxed);
-        e.pause_first = true;
-        to_register.push_back(&e);
-        return;
-      }
-      if (res < 0) {
-        if (res != -ENOTCONN && res != -ENODEV && res != -ECANCELED)
-          log::error("io_uring queue {}: entry failed: {}", qid, std::strerror(-res));
-        e.alive = false;
-        return;
-      }
-      if (!e.alive) return;
-      handle_request(e);
-    }
-
-    void handle_request(entry& e) {
-      auto& state = transport.dispatcher_.session();
-      state.counters().via_ring.fetch_add(1, std::memory_order_relaxed);
+    void handle(entry& e) {
+      auto& counters = sess->counters();
+      counters.via_ring.fetch_add(1, std::memory_order_relaxed);
       proto::in_header h;
       std::memcpy(&h, e.header->in_out, sizeof h);
       const std::size_t payload_size = e.header->ring_ent_in_out.payload_sz;
@@ -355,7 +495,7 @@ class uring_transport {
       const std::size_t total = h.len;
       if (payload_size > e.payload.size() || total < sizeof h + payload_size ||
           total - sizeof h - payload_size > proto::op_in_size) {
-        state.counters().malformed.fetch_add(1, std::memory_order_relaxed);
+        counters.malformed.fetch_add(1, std::memory_order_relaxed);
         log::error("io_uring queue {}: request {:#x} has inconsistent sizes", qid, h.unique);
         detail::send_reply(sink_for(e), h.unique, EIO);
         return;
@@ -365,18 +505,30 @@ class uring_transport {
       std::memcpy(e.head + sizeof h, e.header->op_in, arg0);
       const std::size_t scratch_at = std::min(e.payload.size(), (payload_size + 63) & ~std::size_t{63});
       detail::incoming in{.bytes = std::span<const std::byte>(e.head, sizeof h + arg0),
-                  .scratch = e.payload.span().subspan(scratch_at),
-                  .owner = nullptr,  // the entry's buffers stay reserved until its commit
-                  .sink = sink_for(e),
-                  .payload = std::span<const std::byte>(e.payload.data(), payload_size)};
+                          .scratch = e.payload.span().subspan(scratch_at),
+                          .owner = nullptr,  // the entry's buffers stay reserved until its commit
+                          .sink = sink_for(e),
+                          .payload = std::span<const std::byte>(e.payload.data(), payload_size)};
+      current_opcode.store(static_cast<proto::opcode>(h.opcode), std::memory_order_relaxed);
+      current_node.store(h.nodeid, std::memory_order_relaxed);
+      current.store(h.unique, std::memory_order_release);
       // Requests that get no reply (NOTIFY_REPLY) still have to give their
       // entry back to the kernel.
-      if (transport.dispatcher_.handle(in) == detail::disposition::no_reply) commit_empty(e, h.unique);
+      if (handler(in) == detail::disposition::no_reply) commit_empty(e, h.unique, 0);
+      current.store(0, std::memory_order_release);
     }
 
-    void commit_empty(entry& e, std::uint64_t unique) {
+    // Draining: the server has stopped; the request is answered at once.
+    void refuse(entry& e) {
+      proto::in_header h;
+      std::memcpy(&h, e.header->in_out, sizeof h);
+      commit_empty(e, h.unique, -ENOTCONN);
+    }
+
+    void commit_empty(entry& e, std::uint64_t unique, std::int32_t error) {
       proto::out_header out{};
       out.len = sizeof out;
+      out.error = error;
       out.unique = unique;
       std::memcpy(e.header->in_out, &out, sizeof out);
       e.header->ring_ent_in_out.payload_sz = 0;
@@ -426,10 +578,12 @@ class uring_transport {
     }
   };
 
-  detail::dispatcher<Fs>& dispatcher_;
+  detail::request_handler handler_;
+  session& session_;
   int fuse_fd_;
   uring_options options_;
-  std::vector<std::unique_ptr<queue>> queues_;
+  std::shared_ptr<hub> hub_;
+  std::vector<std::shared_ptr<queue>> queues_;
 };
 
 }  // namespace fusexx::transport

@@ -1,8 +1,11 @@
 #pragma once
-// Waking a worker blocked in read(/dev/fuse): a thread-directed signal whose
-// handler does nothing and is installed without SA_RESTART, so the read
-// returns EINTR and the worker looks at its stop flag. Reading through
-// poll() instead would cost a second syscall on every request.
+// Waking a reader blocked in read(/dev/fuse): a thread-directed signal whose
+// handler does nothing. It is installed with SA_RESTART: the interrupted
+// read() is restarted by the kernel, which looks its fd number up again —
+// and device_readers has meanwhile dup2()ed an at-EOF pipe over it
+// (transport/device.hpp). Other syscalls of a handler running on the thread
+// are restarted too. Reading through poll() instead would cost a second
+// syscall on every request.
 #include <pthread.h>
 #include <signal.h>
 
@@ -18,7 +21,7 @@ inline void install_wake_handler() {
     struct sigaction sa {};
     sa.sa_handler = [](int) {};
     sigemptyset(&sa.sa_mask);
-    sa.sa_flags = 0;  // no SA_RESTART: the blocked read must return EINTR
+    sa.sa_flags = SA_RESTART;
     sigaction(wake_signal(), &sa, nullptr);
   });
 }
