@@ -52,7 +52,7 @@ struct detached {
     enum : int { starting = 0, finished = 1, released = 2 };
     std::atomic<int> phase{starting};
     buffer owned;
-    handler_scope* scope = nullptr;  // the session's, joined for the handler's lifetime
+    handler_scope* scope = nullptr;  // the session's, joined once the handler has suspended
     handler_scope::member membership;
 
     detached get_return_object() noexcept { return {std::coroutine_handle<promise_type>::from_promise(*this)}; }
@@ -63,8 +63,11 @@ struct detached {
       // destroy the frame; false: run off the end, which destroys the frame.
       bool await_suspend(std::coroutine_handle<promise_type> h) noexcept {
         auto& p = h.promise();
-        if (p.scope) p.scope->leave(p.membership);  // its reply has been sent
-        return p.phase.exchange(finished, std::memory_order_acq_rel) == starting;
+        if (p.phase.exchange(finished, std::memory_order_acq_rel) == starting) return true;
+        // Released: the dispatcher is done with it, and it is in the scope
+        // (a handler that suspended joins before it is released).
+        p.scope->leave(p.membership);  // its reply has been sent
+        return false;
       }
       void await_resume() noexcept {}
     };
@@ -277,16 +280,22 @@ class dispatcher {
     check_shape<Row>();
     request req(h, &session_);
     if constexpr (handler_return<handler_result<Row>>::is_coroutine) {
+      using promise_type = detached::promise_type;
       auto d = drive(std::move(row), req, resp).handle;
       auto& promise = d.promise();
       if (in.owner) promise.owned = std::move(*in.owner);
-      promise.membership.request = {h.unique, static_cast<proto::opcode>(h.opcode), h.nodeid};
-      promise.scope = &session_.scope();
-      promise.scope->enter(promise.membership);
       d.resume();
-      if (promise.phase.exchange(detached::promise_type::released, std::memory_order_acq_rel) ==
-          detached::promise_type::finished) {
-        // Finished without suspending: the buffer comes straight back.
+      if (promise.phase.load(std::memory_order_acquire) != promise_type::finished) {
+        // Suspended: it joins the session's scope before the frame is
+        // released, so the frame leaves it when it finishes (below, if it
+        // finished meanwhile; in its final_awaiter otherwise).
+        promise.membership.request = {h.unique, static_cast<proto::opcode>(h.opcode), h.nodeid};
+        promise.scope = &session_.scope();
+        promise.scope->enter(promise.membership);
+      }
+      if (promise.phase.exchange(promise_type::released, std::memory_order_acq_rel) == promise_type::finished) {
+        // Finished: the buffer comes straight back.
+        if (promise.scope) promise.scope->leave(promise.membership);
         if (in.owner) *in.owner = std::move(promise.owned);
         d.destroy();
         return disposition::replied;
@@ -338,7 +347,11 @@ class dispatcher {
     finish(row, req, resp, r);
   }
 
-  static std::string_view handler_name(const request& req) { return proto::name(req.opcode()); }
+  // What the fence names when a handler throws: its operation, looked up
+  // only then.
+  static auto handler_name(const request& req) {
+    return [op = req.opcode()] { return proto::name(op); };
+  }
 
   // ---- the reply, and what the kernel now holds ----
 
