@@ -56,6 +56,9 @@ inline constexpr unsigned ioc_lookups = _IOR('M', 1, std::uint64_t);
 inline constexpr unsigned ioc_reverse = _IOWR('M', 2, char[16]);
 
 inline constexpr std::size_t name_max = 255;
+// The most one copy_file_range moves (the kernel's MAX_RW_COUNT, INT_MAX
+// rounded down to a page): the rest is the caller's next call.
+inline constexpr std::uint64_t max_copy = 0x7ffff000;
 
 inline timespec now() {
   timespec t{};
@@ -219,7 +222,9 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
   bool change_behind_kernel(ino id, off_t off, std::string_view bytes) {
     std::lock_guard g(mutex_);
     inode* i = find(id);
-    if (!i || !S_ISREG(i->mode) || off + off_t(bytes.size()) > i->data.size()) return false;
+    if (!i || !S_ISREG(i->mode) || !memfs::file_data::fits(off, bytes.size()) ||
+        off + off_t(bytes.size()) > i->data.size())
+      return false;
     i->data.write(off, std::as_bytes(std::span(bytes)));
     timespec t = memfs::now();
     if (t.tv_sec == i->mtime.tv_sec && t.tv_nsec == i->mtime.tv_nsec) ++t.tv_nsec;
@@ -514,7 +519,10 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
     inode* i = find(id);
     if (!i) return fusexx::error(ENOENT);
     if (off < 0) return fusexx::error(EINVAL);
-    if (!reserve_space(i->data.blocks_needed(off, off_t(data.size())))) return fusexx::error(ENOSPC);
+    // Past the largest file: what the kernel itself answers a write that
+    // starts at its limit (generic_write_check_limits).
+    if (!memfs::file_data::fits(off, data.size())) return fusexx::error(EFBIG);
+    if (!reserve_space(i->data.blocks_needed(off, data.size()))) return fusexx::error(ENOSPC);
     i->data.write(off, data);
     ++counts_.writes;
     counts_.bytes_written += data.size();
@@ -553,6 +561,7 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
     if (!i) return fusexx::error(ENOENT);
     if (!S_ISREG(i->mode)) return fusexx::error(ENODEV);
     if (off < 0 || len <= 0) return fusexx::error(EINVAL);
+    if (!memfs::file_data::fits(off, std::uint64_t(len))) return fusexx::error(EFBIG);  // as vfs_fallocate
     const bool keep_size = mode & FALLOC_FL_KEEP_SIZE;
     auto& data = i->data;
     switch (mode & ~FALLOC_FL_KEEP_SIZE) {
@@ -601,13 +610,25 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
     if (!src || !dst) return fusexx::error(ENOENT);
     if (!S_ISREG(src->mode) || !S_ISREG(dst->mode)) return fusexx::error(EINVAL);
     if (off_in < 0 || off_out < 0) return fusexx::error(EINVAL);
-    // Through a buffer, so a copy within one file may overlap itself.
-    std::vector<std::byte> bytes(std::min<std::size_t>(len, std::size_t(std::max<off_t>(0, src->data.size() - off_in))));
-    const std::size_t n = src->data.read(off_in, bytes);
-    if (!reserve_space(dst->data.blocks_needed(off_out, off_t(n)))) return fusexx::error(ENOSPC);
-    dst->data.write(off_out, std::span(bytes).first(n));
+    // The kernel's own rules (generic_copy_file_checks): up to the source's
+    // end, nothing past the largest file, no overlap within one file; and,
+    // as its copy through the page cache does, at most MAX_RW_COUNT per call
+    // (a short copy, which the caller continues). So a huge sparse range
+    // costs what its blocks cost, and the reply fits COPY_FILE_RANGE's
+    // 32-bit count.
+    using memfs::file_data;
+    const off_t size_in = src->data.size();
+    std::uint64_t n = off_in >= size_in ? 0 : std::min<std::uint64_t>(len, std::uint64_t(size_in - off_in));
+    n = std::min<std::uint64_t>(n, memfs::max_copy);
+    if (n == 0) return std::size_t{0};
+    if (off_out == file_data::max_size) return fusexx::error(EFBIG);
+    n = std::min<std::uint64_t>(n, std::uint64_t(file_data::max_size - off_out));
+    if (src == dst && std::uint64_t(off_out) < std::uint64_t(off_in) + n && std::uint64_t(off_in) < std::uint64_t(off_out) + n)
+      return fusexx::error(EINVAL);
+    if (!reserve_space(dst->data.blocks_needed(off_out, n))) return fusexx::error(ENOSPC);
+    dst->data.copy_from(src->data, off_in, off_out, n);
     dst->mtime = dst->ctime = memfs::now();
-    return n;
+    return std::size_t(n);
   }
 
   result<fusexx::extended_attr> statx(request&, ino id, std::optional<fusexx::fhandle>, int, unsigned) {
