@@ -3,8 +3,9 @@
 // to tell apart from tmpfs. Files (sparse), directories, symlinks, hard links,
 // fifos, sockets and device nodes, xattrs (user., trusted., security.),
 // POSIX and flock locks that block and wake, fallocate, SEEK_DATA/SEEK_HOLE,
-// rename with RENAME_NOREPLACE / RENAME_EXCHANGE, readdir offsets that stay
-// valid under concurrent unlink, a size limit, real statfs numbers.
+// rename with RENAME_NOREPLACE / RENAME_EXCHANGE, directory streams that
+// list each entry once however the directory changes meanwhile, a size
+// limit, real statfs numbers.
 //
 // Permission checks are the kernel's: memfs is always mounted with
 // default_permissions (see configure_mount), so mode bits, sticky directories,
@@ -83,9 +84,11 @@ struct inode {
   std::uint32_t opens = 0;    // open files and directories
   file_data data;             // regular files
   std::string target;         // symlinks
-  // Directories: names, and the same entries in readdir order. Each entry's
-  // cookie only grows, so an offset the kernel kept still means "after that
-  // entry" however many were added or removed since.
+  // Directories: names, and the same entries in readdir order. An entry's
+  // cookie is given when it is added to the directory and kept when it is
+  // renamed within it; new cookies only grow. So an offset the kernel kept
+  // still means "after that entry" however many were added, removed or
+  // renamed since.
   ino parent = 0;
   std::map<std::string, child_ref, std::less<>> children;
   std::map<std::uint64_t, std::string> order;
@@ -462,8 +465,12 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
         remove_entry(dd, to);
         drop_name(dd, *victim);
       }
-      remove_entry(sd, from);
-      add_entry(dd, to, moving);
+      if (&sd == &dd) {
+        rename_entry(sd, from, to);  // keeps its place in a listing
+      } else {
+        remove_entry(sd, from);
+        add_entry(dd, to, moving);
+      }
       reparent(moving, sd, dd);
     }
     moving.ctime = t;
@@ -751,14 +758,19 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
     auto d = directory(id);
     if (!d) return fusexx::error(d.error());
     ++(*d)->opens;
-    return fusexx::opened{};
+    const fusexx::fhandle fh = next_fh_++;
+    dir_streams_.emplace(fh, UINT64_MAX);
+    return fusexx::opened{.fh = fh};
   }
-  result<void> readdir(request&, ino id, fusexx::fhandle, off_t off, fusexx::dir_buffer& out) { return list(id, off, out); }
-  result<void> readdirplus(request&, ino id, fusexx::fhandle, off_t off, fusexx::dir_buffer& out) {
-    return list(id, off, out);
+  result<void> readdir(request&, ino id, fusexx::fhandle fh, off_t off, fusexx::dir_buffer& out) {
+    return list(id, fh, off, out);
   }
-  result<void> releasedir(request&, ino id, fusexx::fhandle, int) {
+  result<void> readdirplus(request&, ino id, fusexx::fhandle fh, off_t off, fusexx::dir_buffer& out) {
+    return list(id, fh, off, out);
+  }
+  result<void> releasedir(request&, ino id, fusexx::fhandle fh, int) {
     std::lock_guard g(mutex_);
+    dir_streams_.erase(fh);
     if (inode* i = find(id)) {
       --i->opens;
       release_if_unused(*i);
@@ -969,6 +981,14 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
     dir.order.emplace(cookie, std::string(name));
     dir.mtime = dir.ctime = memfs::now();
   }
+  // A new name for an entry, in the same place of the directory's order.
+  void rename_entry(inode& dir, std::string_view from, std::string_view to) {
+    auto node = dir.children.extract(dir.children.find(from));
+    node.key() = std::string(to);
+    dir.order[node.mapped().cookie] = node.key();
+    dir.children.insert(std::move(node));
+    dir.mtime = dir.ctime = memfs::now();
+  }
   void remove_entry(inode& dir, std::string_view name) {
     auto it = dir.children.find(name);
     dir.order.erase(it->second.cookie);
@@ -1074,15 +1094,28 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
     return st;
   }
 
-  result<void> list(ino id, off_t off, fusexx::dir_buffer& out) {
+  // A directory stream lists the entries that were there when it began (its
+  // READDIR at offset 0: opendir, or rewinddir), each once, in cookie order:
+  // an entry renamed within the directory keeps its cookie, so it is neither
+  // skipped nor seen again; one that arrives later (created, or moved in,
+  // also moved out and back) has a cookie past the stream's end. tmpfs does
+  // the same (libfs's offset directories stop at the directory's next offset
+  // as it was at open).
+  result<void> list(ino id, fusexx::fhandle fh, off_t off, fusexx::dir_buffer& out) {
     std::lock_guard g(mutex_);
     auto d = directory(id);
     if (!d) return fusexx::error(d.error());
     inode& dir = **d;
+    std::uint64_t end = UINT64_MAX;  // a stream we did not open (none such today) sees everything
+    if (auto s = dir_streams_.find(fh); s != dir_streams_.end()) {
+      if (off == 0) s->second = dir.next_cookie;
+      end = s->second;
+    }
     // "." and ".." never carry a node: the kernel takes no reference for them.
     if (off < 1 && !out.add(".", dir.id, S_IFDIR, 1)) return {};
     if (off < 2 && !out.add("..", dir.parent, S_IFDIR, 2)) return {};
-    for (auto it = dir.order.upper_bound(std::uint64_t(std::max<off_t>(off, 2))); it != dir.order.end(); ++it) {
+    for (auto it = dir.order.upper_bound(std::uint64_t(std::max<off_t>(off, 2))); it != dir.order.end() && it->first < end;
+         ++it) {
       inode& child = *find(dir.children.find(it->second)->second.node);
       if (!out.plus()) {
         if (!out.add(it->second, child.id, child.mode, off_t(it->first))) break;
@@ -1107,6 +1140,8 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
   std::uint64_t forget_errors_ = 0;
   std::uint64_t lock_generation_ = 0;
   std::vector<lock_wait*> waiters_;
+  // Open directory streams: the cookie each one's listing ends before.
+  std::unordered_map<fusexx::fhandle, std::uint64_t> dir_streams_;
   std::uint64_t init_wants_ = 0;  // INIT capabilities asked for with -o
   request_counts counts_;
 };
