@@ -549,12 +549,29 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
     return {};
   }
 
+  // The last close of an open file (all its fds, in every process). Its
+  // flock locks go, and so do the record locks taken through it that are
+  // still held: those can only be OFD locks. The kernel never tells a FUSE
+  // filesystem about an OFD lock's end: at the last close, locks.c's
+  // locks_remove_file() calls locks_remove_posix(filp, filp), which returns
+  // at once when the inode's own lock list holds no POSIX lock (with
+  // FUSE_POSIX_LOCKS granted, fuse_setlk() keeps none there: the server has
+  // them), and fuse_setlk() drops an unlock flagged FL_CLOSE_POSIX anyway
+  // ("unlock on close is handled by the flush method"); fuse_release_common()
+  // fills RELEASE's lock_owner only for flock (FUSE_RELEASE_FLOCK_UNLOCK). A
+  // POSIX lock taken through this file
+  // is gone already: every close(2) of it sent FLUSH with the closing
+  // process's owner (fuse_flush, sent even with a fatal signal pending), and
+  // FLUSH drops all that owner's locks; fcntl_setlk() undoes a lock that
+  // raced with a close. An OFD lock's owner is the open file, which no FLUSH
+  // carries.
   result<void> release(request&, ino id, fusexx::fhandle fh, int) {
     wakeups w;
     std::lock_guard g(mutex_);
     inode* i = find(id);
     if (!i) return {};
-    if (i->locks.flock_release(fh)) wake_lock_waiters(w);  // flock locks belong to the open file
+    const bool flocks = i->locks.flock_release(fh);  // flock locks belong to the open file
+    if (i->locks.release_file(fh) || flocks) wake_lock_waiters(w);
     --i->opens;
     release_if_unused(*i);
     return {};
@@ -712,15 +729,15 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
   }
 
   // Coroutines take their arguments by value: they run on after the call.
-  fusexx::task<void> setlk(request& r, ino id, fusexx::fhandle, std::uint64_t owner, fusexx::posix_lock l,
+  fusexx::task<void> setlk(request& r, ino id, fusexx::fhandle fh, std::uint64_t owner, fusexx::posix_lock l,
                            bool wait) {
     const posix_wait waits_for{id, owner, l};
-    co_return co_await take_lock(r, id, wait, [owner, l, wait](inode& i, wakeups& w, memfs_fs& fs) {
+    co_return co_await take_lock(r, id, wait, [owner, l, wait, fh](inode& i, wakeups& w, memfs_fs& fs) {
       if (l.type != F_UNLCK) {
         if (auto holder = i.locks.conflicting_owner(owner, l))
           return wait && fs.would_deadlock(owner, *holder) ? EDEADLK : EAGAIN;
       }
-      if (i.locks.apply(owner, l)) fs.wake_lock_waiters(w);
+      if (i.locks.apply(owner, l, fh)) fs.wake_lock_waiters(w);
       return 0;
     }, &waits_for);
   }
