@@ -3,9 +3,9 @@
 // to tell apart from tmpfs. Files (sparse), directories, symlinks, hard links,
 // fifos, sockets and device nodes, xattrs (user., trusted., security.),
 // POSIX and flock locks that block and wake, fallocate, SEEK_DATA/SEEK_HOLE,
-// rename with RENAME_NOREPLACE / RENAME_EXCHANGE, directory streams that
-// list each entry once however the directory changes meanwhile, a size
-// limit, real statfs numbers.
+// rename with RENAME_NOREPLACE / RENAME_EXCHANGE / RENAME_WHITEOUT,
+// directory streams that list each entry once however the directory changes
+// meanwhile, a size limit, real statfs numbers.
 //
 // Permission checks are the kernel's: memfs is always mounted with
 // default_permissions (see configure_mount), so mode bits, sticky directories,
@@ -426,10 +426,14 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
     return {};
   }
 
-  result<void> rename(request&, ino from_dir, std::string_view from, ino to_dir, std::string_view to,
+  // RENAME_WHITEOUT leaves a whiteout where the source was: a character
+  // device 0/0 with mode 0, owned by the caller, with the group a new file
+  // there would get (as tmpfs's shmem_whiteout; overlayfs uses it). Since
+  // Linux 5.8 it needs no CAP_MKNOD.
+  result<void> rename(request& r, ino from_dir, std::string_view from, ino to_dir, std::string_view to,
                       unsigned flags) {
-    if (flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE)) return fusexx::error(EINVAL);  // WHITEOUT: no overlays here
-    if ((flags & RENAME_NOREPLACE) && (flags & RENAME_EXCHANGE)) return fusexx::error(EINVAL);
+    if (flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE | RENAME_WHITEOUT)) return fusexx::error(EINVAL);
+    if ((flags & RENAME_EXCHANGE) && (flags & (RENAME_NOREPLACE | RENAME_WHITEOUT))) return fusexx::error(EINVAL);
     if (to.size() > memfs::name_max) return fusexx::error(ENAMETOOLONG);
     std::lock_guard g(mutex_);
     auto src_dir = directory(from_dir);
@@ -450,6 +454,8 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
     if (moving.is_dir() && within(dd, moving)) return fusexx::error(EINVAL);
     if (exchange && victim->is_dir() && within(sd, *victim)) return fusexx::error(EINVAL);
     if (victim == &moving) return {};  // two names of one file: nothing happens
+    const bool whiteout = flags & RENAME_WHITEOUT;
+    if (whiteout && inodes_.size() >= inode_limit_) return fusexx::error(ENOSPC);
     const timespec t = memfs::now();
     if (exchange) {
       src->second.node = victim->id;
@@ -472,6 +478,7 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
         add_entry(dd, to, moving);
       }
       reparent(moving, sd, dd);
+      if (whiteout) add_entry(sd, from, make_inode(S_IFCHR, r.uid(), group_for(r, sd)));  // rdev 0
     }
     moving.ctime = t;
     sd.mtime = sd.ctime = dd.mtime = dd.ctime = t;
