@@ -276,6 +276,10 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
     // emulation.)
     // The -o options above: memfs handles each of them however it is asked.
     c.want(init_wants_);
+    // File handles that resolve whenever the object exists, not only while
+    // the kernel has it cached: the kernel then asks LOOKUP "." / ".." (see
+    // lookup). Node ids are never reused, so generation 0 suffices.
+    c.want(fusexx::proto::init_flag::export_support);
     if (init_wants_ & fusexx::proto::init_flag::explicit_inval_data)
       c.unwant(fusexx::proto::init_flag::auto_inval_data);
     return {};
@@ -306,14 +310,24 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
   }
 
   // ---- names ----
+  // "." and ".." never come from a path walk (the VFS resolves them): the
+  // kernel asks for them to turn a file handle back into an object
+  // (open_by_handle_at, NFS export; FUSE_EXPORT_SUPPORT, see init):
+  // fuse_get_dentry() looks up "." in the handle's node, of any type, and
+  // reconnecting a directory walks up with "..". A node that has lost its
+  // last name is gone for a handle (ESTALE, as tmpfs says once it is evicted).
   result<fusexx::entry> lookup(request&, ino parent, std::string_view name) {
     std::lock_guard g(mutex_);
+    if (name == ".") {
+      inode* i = find(parent);
+      if (!i || (i->nlink == 0 && i->id != fusexx::root_ino)) return fusexx::error(ENOENT);
+      return reference(*i);
+    }
     auto d = directory(parent);
     if (!d) return fusexx::error(d.error());
     if (name.size() > memfs::name_max) return fusexx::error(ENAMETOOLONG);
     inode* found = nullptr;
-    if (name == ".") found = *d;
-    else if (name == "..") found = find((*d)->parent);
+    if (name == "..") found = (*d)->nlink == 0 ? nullptr : find((*d)->parent);
     else if (auto it = (*d)->children.find(name); it != (*d)->children.end()) found = find(it->second.node);
     if (!found) return fusexx::error(ENOENT);
     return reference(*found);
