@@ -44,6 +44,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "examples/memfs/credentials.hpp"
 #include "examples/memfs/file_data.hpp"
 #include "examples/memfs/locks.hpp"
 
@@ -340,7 +341,7 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
     return fusexx::attr{.st = stat_of(*i), .valid_for = attr_timeout};
   }
 
-  result<fusexx::attr> setattr(request&, ino id, const fusexx::set_attributes& s) {
+  result<fusexx::attr> setattr(request& r, ino id, const fusexx::set_attributes& s) {
     std::lock_guard g(mutex_);
     inode* i = find(id);
     if (!i) return fusexx::error(ENOENT);
@@ -356,9 +357,10 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
       i->mtime = t;
     }
     if (s.mode) i->mode = (i->mode & S_IFMT) | (*s.mode & 07777);
+    if (s.size) drop_set_id(*i, r, s.kill_suid);  // a truncation, by this caller
+    else if (s.kill_suid) kill_suid(*i);           // chown (handle_killpriv_v2)
     if (s.uid) i->uid = *s.uid;
     if (s.gid) i->gid = *s.gid;
-    if (s.kill_suid) kill_suid(*i);
     if (s.atime) i->atime = s.atime->tv_nsec == UTIME_NOW ? t : *s.atime;
     if (s.mtime) i->mtime = s.mtime->tv_nsec == UTIME_NOW ? t : *s.mtime;
     i->ctime = s.ctime ? *s.ctime : t;
@@ -506,13 +508,11 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
     if (!i) return fusexx::error(ENOENT);
     if (i->is_dir()) return fusexx::error(EISDIR);
     if (flags & O_TRUNC) ++counts_.opens_with_trunc;
+    if (r.kill_suidgid()) ++counts_.opens_killing_suidgid;  // only with handle_killpriv_v2
     if ((flags & O_TRUNC) && S_ISREG(i->mode)) {  // only with atomic_o_trunc
       resize(*i, 0);
       i->mtime = i->ctime = memfs::now();
-    }
-    if (r.kill_suidgid()) {  // only with handle_killpriv_v2
-      ++counts_.opens_killing_suidgid;
-      kill_suid(*i);
+      drop_set_id(*i, r, r.kill_suidgid());
     }
     return open_file(*i);
   }
@@ -541,7 +541,7 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
     return i->data.read(off, into);
   }
 
-  result<std::size_t> write(request&, ino id, fusexx::fhandle, off_t off, std::span<const std::byte> data,
+  result<std::size_t> write(request& r, ino id, fusexx::fhandle, off_t off, std::span<const std::byte> data,
                             int flags) {
     std::lock_guard g(mutex_);
     inode* i = find(id);
@@ -554,10 +554,11 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
     i->data.write(off, data);
     ++counts_.writes;
     counts_.bytes_written += data.size();
-    if (flags & fusexx::proto::write_flag::kill_suidgid) {
-      ++counts_.writes_killing_suidgid;
-      kill_suid(*i);
-    }
+    const bool kill = flags & fusexx::proto::write_flag::kill_suidgid;
+    if (kill) ++counts_.writes_killing_suidgid;
+    // A write from the page cache (writeback_cache) carries no writer's
+    // credentials: the kernel cleared the bits when the data was written.
+    if (!(flags & fusexx::proto::write_flag::cache)) drop_set_id(*i, r, kill);
     i->mtime = i->ctime = memfs::now();
     return data.size();
   }
@@ -600,7 +601,7 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
 
   result<void> fsync(request&, ino, fusexx::fhandle, bool) { return {}; }  // memory is as durable as it gets
 
-  result<void> fallocate(request&, ino id, fusexx::fhandle, int mode, off_t off, off_t len) {
+  result<void> fallocate(request& r, ino id, fusexx::fhandle, int mode, off_t off, off_t len) {
     std::lock_guard g(mutex_);
     inode* i = find(id);
     if (!i) return fusexx::error(ENOENT);
@@ -630,6 +631,7 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
     }
     i->ctime = memfs::now();
     if (mode != FALLOC_FL_KEEP_SIZE) i->mtime = i->ctime;
+    drop_set_id(*i, r);  // the kernel's file_modified() (fuse_file_fallocate) left sgid to us
     return {};
   }
 
@@ -646,7 +648,7 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
     return *at;
   }
 
-  result<std::size_t> copy_file_range(request&, ino in, fusexx::fhandle, off_t off_in, ino out, fusexx::fhandle,
+  result<std::size_t> copy_file_range(request& r, ino in, fusexx::fhandle, off_t off_in, ino out, fusexx::fhandle,
                                       off_t off_out, std::size_t len, std::uint64_t flags) {
     if (flags != 0) return fusexx::error(EINVAL);
     std::lock_guard g(mutex_);
@@ -673,6 +675,7 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
     if (!reserve_space(dst->data.blocks_needed(off_out, n))) return fusexx::error(ENOSPC);
     dst->data.copy_from(src->data, off_in, off_out, n);
     dst->mtime = dst->ctime = memfs::now();
+    drop_set_id(*dst, r);
     return std::size_t(n);
   }
 
@@ -1092,10 +1095,37 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
     i.data.truncate(size);
     used_blocks_ -= before - i.data.allocated_blocks();
   }
-  // What a write by someone else than root does to a set-id file.
+  // What a chown does to a set-id file (handle_killpriv_v2 leaves it to us).
   static void kill_suid(inode& i) {
     i.mode &= ~S_ISUID;
     if (i.mode & S_IXGRP) i.mode &= ~S_ISGID;
+  }
+
+  // The set-id bits a change of a regular file's data (write, truncate,
+  // fallocate, a copy into it) by the caller of `r` clears, by the kernel's
+  // rule for every filesystem (setattr_should_drop_suidgid, fs/attr.c):
+  // set-user-ID always; set-group-ID when the group may execute, or when the
+  // caller is not in the file's group; nothing for a caller with CAP_FSETID.
+  // The kernel applies that rule before it sends the request, except that
+  // fuse_setattr() keeps only the group-execute half of the sgid case (the
+  // other half needs the caller's groups, which it leaves to the
+  // filesystem): a 2666 file written, truncated or fallocated by a user
+  // outside its group kept its sgid bit. With handle_killpriv_v2 the kernel
+  // clears nothing and says so with a kill flag (`no_fsetid`: the caller
+  // lacks CAP_FSETID). The caller's supplementary groups and capabilities
+  // come from /proc (examples/memfs/credentials.hpp), read only when the
+  // file has a set-id bit; if they cannot be read, root counts as capable.
+  void drop_set_id(inode& i, const request& r, bool no_fsetid = false) {
+    if (!S_ISREG(i.mode) || !(i.mode & (S_ISUID | S_ISGID))) return;
+    const auto rights = memfs::rights_of(r.pid());
+    const bool fsetid = !no_fsetid && (rights ? rights->fsetid : r.uid() == 0);
+    if (fsetid) return;
+    mode_t clear = i.mode & S_ISUID;
+    if (i.mode & S_ISGID) {
+      const bool member = r.gid() == i.gid || (rights && std::ranges::find(rights->groups, i.gid) != rights->groups.end());
+      if ((i.mode & S_IXGRP) || !member) clear |= S_ISGID;
+    }
+    i.mode &= ~clear;
   }
 
   // The inode and its xattr `name`, which must exist.
