@@ -277,6 +277,8 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
     // emulation.)
     // The -o options above: memfs handles each of them however it is asked.
     c.want(init_wants_);
+    namespace f = fusexx::proto::init_flag;
+    atime_from_cache_ = !(init_wants_ & (f::writeback_cache | f::explicit_inval_data));
     // File handles that resolve whenever the object exists, not only while
     // the kernel has it cached: the kernel then asks LOOKUP "." / ".." (see
     // lookup). Node ids are never reused, so generation 0 suffices.
@@ -372,6 +374,7 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
     inode* i = find(id);
     if (!i) return fusexx::error(ENOENT);
     if (!S_ISLNK(i->mode)) return fusexx::error(EINVAL);
+    touch_atime(*i);  // as the VFS does when it reads a link (readlink, following one)
     return i->target;
   }
 
@@ -514,30 +517,32 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
       i->mtime = i->ctime = memfs::now();
       drop_set_id(*i, r, r.kill_suidgid());
     }
-    return open_file(*i);
+    return open_file(*i, flags);
   }
 
-  result<fusexx::created> create(request& r, ino parent, std::string_view name, mode_t mode, int, mode_t umask) {
+  result<fusexx::created> create(request& r, ino parent, std::string_view name, mode_t mode, int flags,
+                                 mode_t umask) {
     std::lock_guard g(mutex_);
     auto i = create_node(r, parent, name, S_IFREG | (mode & ~umask & 07777));
     if (!i) return fusexx::error(i.error());
-    return fusexx::created{reference(**i), open_file(**i)};
+    return fusexx::created{reference(**i), open_file(**i, flags)};
   }
 
-  result<fusexx::created> tmpfile(request& r, ino parent, mode_t mode, int, mode_t umask) {
+  result<fusexx::created> tmpfile(request& r, ino parent, mode_t mode, int flags, mode_t umask) {
     std::lock_guard g(mutex_);
     auto d = directory(parent);
     if (!d) return fusexx::error(d.error());
     inode& i = make_inode(S_IFREG | (mode & ~umask & 07777), r.uid(), group_for(r, **d));
     i.nlink = 0;  // no name until linkat(AT_EMPTY_PATH)
-    return fusexx::created{reference(i), open_file(i)};
+    return fusexx::created{reference(i), open_file(i, flags)};
   }
 
-  result<std::size_t> read(request&, ino id, fusexx::fhandle, off_t off, std::span<std::byte> into) {
+  result<std::size_t> read(request&, ino id, fusexx::fhandle fh, off_t off, std::span<std::byte> into) {
     std::lock_guard g(mutex_);
     inode* i = find(id);
     if (!i) return fusexx::error(ENOENT);
     if (off < 0) return fusexx::error(EINVAL);
+    if (!(fh & fh_noatime)) touch_atime(*i);
     return i->data.read(off, into);
   }
 
@@ -794,12 +799,12 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
   }
 
   // ---- directories ----
-  result<fusexx::opened> opendir(request&, ino id, int) {
+  result<fusexx::opened> opendir(request&, ino id, int flags) {
     std::lock_guard g(mutex_);
     auto d = directory(id);
     if (!d) return fusexx::error(d.error());
     ++(*d)->opens;
-    const fusexx::fhandle fh = next_fh_++;
+    const fusexx::fhandle fh = new_handle(flags);
     dir_streams_.emplace(fh, UINT64_MAX);
     return fusexx::opened{.fh = fh};
   }
@@ -1078,11 +1083,45 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
                          .attr_valid_for = attr_timeout};
   }
 
-  fusexx::opened open_file(inode& i) {
+  // A handle's low bits keep what memfs must know of the open's flags later
+  // (READ carries the open file's flags, but the handler is not given them).
+  static constexpr fusexx::fhandle fh_noatime = 1;  // O_NOATIME: reads leave atime alone
+  static constexpr int fh_bits = 2;
+  fusexx::fhandle new_handle(int flags) {
+    return (next_fh_++ << fh_bits) | ((flags & O_NOATIME) ? fh_noatime : 0);
+  }
+
+  fusexx::opened open_file(inode& i, int flags) {
     ++i.opens;
     // Data only changes through this kernel's page cache (or by our own
-    // notifications), so cached pages stay valid across opens.
-    return fusexx::opened{.fh = next_fh_++, .keep_cache = true};
+    // notifications), so cached pages stay valid across opens — except when
+    // the next read must update atime (touch_atime): a read served from the
+    // cache never reaches memfs, so the cache is dropped at this open and
+    // the reads come here. (Not when the kernel owns the cached data:
+    // writeback_cache, or explicit_inval_data, where only memfs's
+    // notifications drop it.)
+    const bool drop = atime_from_cache_ && (flags & O_ACCMODE) != O_WRONLY && !(flags & O_NOATIME) &&
+                      atime_due(i, memfs::now());
+    return fusexx::opened{.fh = new_handle(flags), .keep_cache = !drop};
+  }
+
+  // Access times as tmpfs keeps them under the default relatime mount option
+  // (relatime_need_update, fs/inode.c): a read updates atime when atime is
+  // not later than mtime or ctime, or is a day old. FUSE leaves atime to the
+  // filesystem entirely (the kernel marks its inodes S_NOATIME), and memfs
+  // sees only what reaches it: READ (not reads served from the page cache,
+  // hence open_file), READDIR and READLINK. Other atime mount options
+  // (noatime, strictatime) are the mount's, which the kernel does not tell a
+  // FUSE filesystem: memfs always follows relatime.
+  static bool atime_due(const inode& i, const timespec& now) {
+    auto not_after = [](const timespec& a, const timespec& b) {
+      return a.tv_sec < b.tv_sec || (a.tv_sec == b.tv_sec && a.tv_nsec <= b.tv_nsec);
+    };
+    return not_after(i.atime, i.mtime) || not_after(i.atime, i.ctime) || now.tv_sec - i.atime.tv_sec >= 24 * 60 * 60;
+  }
+  static void touch_atime(inode& i) {
+    const timespec t = memfs::now();
+    if (atime_due(i, t)) i.atime = t;
   }
 
   bool reserve_space(std::uint64_t blocks) {
@@ -1179,6 +1218,7 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
       if (off == 0) s->second = dir.next_cookie;
       end = s->second;
     }
+    if (!(fh & fh_noatime)) touch_atime(dir);  // each getdents is an access (iterate_dir's file_accessed)
     // "." and ".." never carry a node: the kernel takes no reference for them.
     if (off < 1 && !out.add(".", dir.id, S_IFDIR, 1)) return {};
     if (off < 2 && !out.add("..", dir.parent, S_IFDIR, 2)) return {};
@@ -1211,6 +1251,7 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
   // Open directory streams: the cookie each one's listing ends before.
   std::unordered_map<fusexx::fhandle, std::uint64_t> dir_streams_;
   std::uint64_t init_wants_ = 0;  // INIT capabilities asked for with -o
+  bool atime_from_cache_ = true;  // open_file may drop the cache for an atime update
   request_counts counts_;
 };
 
