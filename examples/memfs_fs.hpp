@@ -46,6 +46,7 @@
 
 #include "examples/memfs/credentials.hpp"
 #include "examples/memfs/file_data.hpp"
+#include "examples/memfs/invalidator.hpp"
 #include "examples/memfs/locks.hpp"
 
 namespace memfs {
@@ -84,6 +85,9 @@ struct inode {
   std::uint64_t lookups = 0;  // references the kernel holds (released by FORGET)
   std::uint32_t opens = 0;    // open files and directories
   file_data data;             // regular files
+  // Whether the kernel may hold pages of the file in its page cache: set by
+  // reads and writes through it, cleared when memfs has dropped them.
+  bool maybe_cached = false;
   std::string target;         // symlinks
   // Directories: names, and the same entries in readdir order. An entry's
   // cookie is given when it is added to the directory and kept when it is
@@ -203,6 +207,7 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
     std::atomic<std::uint64_t> setattrs_killing_suidgid{0};  // SETATTR with FATTR_KILL_SUIDGID
     std::atomic<std::uint64_t> opens_killing_suidgid{0};     // OPEN (O_TRUNC) with FUSE_OPEN_KILL_SUIDGID
     std::atomic<std::uint64_t> bmaps{0};                     // BMAP (fuseblk mounts only)
+    std::atomic<std::uint64_t> cache_drops{0};               // page caches dropped after an O_DIRECT write
   };
   const request_counts& counts() const noexcept { return counts_; }
   // A file's data and attributes as memfs holds them, whatever the kernel
@@ -289,7 +294,8 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
   }
   void destroy() {
     // The connection is over: no FORGET will come for what the kernel held,
-    // and nobody waits for a lock any more.
+    // nobody waits for a lock any more, and no cache is left to drop.
+    invalidator_.stop();
     wakeups w;
     std::lock_guard g(mutex_);
     for (auto& [id, i] : inodes_) i->lookups = 0;
@@ -543,29 +549,39 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
     if (!i) return fusexx::error(ENOENT);
     if (off < 0) return fusexx::error(EINVAL);
     if (!(fh & fh_noatime)) touch_atime(*i);
+    if (!(fh & fh_direct)) i->maybe_cached = true;
     return i->data.read(off, into);
   }
 
-  result<std::size_t> write(request& r, ino id, fusexx::fhandle, off_t off, std::span<const std::byte> data,
-                            int flags) {
-    std::lock_guard g(mutex_);
-    inode* i = find(id);
-    if (!i) return fusexx::error(ENOENT);
-    if (off < 0) return fusexx::error(EINVAL);
-    // Past the largest file: what the kernel itself answers a write that
-    // starts at its limit (generic_write_check_limits).
-    if (!memfs::file_data::fits(off, data.size())) return fusexx::error(EFBIG);
-    if (!reserve_space(i->data.blocks_needed(off, data.size()))) return fusexx::error(ENOSPC);
-    i->data.write(off, data);
-    ++counts_.writes;
-    counts_.bytes_written += data.size();
-    const bool kill = flags & fusexx::proto::write_flag::kill_suidgid;
-    if (kill) ++counts_.writes_killing_suidgid;
-    // A write from the page cache (writeback_cache) carries no writer's
-    // credentials: the kernel cleared the bits when the data was written.
-    if (!(flags & fusexx::proto::write_flag::cache)) drop_set_id(*i, r, kill);
-    i->mtime = i->ctime = memfs::now();
-    return data.size();
+  // A write through a file opened O_DIRECT does not pass the page cache, and
+  // the kernel drops the range's cached pages before it sends the WRITE
+  // (kiocb_invalidate_pages) and, for a synchronous write, after the reply
+  // (generic_file_direct_write). An asynchronous one (io_uring, aio) is
+  // completed by fuse_aio_complete(), which drops nothing: a buffered read
+  // running meanwhile can cache the old bytes after the first drop, and a
+  // read after the write's completion is then served those (seen: ~1 in 80
+  // async 16 KiB writes with two buffered readers busy on the file). So
+  // after such a write memfs drops the file's cached pages itself, and
+  // answers only then: every page cached from then on was read after the
+  // write was applied. Only when the kernel may have cached pages of the file
+  // (it read or wrote through the cache since the last drop), so a file used
+  // only through O_DIRECT pays nothing. The drop runs on memfs's invalidator
+  // thread (examples/memfs/invalidator.hpp), hence a coroutine.
+  fusexx::task<std::size_t> write(request& r, ino id, fusexx::fhandle fh, off_t off,
+                                  std::span<const std::byte> data, int flags) {
+    std::size_t written = 0;
+    bool drop_cache = false;
+    {
+      std::lock_guard g(mutex_);
+      auto w = write_locked(r, id, fh, off, data, flags, drop_cache);
+      if (!w) co_return fusexx::error(w.error());
+      written = *w;
+    }
+    if (drop_cache) {
+      ++counts_.cache_drops;
+      co_await invalidator_.invalidate(id);
+    }
+    co_return written;
   }
 
   result<void> flush(request&, ino id, fusexx::fhandle, std::uint64_t owner) {
@@ -879,6 +895,32 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
   }
 
  private:
+  // write() under the mutex; `drop_cache`: drop the kernel's cached pages before answering.
+  result<std::size_t> write_locked(request& r, ino id, fusexx::fhandle fh, off_t off, std::span<const std::byte> data,
+                                   int flags, bool& drop_cache) {
+    inode* i = find(id);
+    if (!i) return fusexx::error(ENOENT);
+    if (off < 0) return fusexx::error(EINVAL);
+    // Past the largest file: what the kernel itself answers a write that
+    // starts at its limit (generic_write_check_limits).
+    if (!memfs::file_data::fits(off, data.size())) return fusexx::error(EFBIG);
+    if (!reserve_space(i->data.blocks_needed(off, data.size()))) return fusexx::error(ENOSPC);
+    i->data.write(off, data);
+    if ((fh & fh_direct) && !(flags & fusexx::proto::write_flag::cache)) {
+      drop_cache = std::exchange(i->maybe_cached, false);
+    } else {
+      i->maybe_cached = true;  // written through the page cache
+    }
+    ++counts_.writes;
+    counts_.bytes_written += data.size();
+    const bool kill = flags & fusexx::proto::write_flag::kill_suidgid;
+    if (kill) ++counts_.writes_killing_suidgid;
+    // A write from the page cache (writeback_cache) carries no writer's
+    // credentials: the kernel cleared the bits when the data was written.
+    if (!(flags & fusexx::proto::write_flag::cache)) drop_set_id(*i, r, kill);
+    i->mtime = i->ctime = memfs::now();
+    return data.size();
+  }
   // Coroutines to resume once the mutex is released (declare before the lock).
   struct wakeups {
     std::vector<std::coroutine_handle<>> handles;
@@ -1086,9 +1128,10 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
   // A handle's low bits keep what memfs must know of the open's flags later
   // (READ carries the open file's flags, but the handler is not given them).
   static constexpr fusexx::fhandle fh_noatime = 1;  // O_NOATIME: reads leave atime alone
+  static constexpr fusexx::fhandle fh_direct = 2;   // O_DIRECT: I/O bypasses the page cache (see write)
   static constexpr int fh_bits = 2;
   fusexx::fhandle new_handle(int flags) {
-    return (next_fh_++ << fh_bits) | ((flags & O_NOATIME) ? fh_noatime : 0);
+    return (next_fh_++ << fh_bits) | ((flags & O_NOATIME) ? fh_noatime : 0) | ((flags & O_DIRECT) ? fh_direct : 0);
   }
 
   fusexx::opened open_file(inode& i, int flags) {
@@ -1252,6 +1295,8 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
   std::unordered_map<fusexx::fhandle, std::uint64_t> dir_streams_;
   std::uint64_t init_wants_ = 0;  // INIT capabilities asked for with -o
   bool atime_from_cache_ = true;  // open_file may drop the cache for an atime update
+  // Last: its thread may resume handlers that use everything above.
+  memfs::invalidator invalidator_{[this](ino id) { (void)notify().inval_inode(id, 0, 0); }};
   request_counts counts_;
 };
 
