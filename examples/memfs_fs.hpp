@@ -601,13 +601,12 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
   // FUSE_POSIX_LOCKS granted, fuse_setlk() keeps none there: the server has
   // them), and fuse_setlk() drops an unlock flagged FL_CLOSE_POSIX anyway
   // ("unlock on close is handled by the flush method"); fuse_release_common()
-  // fills RELEASE's lock_owner only for flock (FUSE_RELEASE_FLOCK_UNLOCK). A
-  // POSIX lock taken through this file
-  // is gone already: every close(2) of it sent FLUSH with the closing
-  // process's owner (fuse_flush, sent even with a fatal signal pending), and
-  // FLUSH drops all that owner's locks; fcntl_setlk() undoes a lock that
-  // raced with a close. An OFD lock's owner is the open file, which no FLUSH
-  // carries.
+  // fills RELEASE's lock_owner only for flock (FUSE_RELEASE_FLOCK_UNLOCK).
+  // A POSIX lock taken through this file is gone already: every close(2) of
+  // it sent FLUSH with the closing process's owner (fuse_flush, sent even
+  // with a fatal signal pending), and FLUSH drops all that owner's locks;
+  // fcntl_setlk() undoes a lock that raced with a close. An OFD lock's owner
+  // is the open file, which no FLUSH carries.
   result<void> release(request&, ino id, fusexx::fhandle fh, int) {
     wakeups w;
     std::lock_guard g(mutex_);
