@@ -121,6 +121,14 @@ inline std::optional<std::uint64_t> parse_size(std::string_view s) {
   return v * unit;
 }
 
+// The notifier of the connection request `r` came from. (fusexx is moving it
+// from filesystem_base::notify() to request::notify(); either works.)
+template <class Fs, class Request>
+fusexx::notifier& notifier_for(Fs& fs, Request& r) {
+  if constexpr (requires { r.notify(); }) return r.notify();
+  else return fs.notify();
+}
+
 }  // namespace memfs
 
 struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
@@ -579,7 +587,7 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
     }
     if (drop_cache) {
       ++counts_.cache_drops;
-      co_await invalidator_.invalidate(id);
+      co_await invalidator_.invalidate(memfs::notifier_for(*this, r), id);
     }
     co_return written;
   }
@@ -1295,7 +1303,7 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
   std::uint64_t init_wants_ = 0;  // INIT capabilities asked for with -o
   bool atime_from_cache_ = true;  // open_file may drop the cache for an atime update
   // Last: its thread may resume handlers that use everything above.
-  memfs::invalidator invalidator_{[this](ino id) { (void)notify().inval_inode(id, 0, 0); }};
+  memfs::invalidator invalidator_{[](fusexx::notifier& n, ino id) { (void)n.inval_inode(id, 0, 0); }};
   request_counts counts_;
 };
 

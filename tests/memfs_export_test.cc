@@ -43,6 +43,14 @@ handle handle_of(const std::string& path) {
   return h;
 }
 
+// The mount's notifier (fusexx moves it from the filesystem to the server's
+// session; either works).
+template <class Mount>
+fusexx::notifier& notifier_of(Mount& m) {
+  if constexpr (requires { m.srv().session().notify(); }) return m.srv().session().notify();
+  else return m.fs.notify();
+}
+
 // The kernel drops every inode it holds of this mount (PRUNE), so a handle
 // can no longer be served from its cache. (A name removed through the mount
 // leaves a negative dentry, which pins its directory: forget_name first.)
@@ -52,7 +60,7 @@ void forget_everything(memfs_mount& m) {
     std::ranges::sort(nodes, std::greater{});  // deeper (younger) first
     // (The root is not counted: LOOKUP ".." of its children gives the kernel
     // references to it, which it never gives back while mounted.)
-    return nodes.empty() || (m.fs.notify().prune(nodes) && m.fs.referenced_nodes().empty());
+    return nodes.empty() || (notifier_of(m).prune(nodes) && m.fs.referenced_nodes().empty());
   });
   std::string held;
   for (ino n : m.fs.referenced_nodes()) held += std::to_string(n) + " ";
@@ -63,7 +71,7 @@ void forget_everything(memfs_mount& m) {
 void forget_name(memfs_mount& m, const std::string& dir, const std::string& name) {
   struct stat st {};
   REQUIRE(::stat(m.path(dir).c_str(), &st) == 0);
-  (void)m.fs.notify().inval_entry(st.st_ino, name);
+  (void)notifier_of(m).inval_entry(st.st_ino, name);
 }
 
 }  // namespace

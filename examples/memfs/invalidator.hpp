@@ -17,19 +17,23 @@
 #include <utility>
 #include <vector>
 
+#include <fusexx/notify.hpp>
 #include <fusexx/types.hpp>
 
 namespace memfs {
 
 class invalidator {
  public:
-  explicit invalidator(std::function<void(fusexx::ino)> work) : work_(std::move(work)) {}
+  // `work(notifier, id)` drops what the kernel caches of node `id`.
+  using work_fn = std::function<void(fusexx::notifier&, fusexx::ino)>;
+  explicit invalidator(work_fn work) : work_(std::move(work)) {}
   ~invalidator() { stop(); }
   invalidator(const invalidator&) = delete;
   invalidator& operator=(const invalidator&) = delete;
 
   struct awaiter {
     invalidator& self;
+    fusexx::notifier& notify;
     fusexx::ino id;
     std::coroutine_handle<> handle{};
     bool await_ready() const noexcept { return false; }
@@ -39,9 +43,9 @@ class invalidator {
     }
     void await_resume() const noexcept {}
   };
-  // co_await invalidate(id): returns once the work for `id` is done (or at
-  // once, without it, after stop()).
-  awaiter invalidate(fusexx::ino id) { return awaiter{*this, id}; }
+  // co_await invalidate(n, id): returns once the work for `id` is done,
+  // through notifier `n` (or at once, without it, after stop()).
+  awaiter invalidate(fusexx::notifier& n, fusexx::ino id) { return awaiter{*this, n, id}; }
 
   // No more work: waiting handlers resume without it, the one in progress is
   // finished (its handler resumed) before this returns. The work in progress
@@ -81,7 +85,7 @@ class invalidator {
       queue_.pop_front();
       busy_ = true;
       l.unlock();
-      work_(a->id);
+      work_(a->notify, a->id);
       a->handle.resume();
       l.lock();
       busy_ = false;
@@ -89,7 +93,7 @@ class invalidator {
     }
   }
 
-  std::function<void(fusexx::ino)> work_;
+  work_fn work_;
   std::mutex mutex_;
   std::condition_variable cv_;
   std::deque<awaiter*> queue_;
