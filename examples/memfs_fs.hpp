@@ -3,8 +3,9 @@
 // to tell apart from tmpfs. Files (sparse), directories, symlinks, hard links,
 // fifos, sockets and device nodes, xattrs (user., trusted., security.),
 // POSIX and flock locks that block and wake, fallocate, SEEK_DATA/SEEK_HOLE,
-// rename with RENAME_NOREPLACE / RENAME_EXCHANGE, readdir offsets that stay
-// valid under concurrent unlink, a size limit, real statfs numbers.
+// rename with RENAME_NOREPLACE / RENAME_EXCHANGE / RENAME_WHITEOUT,
+// directory streams that list each entry once however the directory changes
+// meanwhile, a size limit, real statfs numbers.
 //
 // Permission checks are the kernel's: memfs is always mounted with
 // default_permissions (see configure_mount), so mode bits, sticky directories,
@@ -43,7 +44,9 @@
 #include <unordered_map>
 #include <vector>
 
+#include "examples/memfs/credentials.hpp"
 #include "examples/memfs/file_data.hpp"
+#include "examples/memfs/invalidator.hpp"
 #include "examples/memfs/locks.hpp"
 
 namespace memfs {
@@ -56,6 +59,9 @@ inline constexpr unsigned ioc_lookups = _IOR('M', 1, std::uint64_t);
 inline constexpr unsigned ioc_reverse = _IOWR('M', 2, char[16]);
 
 inline constexpr std::size_t name_max = 255;
+// The most one copy_file_range moves (the kernel's MAX_RW_COUNT, INT_MAX
+// rounded down to a page): the rest is the caller's next call.
+inline constexpr std::uint64_t max_copy = 0x7ffff000;
 
 inline timespec now() {
   timespec t{};
@@ -79,10 +85,15 @@ struct inode {
   std::uint64_t lookups = 0;  // references the kernel holds (released by FORGET)
   std::uint32_t opens = 0;    // open files and directories
   file_data data;             // regular files
+  // Whether the kernel may hold pages of the file in its page cache: set by
+  // reads and writes through it, cleared when memfs has dropped them.
+  bool maybe_cached = false;
   std::string target;         // symlinks
-  // Directories: names, and the same entries in readdir order. Each entry's
-  // cookie only grows, so an offset the kernel kept still means "after that
-  // entry" however many were added or removed since.
+  // Directories: names, and the same entries in readdir order. An entry's
+  // cookie is given when it is added to the directory and kept when it is
+  // renamed within it; new cookies only grow. So an offset the kernel kept
+  // still means "after that entry" however many were added, removed or
+  // renamed since.
   ino parent = 0;
   std::map<std::string, child_ref, std::less<>> children;
   std::map<std::uint64_t, std::string> order;
@@ -196,6 +207,7 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
     std::atomic<std::uint64_t> setattrs_killing_suidgid{0};  // SETATTR with FATTR_KILL_SUIDGID
     std::atomic<std::uint64_t> opens_killing_suidgid{0};     // OPEN (O_TRUNC) with FUSE_OPEN_KILL_SUIDGID
     std::atomic<std::uint64_t> bmaps{0};                     // BMAP (fuseblk mounts only)
+    std::atomic<std::uint64_t> cache_drops{0};               // page caches dropped after an O_DIRECT write
   };
   const request_counts& counts() const noexcept { return counts_; }
   // A file's data and attributes as memfs holds them, whatever the kernel
@@ -219,7 +231,9 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
   bool change_behind_kernel(ino id, off_t off, std::string_view bytes) {
     std::lock_guard g(mutex_);
     inode* i = find(id);
-    if (!i || !S_ISREG(i->mode) || off + off_t(bytes.size()) > i->data.size()) return false;
+    if (!i || !S_ISREG(i->mode) || !memfs::file_data::fits(off, bytes.size()) ||
+        off + off_t(bytes.size()) > i->data.size())
+      return false;
     i->data.write(off, std::as_bytes(std::span(bytes)));
     timespec t = memfs::now();
     if (t.tv_sec == i->mtime.tv_sec && t.tv_nsec == i->mtime.tv_nsec) ++t.tv_nsec;
@@ -268,13 +282,20 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
     // emulation.)
     // The -o options above: memfs handles each of them however it is asked.
     c.want(init_wants_);
+    namespace f = fusexx::proto::init_flag;
+    atime_from_cache_ = !(init_wants_ & (f::writeback_cache | f::explicit_inval_data));
+    // File handles that resolve whenever the object exists, not only while
+    // the kernel has it cached: the kernel then asks LOOKUP "." / ".." (see
+    // lookup). Node ids are never reused, so generation 0 suffices.
+    c.want(fusexx::proto::init_flag::export_support);
     if (init_wants_ & fusexx::proto::init_flag::explicit_inval_data)
       c.unwant(fusexx::proto::init_flag::auto_inval_data);
     return {};
   }
   void destroy() {
     // The connection is over: no FORGET will come for what the kernel held,
-    // and nobody waits for a lock any more.
+    // nobody waits for a lock any more, and no cache is left to drop.
+    invalidator_.stop();
     wakeups w;
     std::lock_guard g(mutex_);
     for (auto& [id, i] : inodes_) i->lookups = 0;
@@ -298,14 +319,24 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
   }
 
   // ---- names ----
+  // "." and ".." never come from a path walk (the VFS resolves them): the
+  // kernel asks for them to turn a file handle back into an object
+  // (open_by_handle_at, NFS export; FUSE_EXPORT_SUPPORT, see init):
+  // fuse_get_dentry() looks up "." in the handle's node, of any type, and
+  // reconnecting a directory walks up with "..". A node that has lost its
+  // last name is gone for a handle (ESTALE, as tmpfs says once it is evicted).
   result<fusexx::entry> lookup(request&, ino parent, std::string_view name) {
     std::lock_guard g(mutex_);
+    if (name == ".") {
+      inode* i = find(parent);
+      if (!i || (i->nlink == 0 && i->id != fusexx::root_ino)) return fusexx::error(ENOENT);
+      return reference(*i);
+    }
     auto d = directory(parent);
     if (!d) return fusexx::error(d.error());
     if (name.size() > memfs::name_max) return fusexx::error(ENAMETOOLONG);
     inode* found = nullptr;
-    if (name == ".") found = *d;
-    else if (name == "..") found = find((*d)->parent);
+    if (name == "..") found = (*d)->nlink == 0 ? nullptr : find((*d)->parent);
     else if (auto it = (*d)->children.find(name); it != (*d)->children.end()) found = find(it->second.node);
     if (!found) return fusexx::error(ENOENT);
     return reference(*found);
@@ -318,7 +349,7 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
     return fusexx::attr{.st = stat_of(*i), .valid_for = attr_timeout};
   }
 
-  result<fusexx::attr> setattr(request&, ino id, const fusexx::set_attributes& s) {
+  result<fusexx::attr> setattr(request& r, ino id, const fusexx::set_attributes& s) {
     std::lock_guard g(mutex_);
     inode* i = find(id);
     if (!i) return fusexx::error(ENOENT);
@@ -334,9 +365,10 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
       i->mtime = t;
     }
     if (s.mode) i->mode = (i->mode & S_IFMT) | (*s.mode & 07777);
+    if (s.size) drop_set_id(*i, r, s.kill_suid);  // a truncation, by this caller
+    else if (s.kill_suid) kill_suid(*i);           // chown (handle_killpriv_v2)
     if (s.uid) i->uid = *s.uid;
     if (s.gid) i->gid = *s.gid;
-    if (s.kill_suid) kill_suid(*i);
     if (s.atime) i->atime = s.atime->tv_nsec == UTIME_NOW ? t : *s.atime;
     if (s.mtime) i->mtime = s.mtime->tv_nsec == UTIME_NOW ? t : *s.mtime;
     i->ctime = s.ctime ? *s.ctime : t;
@@ -348,6 +380,7 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
     inode* i = find(id);
     if (!i) return fusexx::error(ENOENT);
     if (!S_ISLNK(i->mode)) return fusexx::error(EINVAL);
+    touch_atime(*i);  // as the VFS does when it reads a link (readlink, following one)
     return i->target;
   }
 
@@ -418,10 +451,14 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
     return {};
   }
 
-  result<void> rename(request&, ino from_dir, std::string_view from, ino to_dir, std::string_view to,
+  // RENAME_WHITEOUT leaves a whiteout where the source was: a character
+  // device 0/0 with mode 0, owned by the caller, with the group a new file
+  // there would get (as tmpfs's shmem_whiteout; overlayfs uses it). Since
+  // Linux 5.8 it needs no CAP_MKNOD.
+  result<void> rename(request& r, ino from_dir, std::string_view from, ino to_dir, std::string_view to,
                       unsigned flags) {
-    if (flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE)) return fusexx::error(EINVAL);  // WHITEOUT: no overlays here
-    if ((flags & RENAME_NOREPLACE) && (flags & RENAME_EXCHANGE)) return fusexx::error(EINVAL);
+    if (flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE | RENAME_WHITEOUT)) return fusexx::error(EINVAL);
+    if ((flags & RENAME_EXCHANGE) && (flags & (RENAME_NOREPLACE | RENAME_WHITEOUT))) return fusexx::error(EINVAL);
     if (to.size() > memfs::name_max) return fusexx::error(ENAMETOOLONG);
     std::lock_guard g(mutex_);
     auto src_dir = directory(from_dir);
@@ -442,6 +479,8 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
     if (moving.is_dir() && within(dd, moving)) return fusexx::error(EINVAL);
     if (exchange && victim->is_dir() && within(sd, *victim)) return fusexx::error(EINVAL);
     if (victim == &moving) return {};  // two names of one file: nothing happens
+    const bool whiteout = flags & RENAME_WHITEOUT;
+    if (whiteout && inodes_.size() >= inode_limit_) return fusexx::error(ENOSPC);
     const timespec t = memfs::now();
     if (exchange) {
       src->second.node = victim->id;
@@ -457,9 +496,14 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
         remove_entry(dd, to);
         drop_name(dd, *victim);
       }
-      remove_entry(sd, from);
-      add_entry(dd, to, moving);
+      if (&sd == &dd) {
+        rename_entry(sd, from, to);  // keeps its place in a listing
+      } else {
+        remove_entry(sd, from);
+        add_entry(dd, to, moving);
+      }
       reparent(moving, sd, dd);
+      if (whiteout) add_entry(sd, from, make_inode(S_IFCHR, r.uid(), group_for(r, sd)));  // rdev 0
     }
     moving.ctime = t;
     sd.mtime = sd.ctime = dd.mtime = dd.ctime = t;
@@ -473,57 +517,71 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
     if (!i) return fusexx::error(ENOENT);
     if (i->is_dir()) return fusexx::error(EISDIR);
     if (flags & O_TRUNC) ++counts_.opens_with_trunc;
+    if (r.kill_suidgid()) ++counts_.opens_killing_suidgid;  // only with handle_killpriv_v2
     if ((flags & O_TRUNC) && S_ISREG(i->mode)) {  // only with atomic_o_trunc
       resize(*i, 0);
       i->mtime = i->ctime = memfs::now();
+      drop_set_id(*i, r, r.kill_suidgid());
     }
-    if (r.kill_suidgid()) {  // only with handle_killpriv_v2
-      ++counts_.opens_killing_suidgid;
-      kill_suid(*i);
-    }
-    return open_file(*i);
+    return open_file(*i, flags);
   }
 
-  result<fusexx::created> create(request& r, ino parent, std::string_view name, mode_t mode, int, mode_t umask) {
+  result<fusexx::created> create(request& r, ino parent, std::string_view name, mode_t mode, int flags,
+                                 mode_t umask) {
     std::lock_guard g(mutex_);
     auto i = create_node(r, parent, name, S_IFREG | (mode & ~umask & 07777));
     if (!i) return fusexx::error(i.error());
-    return fusexx::created{reference(**i), open_file(**i)};
+    return fusexx::created{reference(**i), open_file(**i, flags)};
   }
 
-  result<fusexx::created> tmpfile(request& r, ino parent, mode_t mode, int, mode_t umask) {
+  result<fusexx::created> tmpfile(request& r, ino parent, mode_t mode, int flags, mode_t umask) {
     std::lock_guard g(mutex_);
     auto d = directory(parent);
     if (!d) return fusexx::error(d.error());
     inode& i = make_inode(S_IFREG | (mode & ~umask & 07777), r.uid(), group_for(r, **d));
     i.nlink = 0;  // no name until linkat(AT_EMPTY_PATH)
-    return fusexx::created{reference(i), open_file(i)};
+    return fusexx::created{reference(i), open_file(i, flags)};
   }
 
-  result<std::size_t> read(request&, ino id, fusexx::fhandle, off_t off, std::span<std::byte> into) {
+  result<std::size_t> read(request&, ino id, fusexx::fhandle fh, off_t off, std::span<std::byte> into) {
     std::lock_guard g(mutex_);
     inode* i = find(id);
     if (!i) return fusexx::error(ENOENT);
     if (off < 0) return fusexx::error(EINVAL);
+    if (!(fh & fh_noatime)) touch_atime(*i);
+    if (!(fh & fh_direct)) i->maybe_cached = true;
     return i->data.read(off, into);
   }
 
-  result<std::size_t> write(request&, ino id, fusexx::fhandle, off_t off, std::span<const std::byte> data,
-                            int flags) {
-    std::lock_guard g(mutex_);
-    inode* i = find(id);
-    if (!i) return fusexx::error(ENOENT);
-    if (off < 0) return fusexx::error(EINVAL);
-    if (!reserve_space(i->data.blocks_needed(off, off_t(data.size())))) return fusexx::error(ENOSPC);
-    i->data.write(off, data);
-    ++counts_.writes;
-    counts_.bytes_written += data.size();
-    if (flags & fusexx::proto::write_flag::kill_suidgid) {
-      ++counts_.writes_killing_suidgid;
-      kill_suid(*i);
+  // A write through a file opened O_DIRECT does not pass the page cache, and
+  // the kernel drops the range's cached pages before it sends the WRITE
+  // (kiocb_invalidate_pages) and, for a synchronous write, after the reply
+  // (generic_file_direct_write). An asynchronous one (io_uring, aio) is
+  // completed by fuse_aio_complete(), which drops nothing: a buffered read
+  // running meanwhile can cache the old bytes after the first drop, and a
+  // read after the write's completion is then served those (seen: ~1 in 80
+  // async 16 KiB writes with two buffered readers busy on the file). So
+  // after such a write memfs drops the file's cached pages itself, and
+  // answers only then: every page cached from then on was read after the
+  // write was applied. Only when the kernel may have cached pages of the file
+  // (it read or wrote through the cache since the last drop), so a file used
+  // only through O_DIRECT pays nothing. The drop runs on memfs's invalidator
+  // thread (examples/memfs/invalidator.hpp), hence a coroutine.
+  fusexx::task<std::size_t> write(request& r, ino id, fusexx::fhandle fh, off_t off,
+                                  std::span<const std::byte> data, int flags) {
+    std::size_t written = 0;
+    bool drop_cache = false;
+    {
+      std::lock_guard g(mutex_);
+      auto w = write_locked(r, id, fh, off, data, flags, drop_cache);
+      if (!w) co_return fusexx::error(w.error());
+      written = *w;
     }
-    i->mtime = i->ctime = memfs::now();
-    return data.size();
+    if (drop_cache) {
+      ++counts_.cache_drops;
+      co_await invalidator_.invalidate(r.notify(), id);
+    }
+    co_return written;
   }
 
   result<void> flush(request&, ino id, fusexx::fhandle, std::uint64_t owner) {
@@ -534,12 +592,28 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
     return {};
   }
 
+  // The last close of an open file (all its fds, in every process). Its
+  // flock locks go, and so do the record locks taken through it that are
+  // still held: those can only be OFD locks. The kernel never tells a FUSE
+  // filesystem about an OFD lock's end: at the last close, locks.c's
+  // locks_remove_file() calls locks_remove_posix(filp, filp), which returns
+  // at once when the inode's own lock list holds no POSIX lock (with
+  // FUSE_POSIX_LOCKS granted, fuse_setlk() keeps none there: the server has
+  // them), and fuse_setlk() drops an unlock flagged FL_CLOSE_POSIX anyway
+  // ("unlock on close is handled by the flush method"); fuse_release_common()
+  // fills RELEASE's lock_owner only for flock (FUSE_RELEASE_FLOCK_UNLOCK).
+  // A POSIX lock taken through this file is gone already: every close(2) of
+  // it sent FLUSH with the closing process's owner (fuse_flush, sent even
+  // with a fatal signal pending), and FLUSH drops all that owner's locks;
+  // fcntl_setlk() undoes a lock that raced with a close. An OFD lock's owner
+  // is the open file, which no FLUSH carries.
   result<void> release(request&, ino id, fusexx::fhandle fh, int) {
     wakeups w;
     std::lock_guard g(mutex_);
     inode* i = find(id);
     if (!i) return {};
-    if (i->locks.flock_release(fh)) wake_lock_waiters(w);  // flock locks belong to the open file
+    const bool flocks = i->locks.flock_release(fh);  // flock locks belong to the open file
+    if (i->locks.release_file(fh) || flocks) wake_lock_waiters(w);
     --i->opens;
     release_if_unused(*i);
     return {};
@@ -547,12 +621,13 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
 
   result<void> fsync(request&, ino, fusexx::fhandle, bool) { return {}; }  // memory is as durable as it gets
 
-  result<void> fallocate(request&, ino id, fusexx::fhandle, int mode, off_t off, off_t len) {
+  result<void> fallocate(request& r, ino id, fusexx::fhandle, int mode, off_t off, off_t len) {
     std::lock_guard g(mutex_);
     inode* i = find(id);
     if (!i) return fusexx::error(ENOENT);
     if (!S_ISREG(i->mode)) return fusexx::error(ENODEV);
     if (off < 0 || len <= 0) return fusexx::error(EINVAL);
+    if (!memfs::file_data::fits(off, std::uint64_t(len))) return fusexx::error(EFBIG);  // as vfs_fallocate
     const bool keep_size = mode & FALLOC_FL_KEEP_SIZE;
     auto& data = i->data;
     switch (mode & ~FALLOC_FL_KEEP_SIZE) {
@@ -576,6 +651,7 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
     }
     i->ctime = memfs::now();
     if (mode != FALLOC_FL_KEEP_SIZE) i->mtime = i->ctime;
+    drop_set_id(*i, r);  // the kernel's file_modified() (fuse_file_fallocate) left sgid to us
     return {};
   }
 
@@ -592,7 +668,7 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
     return *at;
   }
 
-  result<std::size_t> copy_file_range(request&, ino in, fusexx::fhandle, off_t off_in, ino out, fusexx::fhandle,
+  result<std::size_t> copy_file_range(request& r, ino in, fusexx::fhandle, off_t off_in, ino out, fusexx::fhandle,
                                       off_t off_out, std::size_t len, std::uint64_t flags) {
     if (flags != 0) return fusexx::error(EINVAL);
     std::lock_guard g(mutex_);
@@ -601,13 +677,26 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
     if (!src || !dst) return fusexx::error(ENOENT);
     if (!S_ISREG(src->mode) || !S_ISREG(dst->mode)) return fusexx::error(EINVAL);
     if (off_in < 0 || off_out < 0) return fusexx::error(EINVAL);
-    // Through a buffer, so a copy within one file may overlap itself.
-    std::vector<std::byte> bytes(std::min<std::size_t>(len, std::size_t(std::max<off_t>(0, src->data.size() - off_in))));
-    const std::size_t n = src->data.read(off_in, bytes);
-    if (!reserve_space(dst->data.blocks_needed(off_out, off_t(n)))) return fusexx::error(ENOSPC);
-    dst->data.write(off_out, std::span(bytes).first(n));
+    // The kernel's own rules (generic_copy_file_checks): up to the source's
+    // end, nothing past the largest file, no overlap within one file; and,
+    // as its copy through the page cache does, at most MAX_RW_COUNT per call
+    // (a short copy, which the caller continues). So a huge sparse range
+    // costs what its blocks cost, and the reply fits COPY_FILE_RANGE's
+    // 32-bit count.
+    using memfs::file_data;
+    const off_t size_in = src->data.size();
+    std::uint64_t n = off_in >= size_in ? 0 : std::min<std::uint64_t>(len, std::uint64_t(size_in - off_in));
+    n = std::min<std::uint64_t>(n, memfs::max_copy);
+    if (n == 0) return std::size_t{0};
+    if (off_out == file_data::max_size) return fusexx::error(EFBIG);
+    n = std::min<std::uint64_t>(n, std::uint64_t(file_data::max_size - off_out));
+    if (src == dst && std::uint64_t(off_out) < std::uint64_t(off_in) + n && std::uint64_t(off_in) < std::uint64_t(off_out) + n)
+      return fusexx::error(EINVAL);
+    if (!reserve_space(dst->data.blocks_needed(off_out, n))) return fusexx::error(ENOSPC);
+    dst->data.copy_from(src->data, off_in, off_out, n);
     dst->mtime = dst->ctime = memfs::now();
-    return n;
+    drop_set_id(*dst, r);
+    return std::size_t(n);
   }
 
   result<fusexx::extended_attr> statx(request&, ino id, std::optional<fusexx::fhandle>, int, unsigned) {
@@ -684,15 +773,15 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
   }
 
   // Coroutines take their arguments by value: they run on after the call.
-  fusexx::task<void> setlk(request& r, ino id, fusexx::fhandle, std::uint64_t owner, fusexx::posix_lock l,
+  fusexx::task<void> setlk(request& r, ino id, fusexx::fhandle fh, std::uint64_t owner, fusexx::posix_lock l,
                            bool wait) {
     const posix_wait waits_for{id, owner, l};
-    co_return co_await take_lock(r, id, wait, [owner, l, wait](inode& i, wakeups& w, memfs_fs& fs) {
+    co_return co_await take_lock(r, id, wait, [owner, l, wait, fh](inode& i, wakeups& w, memfs_fs& fs) {
       if (l.type != F_UNLCK) {
         if (auto holder = i.locks.conflicting_owner(owner, l))
           return wait && fs.would_deadlock(owner, *holder) ? EDEADLK : EAGAIN;
       }
-      if (i.locks.apply(owner, l)) fs.wake_lock_waiters(w);
+      if (i.locks.apply(owner, l, fh)) fs.wake_lock_waiters(w);
       return 0;
     }, &waits_for);
   }
@@ -725,19 +814,24 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
   }
 
   // ---- directories ----
-  result<fusexx::opened> opendir(request&, ino id, int) {
+  result<fusexx::opened> opendir(request&, ino id, int flags) {
     std::lock_guard g(mutex_);
     auto d = directory(id);
     if (!d) return fusexx::error(d.error());
     ++(*d)->opens;
-    return fusexx::opened{};
+    const fusexx::fhandle fh = new_handle(flags);
+    dir_streams_.emplace(fh, UINT64_MAX);
+    return fusexx::opened{.fh = fh};
   }
-  result<void> readdir(request&, ino id, fusexx::fhandle, off_t off, fusexx::dir_buffer& out) { return list(id, off, out); }
-  result<void> readdirplus(request&, ino id, fusexx::fhandle, off_t off, fusexx::dir_buffer& out) {
-    return list(id, off, out);
+  result<void> readdir(request&, ino id, fusexx::fhandle fh, off_t off, fusexx::dir_buffer& out) {
+    return list(id, fh, off, out);
   }
-  result<void> releasedir(request&, ino id, fusexx::fhandle, int) {
+  result<void> readdirplus(request&, ino id, fusexx::fhandle fh, off_t off, fusexx::dir_buffer& out) {
+    return list(id, fh, off, out);
+  }
+  result<void> releasedir(request&, ino id, fusexx::fhandle fh, int) {
     std::lock_guard g(mutex_);
+    dir_streams_.erase(fh);
     if (inode* i = find(id)) {
       --i->opens;
       release_if_unused(*i);
@@ -800,6 +894,32 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
   }
 
  private:
+  // write() under the mutex; `drop_cache`: drop the kernel's cached pages before answering.
+  result<std::size_t> write_locked(request& r, ino id, fusexx::fhandle fh, off_t off, std::span<const std::byte> data,
+                                   int flags, bool& drop_cache) {
+    inode* i = find(id);
+    if (!i) return fusexx::error(ENOENT);
+    if (off < 0) return fusexx::error(EINVAL);
+    // Past the largest file: what the kernel itself answers a write that
+    // starts at its limit (generic_write_check_limits).
+    if (!memfs::file_data::fits(off, data.size())) return fusexx::error(EFBIG);
+    if (!reserve_space(i->data.blocks_needed(off, data.size()))) return fusexx::error(ENOSPC);
+    i->data.write(off, data);
+    if ((fh & fh_direct) && !(flags & fusexx::proto::write_flag::cache)) {
+      drop_cache = std::exchange(i->maybe_cached, false);
+    } else {
+      i->maybe_cached = true;  // written through the page cache
+    }
+    ++counts_.writes;
+    counts_.bytes_written += data.size();
+    const bool kill = flags & fusexx::proto::write_flag::kill_suidgid;
+    if (kill) ++counts_.writes_killing_suidgid;
+    // A write from the page cache (writeback_cache) carries no writer's
+    // credentials: the kernel cleared the bits when the data was written.
+    if (!(flags & fusexx::proto::write_flag::cache)) drop_set_id(*i, r, kill);
+    i->mtime = i->ctime = memfs::now();
+    return data.size();
+  }
   // Coroutines to resume once the mutex is released (declare before the lock).
   struct wakeups {
     std::vector<std::coroutine_handle<>> handles;
@@ -948,6 +1068,14 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
     dir.order.emplace(cookie, std::string(name));
     dir.mtime = dir.ctime = memfs::now();
   }
+  // A new name for an entry, in the same place of the directory's order.
+  void rename_entry(inode& dir, std::string_view from, std::string_view to) {
+    auto node = dir.children.extract(dir.children.find(from));
+    node.key() = std::string(to);
+    dir.order[node.mapped().cookie] = node.key();
+    dir.children.insert(std::move(node));
+    dir.mtime = dir.ctime = memfs::now();
+  }
   void remove_entry(inode& dir, std::string_view name) {
     auto it = dir.children.find(name);
     dir.order.erase(it->second.cookie);
@@ -996,11 +1124,46 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
                          .attr_valid_for = attr_timeout};
   }
 
-  fusexx::opened open_file(inode& i) {
+  // A handle's low bits keep what memfs must know of the open's flags later
+  // (READ carries the open file's flags, but the handler is not given them).
+  static constexpr fusexx::fhandle fh_noatime = 1;  // O_NOATIME: reads leave atime alone
+  static constexpr fusexx::fhandle fh_direct = 2;   // O_DIRECT: I/O bypasses the page cache (see write)
+  static constexpr int fh_bits = 2;
+  fusexx::fhandle new_handle(int flags) {
+    return (next_fh_++ << fh_bits) | ((flags & O_NOATIME) ? fh_noatime : 0) | ((flags & O_DIRECT) ? fh_direct : 0);
+  }
+
+  fusexx::opened open_file(inode& i, int flags) {
     ++i.opens;
     // Data only changes through this kernel's page cache (or by our own
-    // notifications), so cached pages stay valid across opens.
-    return fusexx::opened{.fh = next_fh_++, .keep_cache = true};
+    // notifications), so cached pages stay valid across opens — except when
+    // the next read must update atime (touch_atime): a read served from the
+    // cache never reaches memfs, so the cache is dropped at this open and
+    // the reads come here. (Not when the kernel owns the cached data:
+    // writeback_cache, or explicit_inval_data, where only memfs's
+    // notifications drop it.)
+    const bool drop = atime_from_cache_ && (flags & O_ACCMODE) != O_WRONLY && !(flags & O_NOATIME) &&
+                      atime_due(i, memfs::now());
+    return fusexx::opened{.fh = new_handle(flags), .keep_cache = !drop};
+  }
+
+  // Access times as tmpfs keeps them under the default relatime mount option
+  // (relatime_need_update, fs/inode.c): a read updates atime when atime is
+  // not later than mtime or ctime, or is a day old. FUSE leaves atime to the
+  // filesystem entirely (the kernel marks its inodes S_NOATIME), and memfs
+  // sees only what reaches it: READ (not reads served from the page cache,
+  // hence open_file), READDIR and READLINK. Other atime mount options
+  // (noatime, strictatime) are the mount's, which the kernel does not tell a
+  // FUSE filesystem: memfs always follows relatime.
+  static bool atime_due(const inode& i, const timespec& now) {
+    auto not_after = [](const timespec& a, const timespec& b) {
+      return a.tv_sec < b.tv_sec || (a.tv_sec == b.tv_sec && a.tv_nsec <= b.tv_nsec);
+    };
+    return not_after(i.atime, i.mtime) || not_after(i.atime, i.ctime) || now.tv_sec - i.atime.tv_sec >= 24 * 60 * 60;
+  }
+  static void touch_atime(inode& i) {
+    const timespec t = memfs::now();
+    if (atime_due(i, t)) i.atime = t;
   }
 
   bool reserve_space(std::uint64_t blocks) {
@@ -1013,10 +1176,37 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
     i.data.truncate(size);
     used_blocks_ -= before - i.data.allocated_blocks();
   }
-  // What a write by someone else than root does to a set-id file.
+  // What a chown does to a set-id file (handle_killpriv_v2 leaves it to us).
   static void kill_suid(inode& i) {
     i.mode &= ~S_ISUID;
     if (i.mode & S_IXGRP) i.mode &= ~S_ISGID;
+  }
+
+  // The set-id bits a change of a regular file's data (write, truncate,
+  // fallocate, a copy into it) by the caller of `r` clears, by the kernel's
+  // rule for every filesystem (setattr_should_drop_suidgid, fs/attr.c):
+  // set-user-ID always; set-group-ID when the group may execute, or when the
+  // caller is not in the file's group; nothing for a caller with CAP_FSETID.
+  // The kernel applies that rule before it sends the request, except that
+  // fuse_setattr() keeps only the group-execute half of the sgid case (the
+  // other half needs the caller's groups, which it leaves to the
+  // filesystem): a 2666 file written, truncated or fallocated by a user
+  // outside its group kept its sgid bit. With handle_killpriv_v2 the kernel
+  // clears nothing and says so with a kill flag (`no_fsetid`: the caller
+  // lacks CAP_FSETID). The caller's supplementary groups and capabilities
+  // come from /proc (examples/memfs/credentials.hpp), read only when the
+  // file has a set-id bit; if they cannot be read, root counts as capable.
+  void drop_set_id(inode& i, const request& r, bool no_fsetid = false) {
+    if (!S_ISREG(i.mode) || !(i.mode & (S_ISUID | S_ISGID))) return;
+    const auto rights = memfs::rights_of(r.pid());
+    const bool fsetid = !no_fsetid && (rights ? rights->fsetid : r.uid() == 0);
+    if (fsetid) return;
+    mode_t clear = i.mode & S_ISUID;
+    if (i.mode & S_ISGID) {
+      const bool member = r.gid() == i.gid || (rights && std::ranges::find(rights->groups, i.gid) != rights->groups.end());
+      if ((i.mode & S_IXGRP) || !member) clear |= S_ISGID;
+    }
+    i.mode &= ~clear;
   }
 
   // The inode and its xattr `name`, which must exist.
@@ -1053,15 +1243,29 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
     return st;
   }
 
-  result<void> list(ino id, off_t off, fusexx::dir_buffer& out) {
+  // A directory stream lists the entries that were there when it began (its
+  // READDIR at offset 0: opendir, or rewinddir), each once, in cookie order:
+  // an entry renamed within the directory keeps its cookie, so it is neither
+  // skipped nor seen again; one that arrives later (created, or moved in,
+  // also moved out and back) has a cookie past the stream's end. tmpfs does
+  // the same (libfs's offset directories stop at the directory's next offset
+  // as it was at open).
+  result<void> list(ino id, fusexx::fhandle fh, off_t off, fusexx::dir_buffer& out) {
     std::lock_guard g(mutex_);
     auto d = directory(id);
     if (!d) return fusexx::error(d.error());
     inode& dir = **d;
+    std::uint64_t end = UINT64_MAX;  // a stream we did not open (none such today) sees everything
+    if (auto s = dir_streams_.find(fh); s != dir_streams_.end()) {
+      if (off == 0) s->second = dir.next_cookie;
+      end = s->second;
+    }
+    if (!(fh & fh_noatime)) touch_atime(dir);  // each getdents is an access (iterate_dir's file_accessed)
     // "." and ".." never carry a node: the kernel takes no reference for them.
     if (off < 1 && !out.add(".", dir.id, S_IFDIR, 1)) return {};
     if (off < 2 && !out.add("..", dir.parent, S_IFDIR, 2)) return {};
-    for (auto it = dir.order.upper_bound(std::uint64_t(std::max<off_t>(off, 2))); it != dir.order.end(); ++it) {
+    for (auto it = dir.order.upper_bound(std::uint64_t(std::max<off_t>(off, 2))); it != dir.order.end() && it->first < end;
+         ++it) {
       inode& child = *find(dir.children.find(it->second)->second.node);
       if (!out.plus()) {
         if (!out.add(it->second, child.id, child.mode, off_t(it->first))) break;
@@ -1086,7 +1290,12 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
   std::uint64_t forget_errors_ = 0;
   std::uint64_t lock_generation_ = 0;
   std::vector<lock_wait*> waiters_;
+  // Open directory streams: the cookie each one's listing ends before.
+  std::unordered_map<fusexx::fhandle, std::uint64_t> dir_streams_;
   std::uint64_t init_wants_ = 0;  // INIT capabilities asked for with -o
+  bool atime_from_cache_ = true;  // open_file may drop the cache for an atime update
+  // Last: its thread may resume handlers that use everything above.
+  memfs::invalidator invalidator_{[](fusexx::notifier& n, ino id) { (void)n.inval_inode(id, 0, 0); }};
   request_counts counts_;
 };
 

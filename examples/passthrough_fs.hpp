@@ -481,7 +481,13 @@ struct passthrough_fs : fusexx::filesystem_base<passthrough_fs> {
 
   result<off_t> lseek(request&, ino, fhandle fh, off_t offset, int whence) {
     const off_t r = ::lseek(file(fh).fd, offset, whence);
-    if (r < 0) return fusexx::last_error();
+    if (r == -1) return fusexx::last_error();
+    // Any other negative result is no error but a wrapped offset: tmpfs on
+    // 6.18 answers SEEK_HOLE in the last page below 2^63 with -2^63
+    // (mapping_seek_hole_data() rounds the page's end up to 2^63). errno is
+    // not set then; answer what the kernel's vfs_setpos() says to an offset
+    // it cannot take.
+    if (r < 0) return fusexx::error(EINVAL);
     return r;
   }
 

@@ -4,12 +4,22 @@
 // (reserved by fallocate: reads as zeros, takes space, and is still a hole to
 // SEEK_DATA — as tmpfs and ext4 treat preallocated space), or written.
 // Page-sized blocks make SEEK_DATA/SEEK_HOLE answer exactly as tmpfs does.
+//
+// Offsets run up to max_size (2^63 - 1, the kernel's MAX_LFS_FILESIZE on
+// 64-bit, which is tmpfs's limit too): the last block starts at 2^63 - 4096,
+// so its end (2^63) does not fit in off_t. Inside, positions are therefore
+// unsigned 64-bit (`pos`), where every block end fits; callers check with
+// fits() that a range ends within max_size before they ask for anything.
+// Work is proportional to the blocks that exist or are created, never to the
+// length of a range, so a request for a huge sparse range is cheap.
 #include <sys/types.h>
 
 #include <algorithm>
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <map>
 #include <memory>
 #include <optional>
@@ -20,108 +30,156 @@ namespace memfs {
 class file_data {
  public:
   static constexpr off_t block_size = 4096;
+  static constexpr off_t max_size = std::numeric_limits<off_t>::max();
+
+  // True when [off, off + len) is a range of a file (off >= 0) that ends at
+  // or before max_size; else the operation is EINVAL (off < 0) or EFBIG.
+  static bool fits(off_t off, std::uint64_t len) noexcept {
+    return off >= 0 && len <= std::uint64_t(max_size - off);
+  }
 
   off_t size() const noexcept { return size_; }
   // Blocks that take space (written or reserved).
   std::uint64_t allocated_blocks() const noexcept { return blocks_.size(); }
 
-  // Blocks a write of [off, off+len) would add (for the space limit).
-  std::uint64_t blocks_needed(off_t off, off_t len) const {
-    if (len <= 0) return 0;
-    std::uint64_t missing = 0;
-    for (off_t b = off / block_size; b <= (off + len - 1) / block_size; ++b) missing += !blocks_.contains(b);
-    return missing;
+  // Blocks a write (or an allocation) of [off, off+len) would add, for the
+  // space limit. The range must fit().
+  std::uint64_t blocks_needed(off_t off, std::uint64_t len) const {
+    if (len == 0) return 0;
+    const pos first = pos(off) / bs, last = (pos(off) + len - 1) / bs;
+    return (last - first + 1) - present(first, last);
   }
 
   std::size_t read(off_t off, std::span<std::byte> into) const {
-    if (off >= size_) return 0;
-    const std::size_t n = static_cast<std::size_t>(std::min<off_t>(static_cast<off_t>(into.size()), size_ - off));
+    if (off < 0 || off >= size_) return 0;
+    const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(into.size(), pos(size_ - off)));
     std::memset(into.data(), 0, n);
     // Copy only the written blocks in range; holes and reserved blocks stay zero.
-    for (auto it = blocks_.lower_bound(off / block_size); it != blocks_.end(); ++it) {
-      const off_t start = it->first * block_size;
-      if (start >= off + static_cast<off_t>(n)) break;
+    const pos from = pos(off), to = from + n;
+    for (auto it = blocks_.lower_bound(key(from / bs)); it != blocks_.end(); ++it) {
+      const pos start = pos(it->first) * bs;
+      if (start >= to) break;
       if (!it->second) continue;
-      const off_t from = std::max(off, start), to = std::min(off + static_cast<off_t>(n), start + block_size);
-      std::memcpy(into.data() + (from - off), it->second.get() + (from - start), static_cast<std::size_t>(to - from));
+      const pos a = std::max(from, start), z = std::min(to, start + bs);
+      std::memcpy(into.data() + (a - from), it->second.get() + (a - start), std::size_t(z - a));
     }
     return n;
   }
 
+  // The range must fit().
   void write(off_t off, std::span<const std::byte> data) {
-    const off_t end = off + static_cast<off_t>(data.size());
-    for (off_t pos = off; pos < end;) {
-      const off_t b = pos / block_size, start = b * block_size;
-      const off_t to = std::min(end, start + block_size);
-      std::memcpy(written(b) + (pos - start), data.data() + (pos - off), static_cast<std::size_t>(to - pos));
-      pos = to;
+    const pos from = pos(off), end = from + data.size();
+    for (pos at = from; at < end;) {
+      const pos start = at / bs * bs;
+      const pos to = std::min(end, start + bs);
+      std::memcpy(written(key(at / bs)) + (at - start), data.data() + (at - from), std::size_t(to - at));
+      at = to;
     }
-    size_ = std::max(size_, end);
+    grow_to(end);
   }
 
   void truncate(off_t size) {
     if (size < size_) {
       // Drop whole blocks past the end and zero the tail of the last one, so
       // growing the file again shows zeros there.
-      blocks_.erase(blocks_.lower_bound((size + block_size - 1) / block_size), blocks_.end());
-      zero(size, size_, /*keep_reserved=*/true);
+      blocks_.erase(blocks_.lower_bound(key(ceil_blocks(pos(size)))), blocks_.end());
+      zero(pos(size), pos(size_), /*keep_reserved=*/true);
     }
     size_ = size;
   }
 
   // fallocate(mode 0 or FALLOC_FL_KEEP_SIZE): reserve the blocks not yet
   // there. A block reserved before becomes written zeros, as on tmpfs (a
-  // second fallocate initialises the pages of the first).
-  void reserve(off_t off, off_t len, bool keep_size) {
-    for (off_t b = off / block_size; b <= (off + len - 1) / block_size; ++b)
-      if (auto [it, added] = blocks_.try_emplace(b); !added && !it->second) written(b);
-    if (!keep_size) size_ = std::max(size_, off + len);
+  // second fallocate initialises the pages of the first). The range must
+  // fit(); its missing blocks must have been checked against the space
+  // limit (the loop runs over them).
+  void reserve(off_t off, std::uint64_t len, bool keep_size) {
+    if (len == 0) return;
+    for (pos b = pos(off) / bs; b <= (pos(off) + len - 1) / bs; ++b)
+      if (auto [it, added] = blocks_.try_emplace(key(b)); !added && !it->second) written(key(b));
+    if (!keep_size) grow_to(pos(off) + len);
   }
   // FALLOC_FL_PUNCH_HOLE: whole blocks go, partial ones are zeroed.
-  void punch_hole(off_t off, off_t len) { zero(off, off + len, /*keep_reserved=*/false); }
-  // FALLOC_FL_ZERO_RANGE: zeros that take space (whole blocks become reserved).
-  void zero_range(off_t off, off_t len, bool keep_size) {
-    zero(off, off + len, /*keep_reserved=*/true);
-    for (off_t b = off / block_size; b <= (off + len - 1) / block_size; ++b) blocks_.try_emplace(b);
-    if (!keep_size) size_ = std::max(size_, off + len);
+  void punch_hole(off_t off, std::uint64_t len) { zero(pos(off), pos(off) + len, /*keep_reserved=*/false); }
+  // FALLOC_FL_ZERO_RANGE: zeros that take space (whole blocks become
+  // reserved). Same preconditions as reserve().
+  void zero_range(off_t off, std::uint64_t len, bool keep_size) {
+    if (len == 0) return;
+    zero(pos(off), pos(off) + len, /*keep_reserved=*/true);
+    for (pos b = pos(off) / bs; b <= (pos(off) + len - 1) / bs; ++b) blocks_.try_emplace(key(b));
+    if (!keep_size) grow_to(pos(off) + len);
+  }
+
+  // copy_file_range: [off_in, off_in+len) of `src` to off_out, byte for byte
+  // (holes in the source become written zeros, as the kernel's own copy
+  // through the page cache writes them on tmpfs). `src` may be this file
+  // when the ranges do not overlap (the kernel refuses overlapping ones).
+  // The source range must lie within src.size(), the target range fit(), and
+  // blocks_needed(off_out, len) must have been checked against the limit.
+  void copy_from(const file_data& src, off_t off_in, off_t off_out, std::uint64_t len) {
+    std::array<std::byte, std::size_t(bs)> bounce;  // a block of this file may also be read from
+    for (std::uint64_t done = 0; done < len;) {
+      // Up to the end of the current source block or target block.
+      const pos in = pos(off_in) + done, out = pos(off_out) + done;
+      const std::uint64_t n = std::min({len - done, bs - in % bs, bs - out % bs});
+      src.read(off_t(in), std::span(bounce).first(std::size_t(n)));
+      std::memcpy(written(key(out / bs)) + out % bs, bounce.data(), std::size_t(n));
+      done += n;
+    }
+    grow_to(pos(off_out) + len);
   }
 
   // SEEK_DATA / SEEK_HOLE; nullopt is ENXIO.
   std::optional<off_t> seek_data(off_t off) const {
-    if (off >= size_) return std::nullopt;
-    for (auto it = blocks_.lower_bound(off / block_size); it != blocks_.end(); ++it)
+    if (off < 0 || off >= size_) return std::nullopt;
+    for (auto it = blocks_.lower_bound(key(pos(off) / bs)); it != blocks_.end(); ++it)
       if (it->second) {
-        const off_t at = std::max(off, it->first * block_size);
+        const off_t at = std::max(off, off_t(pos(it->first) * bs));
         return at < size_ ? std::optional(at) : std::nullopt;
       }
     return std::nullopt;
   }
   std::optional<off_t> seek_hole(off_t off) const {
-    if (off >= size_) return std::nullopt;
-    off_t b = off / block_size;
-    for (auto it = blocks_.lower_bound(b); it != blocks_.end() && it->first == b && it->second; ++it) ++b;
-    return std::min(size_, std::max(off, b * block_size));  // the end of the file is a hole too
+    if (off < 0 || off >= size_) return std::nullopt;
+    pos b = pos(off) / bs;
+    for (auto it = blocks_.lower_bound(key(b)); it != blocks_.end() && pos(it->first) == b && it->second; ++it) ++b;
+    // The end of the file is a hole too; b * bs may be 2^63 (past every off_t).
+    return off_t(std::min(pos(size_), std::max(pos(off), b * bs)));
   }
 
  private:
+  using pos = std::uint64_t;                // a byte position, 0 .. 2^63
   using block = std::unique_ptr<std::byte[]>;  // null: reserved, reads as zeros
+  static constexpr pos bs = pos(block_size);
+
+  static off_t key(pos b) noexcept { return off_t(b); }  // block numbers are below 2^51
+  static pos ceil_blocks(pos p) noexcept { return p / bs + (p % bs != 0); }
+
+  void grow_to(pos end) noexcept { size_ = std::max(size_, off_t(end)); }
+
+  // How many of the blocks first..last (inclusive) exist.
+  std::uint64_t present(pos first, pos last) const {
+    std::uint64_t n = 0;
+    for (auto it = blocks_.lower_bound(key(first)); it != blocks_.end() && pos(it->first) <= last; ++it) ++n;
+    return n;
+  }
 
   std::byte* written(off_t b) {
     block& blk = blocks_[b];
-    if (!blk) blk = std::make_unique<std::byte[]>(block_size);  // value-initialised: zeros
+    if (!blk) blk = std::make_unique<std::byte[]>(std::size_t(bs));  // value-initialised: zeros
     return blk.get();
   }
 
   // Zeros [from, to): blocks inside it entirely are dropped (or, with
   // keep_reserved, kept as reserved space); the partial ones at either end
   // are cleared in place.
-  void zero(off_t from, off_t to, bool keep_reserved) {
+  void zero(pos from, pos to, bool keep_reserved) {
     if (to <= from) return;
-    for (auto it = blocks_.lower_bound(from / block_size); it != blocks_.end();) {
-      const off_t start = it->first * block_size;
+    for (auto it = blocks_.lower_bound(key(from / bs)); it != blocks_.end();) {
+      const pos start = pos(it->first) * bs;
       if (start >= to) break;
-      const off_t a = std::max(from, start), z = std::min(to, start + block_size);
-      if (a == start && z == start + block_size) {
+      const pos a = std::max(from, start), z = std::min(to, start + bs);
+      if (a == start && z == start + bs) {
         if (keep_reserved) {
           it->second.reset();
           ++it;
@@ -130,7 +188,7 @@ class file_data {
         }
         continue;
       }
-      if (it->second) std::memset(it->second.get() + (a - start), 0, static_cast<std::size_t>(z - a));
+      if (it->second) std::memset(it->second.get() + (a - start), 0, std::size_t(z - a));
       ++it;
     }
   }

@@ -1,8 +1,13 @@
 #pragma once
-// memfs: one inode's locks. POSIX record locks belong to a lock owner (the
-// kernel's id for a process's file table) and cover byte ranges; flock(2)
-// locks belong to an open file (its handle) and cover the whole file. Only
-// the bookkeeping lives here; waiting for a lock is the filesystem's job.
+// memfs: one inode's locks. Record locks belong to a lock owner and cover
+// byte ranges: for POSIX locks (F_SETLK) the owner is the kernel's id for a
+// process's file table, for open file description locks (F_OFD_SETLK) the
+// id of the open file itself — the two kinds reach the filesystem alike, as
+// SETLK with an owner. flock(2) locks belong to an open file (its handle)
+// and cover the whole file. Each record lock also remembers the open file
+// (handle) it was taken through, so that what is left at that file's
+// RELEASE can go (see memfs_fs::release). Only the bookkeeping lives here;
+// waiting for a lock is the filesystem's job.
 #include <fcntl.h>
 #include <sys/file.h>
 
@@ -36,10 +41,11 @@ class lock_table {
     return std::nullopt;
   }
 
-  // Sets (or, with F_UNLCK, clears) `l` for `owner`, replacing what the owner
-  // held in that range; adjacent ranges of one type merge, as the kernel's
-  // own lock code does. Returns true if some range was released or weakened.
-  bool apply(std::uint64_t owner, const posix_lock& l) {
+  // Sets (or, with F_UNLCK, clears) `l` for `owner`, taken through open file
+  // `fh`, replacing what the owner held in that range; adjacent ranges of one
+  // type merge, as the kernel's own lock code does. Returns true if some
+  // range was released or weakened.
+  bool apply(std::uint64_t owner, const posix_lock& l, fusexx::fhandle fh = 0) {
     bool released = false;
     std::vector<held> kept;
     for (held& h : posix_) {
@@ -48,8 +54,8 @@ class lock_table {
         continue;
       }
       released |= l.type == F_UNLCK || (h.range.type == F_WRLCK && l.type == F_RDLCK);
-      if (h.range.start < l.start) kept.push_back({owner, cut(h.range, h.range.start, l.start - 1)});
-      if (l.end < h.range.end) kept.push_back({owner, cut(h.range, l.end + 1, h.range.end)});
+      if (h.range.start < l.start) kept.push_back({owner, cut(h.range, h.range.start, l.start - 1), h.fh});
+      if (l.end < h.range.end) kept.push_back({owner, cut(h.range, l.end + 1, h.range.end), h.fh});
     }
     if (l.type != F_UNLCK) {
       posix_lock merged = l;
@@ -59,7 +65,7 @@ class lock_table {
         merged.end = std::max(merged.end, h.range.end);
         return true;
       });
-      kept.push_back({owner, merged});
+      kept.push_back({owner, merged, fh});
     }
     posix_ = std::move(kept);
     return released;
@@ -67,6 +73,8 @@ class lock_table {
 
   // Everything `owner` held goes (a process closed a file: FLUSH).
   bool release_owner(std::uint64_t owner) { return std::erase_if(posix_, [&](const held& h) { return h.owner == owner; }) > 0; }
+  // The record locks taken through open file `fh` go (its last close).
+  bool release_file(fusexx::fhandle fh) { return std::erase_if(posix_, [&](const held& h) { return h.fh == fh; }) > 0; }
 
   // flock(2): true when `fh` may take `how` (LOCK_SH or LOCK_EX).
   bool flock_free(fusexx::fhandle fh, int how) const {
@@ -85,6 +93,7 @@ class lock_table {
   struct held {
     std::uint64_t owner;
     posix_lock range;
+    fusexx::fhandle fh;  // the open file it was taken through
   };
   struct flock_held {
     fusexx::fhandle fh;
