@@ -121,6 +121,79 @@ inline std::optional<std::uint64_t> parse_size(std::string_view s) {
   return v * unit;
 }
 
+inline void save_time(fusexx::snapshot_writer& w, const timespec& t) {
+  w.i64(t.tv_sec);
+  w.i64(t.tv_nsec);
+}
+inline bool restore_time(fusexx::snapshot_reader& r, timespec& t) {
+  std::int64_t sec = 0, nsec = 0;
+  if (!r.i64(sec) || !r.i64(nsec) || nsec < 0 || nsec >= 1'000'000'000) return false;
+  t.tv_sec = static_cast<time_t>(sec);
+  t.tv_nsec = static_cast<long>(nsec);
+  return true;
+}
+
+// One inode, field by field (memfs_fs::save).
+inline void save_inode(fusexx::snapshot_writer& w, const inode& i) {
+  w.u64(i.id);
+  w.u32(i.mode);
+  w.u32(i.uid);
+  w.u32(i.gid);
+  w.u64(i.rdev);
+  w.u64(i.nlink);
+  for (const timespec* t : {&i.atime, &i.mtime, &i.ctime, &i.btime}) save_time(w, *t);
+  w.u64(i.lookups);
+  w.u32(i.opens);
+  i.data.save(w);
+  w.boolean(i.maybe_cached);
+  w.str(i.target);
+  w.u64(i.parent);
+  w.u64(i.next_cookie);
+  w.u64(i.children.size());
+  for (const auto& [name, child] : i.children) {
+    w.str(name);
+    w.u64(child.node);
+    w.u64(child.cookie);
+  }
+  w.u64(i.xattrs.size());
+  for (const auto& [name, value] : i.xattrs) {
+    w.str(name);
+    w.str(value);
+  }
+  i.locks.save(w);
+}
+inline bool restore_inode(fusexx::snapshot_reader& r, inode& i) {
+  std::uint32_t mode = 0, uid = 0, gid = 0;
+  std::uint64_t rdev = 0, nlink = 0, count = 0;
+  if (!r.u64(i.id) || !r.u32(mode) || !r.u32(uid) || !r.u32(gid) || !r.u64(rdev) || !r.u64(nlink)) return false;
+  i.mode = mode;
+  i.uid = uid;
+  i.gid = gid;
+  i.rdev = rdev;
+  i.nlink = nlink;
+  for (timespec* t : {&i.atime, &i.mtime, &i.ctime, &i.btime})
+    if (!restore_time(r, *t)) return false;
+  if (!r.u64(i.lookups) || !r.u32(i.opens) || !i.data.restore(r) || !r.boolean(i.maybe_cached) || !r.str(i.target) ||
+      !r.u64(i.parent) || !r.u64(i.next_cookie) || !r.count(count, 24))
+    return false;
+  for (std::uint64_t k = 0; k < count; ++k) {
+    std::string name;
+    child_ref child{};
+    if (!r.str(name) || name.empty() || name.size() > name_max || !r.u64(child.node) || !r.u64(child.cookie) ||
+        child.cookie >= i.next_cookie || i.order.contains(child.cookie))
+      return false;
+    i.order.emplace(child.cookie, name);
+    i.children.emplace(std::move(name), child);
+  }
+  if (!r.count(count, 16)) return false;
+  for (std::uint64_t k = 0; k < count; ++k) {
+    std::string name, value;
+    if (!r.str(name) || !r.str(value)) return false;
+    i.xattrs.emplace(std::move(name), std::move(value));
+  }
+  return i.locks.restore(r);
+}
+
 }  // namespace memfs
 
 struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
@@ -304,6 +377,76 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
       waiter->interrupted = true;
       w.handles.push_back(waiter->handle);
     }
+  }
+
+  // ---- restart: a new memfs process takes the mount over (docs/restart.md) ----
+  static constexpr bool restartable = true;
+  static constexpr std::uint32_t snapshot_version = 1;  // of what save() writes
+
+  // Everything: the settings the connection was negotiated with, the whole
+  // tree with every file's contents and extended attributes, the lookup and
+  // open counts, the locks held, and the open directory streams. Lock
+  // requests still waiting are not state: the kernel resends them to the
+  // successor, which waits on them again.
+  fusexx::result<void> save(fusexx::snapshot_writer& w) {
+    std::lock_guard g(mutex_);
+    w.u32(snapshot_version);
+    w.u64(limit_blocks_);
+    w.u64(inode_limit_);
+    w.i64(entry_timeout.count());
+    w.i64(attr_timeout.count());
+    w.u64(init_wants_);
+    w.boolean(atime_from_cache_);
+    w.u64(next_ino_);
+    w.u64(next_fh_);
+    w.u64(lock_generation_);
+    w.u64(forget_errors_);
+    w.u64(inodes_.size());
+    for (const auto& [id, i] : inodes_) memfs::save_inode(w, *i);
+    w.u64(dir_streams_.size());
+    for (const auto& [fh, end] : dir_streams_) {
+      w.u64(fh);
+      w.u64(end);
+    }
+    return {};
+  }
+
+  // Reads what save() wrote, into a memfs that has not served yet.
+  fusexx::result<void> restore(fusexx::snapshot_reader& r) {
+    std::lock_guard g(mutex_);
+    std::uint32_t version = 0;
+    if (!r.u32(version)) return fusexx::error(EBADMSG);
+    if (version != snapshot_version) return fusexx::error(EPROTO);
+    std::int64_t entry = 0, attr = 0;
+    std::uint64_t count = 0;
+    if (!r.u64(limit_blocks_) || !r.u64(inode_limit_) || !r.i64(entry) || !r.i64(attr) || !r.u64(init_wants_) ||
+        !r.boolean(atime_from_cache_) || !r.u64(next_ino_) || !r.u64(next_fh_) || !r.u64(lock_generation_) ||
+        !r.u64(forget_errors_) || !r.count(count, 64))
+      return fusexx::error(EBADMSG);
+    entry_timeout = fusexx::timeout(entry);
+    attr_timeout = fusexx::timeout(attr);
+    inodes_.clear();
+    used_blocks_ = 0;
+    for (std::uint64_t k = 0; k < count; ++k) {
+      auto i = std::make_unique<inode>();
+      if (!memfs::restore_inode(r, *i) || i->id == 0 || i->id >= next_ino_ || inodes_.contains(i->id))
+        return fusexx::error(EBADMSG);
+      used_blocks_ += i->data.allocated_blocks();
+      inodes_.emplace(i->id, std::move(i));
+    }
+    if (!inodes_.contains(fusexx::root_ino)) return fusexx::error(EBADMSG);
+    // Every name must lead to a node that is there.
+    for (const auto& [id, i] : inodes_)
+      for (const auto& [name, child] : i->children)
+        if (!inodes_.contains(child.node)) return fusexx::error(EBADMSG);
+    if (!r.count(count, 16)) return fusexx::error(EBADMSG);
+    dir_streams_.clear();
+    for (std::uint64_t k = 0; k < count; ++k) {
+      std::uint64_t fh = 0, end = 0;
+      if (!r.u64(fh) || !r.u64(end)) return fusexx::error(EBADMSG);
+      dir_streams_.emplace(fh, end);
+    }
+    return {};
   }
 
   void forget(ino id, std::uint64_t n) {

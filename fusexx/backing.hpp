@@ -93,6 +93,13 @@ class backing_files {
     return {};
   }
 
+  // Ids a predecessor registered on this connection and did not close: they
+  // stay valid in the kernel, and close() must know them.
+  void adopt(const std::vector<backing_id>& ids) {
+    std::lock_guard lock(mutex_);
+    ids_.insert(ids_.end(), ids.begin(), ids.end());
+  }
+
   // The ids registered and not yet closed (the kernel keeps them for the
   // connection's lifetime: a successor must know them to close them).
   std::vector<backing_id> registered() const {

@@ -33,6 +33,7 @@ struct command_line {
   bool debug = false;
   bool help = false;
   bool show_version = false;
+  bool takeover = false;  // --takeover: continue the mount's running server instead of mounting
 };
 
 // Filesystems may take their own -o options: `outcome<bool> option(key, value)`
@@ -124,6 +125,7 @@ outcome<command_line> parse_command_line(Fs& fs, int argc, char** argv) {
     else if (a == "-f") cl.daemon.foreground = true;
     else if (a == "-d" || a == "-odebug") cl.debug = cl.daemon.foreground = true;
     else if (a == "-s") cl.server.classic.threads = 1;
+    else if (a == "--takeover") cl.takeover = true;
     else if (a == "-o") {
       if (++i >= argc) return fail(EINVAL, "-o needs a list of options");
       if (auto r = apply(argv[i]); !r) return std::unexpected(r.error());
@@ -160,6 +162,9 @@ void print_usage(const char* argv0) {
       "  -f                    stay in the foreground\n"
       "  -d                    log every request (implies -f)\n"
       "  -s                    serve with one thread\n"
+      "  --takeover            take MOUNTPOINT over from the server running it, live (a\n"
+      "                        restartable filesystem: docs/restart.md); returns once this\n"
+      "                        process serves, or fails and the running server serves on\n"
       "  -o opt[,opt...]       options:\n"
       "     allow_other, default_permissions, ro, rw, nosuid/suid, nodev/dev, noexec/exec,\n"
       "     noatime, sync, dirsync, fsname=NAME, subtype=NAME, max_read=N, rootmode=M,\n"
@@ -185,9 +190,15 @@ void print_usage(const char* argv0) {
 // outside, then stop (in-flight handlers awaited, destroy()). Returns the
 // exit status.
 template <filesystem Fs>
-task<int> serve(event_loop& loop, server<Fs>& srv, daemon_guard& guard, int signals) {
+task<int> serve(event_loop& loop, server<Fs>& srv, daemon_guard& guard, int signals, bool takeover) {
   const std::stop_token parent_gone = guard.stopped();
-  auto started = co_await srv.start_async(loop, parent_gone);
+  result<outcome<void>> started = outcome<void>{};
+  if constexpr (restartable<Fs>) {
+    if (takeover) started = co_await srv.take_over_async(loop);
+    else started = co_await srv.start_async(loop, parent_gone);
+  } else {
+    started = co_await srv.start_async(loop, parent_gone);
+  }
   if (!started || !*started) {
     const failure f = started ? started->error() : failure{started.error(), started.error().message()};
     if (guard.background()) guard.report(f);
@@ -197,10 +208,23 @@ task<int> serve(event_loop& loop, server<Fs>& srv, daemon_guard& guard, int sign
   guard.commit();
   log::info("serving {}", srv.mountpoint());
 
-  if (co_await loop.first_ready(signals, srv.ended_fd()) == 0) {
-    signalfd_siginfo info{};
-    if (::read(signals, &info, sizeof info) == sizeof info)
-      log::info("signal {}: unmounting {}", info.ssi_signo, srv.mountpoint());
+  // Serve until a stop signal, an unmount from outside, or a successor that
+  // takes the connection over (the control socket).
+  for (;;) {
+    int which = 0;
+    if (srv.control_fd() >= 0) which = co_await loop.first_ready(signals, srv.ended_fd(), srv.control_fd());
+    else which = co_await loop.first_ready(signals, srv.ended_fd());
+    if (which == 2) {
+      // handed over: leave, the mount lives on
+      if (auto handed = co_await srv.serve_control_async(loop); handed && *handed) co_return 0;
+      continue;
+    }
+    if (which == 0) {
+      signalfd_siginfo info{};
+      if (::read(signals, &info, sizeof info) == sizeof info)
+        log::info("signal {}: unmounting {}", info.ssi_signo, srv.mountpoint());
+    }
+    break;
   }
   co_await srv.stop_async(loop);
   co_return 0;
@@ -225,7 +249,7 @@ int run(Fs& fs, const command_line& cl) {
 
   server<Fs> srv(fs, cl.server);
   event_loop loop;
-  const int code = loop.run(serve(loop, srv, *guard, signals.get())).value_or(1);
+  const int code = loop.run(serve(loop, srv, *guard, signals.get(), cl.takeover)).value_or(1);
   // A handler that never returned (a hung init()) cannot be joined; nothing
   // is mounted any more, so leave without waiting for it.
   if (srv.has_stuck_workers()) std::_Exit(code);
@@ -234,11 +258,19 @@ int run(Fs& fs, const command_line& cl) {
 
 template <filesystem Fs>
 int main(int argc, char** argv) {
+  static_assert(restart_hooks_complete<Fs>());
   Fs fs;
   auto cl = parse_command_line(fs, argc, argv);
   if (!cl) {
     std::fprintf(stderr, "fusexx: %s\n", cl.error().message.c_str());
     return 2;
+  }
+  if constexpr (!restartable<Fs>) {
+    if (cl->takeover) {
+      std::fprintf(stderr, "fusexx: %s cannot take a mount over: this filesystem is not restartable (it has no "
+                   "save()/restore(); docs/restart.md)\n", argv[0]);
+      return 2;
+    }
   }
   if (cl->help) {
     print_usage<Fs>(argv[0]);

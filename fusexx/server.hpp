@@ -35,6 +35,11 @@
 #include "mount/mount.hpp"
 #include "mount/mountinfo.hpp"
 #include "mount/options.hpp"
+#include "restart/control_socket.hpp"
+#include "restart/handover.hpp"
+#include "restart/restartable.hpp"
+#include "restart/session_snapshot.hpp"
+#include "restart/snapshot.hpp"
 #include "session.hpp"
 #include "task.hpp"
 #include "transport/device.hpp"
@@ -65,8 +70,9 @@ struct server_options {
 // What park() did: whether every request in flight came to an end, and which
 // did not when it gave up.
 struct park_report {
-  bool complete = true;                      // no handler is running
-  std::vector<request_in_flight> unfinished;  // handlers still running (or suspended) at the deadline
+  bool complete = true;                       // no handler is running or suspended
+  std::vector<request_in_flight> unfinished;  // handlers still running or suspended at the deadline
+  std::size_t running = 0;                    // of those, on a serving thread (the rest are suspended coroutines)
   std::size_t held = 0;                       // io_uring: requests placed in entries since, held until resume
 };
 
@@ -169,16 +175,10 @@ class server {
         co_return co_await abort_start(loop, why);
       }
       if (!uring_unusable_.empty()) log::info("serving through /dev/fuse: {}", uring_unusable_);
-      const unsigned threads = options_.classic.threads ? options_.classic.threads
-                                                        : std::max(2u, std::thread::hardware_concurrency());
-      if (threads > 1) {
-        plane_ = std::make_unique<transport::device_readers>(
-            detail::request_handler(dispatcher_), session_, device_.get(), threads - 1,
-            options_.classic.clone_fds ? transport::device_readers::fds::clones : transport::device_readers::fds::session);
-        plane_->start();
-      }
+      start_classic_plane();
     }
     log::debug("serving {} ({} INIT)", mountpoint(), mount_.sync_init() ? "synchronous" : "asynchronous");
+    open_control_socket();
     co_return outcome<void>{};
   }
 
@@ -215,6 +215,7 @@ class server {
       for (auto& r : session_.scope().members())
         log::warn("stop: request {:#x} ({}) is still being handled; abandoned", r.unique, proto::name(r.opcode));
     // 6. Close.
+    control_listener_.reset();
     session_.backing().detach();
     co_await loop.blocking([this, alive] {
       // Once the connection has ended the kernel ends every io_uring entry,
@@ -246,13 +247,151 @@ class server {
     if (control_) report.complete &= control_->park(deadline);
     if (plane_) report.complete &= plane_->park(deadline);
     report.complete &= session_.scope().join(deadline);
-    if (!report.complete) report.unfinished = in_flight();
+    if (!report.complete) {
+      report.unfinished = session_.scope().members();
+      const transport::channel* channels[] = {control_.get(), plane_.get()};
+      for (const auto* c : channels)
+        if (c)
+          for (auto& r : c->busy()) {
+            report.unfinished.push_back(r);
+            ++report.running;
+          }
+    }
     if (uring_) report.held = uring_->held();
     return report;
   }
   void resume() {
     if (plane_) plane_->resume();
     if (control_) control_->resume();
+  }
+
+  // ---- handing the connection over (docs/restart.md) ----
+
+  // Readable when a client connects to the control socket (fusexx::main
+  // awaits it beside its signals); -1 when there is none.
+  int control_fd() const noexcept { return control_listener_ ? control_listener_.get() : -1; }
+
+  // Answers a client of the control socket: a successor asking to take the
+  // connection over. Returns true once it has: this server has then left
+  // (no unmount, no destroy()) and only the successor serves. False when the
+  // handover did not happen (refused, failed, or the peer went away): this
+  // server serves on as before.
+  task<bool> serve_control_async(event_loop& loop) {
+    unique_fd peer(::accept4(control_listener_.get(), nullptr, nullptr, SOCK_CLOEXEC));
+    if (!peer) co_return false;
+    const int sock = peer.get();
+    auto hello = co_await loop.blocking([sock] { return handover::receive(sock, clock::now() + std::chrono::seconds(5)); });
+    if (!hello || hello->what != handover::kind::hello) co_return false;
+    const auto refuse = [sock](const std::string& why) {
+      (void)handover::send(sock, {.what = handover::kind::refuse, .text = why});
+      log::info("handover refused: {}", why);
+    };
+    if (!peer_may_control(sock)) {
+      refuse("the successor runs as another user");
+      co_return false;
+    }
+    if constexpr (!restartable<Fs>) {
+      refuse("this filesystem is not restartable (it has no save()/restore())");
+      co_return false;
+    } else {
+      if (hello->version != handover::protocol_version) {
+        refuse(fmt::format("the successor speaks handover protocol {}, this server {}", hello->version,
+                           handover::protocol_version));
+        co_return false;
+      }
+      if (hello->text != restart_type()) {
+        refuse(fmt::format("the successor serves '{}', this mount is '{}'", hello->text, restart_type()));
+        co_return false;
+      }
+      if (uring_) {
+        refuse("handing over a connection served through FUSE over io_uring is not supported yet (docs/restart.md)");
+        co_return false;
+      }
+      const auto started = clock::now();
+      park_report parked = co_await loop.blocking([this] { return park(std::chrono::milliseconds(500)); });
+      // A handler still running on a serving thread may be half-way through
+      // a change: not a state to hand over. One that is suspended (a lock
+      // request waiting) is left behind: it will never answer, and the
+      // kernel resends its request to the successor (NOTIFY_RESEND).
+      if (parked.running > 0) {
+        resume();
+        refuse(fmt::format("{} request(s) were still being handled (e.g. {:#x} {}); try again", parked.running,
+                           parked.unfinished.back().unique, proto::name(parked.unfinished.back().opcode)));
+        co_return false;
+      }
+      if (!parked.complete)
+        log::info("handover: {} suspended request(s) will be resent to the successor", parked.unfinished.size());
+      // The snapshot: the session as the kernel sees it, then the filesystem.
+      snapshot_writer w;
+      w.str(restart_type());
+      write_session(w, session_.describe(),
+                    {mount_.mountpoint(), mount_.method(), mount_.helper(), mount_.sync_init()});
+      std::string why;
+      auto saved = detail::fenced("save()", [&] { return result<void>(fs_.save(w)); }, result<void>(error(EIO)), &why);
+      auto sealed = saved ? w.seal() : outcome<unique_fd>(fail(EIO, "save() failed: {}", why.empty() ? saved.error().message() : why));
+      if (!sealed) {
+        resume();
+        refuse(sealed.error().message);
+        co_return false;
+      }
+      const int fds[] = {device_.get(), sealed->get(), control_listener_.get()};
+      if (!handover::send(sock, {.what = handover::kind::offer, .pid = static_cast<std::uint32_t>(::getpid())}, fds)) {
+        resume();
+        co_return false;
+      }
+      auto answer =
+          co_await loop.blocking([sock] { return handover::receive(sock, clock::now() + std::chrono::seconds(60)); });
+      if (!answer || answer->what != handover::kind::ack) {
+        resume();
+        log::info("handover not taken ({}); serving on",
+                  answer ? answer->text : std::string(answer.error().message()));
+        co_return false;
+      }
+      log::info("handed {} over to pid {} after {} ms parked", mountpoint(), hello->pid,
+                std::chrono::duration_cast<std::chrono::milliseconds>(clock::now() - started).count());
+      co_await leave_async(loop);
+      co_return true;
+    }
+  }
+
+  // Continues the connection of the server at options.mount.mountpoint,
+  // which hands it over (instead of start_async). Returns once this server
+  // serves, or fails with the reason — the predecessor then serves on.
+  task<outcome<void>> take_over_async(event_loop& loop) {
+    static_assert(restartable<Fs>, "fusexx: only a restartable filesystem can take a mount over");
+    auto offered = co_await loop.blocking([this] { return handover::ask(options_.mount.mountpoint, restart_type()); });
+    if (!offered) co_return failed(offered.error());
+    auto took = co_await take_over_async(loop, std::move(*offered));
+    if (!took) co_return failed(failure{took.error(), took.error().message()});
+    co_return std::move(*took);
+  }
+
+  // The same from an offer already received (handover::ask): restores its
+  // snapshot and serves, acknowledging; or refuses, and the predecessor
+  // resumes.
+  task<outcome<void>> take_over_async(event_loop&, handover::offer offer) {
+    static_assert(restartable<Fs>, "fusexx: only a restartable filesystem can take a mount over");
+    const int fd = offer.sock.get();
+    if (auto restored = restore_from(offer.snapshot.get()); !restored) {
+      (void)handover::send(fd, {.what = handover::kind::refuse, .text = restored.error().message});
+      co_return failed(restored.error());
+    }
+    device_ = std::move(offer.device);
+    control_listener_ = std::move(offer.listener);
+    session_.notify().attach(transport::fd_sink(device_.get()));
+    // Requests the predecessor read and left unanswered (lock requests still
+    // waiting) come again, to this server — while the predecessor still holds
+    // the fds they were read on (closing one would abort its requests). Before
+    // this server reads anything: RESEND requeues every request read and not
+    // yet answered on the connection, so a request this server were already
+    // handling would come a second time and be done twice.
+    if (auto r = session_.notify().resend(); !r) log::warn("NOTIFY_RESEND failed: {}", r.error().message());
+    start_control(device_.get());
+    start_classic_plane();
+    if (!handover::send(fd, {.what = handover::kind::ack}))
+      log::warn("the predecessor of {} went away before the handover was acknowledged", mountpoint());
+    log::info("took over {} from pid {}", mountpoint(), offer.pid);
+    co_return outcome<void>{};
   }
 
   // Blocks until the server has ended (unmounted from outside, or stop()).
@@ -320,6 +459,76 @@ class server {
       if (uring_) uring_->start();
     };
     return {};
+  }
+
+  // What a successor must serve to take this mount over: the mount's subtype
+  // ("memfs", "passthrough", ...).
+  std::string restart_type() const { return options_.mount.subtype.empty() ? "fuse" : options_.mount.subtype; }
+
+  // The control socket, named after the connection (restart/control_socket.hpp).
+  void open_control_socket() {
+    if (!mount_.connection_id()) return;
+    if (auto l = listen_control(*mount_.connection_id())) control_listener_ = std::move(*l);
+    else log::warn("no control socket: {}", l.error().message);
+  }
+
+  // The classic data plane: readers on clones of the session fd.
+  void start_classic_plane() {
+    const unsigned threads =
+        options_.classic.threads ? options_.classic.threads : std::max(2u, std::thread::hardware_concurrency());
+    if (threads <= 1) return;
+    plane_ = std::make_unique<transport::device_readers>(
+        detail::request_handler(dispatcher_), session_, device_.get(), threads - 1,
+        options_.classic.clone_fds ? transport::device_readers::fds::clones : transport::device_readers::fds::session);
+    plane_->start();
+  }
+
+  // Reads a predecessor's snapshot into this server's session, mount and
+  // filesystem.
+  outcome<void> restore_from(int snapshot_fd) {
+    auto r = snapshot_reader::open(snapshot_fd);
+    if (!r) return std::unexpected(r.error());
+    std::string type;
+    session_description d;
+    mount_description m;
+    if (!r->str(type) || !read_session(*r, d, m)) return fail(EBADMSG, "the snapshot is corrupt (session part)");
+    if (type != restart_type())
+      return fail(EINVAL, "the snapshot is of a '{}' filesystem, this is '{}'", type, restart_type());
+    if (m.mountpoint != options_.mount.mountpoint)
+      return fail(EINVAL, "the snapshot is of the mount at {}, not {}", m.mountpoint, options_.mount.mountpoint);
+    std::string why;
+    auto restored = detail::fenced("restore()", [&] { return result<void>(fs_.restore(*r)); }, result<void>(error(EIO)), &why);
+    if (!restored)
+      return fail(to_errno(restored.error()), "restore() failed: {}", why.empty() ? restored.error().message() : why);
+    if (!r->ok()) return fail(EBADMSG, "the snapshot is corrupt (restore() read past its end)");
+    session_.restore(d);
+    mount_ = mount::adopt(m.mountpoint, m.method, m.sync_init, m.helper);
+    return {};
+  }
+
+  // After a handover: leave the connection to the successor. The channels
+  // stop taking requests (there are none in flight: the handover was made
+  // parked); nothing is unmounted, the connection is not ended, destroy() is
+  // not called, backing ids are not closed — they are the successor's now.
+  task<void> leave_async(event_loop& loop) {
+    {
+      std::lock_guard lock(stop_mutex_);
+      stopping_ = true;
+    }
+    mount_.release();
+    const auto soon = clock::now() + std::chrono::seconds(2);
+    co_await loop.blocking([&] {
+      if (control_) control_->stop(soon);
+      if (plane_) plane_->stop(soon);
+    });
+    session_.notify().detach();
+    session_.backing().detach();
+    control_.reset();
+    plane_.reset();
+    device_.reset();
+    control_listener_.reset();
+    ended_.set();
+    co_return {};
   }
 
   // The control channel: one reader on the session's fd, started before the
@@ -393,6 +602,7 @@ class server {
   std::unique_ptr<transport::channel> plane_;      // classic readers on clones, or the io_uring queues
   transport::uring_plane* uring_ = nullptr;        // plane_, when it is the io_uring one
   std::string uring_unusable_;                     // why io_uring is not used, when it is not
+  unique_fd control_listener_;                     // the control socket (restart/control_socket.hpp)
   std::mutex stop_mutex_;
   bool stopping_ = false;
   unsigned stuck_ = 0;

@@ -54,6 +54,7 @@ struct session_counters {
 struct session_description {
   // ---- INIT, as the kernel accepted it ----
   std::uint32_t proto_major = 0, proto_minor = 0;
+  std::uint64_t offered = 0;  // init_flag::* the kernel offered
   std::uint64_t granted = 0;  // init_flag::* (flags | flags2 << 32)
   std::uint32_t max_write = 0;
   std::uint32_t max_readahead = 0;
@@ -108,10 +109,31 @@ class session {
   // Called once INIT has been answered successfully, before serving begins.
   std::function<void(const connection&)> after_init_reply;
 
+  // Continues a connection another process negotiated and served: takes
+  // over its INIT outcome and its books, and serves from now on without
+  // INIT (the kernel never sends it again).
+  void restore(const session_description& d) {
+    conn_.set_offer(d.proto_major, d.proto_minor, d.offered);
+    conn_.max_write = d.max_write;
+    conn_.max_readahead = d.max_readahead;
+    conn_.time_gran = d.time_gran;
+    conn_.max_stack_depth = d.max_stack_depth;
+    conn_.max_background = d.max_background;
+    conn_.congestion_threshold = d.congestion_threshold;
+    conn_.request_timeout = d.request_timeout;
+    conn_.set_outcome(d.granted, d.max_pages);
+    for (const auto& n : d.nodes) nodes_.looked_up(n.node, n.generation, n.lookups);
+    for (const auto& h : d.handles)
+      for (std::uint64_t i = 0; i < h.opens; ++i) handles_.opened(h.node, h.fh, h.directory, h.flags);
+    backing_.adopt(d.backing_ids);
+    gate_.continue_serving();
+  }
+
   session_description describe() const {
     session_description d;
     d.proto_major = conn_.proto_major();
     d.proto_minor = conn_.proto_minor();
+    d.offered = conn_.offered();
     d.granted = conn_.granted();
     d.max_write = conn_.max_write;
     d.max_readahead = conn_.max_readahead;

@@ -25,6 +25,8 @@
 #include <optional>
 #include <span>
 
+#include <fusexx/restart/snapshot.hpp>
+
 namespace memfs {
 
 class file_data {
@@ -145,6 +147,37 @@ class file_data {
     for (auto it = blocks_.lower_bound(key(b)); it != blocks_.end() && pos(it->first) == b && it->second; ++it) ++b;
     // The end of the file is a hole too; b * bs may be 2^63 (past every off_t).
     return off_t(std::min(pos(size_), std::max(pos(off), b * bs)));
+  }
+
+  // The data in a snapshot (a handover to a new memfs process): the size,
+  // then each block — its number, whether it is written, and its bytes.
+  void save(fusexx::snapshot_writer& w) const {
+    w.i64(size_);
+    w.u64(blocks_.size());
+    for (const auto& [b, data] : blocks_) {
+      w.i64(b);
+      w.boolean(data != nullptr);
+      if (data) w.bytes(std::span<const std::byte>(data.get(), std::size_t(bs)));
+    }
+  }
+  bool restore(fusexx::snapshot_reader& r) {
+    std::uint64_t n = 0;
+    std::int64_t size = 0;
+    if (!r.i64(size) || size < 0 || !r.count(n, 9)) return false;
+    blocks_.clear();
+    for (std::uint64_t i = 0; i < n; ++i) {
+      std::int64_t b = 0;
+      bool written = false;
+      if (!r.i64(b) || b < 0 || pos(b) > pos(max_size) / bs || !r.boolean(written)) return false;
+      block& blk = blocks_[off_t(b)];
+      if (!written) continue;
+      std::span<const std::byte> bytes;
+      if (!r.bytes(bytes) || bytes.size() != std::size_t(bs)) return false;
+      blk = std::make_unique<std::byte[]>(std::size_t(bs));
+      std::memcpy(blk.get(), bytes.data(), bytes.size());
+    }
+    size_ = off_t(size);
+    return true;
   }
 
  private:

@@ -16,6 +16,7 @@
 #include <optional>
 #include <vector>
 
+#include <fusexx/restart/snapshot.hpp>
 #include <fusexx/types.hpp>
 
 namespace memfs {
@@ -88,6 +89,53 @@ class lock_table {
   bool flock_release(fusexx::fhandle fh) { return std::erase_if(flocks_, [&](const flock_held& f) { return f.fh == fh; }) > 0; }
 
   bool empty() const noexcept { return posix_.empty() && flocks_.empty(); }
+
+  // The locks held, in a snapshot (a handover to a new memfs process): the
+  // applications that hold them keep them.
+  void save(fusexx::snapshot_writer& w) const {
+    w.u64(posix_.size());
+    for (const held& h : posix_) {
+      w.u64(h.owner);
+      w.u16(static_cast<std::uint16_t>(h.range.type));
+      w.i64(h.range.start);
+      w.i64(h.range.end);
+      w.u32(static_cast<std::uint32_t>(h.range.pid));
+      w.u64(h.fh);
+    }
+    w.u64(flocks_.size());
+    for (const flock_held& f : flocks_) {
+      w.u64(f.fh);
+      w.u32(static_cast<std::uint32_t>(f.how));
+    }
+  }
+  bool restore(fusexx::snapshot_reader& r) {
+    std::uint64_t n = 0;
+    if (!r.count(n, 38)) return false;
+    posix_.clear();
+    for (std::uint64_t i = 0; i < n; ++i) {
+      held h{};
+      std::uint16_t type = 0;
+      std::int64_t start = 0, end = 0;
+      std::uint32_t pid = 0;
+      if (!r.u64(h.owner) || !r.u16(type) || !r.i64(start) || !r.i64(end) || !r.u32(pid) || !r.u64(h.fh)) return false;
+      if ((type != F_RDLCK && type != F_WRLCK) || start < 0 || end < start) return false;
+      h.range.type = static_cast<short>(type);
+      h.range.start = start;
+      h.range.end = end;
+      h.range.pid = static_cast<pid_t>(pid);
+      posix_.push_back(h);
+    }
+    if (!r.count(n, 12)) return false;
+    flocks_.clear();
+    for (std::uint64_t i = 0; i < n; ++i) {
+      flock_held f{};
+      std::uint32_t how = 0;
+      if (!r.u64(f.fh) || !r.u32(how) || (how != LOCK_SH && how != LOCK_EX)) return false;
+      f.how = static_cast<int>(how);
+      flocks_.push_back(f);
+    }
+    return true;
+  }
 
  private:
   struct held {

@@ -135,6 +135,17 @@ class init_gate {
   // (after_reply runs in between): those are not "before INIT".
   bool reply_claimed() const noexcept { return claimed_.load(std::memory_order_acquire); }
 
+  // INIT was negotiated by a predecessor that handed the connection over:
+  // serve from now on; an INIT will not come.
+  void continue_serving() {
+    {
+      std::lock_guard lock(mutex_);
+      reply_ = reply_state::answered;
+      claimed_.store(true, std::memory_order_release);
+    }
+    settle(phase::serving, 0, {});
+  }
+
   // The filesystem's destroy() has run: the session is over.
   void end() { settle(phase::ended, 0, {}); }
 

@@ -101,6 +101,15 @@ class mount {
   static outcome<mount> create(const mount_options& opts, unique_fd& device, const mount_hooks& hooks,
                                std::stop_token cancel = {});
 
+  // A mount another process made and handed over with its connection: this
+  // object unmounts it as that process would have.
+  static mount adopt(std::string mountpoint, mount_method method, bool sync_init, std::string helper) {
+    return mount(std::move(mountpoint), method, sync_init, std::move(helper));
+  }
+  // Forgets the mount without unmounting it: it lives on, served by a
+  // successor this process handed it to.
+  void release() noexcept { active_ = false; }
+
   // Detaches the mount (lazily: open files keep working until closed, and the
   // kernel ends the connection when the last one goes). Idempotent.
   outcome<void> unmount();
@@ -114,6 +123,8 @@ class mount {
 
   const std::string& mountpoint() const noexcept { return mountpoint_; }
   mount_method method() const noexcept { return method_; }
+  // The fusermount3 that mounted (empty unless method() is fusermount).
+  const std::string& helper() const noexcept { return helper_; }
   // The connection's fusectl number, read from mountinfo right after mounting.
   std::optional<unsigned> connection_id() const noexcept { return connection_id_; }
   bool active() const noexcept { return active_; }

@@ -1,0 +1,87 @@
+#pragma once
+// A serving mount's control socket: where a successor asks the server to hand
+// its connection over (and, later, where tools ask it for its state). It is
+// found from the mount itself, not from a path anyone must know: an abstract
+// unix socket (no file, gone with its last fd) named after the mount's FUSE
+// connection number — the minor of its device number, read from mountinfo
+// (which asks the server nothing, unlike stat(2)): "fusexx-ctl/<number>".
+//
+// SOCK_SEQPACKET: every message arrives whole, with the fds sent beside it.
+// Abstract sockets have no file permissions, so the server checks its peer's
+// credentials (SO_PEERCRED): the same user, or root.
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstddef>
+#include <cstring>
+#include <string>
+
+#include "../failure.hpp"
+#include "../fd.hpp"
+#include "../mount/mountinfo.hpp"
+
+namespace fusexx {
+
+inline std::string control_socket_name(unsigned connection) { return "fusexx-ctl/" + std::to_string(connection); }
+
+// The FUSE connection number of the mount at `mountpoint`.
+inline outcome<unsigned> fuse_connection_of(const std::string& mountpoint) {
+  auto e = find_fuse_mount(mountpoint);
+  if (!e) return fail(ENOENT, "{} is not a FUSE mount", mountpoint);
+  auto id = fuse_connection_id(*e);
+  if (!id) return fail(EINVAL, "the mount at {} has no FUSE connection number (device {})", mountpoint, e->device);
+  return *id;
+}
+
+namespace detail {
+inline socklen_t abstract_address(const std::string& name, sockaddr_un& a) {
+  std::memset(&a, 0, sizeof a);
+  a.sun_family = AF_UNIX;
+  const std::size_t n = std::min(name.size(), sizeof a.sun_path - 1);
+  std::memcpy(a.sun_path + 1, name.data(), n);  // sun_path[0] == 0: the abstract namespace
+  return static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + n);
+}
+}  // namespace detail
+
+// The server's end: listening, non-blocking (an event loop awaits it).
+inline outcome<unique_fd> listen_control(unsigned connection) {
+  unique_fd s(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+  if (!s) return fail(errno, "control socket: {}", std::strerror(errno));
+  sockaddr_un a;
+  const socklen_t len = detail::abstract_address(control_socket_name(connection), a);
+  if (::bind(s.get(), reinterpret_cast<sockaddr*>(&a), len) != 0)
+    return fail(errno, "control socket @{}: {}", control_socket_name(connection), std::strerror(errno));
+  if (::listen(s.get(), 4) != 0) return fail(errno, "control socket: listen: {}", std::strerror(errno));
+  return s;
+}
+
+// A client's end, connected to the server of the mount at `mountpoint`.
+inline outcome<unique_fd> connect_control(const std::string& mountpoint) {
+  auto connection = fuse_connection_of(mountpoint);
+  if (!connection) return std::unexpected(connection.error());
+  unique_fd s(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
+  if (!s) return fail(errno, "socket: {}", std::strerror(errno));
+  sockaddr_un a;
+  const socklen_t len = detail::abstract_address(control_socket_name(*connection), a);
+  if (::connect(s.get(), reinterpret_cast<sockaddr*>(&a), len) != 0) {
+    const int err = errno;
+    if (err == ECONNREFUSED || err == ENOENT)
+      return fail(err, "nothing answers for the mount at {}: its server is not a fusexx server, or it cannot hand "
+                       "over (no control socket @{})",
+                  mountpoint, control_socket_name(*connection));
+    return fail(err, "cannot reach the server of {}: {}", mountpoint, std::strerror(err));
+  }
+  return s;
+}
+
+// Whether the peer on `sock` may control this server: the same user, or root.
+inline bool peer_may_control(int sock) {
+  ucred cred{};
+  socklen_t len = sizeof cred;
+  if (::getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) return false;
+  return cred.uid == 0 || cred.uid == ::geteuid();
+}
+
+}  // namespace fusexx

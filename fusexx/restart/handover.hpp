@@ -1,0 +1,109 @@
+#pragma once
+// The handover protocol, over a mount's control socket (control_socket.hpp).
+// A successor (S) takes a live connection over from the running server (P):
+//
+//   S → P   hello   {protocol version, S's pid, filesystem type}
+//   P → S   refuse  {reason}                      (not restartable, wrong type, busy)
+//   P → S   offer   {} + fds [device, snapshot, control listener]
+//                    P is parked: it takes no request and has none in flight.
+//   S → P   ack     {}  S restored the snapshot and serves: P leaves, without
+//                       unmounting, and exits
+//   S → P   refuse  {reason}                      (S could not restore): P resumes
+//
+// Every wait is bounded; a peer that goes away (EOF), says something else,
+// or is late counts as a refusal, and P resumes serving. Either way nothing
+// is lost: until the ack only P serves, after it only S.
+#include <poll.h>
+
+#include <chrono>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "../failure.hpp"
+#include "../fd.hpp"
+#include "../fd_passing.hpp"
+#include "control_socket.hpp"
+#include "snapshot.hpp"
+
+namespace fusexx::handover {
+
+inline constexpr std::uint32_t protocol_version = 1;
+inline constexpr std::size_t max_message = 4096;
+
+enum class kind : std::uint32_t { hello = 0x4f4c4548, offer = 0x5246464f, ack = 0x4b4341, refuse = 0x55464552 };
+
+struct message {
+  kind what{};
+  std::uint32_t version = protocol_version;
+  std::uint32_t pid = 0;
+  std::string text{};  // hello: the filesystem type; refuse: the reason
+  std::vector<unique_fd> fds{};
+};
+
+inline result<void> send(int sock, const message& m, std::span<const int> fds = {}) {
+  snapshot_writer w;
+  w.u32(static_cast<std::uint32_t>(m.what));
+  w.u32(m.version);
+  w.u32(m.pid);
+  w.str(m.text);
+  auto sealed = w.seal_to_bytes();
+  return send_with_fds(sock, sealed, fds);
+}
+
+// The next message, or the reason there is none: EIO when the peer went
+// away, ETIMEDOUT at the deadline, EBADMSG for anything malformed.
+inline result<message> receive(int sock, std::chrono::steady_clock::time_point deadline) {
+  for (;;) {
+    const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now()).count();
+    if (left <= 0) return error(ETIMEDOUT);
+    pollfd p{sock, POLLIN, 0};
+    const int n = ::poll(&p, 1, static_cast<int>(std::min<long long>(left, 1 << 30)));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return last_error();
+    if (n > 0) break;
+  }
+  auto raw = receive_with_fds(sock, max_message);
+  if (!raw) return error(raw.error());
+  auto r = snapshot_reader::from_bytes(std::move(raw->data));
+  if (!r) return error(EBADMSG);
+  message m;
+  std::uint32_t what = 0;
+  if (!r->u32(what) || !r->u32(m.version) || !r->u32(m.pid) || !r->str(m.text)) return error(EBADMSG);
+  m.what = static_cast<kind>(what);
+  m.fds = std::move(raw->fds);
+  return m;
+}
+
+// What the running server hands its successor (after hello, before ack):
+// the connection, its snapshot, and the socket to answer on.
+struct offer {
+  unique_fd sock;         // to the predecessor: ack or refuse goes here
+  std::uint32_t pid = 0;  // the predecessor's
+  unique_fd device;       // the /dev/fuse connection
+  unique_fd snapshot;     // a sealed memfd (snapshot.hpp)
+  unique_fd listener;     // the control socket, which stays with the connection
+};
+
+// The successor's side up to the offer: asks the server of the mount at
+// `mountpoint` to hand its connection over to this process, which serves
+// `type`. The predecessor is parked once this returns an offer; answer with
+// ack (serving) or refuse (it resumes) — or let the socket close (the same
+// as refuse).
+inline outcome<offer> ask(const std::string& mountpoint, std::string_view type,
+                          std::chrono::milliseconds limit = std::chrono::seconds(30)) {
+  auto sock = connect_control(mountpoint);
+  if (!sock) return std::unexpected(sock.error());
+  if (!send(sock->get(), {.what = kind::hello, .pid = static_cast<std::uint32_t>(::getpid()), .text = std::string(type)}))
+    return fail(EIO, "the server of {} went away", mountpoint);
+  auto answer = receive(sock->get(), std::chrono::steady_clock::now() + limit);
+  if (!answer) return fail(answer.error().value(), "the server of {} did not hand over: {}", mountpoint, answer.error().message());
+  if (answer->what == kind::refuse) return fail(EBUSY, "the server of {} refused to hand over: {}", mountpoint, answer->text);
+  if (answer->what != kind::offer || answer->fds.size() != 3)
+    return fail(EPROTO, "the server of {} answered with no offer", mountpoint);
+  return offer{.sock = std::move(*sock), .pid = answer->pid, .device = std::move(answer->fds[0]),
+               .snapshot = std::move(answer->fds[1]), .listener = std::move(answer->fds[2])};
+}
+
+}  // namespace fusexx::handover

@@ -1,0 +1,247 @@
+#pragma once
+// A snapshot: what a server hands its successor, in one checked blob.
+//
+//   offset  size  field
+//   0       8     magic "fusexxSS"
+//   8       4     format version (little-endian), currently 1
+//   12      4     header size (32)
+//   16      8     payload length in bytes
+//   24      4     CRC-32C of the payload
+//   28      4     reserved, 0
+//   32      …     payload
+//
+// The payload is a sequence of values written by snapshot_writer and read
+// back in the same order by snapshot_reader: fixed-width little-endian
+// integers, and byte strings as a u64 length followed by the bytes. A reader
+// never reads past the payload: every read checks, and a short or corrupt
+// snapshot is an error (EBADMSG), never undefined behaviour. A snapshot of a
+// newer format version is refused (EPROTO) before anything is read.
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <array>
+#include <bit>
+#include <cerrno>
+#include <cstdint>
+#include <cstring>
+#include <span>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <vector>
+
+#include "../failure.hpp"
+#include "../fd.hpp"
+#include "../result.hpp"
+
+namespace fusexx {
+
+inline constexpr std::uint32_t snapshot_format_version = 1;
+
+namespace detail {
+
+inline constexpr char snapshot_magic[8] = {'f', 'u', 's', 'e', 'x', 'x', 'S', 'S'};
+inline constexpr std::size_t snapshot_header_size = 32;
+
+// CRC-32C (Castagnoli), the checksum of the payload.
+inline std::uint32_t crc32c(std::span<const std::byte> data, std::uint32_t crc = 0) {
+  static constexpr auto table = [] {
+    std::array<std::uint32_t, 256> t{};
+    for (std::uint32_t i = 0; i < 256; ++i) {
+      std::uint32_t c = i;
+      for (int k = 0; k < 8; ++k) c = (c & 1) ? (c >> 1) ^ 0x82F63B78u : c >> 1;
+      t[i] = c;
+    }
+    return t;
+  }();
+  crc = ~crc;
+  for (std::byte b : data) crc = table[(crc ^ static_cast<std::uint8_t>(b)) & 0xff] ^ (crc >> 8);
+  return ~crc;
+}
+
+template <class T>
+void put_le(std::byte* at, T value) {
+  static_assert(std::is_unsigned_v<T>);
+  for (std::size_t i = 0; i < sizeof(T); ++i) at[i] = static_cast<std::byte>(value >> (8 * i));
+}
+template <class T>
+T get_le(const std::byte* at) {
+  static_assert(std::is_unsigned_v<T>);
+  T value = 0;
+  for (std::size_t i = 0; i < sizeof(T); ++i) value |= static_cast<T>(static_cast<std::uint8_t>(at[i])) << (8 * i);
+  return value;
+}
+
+}  // namespace detail
+
+// Builds a snapshot's payload; seal() turns it into a sealed memfd.
+class snapshot_writer {
+ public:
+  void u8(std::uint8_t v) { put(v); }
+  void u16(std::uint16_t v) { put(v); }
+  void u32(std::uint32_t v) { put(v); }
+  void u64(std::uint64_t v) { put(v); }
+  void i64(std::int64_t v) { put(static_cast<std::uint64_t>(v)); }
+  void boolean(bool v) { put(std::uint8_t{v}); }
+  void bytes(std::span<const std::byte> b) {
+    u64(b.size());
+    payload_.insert(payload_.end(), b.begin(), b.end());
+  }
+  void str(std::string_view s) { bytes(std::as_bytes(std::span(s.data(), s.size()))); }
+
+  std::size_t size() const noexcept { return payload_.size(); }
+
+  // The whole snapshot (header + payload) as bytes: for small messages.
+  std::vector<std::byte> seal_to_bytes() const {
+    std::vector<std::byte> out(detail::snapshot_header_size);
+    write_header(out.data());
+    out.insert(out.end(), payload_.begin(), payload_.end());
+    return out;
+  }
+
+  // The whole snapshot in a memfd, sealed against any change, positioned at
+  // 0: what goes to the successor (no socket buffer bounds its size).
+  outcome<unique_fd> seal() const {
+    unique_fd fd(::memfd_create("fusexx-snapshot", MFD_CLOEXEC | MFD_ALLOW_SEALING));
+    if (!fd) return fail(errno, "memfd_create: {}", std::strerror(errno));
+    std::byte header[detail::snapshot_header_size]{};
+    write_header(header);
+    if (!write_all(fd.get(), header) || !write_all(fd.get(), payload_))
+      return fail(errno, "writing the snapshot: {}", std::strerror(errno));
+    if (::fcntl(fd.get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) != 0)
+      return fail(errno, "sealing the snapshot: {}", std::strerror(errno));
+    ::lseek(fd.get(), 0, SEEK_SET);
+    return fd;
+  }
+
+ private:
+  void write_header(std::byte* header) const {
+    std::memcpy(header, detail::snapshot_magic, sizeof detail::snapshot_magic);
+    detail::put_le<std::uint32_t>(header + 8, snapshot_format_version);
+    detail::put_le<std::uint32_t>(header + 12, detail::snapshot_header_size);
+    detail::put_le<std::uint64_t>(header + 16, payload_.size());
+    detail::put_le<std::uint32_t>(header + 24, detail::crc32c(payload_));
+  }
+  template <class T>
+  void put(T v) {
+    std::byte b[sizeof(T)];
+    detail::put_le<T>(b, v);
+    payload_.insert(payload_.end(), b, b + sizeof(T));
+  }
+  static bool write_all(int fd, std::span<const std::byte> data) {
+    while (!data.empty()) {
+      ssize_t n = ::write(fd, data.data(), data.size());
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) return false;
+      data = data.subspan(static_cast<std::size_t>(n));
+    }
+    return true;
+  }
+
+  std::vector<std::byte> payload_;
+};
+
+// Reads a snapshot back. open() checks the header and the checksum; every
+// read after that is bounds-checked: a failed read returns false (or an
+// error) and leaves the reader failed, so a restore can read on and check
+// once at the end (ok()).
+class snapshot_reader {
+ public:
+  // Maps and checks a snapshot memfd.
+  static outcome<snapshot_reader> open(int fd) {
+    struct stat st {};
+    if (::fstat(fd, &st) != 0) return fusexx::fail(errno, "snapshot: fstat: {}", std::strerror(errno));
+    std::vector<std::byte> all(static_cast<std::size_t>(st.st_size));
+    std::size_t at = 0;
+    while (at < all.size()) {
+      ssize_t n = ::pread(fd, all.data() + at, all.size() - at, static_cast<off_t>(at));
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) break;
+      at += static_cast<std::size_t>(n);
+    }
+    all.resize(at);
+    return from_bytes(std::move(all));
+  }
+  static outcome<snapshot_reader> from_bytes(std::vector<std::byte> all) {
+    if (all.size() < detail::snapshot_header_size || std::memcmp(all.data(), detail::snapshot_magic, 8) != 0)
+      return fusexx::fail(EBADMSG, "not a fusexx snapshot (bad magic)");
+    const auto version = detail::get_le<std::uint32_t>(all.data() + 8);
+    if (version > snapshot_format_version)
+      return fusexx::fail(EPROTO, "the snapshot is of format {}, newer than this fusexx reads ({})", version,
+                  snapshot_format_version);
+    const auto header = detail::get_le<std::uint32_t>(all.data() + 12);
+    const auto length = detail::get_le<std::uint64_t>(all.data() + 16);
+    const auto crc = detail::get_le<std::uint32_t>(all.data() + 24);
+    if (header < detail::snapshot_header_size || header > all.size() || length != all.size() - header)
+      return fusexx::fail(EBADMSG, "the snapshot is truncated or its length is corrupt ({} payload bytes announced, {} present)",
+                  length, all.size() < header ? 0 : all.size() - header);
+    std::span<const std::byte> payload(all.data() + header, static_cast<std::size_t>(length));
+    if (detail::crc32c(payload) != crc) return fusexx::fail(EBADMSG, "the snapshot's checksum does not match (corrupt)");
+    snapshot_reader r;
+    r.all_ = std::move(all);
+    r.at_ = header;
+    return r;
+  }
+
+  bool u8(std::uint8_t& v) { return get(v); }
+  bool u16(std::uint16_t& v) { return get(v); }
+  bool u32(std::uint32_t& v) { return get(v); }
+  bool u64(std::uint64_t& v) { return get(v); }
+  bool i64(std::int64_t& v) {
+    std::uint64_t u;
+    if (!get(u)) return false;
+    v = static_cast<std::int64_t>(u);
+    return true;
+  }
+  bool boolean(bool& v) {
+    std::uint8_t b;
+    if (!get(b) || b > 1) return fail();
+    v = b != 0;
+    return true;
+  }
+  // A view of the next byte string, valid as long as the reader.
+  bool bytes(std::span<const std::byte>& out) {
+    std::uint64_t n;
+    if (!get(n) || n > left()) return fail();
+    out = {all_.data() + at_, static_cast<std::size_t>(n)};
+    at_ += static_cast<std::size_t>(n);
+    return true;
+  }
+  bool str(std::string& out) {
+    std::span<const std::byte> b;
+    if (!bytes(b)) return false;
+    out.assign(reinterpret_cast<const char*>(b.data()), b.size());
+    return true;
+  }
+  // A count of things each at least `min_each` bytes long: refused when the
+  // rest of the snapshot could not hold that many (a corrupt count must not
+  // make a restore allocate without bound).
+  bool count(std::uint64_t& n, std::size_t min_each = 1) {
+    if (!get(n) || (min_each > 0 && n > left() / min_each)) return fail();
+    return true;
+  }
+
+  bool ok() const noexcept { return ok_; }
+  std::size_t left() const noexcept { return all_.size() - at_; }
+
+ private:
+  template <class T>
+  bool get(T& v) {
+    if (!ok_ || left() < sizeof(T)) return fail();
+    v = detail::get_le<T>(all_.data() + at_);
+    at_ += sizeof(T);
+    return true;
+  }
+  bool fail() noexcept {
+    ok_ = false;
+    return false;
+  }
+
+  std::vector<std::byte> all_;
+  std::size_t at_ = 0;
+  bool ok_ = true;
+};
+
+}  // namespace fusexx

@@ -1,0 +1,161 @@
+// The snapshot format (fusexx/restart/snapshot.hpp): what a writer seals a
+// reader reads back, value for value; and every way a snapshot can be wrong
+// is an error with a reason, never a wrong value or a read out of bounds.
+#include <doctest/doctest.h>
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include <fusexx/fusexx.hpp>
+
+using namespace fusexx;
+
+namespace {
+
+snapshot_writer sample() {
+  snapshot_writer w;
+  w.u8(0xab);
+  w.u16(0xbeef);
+  w.u32(0xdeadbeef);
+  w.u64(0x0123456789abcdefull);
+  w.i64(-42);
+  w.boolean(true);
+  w.str("hello");
+  w.str(std::string(100000, 'x'));  // larger than a socket buffer
+  return w;
+}
+
+std::vector<std::byte> bytes_of(int fd) {
+  std::vector<std::byte> out(static_cast<std::size_t>(::lseek(fd, 0, SEEK_END)));
+  REQUIRE(::pread(fd, out.data(), out.size(), 0) == ssize_t(out.size()));
+  return out;
+}
+
+std::string refusal(std::vector<std::byte> b) {
+  auto r = snapshot_reader::from_bytes(std::move(b));
+  REQUIRE_FALSE(r);
+  return r.error().message;
+}
+
+void reseal_checksum(std::vector<std::byte>& b) {
+  detail::put_le<std::uint32_t>(b.data() + 24, detail::crc32c(std::span(b).subspan(32)));
+}
+
+}  // namespace
+
+TEST_CASE("a sealed snapshot reads back value for value, and cannot be changed") {
+  auto fd = sample().seal();
+  REQUIRE_MESSAGE(fd, fd.error().message);
+  const int seals = ::fcntl(fd->get(), F_GET_SEALS);
+  CHECK((seals & (F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL)) ==
+        (F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL));
+  CHECK(::pwrite(fd->get(), "x", 1, 40) == -1);
+  CHECK(errno == EPERM);
+
+  auto r = snapshot_reader::open(fd->get());
+  REQUIRE_MESSAGE(r, r.error().message);
+  std::uint8_t a = 0;
+  std::uint16_t b = 0;
+  std::uint32_t c = 0;
+  std::uint64_t d = 0;
+  std::int64_t e = 0;
+  bool f = false;
+  std::string g, h;
+  REQUIRE((r->u8(a) && r->u16(b) && r->u32(c) && r->u64(d) && r->i64(e) && r->boolean(f) && r->str(g) && r->str(h)));
+  CHECK(a == 0xab);
+  CHECK(b == 0xbeef);
+  CHECK(c == 0xdeadbeef);
+  CHECK(d == 0x0123456789abcdefull);
+  CHECK(e == -42);
+  CHECK(f);
+  CHECK(g == "hello");
+  CHECK(h == std::string(100000, 'x'));
+  CHECK(r->left() == 0);
+  CHECK(r->ok());
+  // Reading on past the end fails, and the reader stays failed.
+  CHECK_FALSE(r->u8(a));
+  CHECK_FALSE(r->ok());
+}
+
+TEST_CASE("a wrong snapshot is refused with its reason") {
+  const auto good = sample().seal_to_bytes();
+  REQUIRE(snapshot_reader::from_bytes(good));
+
+  SUBCASE("not a snapshot") {
+    auto b = good;
+    b[0] = std::byte{'F'};
+    CHECK(refusal(b).find("bad magic") != std::string::npos);
+    CHECK(refusal({}).find("bad magic") != std::string::npos);
+  }
+  SUBCASE("one byte of the payload changed") {
+    auto b = good;
+    b[1000] ^= std::byte{1};
+    CHECK(refusal(b).find("checksum does not match") != std::string::npos);
+  }
+  SUBCASE("cut short") {
+    auto b = good;
+    b.resize(b.size() - 1);
+    CHECK(refusal(b).find("truncated") != std::string::npos);
+  }
+  SUBCASE("a newer format, checked before anything else") {
+    auto b = good;
+    detail::put_le<std::uint32_t>(b.data() + 8, snapshot_format_version + 1);
+    b[1000] ^= std::byte{1};
+    const std::string why = refusal(b);
+    CHECK(why.find("newer than this fusexx reads") != std::string::npos);
+    auto r = snapshot_reader::from_bytes(b);
+    CHECK(r.error().code.value() == EPROTO);
+  }
+  SUBCASE("a string longer than what is left") {
+    snapshot_writer w;
+    w.u64(1u << 30);  // read as a string's length
+    auto r = snapshot_reader::from_bytes(w.seal_to_bytes());
+    REQUIRE(r);
+    std::string s;
+    CHECK_FALSE(r->str(s));
+    CHECK_FALSE(r->ok());
+  }
+  SUBCASE("a count the rest could not hold") {
+    snapshot_writer w;
+    w.u64(1000);
+    w.u64(7);
+    auto r = snapshot_reader::from_bytes(w.seal_to_bytes());
+    REQUIRE(r);
+    std::uint64_t n = 0;
+    CHECK_FALSE(r->count(n, 8));
+  }
+  SUBCASE("a boolean that is neither 0 nor 1") {
+    snapshot_writer w;
+    w.u8(2);
+    auto b = w.seal_to_bytes();
+    auto r = snapshot_reader::from_bytes(b);
+    REQUIRE(r);
+    bool v = false;
+    CHECK_FALSE(r->boolean(v));
+  }
+  SUBCASE("a corrupt length with a matching checksum") {
+    auto b = good;
+    detail::put_le<std::uint64_t>(b.data() + 16, b.size());  // more than is there
+    reseal_checksum(b);
+    CHECK(refusal(b).find("truncated") != std::string::npos);
+  }
+}
+
+TEST_CASE("a snapshot in a memfd is not bounded by a socket buffer") {
+  snapshot_writer w;
+  std::string big(8u << 20, 'z');
+  w.str(big);
+  auto fd = w.seal();
+  REQUIRE(fd);
+  CHECK(bytes_of(fd->get()).size() == 32 + 8 + big.size());
+  auto r = snapshot_reader::open(fd->get());
+  REQUIRE(r);
+  std::string back;
+  REQUIRE(r->str(back));
+  CHECK(back == big);
+}

@@ -1,0 +1,205 @@
+// What this kernel does when a second process's io_uring queues join a live
+// connection, and when a process serving through io_uring dies: the
+// experiments behind docs/restart.md ("FUSE over io_uring"). Real mounts,
+// real processes, SIGKILL. Runs alone (it loads every CPU) and outside the
+// sandbox (it aborts wedged connections through fusectl).
+#include <doctest/doctest.h>
+
+#include <fcntl.h>
+#include <sched.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include <atomic>
+#include <thread>
+#include <vector>
+
+#include <fusexx/fusexx.hpp>
+
+#include "examples/hello_fs.hpp"
+#include "tests/support/process.hpp"
+
+using namespace fusexx;
+using namespace fusexx::testing;
+
+namespace {
+
+// The dispatcher, counting what this plane handled.
+struct counting {
+  detail::dispatcher<hello_fs>& d;
+  std::atomic<std::uint64_t> handled{0};
+  detail::disposition handle(detail::incoming& in) {
+    handled.fetch_add(1, std::memory_order_relaxed);
+    return d.handle(in);
+  }
+};
+
+// A GETATTR that always reaches the server, whatever the caches hold.
+int forced_getattr(const std::string& path) {
+  struct statx sx {};
+  return ::statx(AT_FDCWD, path.c_str(), AT_STATX_FORCE_SYNC, STATX_BASIC_STATS, &sx);
+}
+
+void pin(unsigned cpu) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(cpu, &set);
+  sched_setaffinity(0, sizeof set, &set);
+}
+
+// `ops` forced GETATTRs from one thread pinned to each CPU; false if any
+// failed or they did not all finish within `limit` (a request held for
+// ever: the connection is then aborted, so the threads end).
+bool probe(const std::string& path, int ops, const std::string& mp, std::chrono::seconds limit = std::chrono::seconds(10)) {
+  std::atomic<int> failures{0}, done{0};
+  std::vector<std::jthread> threads;
+  const unsigned cpus = transport::possible_cpu_count();
+  for (unsigned c = 0; c < cpus; ++c)
+    threads.emplace_back([&, c] {
+      pin(c);
+      for (int i = 0; i < ops; ++i)
+        if (forced_getattr(path) != 0) ++failures;
+      ++done;
+    });
+  const bool finished = eventually([&] { return done.load() == static_cast<int>(cpus); }, limit);
+  if (!finished) abort_fuse_connection_at(mp);
+  threads.clear();
+  return finished && failures.load() == 0;
+}
+
+// A session continuing the connection's INIT (as a successor restores it).
+void continue_session(fusexx::session& s) {
+  session_description d;
+  d.proto_major = 7;
+  d.proto_minor = 45;
+  d.granted = proto::init_flag::over_io_uring | proto::init_flag::max_pages | proto::init_flag::init_ext;
+  d.max_pages = connection::kernel_max_pages_limit();
+  d.max_write = static_cast<std::uint32_t>(d.max_pages * connection::page_size());
+  s.restore(d);
+}
+
+// Serves the connection on `fd` in this (child) process through io_uring:
+// INIT (when `negotiate`) on a control channel, requests on its own queues.
+// Writes one byte to `ready` once its queues are registered, then serves
+// until killed.
+[[noreturn]] void serve_in_child(int fd, bool negotiate, int ready) {
+  hello_fs fs;
+  fusexx::session s;
+  detail::dispatcher<hello_fs> d(fs, s);
+  transport::uring_plane plane(detail::request_handler(d), s, fd, {});
+  std::optional<transport::device_readers> control;
+  if (negotiate) {
+    s.conn().want(proto::init_flag::over_io_uring);
+    s.before_init_reply = [&](const connection& c, std::uint64_t granted) {
+      if (!plane.prepare(c).empty()) ::_exit(20);
+      return granted;
+    };
+    s.after_init_reply = [&](const connection&) { plane.start(); };
+    control.emplace(detail::request_handler(d), s, fd, 1, transport::device_readers::fds::session);
+    control->start();
+    s.init().wait();
+  } else {
+    continue_session(s);
+    if (!plane.prepare(s.conn()).empty()) ::_exit(21);
+    plane.start();
+  }
+  // Registered once a request could be served: the caller probes.
+  const char one = 1;
+  if (::write(ready, &one, 1) != 1) ::_exit(22);
+  for (;;) ::pause();
+}
+
+}  // namespace
+
+TEST_CASE("io_uring: a second process's queues join a running connection; the first process dies; nothing is lost") {
+  REQUIRE_MESSAGE(transport::uring_unavailable_reason().empty(), transport::uring_unavailable_reason());
+  temp_dir dir;
+  unique_fd device(::open("/dev/fuse", O_RDWR | O_CLOEXEC));
+  REQUIRE(device);
+  const std::string data = fmt::format("fd={},rootmode=40000,user_id=0,group_id=0", device.get());
+  REQUIRE(::mount("handover", dir.path().c_str(), "fuse.uringtest", MS_NOSUID | MS_NODEV, data.c_str()) == 0);
+  const std::string file = dir.path() + "/hello.txt";
+
+  int p[2];
+  REQUIRE(::pipe(p) == 0);
+  auto start_child = [&](bool negotiate) {
+    pid_t pid = ::fork();
+    if (pid == 0) serve_in_child(device.get(), negotiate, p[1]);
+    char c;
+    REQUIRE(::read(p[0], &c, 1) == 1);
+    return forked(pid);
+  };
+
+  // Process A negotiates INIT with FUSE over io_uring and serves.
+  forked a = start_child(true);
+  REQUIRE(probe(file, 50, dir.path()));
+
+  // This process joins with queues of its own: REGISTER on a connection whose
+  // rings are already running is accepted, and the newest entries serve.
+  hello_fs fs;
+  fusexx::session s;
+  detail::dispatcher<hello_fs> d(fs, s);
+  continue_session(s);
+  counting mine{d};
+  transport::uring_plane plane(detail::request_handler(mine), s, device.get(), {});
+  REQUIRE(plane.prepare(s.conn()).empty());
+  plane.start();
+  CHECK(eventually([&] {
+    forced_getattr(file);
+    return mine.handled.load() > 0;
+  }));
+  CHECK(probe(file, 200, dir.path()));
+  MESSAGE("requests served by the joining queues: " << mine.handled.load());
+
+  // A dies (SIGKILL) while requests keep coming: its idle entries are
+  // cancelled by the kernel, and the requests go on through ours.
+  std::atomic<bool> stop{false};
+  std::atomic<int> errors{0};
+  std::jthread load([&] {
+    while (!stop)
+      if (forced_getattr(file) != 0) ++errors;
+  });
+  ::kill(a.pid(), SIGKILL);
+  CHECK(a.wait() == 128 + SIGKILL);
+  CHECK(probe(file, 500, dir.path()));
+  stop = true;
+  load.join();
+  CHECK(errors.load() == 0);
+
+  // Now the other way round, again and again: a process joins, serves, and
+  // is killed under load. A request the kernel placed in one of its entries
+  // as it died would wait for ever (no resend on io_uring): the probes say.
+  int wedged = 0;
+  for (int round = 0; round < 10 && wedged == 0; ++round) {
+    forked c = start_child(false);
+    std::atomic<bool> busy{true};
+    std::atomic<unsigned> ended{0};
+    std::vector<std::jthread> apps;
+    const unsigned cpus = transport::possible_cpu_count();
+    for (unsigned cpu = 0; cpu < cpus; ++cpu)
+      apps.emplace_back([&, cpu] {
+        pin(cpu);
+        while (busy) forced_getattr(file);
+        ++ended;
+      });
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    ::kill(c.pid(), SIGKILL);
+    (void)c.wait();
+    busy = false;
+    // Every application thread must get its last answer; one that does not
+    // is held by the dead queue. Aborting the connection then ends it.
+    if (!eventually([&] { return ended.load() == cpus; }, std::chrono::seconds(5))) {
+      ++wedged;
+      abort_fuse_connection_at(dir.path());
+    }
+    apps.clear();
+    if (wedged == 0) CHECK(probe(file, 20, dir.path()));
+  }
+  MESSAGE("rounds in which a killed process's queue left a request waiting: " << wedged);
+
+  ::umount2(dir.path().c_str(), MNT_DETACH);
+  plane.stop(std::chrono::steady_clock::now() + std::chrono::seconds(2));
+  ::close(p[0]);
+  ::close(p[1]);
+}
