@@ -215,6 +215,7 @@ class server {
       for (auto& r : session_.scope().members())
         log::warn("stop: request {:#x} ({}) is still being handled; abandoned", r.unique, proto::name(r.opcode));
     // 6. Close.
+    end_handover_receiver();
     control_listener_.reset();
     session_.backing().detach();
     co_await loop.blocking([this, alive] {
@@ -237,16 +238,18 @@ class server {
   }
 
   // Holds the server at a request boundary: the channels take no new
-  // requests, and every handler in flight is awaited until `limit`. The
+  // requests, and every handler in flight is awaited until `limit` — a
+  // suspended coroutine handler only until `suspended_limit`, when given
+  // (a lock request may wait for as long as its lock is held). The
   // connection stays; applications simply wait. What could not be brought to
   // an end by then is reported; it goes on running.
-  park_report park(std::chrono::milliseconds limit) {
+  park_report park(std::chrono::milliseconds limit, std::optional<std::chrono::milliseconds> suspended_limit = {}) {
     const auto deadline = clock::now() + limit;
     park_report report;
     report.complete = true;
     if (control_) report.complete &= control_->park(deadline);
     if (plane_) report.complete &= plane_->park(deadline);
-    report.complete &= session_.scope().join(deadline);
+    report.complete &= session_.scope().join(suspended_limit ? std::min(deadline, clock::now() + *suspended_limit) : deadline);
     if (!report.complete) {
       report.unfinished = session_.scope().members();
       const transport::channel* channels[] = {control_.get(), plane_.get()};
@@ -303,16 +306,16 @@ class server {
         refuse(fmt::format("the successor serves '{}', this mount is '{}'", hello->text, restart_type()));
         co_return false;
       }
-      if (uring_) {
-        refuse("handing over a connection served through FUSE over io_uring is not supported yet (docs/restart.md)");
-        co_return false;
-      }
       const auto started = clock::now();
-      park_report parked = co_await loop.blocking([this] { return park(std::chrono::milliseconds(500)); });
+      // Handlers on threads get half a second to finish; a suspended one 20
+      // ms (a short await ends by then; a lock wait need not be waited for).
+      park_report parked = co_await loop.blocking(
+          [this] { return park(std::chrono::milliseconds(500), std::chrono::milliseconds(20)); });
       // A handler still running on a serving thread may be half-way through
       // a change: not a state to hand over. One that is suspended (a lock
-      // request waiting) is left behind: it will never answer, and the
-      // kernel resends its request to the successor (NOTIFY_RESEND).
+      // request waiting) is left behind: it will never answer, and its
+      // request goes to the successor (NOTIFY_RESEND on /dev/fuse; handed
+      // over with its entry on io_uring).
       if (parked.running > 0) {
         resume();
         refuse(fmt::format("{} request(s) were still being handled (e.g. {:#x} {}); try again", parked.running,
@@ -326,6 +329,7 @@ class server {
       w.str(restart_type());
       write_session(w, session_.describe(),
                     {mount_.mountpoint(), mount_.method(), mount_.helper(), mount_.sync_init()});
+      write_entry_layout(w, uring_ ? std::optional(uring_->region().layout()) : std::nullopt);
       std::string why;
       auto saved = detail::fenced("save()", [&] { return result<void>(fs_.save(w)); }, result<void>(error(EIO)), &why);
       auto sealed = saved ? w.seal() : outcome<unique_fd>(fail(EIO, "save() failed: {}", why.empty() ? saved.error().message() : why));
@@ -334,8 +338,9 @@ class server {
         refuse(sealed.error().message);
         co_return false;
       }
-      const int fds[] = {device_.get(), sealed->get(), control_listener_.get()};
-      if (!handover::send(sock, {.what = handover::kind::offer, .pid = static_cast<std::uint32_t>(::getpid())}, fds)) {
+      const int fds[] = {device_.get(), sealed->get(), control_listener_.get(), uring_ ? uring_->region().fd() : -1};
+      if (!handover::send(sock, {.what = handover::kind::offer, .pid = static_cast<std::uint32_t>(::getpid())},
+                          std::span(fds, uring_ ? 4 : 3))) {
         resume();
         co_return false;
       }
@@ -349,6 +354,18 @@ class server {
       }
       log::info("handed {} over to pid {} after {} ms parked", mountpoint(), hello->pid,
                 std::chrono::duration_cast<std::chrono::milliseconds>(clock::now() - started).count());
+      if (uring_) {
+        // Every ring entry goes to the successor, each with the request it
+        // holds or gets next (the successor makes sure every one gets one);
+        // only then may the rings close: an entry left available could be
+        // given a request nobody would answer (docs/restart.md).
+        uring_->hand_over([sock](unsigned q, unsigned i) {
+          (void)handover::send(sock, {.what = handover::kind::entry, .queue = q, .index = i});
+        });
+        const bool all = co_await loop.blocking(
+            [this] { return uring_->wait_ended(clock::now() + std::chrono::seconds(10)); });
+        if (!all) log::warn("handover: not every io_uring entry was handed over within 10 s; leaving anyway");
+      }
       co_await leave_async(loop);
       co_return true;
     }
@@ -369,12 +386,29 @@ class server {
   // The same from an offer already received (handover::ask): restores its
   // snapshot and serves, acknowledging; or refuses, and the predecessor
   // resumes.
-  task<outcome<void>> take_over_async(event_loop&, handover::offer offer) {
+  task<outcome<void>> take_over_async(event_loop& loop, handover::offer offer) {
     static_assert(restartable<Fs>, "fusexx: only a restartable filesystem can take a mount over");
     const int fd = offer.sock.get();
-    if (auto restored = restore_from(offer.snapshot.get()); !restored) {
-      (void)handover::send(fd, {.what = handover::kind::refuse, .text = restored.error().message});
-      co_return failed(restored.error());
+    auto refuse = [fd](const failure& f) {
+      (void)handover::send(fd, {.what = handover::kind::refuse, .text = f.message});
+      return failed(f);
+    };
+    std::optional<transport::entry_layout> entries;
+    if (auto restored = restore_from(offer.snapshot.get(), entries); !restored) co_return refuse(restored.error());
+    if (entries) {
+      // Served through rings: continue on the predecessor's entries, mapped
+      // where they are in its memory (transport/entry_region.hpp).
+      if (!offer.entries)
+        co_return refuse(failure{std::error_code(EPROTO, std::system_category()),
+                                 "the offer of an io_uring connection came without its entries"});
+      auto region = transport::entry_region::map(std::move(offer.entries), *entries);
+      if (!region) co_return refuse(region.error());
+      auto plane = std::make_unique<transport::uring_plane>(detail::request_handler(dispatcher_), session_,
+                                                            offer.device.get(), options_.uring, std::move(*region));
+      if (std::string why = plane->prepare(session_.conn()); !why.empty())
+        co_return refuse(failure{std::error_code(EIO, std::system_category()), "io_uring set-up: " + why});
+      uring_ = plane.get();
+      plane_ = std::move(plane);
     }
     device_ = std::move(offer.device);
     control_listener_ = std::move(offer.listener);
@@ -387,9 +421,23 @@ class server {
     // handling would come a second time and be done twice.
     if (auto r = session_.notify().resend(); !r) log::warn("NOTIFY_RESEND failed: {}", r.error().message());
     start_control(device_.get());
-    start_classic_plane();
+    if (uring_) uring_->start();
+    else start_classic_plane();
     if (!handover::send(fd, {.what = handover::kind::ack}))
       log::warn("the predecessor of {} went away before the handover was acknowledged", mountpoint());
+    if (uring_) {
+      // The predecessor now hands its ring entries over, one message each,
+      // until it has none and leaves (EOF). Plugs make every entry it still
+      // has available get a request, so that it can.
+      handover_sock_ = std::move(offer.sock);
+      handover_receiver_ = std::jthread([this, sock = handover_sock_.get()] {
+        while (auto m = handover::receive(sock, clock::now() + std::chrono::seconds(60)))
+          if (m->what == handover::kind::entry) uring_->adopt(m->queue, m->index);
+      });
+      const bool all = co_await loop.blocking(
+          [this] { return uring_->plug(mountpoint(), clock::now() + std::chrono::seconds(5)); });
+      if (!all) log::warn("takeover: not every io_uring entry of the predecessor was handed over within 5 s");
+    }
     log::info("took over {} from pid {}", mountpoint(), offer.pid);
     co_return outcome<void>{};
   }
@@ -485,13 +533,14 @@ class server {
 
   // Reads a predecessor's snapshot into this server's session, mount and
   // filesystem.
-  outcome<void> restore_from(int snapshot_fd) {
+  outcome<void> restore_from(int snapshot_fd, std::optional<transport::entry_layout>& entries) {
     auto r = snapshot_reader::open(snapshot_fd);
     if (!r) return std::unexpected(r.error());
     std::string type;
     session_description d;
     mount_description m;
-    if (!r->str(type) || !read_session(*r, d, m)) return fail(EBADMSG, "the snapshot is corrupt (session part)");
+    if (!r->str(type) || !read_session(*r, d, m) || !read_entry_layout(*r, entries))
+      return fail(EBADMSG, "the snapshot is corrupt (session part)");
     if (type != restart_type())
       return fail(EINVAL, "the snapshot is of a '{}' filesystem, this is '{}'", type, restart_type());
     if (m.mountpoint != options_.mount.mountpoint)
@@ -523,12 +572,24 @@ class server {
     });
     session_.notify().detach();
     session_.backing().detach();
+    end_handover_receiver();
     control_.reset();
     plane_.reset();
+    uring_ = nullptr;
     device_.reset();
     control_listener_.reset();
     ended_.set();
     co_return {};
+  }
+
+  // The thread taking a predecessor's io_uring entries over, if it still
+  // waits for some.
+  void end_handover_receiver() {
+    if (handover_receiver_.joinable()) {
+      ::shutdown(handover_sock_.get(), SHUT_RDWR);
+      handover_receiver_.join();
+    }
+    handover_sock_.reset();
   }
 
   // The control channel: one reader on the session's fd, started before the
@@ -603,6 +664,8 @@ class server {
   transport::uring_plane* uring_ = nullptr;        // plane_, when it is the io_uring one
   std::string uring_unusable_;                     // why io_uring is not used, when it is not
   unique_fd control_listener_;                     // the control socket (restart/control_socket.hpp)
+  unique_fd handover_sock_;                        // io_uring takeover: the predecessor hands entries over on it
+  std::jthread handover_receiver_;
   std::mutex stop_mutex_;
   bool stopping_ = false;
   unsigned stuck_ = 0;

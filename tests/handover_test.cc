@@ -214,7 +214,7 @@ outcome<void> take_over_here(const std::string& mp, handover::offer offer) {
   server_options o;
   o.mount.mountpoint = mp;
   memfs_fs::configure_mount(o.mount);
-  o.transport = transport_kind::classic;
+  o.transport = transport_from_env();
   server<Fs> srv(fs, o);
   event_loop loop;
   auto took = loop.run(srv.take_over_async(loop, std::move(offer)));
@@ -229,17 +229,19 @@ TEST_CASE("20 handovers in a row: the application sees no error, keeps its files
   const std::string& mp = m.mp;
   shared_state* st = m.st;
 
-  if (transport_from_env() == transport_kind::uring) {
-    // Not yet: the predecessor refuses, says why, and serves on.
-    child successor = start_memfs(m.memfs, mp, true);
-    CHECK(wait_exit(successor.pid, std::chrono::seconds(30)) != 0);
-    const std::string said = output_of(successor);
-    CHECK_MESSAGE(said.find("io_uring is not supported yet") != std::string::npos, said);
-    MESSAGE("io_uring: a handover is refused, cleanly (docs/restart.md): " << said);
-    REQUIRE_FALSE(process_ended(m.running.pid));
-    m.check_application_unharmed();
-    return;
-  }
+  // A process waiting for the application's POSIX lock all along: its
+  // request is waiting in the server at every handover (a suspended
+  // handler), goes to each successor (resent, or handed over with its
+  // io_uring entry), and is granted in the end, once the application lets go.
+  forked waiter = fork_child([&] {
+    const int fd = ::open((mp + "/rw").c_str(), O_RDWR);
+    struct ::flock l {};
+    l.l_type = F_WRLCK;
+    l.l_whence = SEEK_SET;
+    l.l_len = 1;
+    return fd >= 0 && ::fcntl(fd, F_SETLKW, &l) == 0 ? 0 : 1;
+  });
+  REQUIRE(m.progresses());
 
   std::vector<double> pause_ms;
   for (int round = 1; round <= handovers; ++round) {
@@ -295,7 +297,9 @@ TEST_CASE("20 handovers in a row: the application sees no error, keeps its files
   const auto ops = st->ops.load();
   REQUIRE(eventually([&] { return st->ops.load() > ops + 3; }));
 
+  CHECK_FALSE(process_ended(waiter.pid()));  // still waiting: the application holds the lock
   m.check_application_unharmed();
+  CHECK_MESSAGE(waiter.wait() == 0, "the lock waiter did not get the lock once the application let go");
   CHECK(st->ops.load() > 100);
   std::ranges::sort(pause_ms);
   MESSAGE(handovers << " handovers under load; the longest application operation of each (ms): median "
@@ -318,10 +322,6 @@ TEST_CASE("20 handovers in a row: the application sees no error, keeps its files
 }
 
 TEST_CASE("every failed handover leaves the running server serving, and the application sees nothing") {
-  if (transport_from_env() == transport_kind::uring) {
-    MESSAGE("skipped on io_uring: a handover is refused there before any of these could happen (see the case above)");
-    return;
-  }
   live_mount m;
   const std::string& mp = m.mp;
 

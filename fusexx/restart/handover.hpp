@@ -4,10 +4,13 @@
 //
 //   S → P   hello   {protocol version, S's pid, filesystem type}
 //   P → S   refuse  {reason}                      (not restartable, wrong type, busy)
-//   P → S   offer   {} + fds [device, snapshot, control listener]
+//   P → S   offer   {} + fds [device, snapshot, control listener(, io_uring entries)]
 //                    P is parked: it takes no request and has none in flight.
 //   S → P   ack     {}  S restored the snapshot and serves: P leaves, without
 //                       unmounting, and exits
+//   P → S   entry   {queue, index}  (io_uring, after the ack) one of P's ring
+//                       entries holds a request: S answers it, and owns the
+//                       entry from then on; P leaves once all are handed over
 //   S → P   refuse  {reason}                      (S could not restore): P resumes
 //
 // Every wait is bounded; a peer that goes away (EOF), says something else,
@@ -32,13 +35,20 @@ namespace fusexx::handover {
 inline constexpr std::uint32_t protocol_version = 1;
 inline constexpr std::size_t max_message = 4096;
 
-enum class kind : std::uint32_t { hello = 0x4f4c4548, offer = 0x5246464f, ack = 0x4b4341, refuse = 0x55464552 };
+enum class kind : std::uint32_t {
+  hello = 0x4f4c4548,
+  offer = 0x5246464f,
+  ack = 0x4b4341,
+  refuse = 0x55464552,
+  entry = 0x52544e45,  // P → S after the ack, io_uring: {queue, index} holds a request; S answers it from now on
+};
 
 struct message {
   kind what{};
   std::uint32_t version = protocol_version;
   std::uint32_t pid = 0;
   std::string text{};  // hello: the filesystem type; refuse: the reason
+  std::uint32_t queue = 0, index = 0;  // entry: which io_uring entry
   std::vector<unique_fd> fds{};
 };
 
@@ -48,6 +58,8 @@ inline result<void> send(int sock, const message& m, std::span<const int> fds = 
   w.u32(m.version);
   w.u32(m.pid);
   w.str(m.text);
+  w.u32(m.queue);
+  w.u32(m.index);
   auto sealed = w.seal_to_bytes();
   return send_with_fds(sock, sealed, fds);
 }
@@ -70,7 +82,8 @@ inline result<message> receive(int sock, std::chrono::steady_clock::time_point d
   if (!r) return error(EBADMSG);
   message m;
   std::uint32_t what = 0;
-  if (!r->u32(what) || !r->u32(m.version) || !r->u32(m.pid) || !r->str(m.text)) return error(EBADMSG);
+  if (!r->u32(what) || !r->u32(m.version) || !r->u32(m.pid) || !r->str(m.text) || !r->u32(m.queue) || !r->u32(m.index))
+    return error(EBADMSG);
   m.what = static_cast<kind>(what);
   m.fds = std::move(raw->fds);
   return m;
@@ -84,6 +97,7 @@ struct offer {
   unique_fd device;       // the /dev/fuse connection
   unique_fd snapshot;     // a sealed memfd (snapshot.hpp)
   unique_fd listener;     // the control socket, which stays with the connection
+  unique_fd entries;      // io_uring: the memfd of P's ring entries (transport/entry_region.hpp)
 };
 
 // The successor's side up to the offer: asks the server of the mount at
@@ -100,10 +114,11 @@ inline outcome<offer> ask(const std::string& mountpoint, std::string_view type,
   auto answer = receive(sock->get(), std::chrono::steady_clock::now() + limit);
   if (!answer) return fail(answer.error().value(), "the server of {} did not hand over: {}", mountpoint, answer.error().message());
   if (answer->what == kind::refuse) return fail(EBUSY, "the server of {} refused to hand over: {}", mountpoint, answer->text);
-  if (answer->what != kind::offer || answer->fds.size() != 3)
+  if (answer->what != kind::offer || answer->fds.size() < 3 || answer->fds.size() > 4)
     return fail(EPROTO, "the server of {} answered with no offer", mountpoint);
   return offer{.sock = std::move(*sock), .pid = answer->pid, .device = std::move(answer->fds[0]),
-               .snapshot = std::move(answer->fds[1]), .listener = std::move(answer->fds[2])};
+               .snapshot = std::move(answer->fds[1]), .listener = std::move(answer->fds[2]),
+               .entries = answer->fds.size() > 3 ? std::move(answer->fds[3]) : unique_fd()};
 }
 
 }  // namespace fusexx::handover

@@ -7,9 +7,11 @@
 // layout.
 #include <cstdint>
 #include <string>
+#include <optional>
 
 #include "../mount/mount.hpp"
 #include "../session.hpp"
+#include "../transport/entry_region.hpp"
 #include "snapshot.hpp"
 
 namespace fusexx {
@@ -89,6 +91,30 @@ inline bool read_session(snapshot_reader& r, session_description& d, mount_descr
        r.str(m.helper) && r.boolean(m.sync_init);
   m.method = static_cast<mount_method>(method);
   return ok && d.proto_major != 0 && d.max_pages != 0;
+}
+
+// The io_uring entries' layout, when the connection is served through
+// rings (the memfd itself goes beside the snapshot).
+inline void write_entry_layout(snapshot_writer& w, const std::optional<transport::entry_layout>& l) {
+  w.boolean(l.has_value());
+  if (!l) return;
+  w.u64(l->base);
+  w.u64(l->stride);
+  w.u64(l->payload);
+  w.u32(l->queues);
+  w.u32(l->depth);
+}
+inline bool read_entry_layout(snapshot_reader& r, std::optional<transport::entry_layout>& l) {
+  bool present = false;
+  if (!r.boolean(present)) return false;
+  if (!present) {
+    l.reset();
+    return true;
+  }
+  transport::entry_layout v;
+  if (!r.u64(v.base) || !r.u64(v.stride) || !r.u64(v.payload) || !r.u32(v.queues) || !r.u32(v.depth)) return false;
+  l = v;
+  return true;
 }
 
 }  // namespace fusexx

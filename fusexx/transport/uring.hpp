@@ -34,10 +34,13 @@
 // INIT, FORGET, INTERRUPT and notifications stay on /dev/fuse: the control
 // channel serves those, and catches the kernel's silent fallback to /dev/fuse
 // when a REGISTER fails.
+#include <fcntl.h>
 #include <liburing.h>
 #include <pthread.h>
 #include <sched.h>
 #include <sys/eventfd.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -46,6 +49,7 @@
 #include <coroutine>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -61,6 +65,7 @@
 #include "../log.hpp"
 #include "../proto/abi.hpp"
 #include "channel.hpp"
+#include "entry_region.hpp"
 #include "ring.hpp"
 
 namespace fusexx::transport {
@@ -121,8 +126,12 @@ inline void prep_fuse_cmd(io_uring_sqe* sqe, proto::uring_cmd cmd, std::uint16_t
 
 class uring_plane final : public channel {
  public:
-  uring_plane(detail::request_handler handler, session& s, int fuse_fd, uring_options options)
-      : handler_(handler), session_(s), fuse_fd_(fuse_fd), options_(options), hub_(std::make_shared<hub>()) {}
+  // `adopted`: a predecessor's entries (restart): this plane registers none
+  // of its own, and serves those the predecessor gives it (adopt()).
+  uring_plane(detail::request_handler handler, session& s, int fuse_fd, uring_options options,
+              std::shared_ptr<entry_region> adopted = nullptr)
+      : handler_(handler), session_(s), fuse_fd_(fuse_fd), options_(options), hub_(std::make_shared<hub>()),
+        region_(std::move(adopted)), adopting_(region_ != nullptr) {}
   uring_plane(const uring_plane&) = delete;
   uring_plane& operator=(const uring_plane&) = delete;
   ~uring_plane() override {
@@ -136,10 +145,19 @@ class uring_plane final : public channel {
   // empty string on success, or why it failed (then nothing is left running).
   std::string prepare(const connection& conn) {
     const unsigned n = possible_cpu_count();
-    const std::size_t payload =
-        std::max<std::size_t>({8192, conn.max_write, std::size_t{conn.max_pages()} * connection::page_size()});
+    if (adopting_) {
+      if (region_->layout().queues != n)
+        return fmt::format("the predecessor's io_uring entries are for {} queues, this machine has {} CPUs",
+                           region_->layout().queues, n);
+    } else {
+      const std::size_t payload =
+          std::max<std::size_t>({8192, conn.max_write, std::size_t{conn.max_pages()} * connection::page_size()});
+      auto region = entry_region::create(n, options_.queue_depth, payload);
+      if (!region) return region.error().message;
+      region_ = std::move(*region);
+    }
     for (unsigned q = 0; q < n; ++q) {
-      auto shared = std::make_shared<queue>(*this, q, payload, hub_);
+      auto shared = std::make_shared<queue>(*this, q, hub_);
       shared->thread = std::thread([shared] { shared->run(); });  // the thread keeps its queue alive
       queues_.push_back(std::move(shared));
     }
@@ -202,13 +220,91 @@ class uring_plane final : public channel {
     for (auto& q : queues_) n += q->held_count.load(std::memory_order_acquire);
     return n;
   }
+  // ---- handing the connection over (docs/restart.md) ----
+
+  // The entries' memory: what a successor maps (entry_region.hpp).
+  const entry_region& region() const { return *region_; }
+
+  // The predecessor's side, once the successor serves: from now on no
+  // request is handled here; every entry that holds one (held while parked,
+  // or a suspended handler's) or gets one is handed to `to` (queue, entry)
+  // and never touched again. ended() becomes true once every entry has been
+  // handed over and the rings are gone — without an entry left available,
+  // so the kernel cannot place a request where nobody would answer it.
+  void hand_over(std::function<void(unsigned, unsigned)> to) {
+    auto shared = std::make_shared<std::function<void(unsigned, unsigned)>>(std::move(to));
+    for (auto& q : queues_) {
+      {
+        std::lock_guard lock(q->mutex);
+        q->hand_to = shared;
+      }
+      q->command(mode::forwarding);
+    }
+  }
+
+  // The successor's side: queue q's entry i holds a request the predecessor
+  // handed over; serve it, and the entry from now on. Any thread.
+  void adopt(unsigned q, unsigned i) {
+    if (q >= queues_.size() || i >= queues_[q]->entries.size()) return;
+    {
+      std::lock_guard lock(queues_[q]->mutex);
+      queues_[q]->adoptions.push_back(i);
+    }
+    queues_[q]->poke();
+  }
+
+  // The successor's side: makes every entry the predecessor still has
+  // available get a request, so that all are handed over and the predecessor
+  // can leave without one the kernel could still fill. Threads pinned to
+  // each CPU ask GETATTR of the root (statx with AT_STATX_FORCE_SYNC, so the
+  // kernel asks every time); their requests are held unanswered — each
+  // keeps an entry busy, so the next one reaches an entry still the
+  // predecessor's — until every entry of that queue has been adopted, then
+  // answered. Returns whether all were, by `deadline` (after it the plugs are
+  // answered anyway).
+  bool plug(const std::string& mountpoint, clock::time_point deadline) {
+    std::vector<std::jthread> plugs;
+    for (auto& qp : queues_) {
+      queue* q = qp.get();
+      if (q->complete.load()) continue;
+      q->plugging.store(true, std::memory_order_release);
+      for (std::size_t k = 0; k < q->entries.size(); ++k)
+        plugs.emplace_back([q, &mountpoint, deadline] {
+          cpu_set_t cpus;
+          CPU_ZERO(&cpus);
+          CPU_SET(q->qid, &cpus);
+          if (pthread_setaffinity_np(pthread_self(), sizeof cpus, &cpus) != 0) return;  // an offline CPU
+          {
+            std::lock_guard lock(q->mutex);
+            q->plug_tids.push_back(static_cast<std::uint32_t>(::gettid()));
+          }
+          while (!q->complete.load(std::memory_order_acquire) && clock::now() < deadline) {
+            struct statx sx {};
+            ::statx(AT_FDCWD, mountpoint.c_str(), AT_STATX_FORCE_SYNC, STATX_BASIC_STATS, &sx);
+          }
+        });
+    }
+    const bool all_adopted = all(deadline, [](const queue& q) { return q.complete.load() || q.exited(); });
+    for (auto& q : queues_) {
+      q->plugging.store(false, std::memory_order_release);
+      q->poke();  // answers the plugs still held
+    }
+    plugs.clear();
+    return all_adopted;
+  }
+
+  // Waits until every queue thread has ended (after hand_over(): every
+  // entry handed over), or the deadline. Whether they did.
+  bool wait_ended(clock::time_point deadline) {
+    return all(deadline, [](const queue& q) { return q.exited(); });
+  }
   // True once every queue thread has ended (the connection is over).
   bool ended() const {
     return std::ranges::all_of(queues_, [](const auto& q) { return q->exited(); });
   }
 
  private:
-  enum class mode { preparing, serving, parked, draining };
+  enum class mode { preparing, serving, parked, forwarding, draining };
   struct queue;
 
   // Where queue threads tell the plane that something changed. Shared, so a
@@ -233,9 +329,13 @@ class uring_plane final : public channel {
   // One registered slot: where the kernel puts a request and we the reply.
   struct entry : completion {
     queue* owner = nullptr;
-    std::unique_ptr<proto::uring_req_header> header = std::make_unique<proto::uring_req_header>();
-    buffer payload;
+    unsigned index = 0;                       // in its queue
+    proto::uring_req_header* header = nullptr;  // in the entry region
+    std::span<std::byte> payload;               // in the entry region
     iovec iov[2]{};
+    bool busy = false;       // holds a request whose reply is not committed yet
+    bool handed = false;     // given to a successor: never touched again
+    bool unadopted = false;  // (successor) waiting for the predecessor to hand it over
     std::byte head[sizeof(proto::in_header) + proto::op_in_size]{};  // in_header + op_in, contiguous
     std::coroutine_handle<> waiting;  // the entry's loop, waiting for its next completion
     int result = 0;
@@ -281,6 +381,15 @@ class uring_plane final : public channel {
     std::string setup_error;
     bool setup_done = false;
     std::vector<entry*> foreign_commits;  // replies finished on another thread
+    std::shared_ptr<std::function<void(unsigned, unsigned)>> hand_to;  // forwarding: where entries go
+    std::vector<unsigned> adoptions;       // entries the predecessor handed over, not yet taken up
+    std::vector<std::uint32_t> plug_tids;  // the plug threads of plug()
+    const std::shared_ptr<entry_region> region;
+    const bool adopting;
+    std::atomic<bool> complete{false};     // (successor) every entry adopted
+    std::atomic<bool> plugging{false};     // plug() runs: hold its requests
+    std::vector<entry*> plugs;             // plug requests held (queue thread only)
+    unsigned adopted = 0;                  // (queue thread only)
 
     std::atomic<mode> wanted{mode::preparing};   // set by the plane
     std::atomic<mode> seen{mode::preparing};     // acknowledged by the queue thread
@@ -292,13 +401,17 @@ class uring_plane final : public channel {
     std::vector<std::coroutine_handle<>> held;   // entry loops holding a request while parked (queue thread only)
     unsigned live = 0;                           // entry loops still running (queue thread only)
 
-    queue(uring_plane& p, unsigned q, std::size_t payload_size, std::shared_ptr<hub> h)
+    queue(uring_plane& p, unsigned q, std::shared_ptr<hub> h)
         : handler(p.handler_), sess(&p.session_), fuse_fd(p.fuse_fd_), plane(std::move(h)),
-          qid(static_cast<std::uint16_t>(q)), entries(p.options_.queue_depth) {
-      for (auto& e : entries) {
+          qid(static_cast<std::uint16_t>(q)), entries(p.region_->layout().depth), region(p.region_),
+          adopting(p.adopting_) {
+      for (unsigned i = 0; i < entries.size(); ++i) {
+        entry& e = entries[i];
         e.owner = this;
-        e.payload = buffer(payload_size);
-        e.iov[0] = {e.header.get(), sizeof(proto::uring_req_header)};
+        e.index = i;
+        e.header = region->header(q, i);
+        e.payload = {region->payload(q, i), static_cast<std::size_t>(region->layout().payload)};
+        e.iov[0] = {e.header, sizeof(proto::uring_req_header)};
         e.iov[1] = {e.payload.data(), e.payload.size()};
         e.on_complete = [](completion* c, int res) {
           auto* en = static_cast<entry*>(c);
@@ -409,11 +522,22 @@ class uring_plane final : public channel {
     // This runs between two completions: no handler runs on this thread now.
     void woken() {
       drain_foreign_commits();
+      take_adoptions();
       const mode m = wanted.load(std::memory_order_acquire);
       if (m != mode::parked && !held.empty()) {
         auto waiting = std::exchange(held, {});
         for (auto h : waiting) h.resume();
       }
+      if (m == mode::forwarding)  // suspended handlers' requests go too; their replies never will
+        for (auto& e : entries)
+          if (e.busy && !e.handed) {
+            hand_over(e);
+            finish_wait(e, -ECANCELED);
+          }
+      if (m == mode::draining)  // entries the predecessor never handed over are not ours
+        for (auto& e : entries)
+          if (e.unadopted) finish_wait(e, -ECANCELED);
+      if (!plugging.load(std::memory_order_acquire) || complete.load()) release_plugs();
       seen.store(m, std::memory_order_release);
       plane->notify();
     }
@@ -431,13 +555,21 @@ class uring_plane final : public channel {
 
     detail::fire_and_forget serve_entry(entry& e) {
       ++live;
-      int res = co_await e.command(proto::uring_cmd::register_, 0);
-      while (res == -EAGAIN && wanted.load() != mode::draining) {
-        // EAGAIN right after a synchronous INIT: the mounting task has not
-        // yet processed INIT's reply. Give it a moment rather than spin.
-        sess->counters().register_retries.fetch_add(1, std::memory_order_relaxed);
-        co_await io::sleep_for(std::chrono::milliseconds(1));
+      int res = 0;
+      if (adopting) {
+        // A predecessor's entry: it comes with a request, when handed over.
+        e.unadopted = true;
+        res = co_await e.next();
+        e.unadopted = false;
+      } else {
         res = co_await e.command(proto::uring_cmd::register_, 0);
+        while (res == -EAGAIN && wanted.load() != mode::draining) {
+          // EAGAIN right after a synchronous INIT: the mounting task has not
+          // yet processed INIT's reply. Give it a moment rather than spin.
+          sess->counters().register_retries.fetch_add(1, std::memory_order_relaxed);
+          co_await io::sleep_for(std::chrono::milliseconds(1));
+          res = co_await e.command(proto::uring_cmd::register_, 0);
+        }
       }
       while (res >= 0) {
         if (wanted.load(std::memory_order_acquire) == mode::parked) {
@@ -447,11 +579,16 @@ class uring_plane final : public channel {
             held_count.fetch_sub(1, std::memory_order_release);
           }
         }
-        if (wanted.load(std::memory_order_acquire) == mode::draining) refuse(e);
+        const mode m = wanted.load(std::memory_order_acquire);
+        if (m == mode::forwarding) {
+          hand_over(e);
+          break;
+        }
+        if (m == mode::draining) refuse(e);
         else handle(e);
         res = co_await e.next();
       }
-      if (res != -ENOTCONN && res != -ENODEV && res != -ECANCELED && res != -EAGAIN)
+      if (res < 0 && res != -ENOTCONN && res != -ENODEV && res != -ECANCELED && res != -EAGAIN)
         log::error("io_uring queue {}: entry ended: {}", qid, std::strerror(-res));
       --live;
     }
@@ -484,7 +621,26 @@ class uring_plane final : public channel {
       io_uring_sqe_set_data(sqe, static_cast<completion*>(&e));
     }
 
+    // A request in `e`: a plug of plug() is held while the queue still has
+    // entries to adopt; anything else is handled.
     void handle(entry& e) {
+      e.busy = true;
+      if (plugging.load(std::memory_order_acquire) && !complete.load(std::memory_order_acquire)) {
+        proto::in_header h;
+        std::memcpy(&h, e.header->in_out, sizeof h);
+        std::lock_guard lock(mutex);
+        if (std::ranges::find(plug_tids, h.pid) != plug_tids.end()) {
+          plugs.push_back(&e);
+          return;
+        }
+      }
+      dispatch(e);
+    }
+    void release_plugs() {
+      for (entry* e : std::exchange(plugs, {})) dispatch(*e);
+    }
+
+    void dispatch(entry& e) {
       auto& counters = sess->counters();
       counters.via_ring.fetch_add(1, std::memory_order_relaxed);
       proto::in_header h;
@@ -505,7 +661,7 @@ class uring_plane final : public channel {
       std::memcpy(e.head + sizeof h, e.header->op_in, arg0);
       const std::size_t scratch_at = std::min(e.payload.size(), (payload_size + 63) & ~std::size_t{63});
       detail::incoming in{.bytes = std::span<const std::byte>(e.head, sizeof h + arg0),
-                          .scratch = e.payload.span().subspan(scratch_at),
+                          .scratch = e.payload.subspan(scratch_at),
                           .owner = nullptr,  // the entry's buffers stay reserved until its commit
                           .sink = sink_for(e),
                           .payload = std::span<const std::byte>(e.payload.data(), payload_size)};
@@ -541,6 +697,9 @@ class uring_plane final : public channel {
     // (already there when the handler built it in place), then commit.
     static int write_reply(void* context, const iovec* iov, int count) {
       auto& e = *static_cast<entry*>(context);
+      // A handler that finishes after its entry went to a successor: the
+      // entry's memory is the successor's now.
+      if (e.handed) return 0;
       std::memcpy(e.header->in_out, iov[0].iov_base, std::min(iov[0].iov_len, sizeof e.header->in_out));
       std::size_t at = 0;
       for (int i = 1; i < count; ++i) {
@@ -557,7 +716,9 @@ class uring_plane final : public channel {
     // itself, since the kernel does the copy in the submitter's context; a
     // handler that finished elsewhere hands its entry over.
     void commit(entry& e) {
+      if (e.handed) return;
       if (current_ring() == &ring) {
+        e.busy = false;
         queue_cmd(e, proto::uring_cmd::commit_and_fetch, e.header->ring_ent_in_out.commit_id);
         return;
       }
@@ -566,6 +727,39 @@ class uring_plane final : public channel {
         foreign_commits.push_back(&e);
       }
       poke();
+    }
+
+    // Forwarding: `e` and its request go to the successor.
+    void hand_over(entry& e) {
+      e.handed = true;
+      e.busy = false;
+      std::shared_ptr<std::function<void(unsigned, unsigned)>> to;
+      {
+        std::lock_guard lock(mutex);
+        to = hand_to;
+      }
+      if (to) (*to)(qid, e.index);
+    }
+    // Resumes an entry's loop waiting with no command outstanding.
+    static void finish_wait(entry& e, int result) {
+      e.result = result;
+      e.completed = true;
+      if (e.waiting) std::exchange(e.waiting, {}).resume();
+    }
+    // Successor: entries the predecessor handed over, each with a request.
+    void take_adoptions() {
+      std::vector<unsigned> taken;
+      {
+        std::lock_guard lock(mutex);
+        taken.swap(adoptions);
+      }
+      for (unsigned i : taken) {
+        entry& e = entries[i];
+        if (!e.unadopted) continue;  // given twice, or the queue drains
+        if (++adopted == entries.size()) complete.store(true, std::memory_order_release);
+        finish_wait(e, 0);
+      }
+      if (complete.load()) plane->notify();
     }
 
     void drain_foreign_commits() {
@@ -583,6 +777,8 @@ class uring_plane final : public channel {
   int fuse_fd_;
   uring_options options_;
   std::shared_ptr<hub> hub_;
+  std::shared_ptr<entry_region> region_;
+  const bool adopting_;
   std::vector<std::shared_ptr<queue>> queues_;
 };
 
