@@ -302,6 +302,11 @@ class server {
                            handover::protocol_version));
         co_return false;
       }
+      if (!mount_.connection_id() || hello->connection != *mount_.connection_id() || !connection_alive()) {
+        refuse(fmt::format("{} this server's connection {} has ended", handover::not_this_connection,
+                           mount_.connection_id().value_or(0)));
+        co_return false;
+      }
       if (hello->text != restart_type()) {
         refuse(fmt::format("the successor serves '{}', this mount is '{}'", hello->text, restart_type()));
         co_return false;

@@ -393,3 +393,16 @@ TEST_CASE("--takeover says in one sentence why it cannot: not restartable, or no
   CHECK(memfs.status != 0);
   CHECK_MESSAGE(memfs.out.find("is not a FUSE mount") != std::string::npos, memfs.out);
 }
+
+TEST_CASE("a control socket name still held elsewhere: the server takes a fallback, and successors find it") {
+  const unsigned connection = 900000 + static_cast<unsigned>(::getpid() % 1000);  // no FUSE connection has it
+  auto first = listen_control(connection);
+  REQUIRE_MESSAGE(first, first.error().message);
+  auto second = listen_control(connection);  // as a new server would, while a stale one holds the name
+  REQUIRE_MESSAGE(second, second.error().message);
+  const auto names = control_socket_candidates(connection);
+  REQUIRE(names.size() == 2);
+  CHECK(names[0] == control_socket_name(connection));
+  CHECK(names[1] == control_socket_name(connection) + "." + std::to_string(::getpid()));
+  for (const auto& name : names) CHECK(connect_control_socket(name, "/test"));
+}

@@ -48,6 +48,16 @@ void reseal_checksum(std::vector<std::byte>& b) {
 
 }  // namespace
 
+TEST_CASE("the checksum is CRC-32C, the same with and without the CPU's instruction") {
+  const std::string check = "123456789";  // the standard check value of CRC-32C is 0xE3069283
+  CHECK(detail::crc32c(std::as_bytes(std::span(check))) == 0xE3069283u);
+  CHECK(detail::crc32c_portable(std::as_bytes(std::span(check)), 0) == 0xE3069283u);
+  std::vector<std::byte> odd(1000 + 5);
+  for (std::size_t i = 0; i < odd.size(); ++i) odd[i] = static_cast<std::byte>(i * 7 + 3);
+  CHECK(detail::crc32c(odd) == detail::crc32c_portable(odd, 0));
+  CHECK(detail::crc32c(std::span(odd).subspan(3)) == detail::crc32c_portable(std::span(odd).subspan(3), 0));
+}
+
 TEST_CASE("a sealed snapshot reads back value for value, and cannot be changed") {
   auto fd = sample().seal();
   REQUIRE_MESSAGE(fd, fd.error().message);

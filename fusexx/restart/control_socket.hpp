@@ -14,9 +14,12 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <algorithm>
 #include <cstddef>
 #include <cstring>
+#include <fstream>
 #include <string>
+#include <vector>
 
 #include "../failure.hpp"
 #include "../fd.hpp"
@@ -45,32 +48,56 @@ inline socklen_t abstract_address(const std::string& name, sockaddr_un& a) {
 }
 }  // namespace detail
 
-// The server's end: listening, non-blocking (an event loop awaits it).
+// The server's end: listening, non-blocking (an event loop awaits it). The
+// name may still be bound by a process whose connection of that number has
+// ended (the kernel reuses numbers at once); then the server takes
+// "fusexx-ctl/<number>.<pid>", which successors find in /proc/net/unix.
 inline outcome<unique_fd> listen_control(unsigned connection) {
-  unique_fd s(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
-  if (!s) return fail(errno, "control socket: {}", std::strerror(errno));
-  sockaddr_un a;
-  const socklen_t len = detail::abstract_address(control_socket_name(connection), a);
-  if (::bind(s.get(), reinterpret_cast<sockaddr*>(&a), len) != 0)
-    return fail(errno, "control socket @{}: {}", control_socket_name(connection), std::strerror(errno));
-  if (::listen(s.get(), 4) != 0) return fail(errno, "control socket: listen: {}", std::strerror(errno));
-  return s;
+  const std::string usual = control_socket_name(connection);
+  for (const std::string& name : {usual, usual + "." + std::to_string(::getpid())}) {
+    unique_fd s(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+    if (!s) return fail(errno, "control socket: {}", std::strerror(errno));
+    sockaddr_un a;
+    const socklen_t len = detail::abstract_address(name, a);
+    if (::bind(s.get(), reinterpret_cast<sockaddr*>(&a), len) != 0) {
+      if (errno == EADDRINUSE) continue;
+      return fail(errno, "control socket @{}: {}", name, std::strerror(errno));
+    }
+    if (::listen(s.get(), 4) != 0) return fail(errno, "control socket: listen: {}", std::strerror(errno));
+    return s;
+  }
+  return fail(EADDRINUSE, "control socket @{}: in use, and so is its fallback", usual);
 }
 
-// A client's end, connected to the server of the mount at `mountpoint`.
-inline outcome<unique_fd> connect_control(const std::string& mountpoint) {
-  auto connection = fuse_connection_of(mountpoint);
-  if (!connection) return std::unexpected(connection.error());
+// The names a server of `connection` may listen on: the usual one first, then
+// the fallbacks bound in this network namespace (/proc/net/unix lists
+// abstract names with a leading '@').
+inline std::vector<std::string> control_socket_candidates(unsigned connection) {
+  std::vector<std::string> names{control_socket_name(connection)};
+  const std::string prefix = "@" + control_socket_name(connection) + ".";
+  std::ifstream in("/proc/net/unix");
+  std::string line;
+  while (std::getline(in, line)) {
+    const auto at = line.rfind(' ');
+    if (at == std::string::npos) continue;
+    const std::string path = line.substr(at + 1);
+    if (path.starts_with(prefix) && std::ranges::find(names, path.substr(1)) == names.end()) names.push_back(path.substr(1));
+  }
+  return names;
+}
+
+// A client's end, connected to the control socket `name`.
+inline outcome<unique_fd> connect_control_socket(const std::string& name, const std::string& mountpoint) {
   unique_fd s(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
   if (!s) return fail(errno, "socket: {}", std::strerror(errno));
   sockaddr_un a;
-  const socklen_t len = detail::abstract_address(control_socket_name(*connection), a);
+  const socklen_t len = detail::abstract_address(name, a);
   if (::connect(s.get(), reinterpret_cast<sockaddr*>(&a), len) != 0) {
     const int err = errno;
     if (err == ECONNREFUSED || err == ENOENT)
       return fail(err, "nothing answers for the mount at {}: its server is not a fusexx server, or it cannot hand "
                        "over (no control socket @{})",
-                  mountpoint, control_socket_name(*connection));
+                  mountpoint, name);
     return fail(err, "cannot reach the server of {}: {}", mountpoint, std::strerror(err));
   }
   return s;

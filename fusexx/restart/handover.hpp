@@ -34,6 +34,9 @@ namespace fusexx::handover {
 
 inline constexpr std::uint32_t protocol_version = 1;
 inline constexpr std::size_t max_message = 4096;
+// How a server whose connection is not (or no longer) the one asked for
+// begins its refusal: the successor then tries the next candidate socket.
+inline constexpr std::string_view not_this_connection = "not this connection:";
 
 enum class kind : std::uint32_t {
   hello = 0x4f4c4548,
@@ -49,6 +52,7 @@ struct message {
   std::uint32_t pid = 0;
   std::string text{};  // hello: the filesystem type; refuse: the reason
   std::uint32_t queue = 0, index = 0;  // entry: which io_uring entry
+  std::uint32_t connection = 0;        // hello: the FUSE connection number the successor means
   std::vector<unique_fd> fds{};
 };
 
@@ -60,6 +64,7 @@ inline result<void> send(int sock, const message& m, std::span<const int> fds = 
   w.str(m.text);
   w.u32(m.queue);
   w.u32(m.index);
+  w.u32(m.connection);
   auto sealed = w.seal_to_bytes();
   return send_with_fds(sock, sealed, fds);
 }
@@ -82,7 +87,8 @@ inline result<message> receive(int sock, std::chrono::steady_clock::time_point d
   if (!r) return error(EBADMSG);
   message m;
   std::uint32_t what = 0;
-  if (!r->u32(what) || !r->u32(m.version) || !r->u32(m.pid) || !r->str(m.text) || !r->u32(m.queue) || !r->u32(m.index))
+  if (!r->u32(what) || !r->u32(m.version) || !r->u32(m.pid) || !r->str(m.text) || !r->u32(m.queue) || !r->u32(m.index) ||
+      !r->u32(m.connection))
     return error(EBADMSG);
   m.what = static_cast<kind>(what);
   m.fds = std::move(raw->fds);
@@ -107,18 +113,36 @@ struct offer {
 // as refuse).
 inline outcome<offer> ask(const std::string& mountpoint, std::string_view type,
                           std::chrono::milliseconds limit = std::chrono::seconds(30)) {
-  auto sock = connect_control(mountpoint);
-  if (!sock) return std::unexpected(sock.error());
-  if (!send(sock->get(), {.what = kind::hello, .pid = static_cast<std::uint32_t>(::getpid()), .text = std::string(type)}))
-    return fail(EIO, "the server of {} went away", mountpoint);
-  auto answer = receive(sock->get(), std::chrono::steady_clock::now() + limit);
-  if (!answer) return fail(answer.error().value(), "the server of {} did not hand over: {}", mountpoint, answer.error().message());
-  if (answer->what == kind::refuse) return fail(EBUSY, "the server of {} refused to hand over: {}", mountpoint, answer->text);
-  if (answer->what != kind::offer || answer->fds.size() < 3 || answer->fds.size() > 4)
-    return fail(EPROTO, "the server of {} answered with no offer", mountpoint);
-  return offer{.sock = std::move(*sock), .pid = answer->pid, .device = std::move(answer->fds[0]),
-               .snapshot = std::move(answer->fds[1]), .listener = std::move(answer->fds[2]),
-               .entries = answer->fds.size() > 3 ? std::move(answer->fds[3]) : unique_fd()};
+  auto connection = fuse_connection_of(mountpoint);
+  if (!connection) return std::unexpected(connection.error());
+  // The usual name first; a fallback name where a process whose connection
+  // of this number has ended still holds it (it then says so: next one).
+  outcome<offer> last = fail(ENOENT, "no control socket for the mount at {}", mountpoint);
+  for (const std::string& name : control_socket_candidates(*connection)) {
+    auto sock = connect_control_socket(name, mountpoint);
+    if (!sock) {
+      if (name == control_socket_name(*connection)) last = std::unexpected(sock.error());
+      continue;
+    }
+    if (!send(sock->get(), {.what = kind::hello, .pid = static_cast<std::uint32_t>(::getpid()),
+                            .text = std::string(type), .connection = *connection}))
+      return fail(EIO, "the server of {} went away", mountpoint);
+    auto answer = receive(sock->get(), std::chrono::steady_clock::now() + limit);
+    if (!answer)
+      return fail(answer.error().value(), "the server of {} did not hand over: {}", mountpoint, answer.error().message());
+    if (answer->what == kind::refuse && answer->text.starts_with(not_this_connection)) {
+      last = fail(ESRCH, "the server at @{} no longer serves {}", name, mountpoint);
+      continue;
+    }
+    if (answer->what == kind::refuse)
+      return fail(EBUSY, "the server of {} refused to hand over: {}", mountpoint, answer->text);
+    if (answer->what != kind::offer || answer->fds.size() < 3 || answer->fds.size() > 4)
+      return fail(EPROTO, "the server of {} answered with no offer", mountpoint);
+    return offer{.sock = std::move(*sock), .pid = answer->pid, .device = std::move(answer->fds[0]),
+                 .snapshot = std::move(answer->fds[1]), .listener = std::move(answer->fds[2]),
+                 .entries = answer->fds.size() > 3 ? std::move(answer->fds[3]) : unique_fd()};
+  }
+  return last;
 }
 
 }  // namespace fusexx::handover

@@ -167,7 +167,7 @@ class device_readers final : public channel {
   }
 
   // Called (once, on a reader thread) when a reader has seen the connection
-  // end (ENODEV: unmounted, or aborted): nothing will come through /dev/fuse
+  // end (ENODEV or ECONNABORTED: unmounted, or aborted): nothing will come through /dev/fuse
   // any more. Set it before start().
   void on_ended(std::function<void()> f) { on_ended_ = std::move(f); }
 
@@ -252,7 +252,9 @@ class device_readers final : public channel {
         const int err = errno;
         if (err == EINTR || err == EAGAIN) continue;
         if (err == ENOENT) continue;  // the request was interrupted before we could read it
-        if (err == ENODEV) {          // unmounted or aborted: the connection is over
+        // The connection is over: unmounted (ENODEV), or aborted — which
+        // reads as ECONNABORTED once FUSE_ABORT_ERROR was granted.
+        if (err == ENODEV || err == ECONNABORTED) {
           if (on_ended_ && !ended_.exchange(true)) on_ended_();
           break;
         }

@@ -1,0 +1,286 @@
+// The restart benchmark: memfs serves a tree of N files while two application
+// threads run the stat and the 4 KiB read workloads, and the server is
+// upgraded (`memfs --takeover`) again and again. Printed per transport and
+// tree size, next to nothing asserted:
+//  - takeover: how long `memfs --takeover` took to return (the successor
+//    serves);
+//  - pause: for each handover, the longest single operation of each workload
+//    that started around it (median, p99, max over the handovers);
+//  - lost: operations the workloads did not do during the handovers, against
+//    their rate before the first one.
+//
+//   bazel run -c opt //benchmarks:restart
+//   bazel run -c opt //benchmarks:restart -- --files 10000 --handovers 20 --transports classic
+//
+// Root is needed (mounting). Each cell mounts memfs on a fresh directory and
+// unmounts it at the end.
+#include <fcntl.h>
+#include <spawn.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include <fusexx/mount/mountinfo.hpp>
+
+extern char** environ;
+
+namespace {
+
+using clock_type = std::chrono::steady_clock;
+constexpr std::size_t files_per_dir = 1000;
+constexpr off_t data_size = 16 << 20;  // the 4 KiB read workload's file (memfs hands its contents over too)
+
+std::string runfile(const char* argv0, const std::string& path) {
+  for (const std::string& base : {std::string(argv0) + ".runfiles/fusexx", std::string(".")}) {
+    const std::string p = base + "/" + path;
+    if (std::filesystem::is_regular_file(p) && ::access(p.c_str(), X_OK) == 0)
+      return std::filesystem::absolute(p).lexically_normal().string();
+  }
+  return "";
+}
+
+// Runs a command to its end; its exit status (or 128 + signal).
+int run(const std::vector<std::string>& words) {
+  std::vector<char*> argv;
+  for (auto& w : words) argv.push_back(const_cast<char*>(w.c_str()));
+  argv.push_back(nullptr);
+  pid_t pid = -1;
+  if (::posix_spawn(&pid, argv[0], nullptr, nullptr, argv.data(), environ) != 0) return -1;
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+std::string file_name(const std::string& mp, std::size_t i) {
+  return fmt::format("{}/d{}/f{}", mp, i / files_per_dir, i % files_per_dir);
+}
+
+bool populate(const std::string& mp, std::size_t files) {
+  for (std::size_t d = 0; d * files_per_dir < files; ++d)
+    if (::mkdir(fmt::format("{}/d{}", mp, d).c_str(), 0755) != 0) return false;
+  std::atomic<bool> ok{true};
+  std::vector<std::jthread> makers;
+  const unsigned n = 2;
+  for (unsigned t = 0; t < n; ++t)
+    makers.emplace_back([&, t] {
+      for (std::size_t i = t; i < files && ok; i += n) {
+        const int fd = ::open(file_name(mp, i).c_str(), O_CREAT | O_WRONLY | O_EXCL, 0644);
+        if (fd < 0) ok = false;
+        else ::close(fd);
+      }
+    });
+  makers.clear();
+  const int fd = ::open((mp + "/data").c_str(), O_CREAT | O_WRONLY, 0644);
+  if (fd < 0) return false;
+  std::vector<char> chunk(1 << 20, 'x');
+  for (off_t at = 0; at < data_size; at += off_t(chunk.size()))
+    if (::pwrite(fd, chunk.data(), chunk.size(), at) != ssize_t(chunk.size())) ok = false;
+  ::close(fd);
+  return ok;
+}
+
+// One application thread's record: its operations, and the longest one that
+// started in each handover window.
+struct workload_thread {
+  std::atomic<std::uint64_t> ops{0};
+  std::atomic<std::int64_t> window_longest_us{0};
+  std::atomic<bool> failed{false};
+};
+
+struct percentiles {
+  double median = 0, p99 = 0, max = 0;
+};
+percentiles of(std::vector<double> v) {
+  if (v.empty()) return {};
+  std::ranges::sort(v);
+  return {v[v.size() / 2], v[std::min(v.size() - 1, v.size() * 99 / 100)], v.back()};
+}
+
+struct cell {
+  std::string transport;
+  std::size_t files = 0;
+  std::string error;
+  percentiles takeover_ms, stat_pause_ms, read_pause_ms;
+  double stat_lost = 0, read_lost = 0;  // fraction of the ops the rate before predicts
+  unsigned handovers = 0;
+};
+
+cell measure(const std::string& memfs, const std::string& transport, std::size_t files, unsigned handovers) {
+  cell c;
+  c.transport = transport;
+  c.files = files;
+  ::setenv("FUSEXX_TRANSPORT", transport.c_str(), 1);
+  char tmpl[] = "/tmp/fusexx-restart-XXXXXX";
+  const std::string mp = ::mkdtemp(tmpl);
+  auto cleanup = [&] {
+    ::umount2(mp.c_str(), MNT_DETACH);
+    ::rmdir(mp.c_str());
+  };
+  if (run({memfs, "-o", "entry_timeout=0,attr_timeout=0", mp}) != 0) {
+    c.error = "memfs did not start";
+    cleanup();
+    return c;
+  }
+  if (!populate(mp, files)) {
+    c.error = "populating the tree failed";
+    cleanup();
+    return c;
+  }
+
+  std::atomic<bool> stop{false};
+  std::atomic<bool> in_window{false};
+  workload_thread stat_t, read_t;
+  auto timed = [&](workload_thread& w, auto&& op) {
+    const auto started = clock_type::now();
+    const bool window = in_window.load(std::memory_order_relaxed);
+    if (!op()) w.failed = true;
+    if (window) {
+      const auto us = std::chrono::duration_cast<std::chrono::microseconds>(clock_type::now() - started).count();
+      std::int64_t seen = w.window_longest_us.load();
+      while (us > seen && !w.window_longest_us.compare_exchange_weak(seen, us)) {
+      }
+    }
+    w.ops.fetch_add(1, std::memory_order_relaxed);
+  };
+  std::jthread stats([&] {
+    std::mt19937_64 rng(1);
+    while (!stop) {
+      const std::string f = file_name(mp, rng() % files);
+      timed(stat_t, [&] {
+        struct stat st;
+        return ::stat(f.c_str(), &st) == 0;
+      });
+    }
+  });
+  std::jthread reads([&] {
+    const int fd = ::open((mp + "/data").c_str(), O_RDONLY | O_DIRECT);
+    void* buf = nullptr;
+    if (fd < 0 || ::posix_memalign(&buf, 4096, 4096) != 0) {
+      read_t.failed = true;
+      return;
+    }
+    std::mt19937_64 rng(2);
+    while (!stop)
+      timed(read_t, [&] { return ::pread(fd, buf, 4096, off_t(rng() % (data_size / 4096)) * 4096) == 4096; });
+    std::free(buf);
+    ::close(fd);
+  });
+
+  // The rate before: one second of warm-up, two measured.
+  std::this_thread::sleep_for(std::chrono::seconds(1));
+  auto s0 = stat_t.ops.load(), r0 = read_t.ops.load();
+  auto t0 = clock_type::now();
+  std::this_thread::sleep_for(std::chrono::seconds(2));
+  const double secs = std::chrono::duration<double>(clock_type::now() - t0).count();
+  const double stat_rate = double(stat_t.ops.load() - s0) / secs, read_rate = double(read_t.ops.load() - r0) / secs;
+
+  std::vector<double> takeover, stat_pause, read_pause;
+  s0 = stat_t.ops.load();
+  r0 = read_t.ops.load();
+  t0 = clock_type::now();
+  for (unsigned h = 0; h < handovers; ++h) {
+    stat_t.window_longest_us = 0;
+    read_t.window_longest_us = 0;
+    in_window = true;
+    const auto started = clock_type::now();
+    const int rc = run({memfs, "--takeover", mp});
+    takeover.push_back(std::chrono::duration<double, std::milli>(clock_type::now() - started).count());
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));  // operations that started before it returned end
+    in_window = false;
+    if (rc != 0) {
+      c.error = fmt::format("handover {} failed (exit {})", h + 1, rc);
+      break;
+    }
+    stat_pause.push_back(double(stat_t.window_longest_us.load()) / 1000);
+    read_pause.push_back(double(read_t.window_longest_us.load()) / 1000);
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    ++c.handovers;
+  }
+  const double phase = std::chrono::duration<double>(clock_type::now() - t0).count();
+  c.stat_lost = std::max(0.0, 1.0 - double(stat_t.ops.load() - s0) / (stat_rate * phase));
+  c.read_lost = std::max(0.0, 1.0 - double(read_t.ops.load() - r0) / (read_rate * phase));
+  stop = true;
+  stats.join();
+  reads.join();
+  if (c.error.empty() && (stat_t.failed || read_t.failed)) c.error = "an application operation failed";
+  c.takeover_ms = of(takeover);
+  c.stat_pause_ms = of(stat_pause);
+  c.read_pause_ms = of(read_pause);
+  ::umount2(mp.c_str(), 0);
+  for (int i = 0; i < 100 && fusexx::find_fuse_mount(mp); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  cleanup();
+  return c;
+}
+
+std::vector<std::string> split(const std::string& s) {
+  std::vector<std::string> out;
+  std::size_t at = 0;
+  while (at <= s.size()) {
+    const std::size_t comma = std::min(s.find(',', at), s.size());
+    if (comma > at) out.push_back(s.substr(at, comma - at));
+    at = comma + 1;
+  }
+  return out;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<std::string> transports{"classic", "uring"};
+  std::vector<std::size_t> sizes{10000, 1000000};
+  unsigned handovers = 10;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    const std::string a = argv[i], v = argv[i + 1];
+    if (a == "--transports") transports = split(v);
+    else if (a == "--files") {
+      sizes.clear();
+      for (auto& n : split(v)) sizes.push_back(std::stoul(n));
+    } else if (a == "--handovers") handovers = static_cast<unsigned>(std::stoul(v));
+    else {
+      std::fprintf(stderr, "usage: %s [--files N,N] [--handovers N] [--transports classic,uring]\n", argv[0]);
+      return 2;
+    }
+  }
+  const std::string memfs = runfile(argv[0], "examples/memfs");
+  if (memfs.empty()) {
+    std::fprintf(stderr, "restart: examples/memfs not found next to %s (run it with bazel run)\n", argv[0]);
+    return 2;
+  }
+  std::vector<cell> cells;
+  for (std::size_t files : sizes)
+    for (const auto& t : transports) {
+      std::fprintf(stderr, "restart: %s, %zu files ...\n", t.c_str(), files);
+      cells.push_back(measure(memfs, t, files, handovers));
+    }
+  fmt::print("\nmemfs (a tree of N empty files and one {} MiB file) upgraded live while stat and 4 KiB O_DIRECT reads run (ms; lost = ops not done during the "
+             "handovers, against the rate before)\n\n", data_size >> 20);
+  fmt::print("| transport | files | handovers | takeover median / max | stat pause median / p99 / max | read pause "
+             "median / p99 / max | stat lost | read lost |\n|---|---|---|---|---|---|---|---|\n");
+  for (auto& c : cells) {
+    if (!c.error.empty()) {
+      fmt::print("| {} | {} | {} | {} | | | | |\n", c.transport, c.files, c.handovers, c.error);
+      continue;
+    }
+    fmt::print("| {} | {} | {} | {:.1f} / {:.1f} | {:.1f} / {:.1f} / {:.1f} | {:.1f} / {:.1f} / {:.1f} | {:.1f}% | "
+               "{:.1f}% |\n",
+               c.transport, c.files, c.handovers, c.takeover_ms.median, c.takeover_ms.max, c.stat_pause_ms.median,
+               c.stat_pause_ms.p99, c.stat_pause_ms.max, c.read_pause_ms.median, c.read_pause_ms.p99,
+               c.read_pause_ms.max, 100 * c.stat_lost, 100 * c.read_lost);
+  }
+  return 0;
+}
