@@ -96,26 +96,12 @@ inline outcome<bool> notify(std::string_view state, std::span<const int> fds = {
   if (!*addr) return false;
   unique_fd s(::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));
   if (!s) return fail(errno, "notify socket: {}", std::strerror(errno));
-  iovec iov{const_cast<char*>(state.data()), state.size()};
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * max_fds_per_message)] = {};
-  msghdr msg{};
-  msg.msg_name = &(*addr)->first;
-  msg.msg_namelen = (*addr)->second;
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  if (!fds.empty()) {
-    msg.msg_control = control;
-    msg.msg_controllen = CMSG_SPACE(sizeof(int) * fds.size());
-    cmsghdr* c = CMSG_FIRSTHDR(&msg);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
-    std::memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
-  }
-  ssize_t n;
-  do n = ::sendmsg(s.get(), &msg, MSG_NOSIGNAL);
-  while (n < 0 && errno == EINTR);
-  if (n < 0) return fail(errno, "notifying the service manager ({}): {}", std::getenv("NOTIFY_SOCKET"), std::strerror(errno));
+  auto& [to, len] = **addr;
+  if (auto sent = send_with_fds(s.get(), std::as_bytes(std::span(state.data(), state.size())), fds,
+                                reinterpret_cast<const sockaddr*>(&to), len);
+      !sent)
+    return fail(sent.error().value(), "notifying the service manager ({}): {}", std::getenv("NOTIFY_SOCKET"),
+                sent.error().message());
   return true;
 }
 
