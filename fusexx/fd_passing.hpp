@@ -67,11 +67,15 @@ inline result<unique_fd> receive_fd(int sock) {
 // whole). At most max_fds_per_message fds.
 inline constexpr std::size_t max_fds_per_message = 64;
 
-inline result<void> send_with_fds(int sock, std::span<const std::byte> data, std::span<const int> fds) {
+// `to`: where an unconnected datagram socket sends (the sd_notify socket).
+inline result<void> send_with_fds(int sock, std::span<const std::byte> data, std::span<const int> fds,
+                                  const sockaddr* to = nullptr, socklen_t to_len = 0) {
   if (fds.size() > max_fds_per_message || data.empty()) return error(EINVAL);
   alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * max_fds_per_message)] = {};
   iovec iov{const_cast<std::byte*>(data.data()), data.size()};
   msghdr msg{};
+  msg.msg_name = const_cast<sockaddr*>(to);
+  msg.msg_namelen = to_len;
   msg.msg_iov = &iov;
   msg.msg_iovlen = 1;
   if (!fds.empty()) {

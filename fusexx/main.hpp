@@ -7,7 +7,9 @@
 // `configure_mount(mount_options&)` member then has the last word on the
 // mount options (memfs insists on default_permissions that way).
 // Without -f it daemonizes, and returns only when the filesystem is mounted
-// and ready, or fails with the reason. SIGINT, SIGTERM and SIGHUP unmount.
+// and ready, or fails with the reason. SIGINT, SIGTERM and SIGHUP unmount —
+// except SIGTERM to a server whose connection is in a service manager's fd
+// store: it leaves the mount to the store (docs/restart.md, "The systemd way").
 #include <signal.h>
 #include <sys/signalfd.h>
 
@@ -184,6 +186,41 @@ void print_usage(const char* argv0) {
   if constexpr (has_usage<Fs>) std::printf("\n%s", std::string(Fs::usage).c_str());
 }
 
+// A start by the service manager with the connection in its fd store
+// (docs/restart.md, "The systemd way"): the offer the stored fds make,
+// nullopt when there are none, or why they cannot be used. Entries fusexx
+// does not know are closed and removed from the store (FILE_DESCRIPTOR_STORE.md
+// recommends it: an fd an older version left must not pile up).
+inline outcome<std::optional<handover::offer>> offer_from_fd_store() {
+  auto fds = systemd::listen_fds();
+  if (!fds) return std::unexpected(fds.error());
+  unique_fd device = systemd::take(*fds, systemd::device_name);
+  unique_fd snapshot = systemd::take(*fds, systemd::snapshot_name);
+  for (auto& f : *fds)
+    if (f.fd) {
+      log::warn("the fd store holds '{}', which fusexx does not know: removed", f.name);
+      if (systemd::valid_fd_name(f.name)) (void)systemd::remove_fd(f.name);
+    }
+  if (!device && !snapshot) return std::nullopt;
+  if (!device) return fail(EBADMSG, "the fd store holds a snapshot but no connection ('{}')", systemd::device_name);
+  if (!snapshot)
+    return fail(EBADMSG, "the fd store holds the connection but no snapshot ('{}'): the previous process did not "
+                "end through SIGTERM (it crashed or was killed), or FileDescriptorStoreMax= is below 2",
+                systemd::snapshot_name);
+  return handover::offer{.sock = {}, .pid = 0, .device = std::move(device), .snapshot = std::move(snapshot), .listener = {}};
+}
+
+// After the stored connection could not be continued: the store must not
+// keep a connection nobody serves (applications would wait on it for ever),
+// nor a snapshot that would be tried again. Once this process exits the
+// connection is aborted: its mount is left dead (ENOTCONN) until unmounted.
+inline void forget_fd_store(const std::string& mountpoint) {
+  (void)systemd::remove_fd(systemd::device_name);
+  (void)systemd::remove_fd(systemd::snapshot_name);
+  log::error("the mount at {} is left without a server: applications get ENOTCONN; unmount it (umount {}) and "
+             "start the service again", mountpoint, mountpoint);
+}
+
 // The whole life of a server, as one coroutine on the main thread's event
 // loop: start (mount, INIT answered | deadline | cancelled), tell the daemon's
 // parent, then serve until a stop signal | the filesystem unmounted from
@@ -193,9 +230,21 @@ template <filesystem Fs>
 task<int> serve(event_loop& loop, server<Fs>& srv, daemon_guard& guard, int signals, bool takeover) {
   const std::stop_token parent_gone = guard.stopped();
   result<outcome<void>> started = outcome<void>{};
+  bool from_store = false;
   if constexpr (restartable<Fs>) {
-    if (takeover) started = co_await srv.take_over_async(loop);
-    else started = co_await srv.start_async(loop, parent_gone);
+    auto stored = offer_from_fd_store();
+    if (!stored) {
+      started = outcome<void>(std::unexpected(stored.error()));
+      if (stored.error().code.value() == EBADMSG) forget_fd_store(srv.mountpoint());
+    } else if (*stored) {
+      from_store = true;
+      started = co_await srv.take_over_async(loop, std::move(**stored));
+      if (!started || !*started) forget_fd_store(srv.mountpoint());
+    } else if (takeover) {
+      started = co_await srv.take_over_async(loop);
+    } else {
+      started = co_await srv.start_async(loop, parent_gone);
+    }
   } else {
     started = co_await srv.start_async(loop, parent_gone);
   }
@@ -207,6 +256,15 @@ task<int> serve(event_loop& loop, server<Fs>& srv, daemon_guard& guard, int sign
   }
   guard.commit();
   log::info("serving {}", srv.mountpoint());
+  if (from_store) {
+    // The connection is in the store already; the snapshot just restored
+    // must never be restored again (after a crash, say).
+    srv.mark_in_fd_store();
+    (void)systemd::remove_fd(systemd::snapshot_name);
+  } else if (auto pushed = srv.push_to_fd_store(); !pushed) {
+    log::warn("the connection was not put in the fd store: {}", pushed.error().message);
+  }
+  (void)systemd::notify("READY=1");  // Type=notify: serving
 
   // Serve until a stop signal, an unmount from outside, or a successor that
   // takes the connection over (the control socket).
@@ -221,12 +279,21 @@ task<int> serve(event_loop& loop, server<Fs>& srv, daemon_guard& guard, int sign
     }
     if (which == 0) {
       signalfd_siginfo info{};
-      if (::read(signals, &info, sizeof info) == sizeof info)
+      if (::read(signals, &info, sizeof info) == sizeof info) {
+        // The service manager stops or restarts the service: the mount lives
+        // on in its fd store, for the next start (or ends with the store).
+        if (info.ssi_signo == SIGTERM && srv.in_fd_store()) {
+          (void)systemd::notify("STOPPING=1");
+          if (auto left = co_await srv.leave_to_fd_store_async(loop); left && *left) co_return 0;
+        }
         log::info("signal {}: unmounting {}", info.ssi_signo, srv.mountpoint());
+      }
     }
     break;
   }
   co_await srv.stop_async(loop);
+  // The mount is gone: the store must not keep its dead connection.
+  if (srv.in_fd_store()) (void)systemd::remove_fd(systemd::device_name);
   co_return 0;
 }
 

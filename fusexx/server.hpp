@@ -40,6 +40,7 @@
 #include "restart/restartable.hpp"
 #include "restart/session_snapshot.hpp"
 #include "restart/snapshot.hpp"
+#include "restart/systemd.hpp"
 #include "session.hpp"
 #include "task.hpp"
 #include "transport/device.hpp"
@@ -329,15 +330,7 @@ class server {
       }
       if (!parked.complete)
         log::info("handover: {} suspended request(s) will be resent to the successor", parked.unfinished.size());
-      // The snapshot: the session as the kernel sees it, then the filesystem.
-      snapshot_writer w;
-      w.str(restart_type());
-      write_session(w, session_.describe(),
-                    {mount_.mountpoint(), mount_.method(), mount_.helper(), mount_.sync_init()});
-      write_entry_layout(w, uring_ ? std::optional(uring_->region().layout()) : std::nullopt);
-      std::string why;
-      auto saved = detail::fenced("save()", [&] { return result<void>(fs_.save(w)); }, result<void>(error(EIO)), &why);
-      auto sealed = saved ? w.seal() : outcome<unique_fd>(fail(EIO, "save() failed: {}", why.empty() ? saved.error().message() : why));
+      auto sealed = write_snapshot();
       if (!sealed) {
         resume();
         refuse(sealed.error().message);
@@ -390,20 +383,23 @@ class server {
 
   // The same from an offer already received (handover::ask): restores its
   // snapshot and serves, acknowledging; or refuses, and the predecessor
-  // resumes.
+  // resumes. An offer from the service manager's fd store (restart/systemd.hpp)
+  // has no predecessor: no socket to answer on, no control socket (the
+  // predecessor's went with it: this server opens its own).
   task<outcome<void>> take_over_async(event_loop& loop, handover::offer offer) {
     static_assert(restartable<Fs>, "fusexx: only a restartable filesystem can take a mount over");
     const int fd = offer.sock.get();
     auto refuse = [fd](const failure& f) {
-      (void)handover::send(fd, {.what = handover::kind::refuse, .text = f.message});
+      if (fd >= 0) (void)handover::send(fd, {.what = handover::kind::refuse, .text = f.message});
       return failed(f);
     };
     std::optional<transport::entry_layout> entries;
     if (auto restored = restore_from(offer.snapshot.get(), entries); !restored) co_return refuse(restored.error());
     if (entries) {
       // Served through rings: continue on the predecessor's entries, mapped
-      // where they are in its memory (transport/entry_region.hpp).
-      if (!offer.entries)
+      // where they are in its memory (transport/entry_region.hpp). Only from
+      // a live predecessor, which hands each entry over (not the fd store).
+      if (!offer.entries || fd < 0)
         co_return refuse(failure{std::error_code(EPROTO, std::system_category()),
                                  "the offer of an io_uring connection came without its entries"});
       auto region = transport::entry_region::map(std::move(offer.entries), *entries);
@@ -417,6 +413,7 @@ class server {
     }
     device_ = std::move(offer.device);
     control_listener_ = std::move(offer.listener);
+    if (!control_listener_) open_control_socket();
     session_.notify().attach(transport::fd_sink(device_.get()));
     // Requests the predecessor read and left unanswered (lock requests still
     // waiting) come again, to this server — while the predecessor still holds
@@ -428,6 +425,10 @@ class server {
     start_control(device_.get());
     if (uring_) uring_->start();
     else start_classic_plane();
+    if (fd < 0) {
+      log::info("took over {} from the service manager's fd store", mountpoint());
+      co_return outcome<void>{};
+    }
     if (!handover::send(fd, {.what = handover::kind::ack}))
       log::warn("the predecessor of {} went away before the handover was acknowledged", mountpoint());
     if (uring_) {
@@ -445,6 +446,62 @@ class server {
     }
     log::info("took over {} from pid {}", mountpoint(), offer.pid);
     co_return outcome<void>{};
+  }
+
+  // ---- the service manager's fd store (restart/systemd.hpp, docs/restart.md) ----
+
+  // Puts the connection in the store of the service manager that runs this
+  // process, so that the mount outlives it: a restart of the service then
+  // continues it (take_over_async with the stored fds). Only a restartable
+  // filesystem on the classic transport, and only when the unit has a store
+  // for both fds ($FDSTORE >= 2); false when it did nothing. The default
+  // FDPOLL stays: /dev/fuse polls POLLERR only once the connection is gone
+  // (fs/fuse/dev.c, fuse_dev_poll), and then the store should drop it.
+  outcome<bool> push_to_fd_store() {
+    if constexpr (!restartable<Fs>) {
+      return false;
+    } else {
+      if (uring_ || !device_ || systemd::fd_store_max() < 2) return false;
+      auto sent = systemd::store_fd(device_.get(), systemd::device_name);
+      if (!sent) return std::unexpected(sent.error());
+      in_fd_store_ = *sent;
+      return *sent;
+    }
+  }
+  // After a start from the store: the connection is in it already (pushing
+  // again would store it twice: the manager tells device fds apart by fd, not
+  // by what they open).
+  void mark_in_fd_store() noexcept { in_fd_store_ = true; }
+  bool in_fd_store() const noexcept { return in_fd_store_; }
+
+  // The end of this process when its connection is in the store (on SIGTERM:
+  // the manager stops or restarts the service): parks, puts the snapshot in
+  // the store beside the connection, and leaves without unmounting. Returns
+  // false when it could not (a handler would not come to an end, save()
+  // failed, or the manager could not be told): this server still serves, and
+  // the caller stops it as usual.
+  task<bool> leave_to_fd_store_async(event_loop& loop) {
+    const auto started = clock::now();
+    park_report parked = co_await loop.blocking([this] { return park(std::chrono::seconds(2)); });
+    if (parked.running > 0) {
+      resume();
+      log::warn("cannot leave {} to the fd store: {} request(s) still being handled", mountpoint(), parked.running);
+      co_return false;
+    }
+    auto sealed = write_snapshot();
+    // An older snapshot must never be restored in place of this one.
+    auto sent = sealed ? systemd::remove_fd(systemd::snapshot_name) : outcome<bool>(false);
+    if (sent && *sent) sent = systemd::store_fd(sealed->get(), systemd::snapshot_name);
+    if (!sealed || !sent || !*sent) {
+      resume();
+      log::warn("cannot leave {} to the fd store: {}", mountpoint(),
+                !sealed ? sealed.error().message : !sent ? sent.error().message : "no service manager");
+      co_return false;
+    }
+    log::info("left {} to the service manager's fd store after {} ms parked", mountpoint(),
+              std::chrono::duration_cast<std::chrono::milliseconds>(clock::now() - started).count());
+    co_await leave_async(loop);
+    co_return true;
   }
 
   // Blocks until the server has ended (unmounted from outside, or stop()).
@@ -534,6 +591,24 @@ class server {
         detail::request_handler(dispatcher_), session_, device_.get(), threads - 1,
         options_.classic.clone_fds ? transport::device_readers::fds::clones : transport::device_readers::fds::session);
     plane_->start();
+  }
+
+  // The snapshot a successor restores (parked: no handler runs): the session
+  // as the kernel sees it, then the filesystem, sealed in a memfd.
+  outcome<unique_fd> write_snapshot() {
+    if constexpr (!restartable<Fs>) {
+      return fail(EOPNOTSUPP, "this filesystem is not restartable");
+    } else {
+      snapshot_writer w;
+      w.str(restart_type());
+      write_session(w, session_.describe(),
+                    {mount_.mountpoint(), mount_.method(), mount_.helper(), mount_.sync_init()});
+      write_entry_layout(w, uring_ ? std::optional(uring_->region().layout()) : std::nullopt);
+      std::string why;
+      auto saved = detail::fenced("save()", [&] { return result<void>(fs_.save(w)); }, result<void>(error(EIO)), &why);
+      if (!saved) return fail(EIO, "save() failed: {}", why.empty() ? saved.error().message() : why);
+      return w.seal();
+    }
   }
 
   // Reads a predecessor's snapshot into this server's session, mount and
@@ -673,6 +748,7 @@ class server {
   std::jthread handover_receiver_;
   std::mutex stop_mutex_;
   bool stopping_ = false;
+  bool in_fd_store_ = false;                       // the connection is in the service manager's fd store
   unsigned stuck_ = 0;
   detail::event ended_;
 };

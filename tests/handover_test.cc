@@ -27,6 +27,7 @@
 #include <fusexx/fusexx.hpp>
 
 #include "examples/memfs_fs.hpp"
+#include "tests/support/busy_application.hpp"
 #include "tests/support/process.hpp"
 
 using namespace fusexx;
@@ -34,95 +35,8 @@ using namespace fusexx::testing;
 
 namespace {
 
-using clock_type = std::chrono::steady_clock;
 constexpr int handovers = 20;
-
-// What the application process and the test share (an anonymous shared
-// mapping made before the fork).
-struct shared_state {
-  std::atomic<int> round{0};                        // set by the test before each handover
-  std::atomic<bool> stop{false};
-  std::atomic<bool> ready{false};                   // files open, locks taken
-  std::atomic<std::uint64_t> ops{0};
-  std::atomic<std::uint64_t> errors{0};
-  std::array<std::atomic<std::int64_t>, handovers + 2> longest_us{};  // the longest operation in each round
-  char first_error[256]{};
-};
-
-std::string pattern(std::size_t n) {
-  std::string s(n, 0);
-  for (std::size_t i = 0; i < n; ++i) s[i] = static_cast<char>('a' + i % 26);
-  return s;
-}
-
-// The application: files and a directory kept open, worked on in a loop
-// until told to stop. Returns its exit status (0 = never saw anything wrong).
-int application(const std::string& mp, shared_state& st) {
-  auto fail = [&](const std::string& what) {
-    if (st.errors.fetch_add(1) == 0)
-      std::snprintf(st.first_error, sizeof st.first_error, "%s: %s", what.c_str(), std::strerror(errno));
-  };
-  const std::string fixed = mp + "/fixed", rw = mp + "/rw", log = mp + "/log", dir = mp + "/d";
-  const int fd_fixed = ::open(fixed.c_str(), O_RDONLY);
-  const int fd_rw = ::open(rw.c_str(), O_RDWR);
-  const int fd_log = ::open(log.c_str(), O_WRONLY | O_APPEND);
-  DIR* d = ::opendir(dir.c_str());
-  if (fd_fixed < 0 || fd_rw < 0 || fd_log < 0 || !d) return 10;
-  // A POSIX lock on rw's first byte and a flock on fixed, held throughout.
-  struct ::flock l {};
-  l.l_type = F_WRLCK;
-  l.l_whence = SEEK_SET;
-  l.l_len = 1;
-  if (::fcntl(fd_rw, F_SETLK, &l) != 0 || ::flock(fd_fixed, LOCK_EX | LOCK_NB) != 0) return 11;
-  st.ready = true;
-  const std::string expected = pattern(8192);
-  off_t log_size = 0;
-  for (std::uint64_t i = 0; !st.stop; ++i) {
-    const auto started = clock_type::now();
-    std::string got(expected.size(), 0);
-    if (::pread(fd_fixed, got.data(), got.size(), 0) != ssize_t(got.size()) || got != expected) fail("read");
-    const std::string stamp = "stamp " + std::to_string(i);
-    std::string back(stamp.size(), 0);
-    if (::pwrite(fd_rw, stamp.data(), stamp.size(), 100) != ssize_t(stamp.size()) ||
-        ::pread(fd_rw, back.data(), back.size(), 100) != ssize_t(back.size()) || back != stamp)
-      fail("write, then read back");
-    const std::string line = std::to_string(i) + "\n";
-    struct stat sb {};
-    if (::write(fd_log, line.data(), line.size()) != ssize_t(line.size()) || ::fstat(fd_log, &sb) != 0 ||
-        sb.st_size != log_size + off_t(line.size()))
-      fail("append");
-    log_size += off_t(line.size());
-    const std::string a = dir + "/new" + std::to_string(i % 7), b = dir + "/renamed" + std::to_string(i % 7);
-    const int fd = ::open(a.c_str(), O_CREAT | O_EXCL | O_WRONLY, 0644);
-    if (fd < 0 || ::write(fd, "x", 1) != 1 || ::close(fd) != 0 || ::rename(a.c_str(), b.c_str()) != 0 ||
-        ::stat(b.c_str(), &sb) != 0 || sb.st_size != 1 || ::unlink(b.c_str()) != 0)
-      fail("create, rename, unlink");
-    ::rewinddir(d);
-    int names = 0;
-    while (::readdir(d) != nullptr) ++names;
-    if (names < 2 + 5) fail("readdir");  // ".", "..", keep0..keep4
-    if (::stat(fixed.c_str(), &sb) != 0 || sb.st_size != off_t(expected.size())) fail("stat");
-    const auto took = std::chrono::duration_cast<std::chrono::microseconds>(clock_type::now() - started).count();
-    auto& longest = st.longest_us[std::min<std::size_t>(st.round.load(), handovers + 1)];
-    std::int64_t seen = longest.load();
-    while (took > seen && !longest.compare_exchange_weak(seen, took)) {
-    }
-    st.ops.fetch_add(1);
-  }
-  // Still held after every handover: a lock anyone else asks for conflicts.
-  ::closedir(d);
-  ::close(fd_log);
-  ::close(fd_rw);
-  ::close(fd_fixed);
-  return 0;
-}
-
-void write_file(const std::string& path, const std::string& data) {
-  const int fd = ::open(path.c_str(), O_CREAT | O_TRUNC | O_WRONLY, 0644);
-  REQUIRE(fd >= 0);
-  REQUIRE(::write(fd, data.data(), data.size()) == ssize_t(data.size()));
-  ::close(fd);
-}
+static_assert(handovers <= max_rounds);
 
 // A memfs process serving `mp` in the foreground.
 child start_memfs(const std::string& bin, const std::string& mp, bool takeover) {
@@ -145,54 +59,30 @@ struct live_mount {
   std::string memfs = example_binary("FUSEXX_MEMFS");
   temp_dir dir;
   std::string mp = dir.path();
-  shared_state* st = nullptr;
   child running;
-  std::optional<forked> app;
+  std::optional<busy_application> app;
+  shared_state* st = nullptr;
 
   live_mount() {
     REQUIRE(!memfs.empty());
-    st = static_cast<shared_state*>(
-        ::mmap(nullptr, sizeof(shared_state), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0));
-    REQUIRE(st != MAP_FAILED);
-    new (st) shared_state();
     running = start_memfs(memfs, mp, false);
     REQUIRE(eventually([&] { return is_fuse_mounted(mp); }));
-    write_file(mp + "/fixed", pattern(8192));
-    write_file(mp + "/rw", std::string(4096, '-'));
-    write_file(mp + "/log", "");
-    REQUIRE(::mkdir((mp + "/d").c_str(), 0755) == 0);
-    for (int i = 0; i < 5; ++i) write_file(mp + "/d/keep" + std::to_string(i), "k");
-    app.emplace(fork_child([this] { return application(mp, *st); }));
-    REQUIRE(eventually([&] { return st->ready.load() || process_ended(app->pid()); }));
-    REQUIRE(st->ready.load());
+    make_application_files(mp);
+    app.emplace(mp);
+    st = &app->state();
   }
   ~live_mount() {
-    if (app && !process_ended(app->pid())) {
-      st->stop = true;
-      (void)app->wait();
-    }
+    app.reset();
     if (running.pid > 0 && !process_ended(running.pid)) {
       ::kill(running.pid, SIGTERM);
       (void)wait_exit(running.pid);
     }
     if (running.stdout_fd >= 0) ::close(running.stdout_fd);
     if (is_fuse_mounted(mp)) (void)::umount2(mp.c_str(), MNT_DETACH);
-    ::munmap(st, sizeof(shared_state));
   }
 
-  // The application got on with its work: `n` more rounds.
-  bool progresses(std::uint64_t n = 3) {
-    const auto before = st->ops.load();
-    return eventually([&] { return st->ops.load() > before + n || process_ended(app->pid()); }) &&
-           !process_ended(app->pid());
-  }
-  void check_application_unharmed() {
-    REQUIRE(progresses());
-    st->stop = true;
-    CHECK(app->wait() == 0);
-    app.reset();
-    CHECK_MESSAGE(st->errors.load() == 0, st->first_error);
-  }
+  bool progresses(std::uint64_t n = 3) { return app->progresses(n); }
+  void check_application_unharmed() { app->check_unharmed(); }
 };
 
 // A copy of a sealed snapshot memfd, changed by `edit`, as a new memfd.
@@ -259,23 +149,7 @@ TEST_CASE("20 handovers in a row: the application sees no error, keeps its files
     pause_ms.push_back(double(st->longest_us[round].load()) / 1000.0);
   }
   // The locks the application took before the first handover are still its.
-  {
-    const int fd = ::open((mp + "/rw").c_str(), O_RDWR);
-    REQUIRE(fd >= 0);
-    struct ::flock l {};
-    l.l_type = F_WRLCK;
-    l.l_whence = SEEK_SET;
-    l.l_len = 1;
-    REQUIRE(::fcntl(fd, F_GETLK, &l) == 0);
-    CHECK(l.l_type == F_WRLCK);
-    CHECK(l.l_pid == m.app->pid());
-    const int fd2 = ::open((mp + "/fixed").c_str(), O_RDONLY);
-    REQUIRE(fd2 >= 0);
-    CHECK(::flock(fd2, LOCK_EX | LOCK_NB) == -1);
-    CHECK(errno == EWOULDBLOCK);
-    ::close(fd2);
-    ::close(fd);
-  }
+  check_locks_held(mp, m.app->pid());
 
   // The last successor is this test process itself, so the books can be
   // looked at: memfs's own lookup counts against the session's.

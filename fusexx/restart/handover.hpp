@@ -128,8 +128,10 @@ inline outcome<offer> ask(const std::string& mountpoint, std::string_view type,
                             .text = std::string(type), .connection = *connection}))
       return fail(EIO, "the server of {} went away", mountpoint);
     auto answer = receive(sock->get(), std::chrono::steady_clock::now() + limit);
-    if (!answer)
-      return fail(answer.error().value(), "the server of {} did not hand over: {}", mountpoint, answer.error().message());
+    if (!answer) {  // a process of another fusexx version may hold the name: try the next one
+      last = fail(answer.error().value(), "the server of {} did not hand over: {}", mountpoint, answer.error().message());
+      continue;
+    }
     if (answer->what == kind::refuse && answer->text.starts_with(not_this_connection)) {
       last = fail(ESRCH, "the server at @{} no longer serves {}", name, mountpoint);
       continue;

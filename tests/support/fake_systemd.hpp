@@ -1,0 +1,347 @@
+#pragma once
+// A test double of the service manager's side of one service with a file
+// descriptor store: it plays what systemd does, as systemd's source does it
+// (github.com/systemd/systemd):
+//  - src/core/manager.c @ 1b09f548c7f303b486b5b1321c06336bff72ada4,
+//    manager_dispatch_notify_fd: one AF_UNIX SOCK_DGRAM socket with
+//    SO_PASSCRED; a message without SCM_CREDENTIALS, of NOTIFY_BUFFER_MAX
+//    (4096) bytes or more, or with a NUL before its last byte is ignored, and
+//    the fds beside an ignored message are closed.
+//  - src/core/service.c @ 8017ed7e0e0ffaafcf9856f963928ca2a21340b6:
+//    service_notify_message_authorized (NotifyAccess=main, the default once
+//    FileDescriptorStoreMax= > 0: only the main process is heard);
+//    service_notify_message: tags split at '\n' and '\r'; FDSTOREREMOVE=1
+//    with a valid FDNAME= closes every fd of that name (else ignored);
+//    FDSTORE=1 stores the fds under FDNAME= (an invalid or missing name
+//    becomes "stored"), polled unless FDPOLL=0; fds sent without FDSTORE=1 are
+//    closed. service_add_fd_store: beyond FileDescriptorStoreMax= an fd is
+//    closed (EXFULL); an fd the store already has (same_fd) is not stored
+//    twice — device fds never count as the same; new entries go first
+//    (LIST_PREPEND). on_fd_store_io: the store's epoll asks for no events
+//    (0), so only EPOLLHUP/EPOLLERR wake it, and the fd is dropped.
+//    service_spawn: NOTIFY_SOCKET and FDSTORE=<max> in the environment; the
+//    stored fds go to the new process as socket-activation fds (from fd 3,
+//    LISTEN_FDS, ':'-separated LISTEN_FDNAMES, and LISTEN_PID set in the child
+//    after fork, before exec). service_release_resources: once the service
+//    is dead with no job left (a stop, not a restart) the store is closed,
+//    unless FileDescriptorStorePreserve=yes.
+//  - A stop or restart sends SIGTERM (KillSignal=) to the main process and
+//    waits for it to exit; notifications it sent before exiting are still
+//    read (the manager dispatches the notify socket before SIGCHLD).
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include <fusexx/fd.hpp>
+#include <fusexx/restart/systemd.hpp>
+
+#include "tests/support/process.hpp"
+
+namespace fusexx::testing {
+
+// What the unit says about its store.
+struct service_options {
+  unsigned fd_store_max = 4;       // FileDescriptorStoreMax=
+  bool fd_store_preserve = false;  // FileDescriptorStorePreserve=yes
+};
+
+class fake_systemd {
+ public:
+  struct stored {
+    unique_fd fd;
+    std::string name;
+    bool poll = true;
+  };
+  using options = service_options;
+
+  explicit fake_systemd(std::vector<std::string> argv, options o = {}) : argv_(std::move(argv)), options_(o) {
+    static std::atomic<int> counter{0};
+    address_ = "@fusexx-test-notify/" + std::to_string(::getpid()) + "/" + std::to_string(counter++);
+    sock_ = unique_fd(::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+    const int on = 1;
+    ::setsockopt(sock_.get(), SOL_SOCKET, SO_PASSCRED, &on, sizeof on);
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    std::memcpy(a.sun_path + 1, address_.data() + 1, address_.size() - 1);
+    const auto len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + address_.size());
+    if (::bind(sock_.get(), reinterpret_cast<sockaddr*>(&a), len) != 0) sock_.reset();
+    output_ = out_dir_.path() + "/output";
+  }
+  // Kills the service's process, then closes the store: a connection only
+  // the store held is aborted (so nothing waits on it for ever).
+  ~fake_systemd() {
+    if (main_pid_ > 0) {
+      ::kill(main_pid_, SIGKILL);
+      ::waitpid(main_pid_, nullptr, 0);
+    }
+  }
+  fake_systemd(const fake_systemd&) = delete;
+  fake_systemd& operator=(const fake_systemd&) = delete;
+
+  bool ok() const { return static_cast<bool>(sock_); }
+  pid_t main_pid() const { return main_pid_; }
+  const std::string& notify_socket() const { return address_; }
+
+  // `systemctl start`: the service's process, with the store passed in.
+  bool start() {
+    if (main_pid_ > 0) return false;
+    sweep();
+    // Everything the child needs is built here: after fork() it only calls
+    // async-signal-safe functions (the test process has threads).
+    std::vector<std::string> env_strings;
+    for (char** e = environ; *e; ++e) {
+      std::string_view v = *e;
+      if (!v.starts_with("LISTEN_") && !v.starts_with("NOTIFY_SOCKET=") && !v.starts_with("FDSTORE="))
+        env_strings.emplace_back(v);
+    }
+    env_strings.push_back("NOTIFY_SOCKET=" + address_);
+    if (options_.fd_store_max > 0) env_strings.push_back("FDSTORE=" + std::to_string(options_.fd_store_max));
+    std::vector<int> fds;
+    std::string names;
+    for (auto& s : store_) {
+      fds.push_back(s.fd.get());
+      names += (fds.size() == 1 ? "" : ":") + s.name;
+    }
+    std::size_t pid_slot = 0;
+    if (!fds.empty()) {
+      env_strings.push_back("LISTEN_FDS=" + std::to_string(fds.size()));
+      env_strings.push_back("LISTEN_FDNAMES=" + names);
+      env_strings.push_back("LISTEN_PID=" + std::string(20, '\0'));
+      pid_slot = env_strings.size();  // 1 + its index
+    }
+    std::vector<char*> envp, argv;
+    for (auto& s : env_strings) envp.push_back(s.data());
+    envp.push_back(nullptr);
+    for (auto& s : argv_) argv.push_back(s.data());
+    argv.push_back(nullptr);
+    const int out = ::open(output_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    const pid_t pid = ::fork();
+    if (pid < 0) return false;
+    if (pid == 0) {
+      ::dup2(out, STDOUT_FILENO);
+      ::dup2(out, STDERR_FILENO);
+      // The stored fds to 3, 4, ...: first above every target, so that
+      // none is overwritten before it is moved.
+      const int n = static_cast<int>(fds.size());
+      std::vector<int>& moved = fds;  // reused in place: no allocation after fork
+      for (int i = 0; i < n; ++i) moved[i] = ::fcntl(moved[i], F_DUPFD, 3 + n);
+      for (int i = 0; i < n; ++i) {
+        ::dup2(moved[i], 3 + i);  // dup2's copy is not CLOEXEC
+        ::close(moved[i]);
+      }
+      // Nothing else of the test's: as the manager (close_all_fds), so that
+      // the service holds no file of its own mount (closing one at exit
+      // would wait on a FLUSH nobody answers).
+      ::syscall(SYS_close_range, 3 + n, ~0u, 0);
+      if (pid_slot) {  // LISTEN_PID: this process, known only now
+        char* p = envp[pid_slot - 1] + std::strlen("LISTEN_PID=");
+        char digits[20];
+        int k = 0;
+        for (pid_t v = ::getpid(); v > 0; v /= 10) digits[k++] = static_cast<char>('0' + v % 10);
+        while (k > 0) *p++ = digits[--k];
+        *p = 0;
+      }
+      ::execve(argv[0], argv.data(), envp.data());
+      ::_exit(127);
+    }
+    ::close(out);
+    main_pid_ = pid;
+    ready_ = stopping_ = false;
+    return true;
+  }
+
+  // SIGTERM to the main process, waiting until it exited; its exit status.
+  int terminate() {
+    if (main_pid_ <= 0) return -1;
+    ::kill(main_pid_, SIGTERM);
+    const int status = wait_exit(main_pid_, std::chrono::seconds(30));
+    receive();  // what it sent before exiting (still from the main pid)
+    main_pid_ = -1;
+    return status;
+  }
+  // `systemctl restart`: the store is kept across.
+  int restart() {
+    const int status = terminate();
+    start();
+    return status;
+  }
+  // `systemctl stop`: the store is closed afterwards unless preserved.
+  int stop() {
+    const int status = terminate();
+    if (!options_.fd_store_preserve) store_.clear();
+    return status;
+  }
+  // The main process ended by itself (or was killed): its exit status.
+  int wait_main(std::chrono::milliseconds limit = std::chrono::seconds(30)) {
+    const int status = wait_exit(main_pid_, limit);
+    receive();
+    main_pid_ = -1;
+    return status;
+  }
+
+  // Reads every notification waiting, as the manager does.
+  void receive() {
+    for (;;) {
+      char buf[systemd::notify_buffer_max + 1];
+      alignas(cmsghdr) char control[CMSG_SPACE(sizeof(ucred)) + CMSG_SPACE(sizeof(int) * 768)];
+      iovec iov{buf, sizeof buf};
+      msghdr msg{};
+      msg.msg_iov = &iov;
+      msg.msg_iovlen = 1;
+      msg.msg_control = control;
+      msg.msg_controllen = sizeof control;
+      const ssize_t n = ::recvmsg(sock_.get(), &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC | MSG_TRUNC);
+      if (n < 0) return;
+      std::vector<unique_fd> fds;
+      const ucred* cred = nullptr;
+      for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+          const std::size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+          for (std::size_t i = 0; i < count; ++i) {
+            int fd;
+            std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
+            fds.emplace_back(fd);
+          }
+        } else if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_CREDENTIALS &&
+                   c->cmsg_len == CMSG_LEN(sizeof(ucred))) {
+          cred = reinterpret_cast<const ucred*>(CMSG_DATA(c));
+        }
+      }
+      if (!cred || cred->pid <= 0) {
+        ignored_.push_back("without credentials");
+        continue;
+      }
+      if (static_cast<std::size_t>(n) >= systemd::notify_buffer_max || (msg.msg_flags & MSG_TRUNC)) {
+        ignored_.push_back("too long");
+        continue;
+      }
+      if (n > 1 && std::memchr(buf, 0, static_cast<std::size_t>(n) - 1)) {
+        ignored_.push_back("embedded NUL");
+        continue;
+      }
+      if (cred->pid != main_pid_) {  // NotifyAccess=main
+        ignored_.push_back("from pid " + std::to_string(cred->pid) + ", not the main pid");
+        continue;
+      }
+      const std::string text(buf, static_cast<std::size_t>(n));
+      messages_.push_back(text);
+      handle(split(text), std::move(fds));
+    }
+  }
+
+  // Drops stored fds that poll POLLHUP or POLLERR (on_fd_store_io).
+  void sweep() {
+    std::erase_if(store_, [](const stored& s) {
+      if (!s.poll) return false;
+      pollfd p{s.fd.get(), 0, 0};
+      return ::poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLERR));
+    });
+  }
+
+  std::vector<std::string> names() const {
+    std::vector<std::string> out;
+    for (auto& s : store_) out.push_back(s.name);
+    return out;
+  }
+  std::size_t count(std::string_view name) const {
+    return static_cast<std::size_t>(std::ranges::count_if(store_, [&](const stored& s) { return s.name == name; }));
+  }
+  const stored* find(std::string_view name) const {
+    for (auto& s : store_)
+      if (s.name == name) return &s;
+    return nullptr;
+  }
+  // Replaces the stored fd named `name` (a test corrupting the store).
+  void replace(std::string_view name, unique_fd fd) {
+    for (auto& s : store_)
+      if (s.name == name) s.fd = std::move(fd);
+  }
+  void forget(std::string_view name) {
+    std::erase_if(store_, [&](const stored& s) { return s.name == name; });
+  }
+  void clear_store() { store_.clear(); }  // systemctl clean --what=fdstore
+
+  bool ready() const { return ready_; }
+  bool stopping() const { return stopping_; }
+  const std::vector<std::string>& messages() const { return messages_; }
+  const std::vector<std::string>& ignored() const { return ignored_; }
+  std::string output() const { return slurp(output_); }
+
+ private:
+  static std::vector<std::string> split(const std::string& text) {  // strv_split(buf, "\n\r")
+    std::vector<std::string> tags;
+    std::size_t at = 0;
+    while (at <= text.size()) {
+      const std::size_t end = text.find_first_of("\n\r", at);
+      std::string tag = text.substr(at, end == std::string::npos ? std::string::npos : end - at);
+      if (!tag.empty() && tag.back() == '\0') tag.pop_back();
+      if (!tag.empty()) tags.push_back(std::move(tag));
+      if (end == std::string::npos) break;
+      at = end + 1;
+    }
+    return tags;
+  }
+  static const std::string* find_prefix(const std::vector<std::string>& tags, std::string_view key) {
+    for (auto& t : tags)
+      if (t.starts_with(key)) return &t;
+    return nullptr;
+  }
+  static bool contains(const std::vector<std::string>& tags, std::string_view tag) {
+    return std::ranges::find(tags, tag) != tags.end();
+  }
+  // same_fd(): device fds are never the same; else the same inode and flags.
+  static bool same_fd(int a, int b) {
+    struct stat sa {}, sb {};
+    if (::fstat(a, &sa) != 0 || ::fstat(b, &sb) != 0) return false;
+    if (sa.st_dev != sb.st_dev || sa.st_ino != sb.st_ino) return false;
+    if (S_ISCHR(sa.st_mode) || S_ISBLK(sa.st_mode)) return false;
+    return ::fcntl(a, F_GETFL) == ::fcntl(b, F_GETFL);
+  }
+
+  void handle(const std::vector<std::string>& tags, std::vector<unique_fd> fds) {
+    if (contains(tags, "STOPPING=1")) stopping_ = true;
+    else if (contains(tags, "READY=1")) ready_ = true;
+    const std::string* name = find_prefix(tags, "FDNAME=");
+    const std::string value = name ? name->substr(7) : std::string();
+    if (contains(tags, "FDSTOREREMOVE=1")) {
+      if (!name || !systemd::valid_fd_name(value)) ignored_.push_back("FDSTOREREMOVE=1 without a valid name");
+      else forget(value);
+    } else if (contains(tags, "FDSTORE=1")) {
+      const std::string stored_name = (name && systemd::valid_fd_name(value)) ? value : "stored";
+      const bool poll = !contains(tags, "FDPOLL=0");
+      for (auto& fd : fds) {
+        if (store_.size() >= options_.fd_store_max) {
+          ignored_.push_back("store full (FileDescriptorStoreMax=" + std::to_string(options_.fd_store_max) + ")");
+          break;  // the rest are closed
+        }
+        if (std::ranges::any_of(store_, [&](const stored& s) { return same_fd(s.fd.get(), fd.get()); })) continue;
+        store_.insert(store_.begin(), stored{std::move(fd), stored_name, poll});
+      }
+    }
+    // fds not stored close here, as the manager's fdset does.
+  }
+
+  std::vector<std::string> argv_;
+  options options_;
+  temp_dir out_dir_;
+  std::string output_;
+  std::string address_;
+  unique_fd sock_;
+  pid_t main_pid_ = -1;
+  std::vector<stored> store_;
+  std::vector<std::string> messages_, ignored_;
+  bool ready_ = false, stopping_ = false;
+};
+
+}  // namespace fusexx::testing
