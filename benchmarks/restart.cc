@@ -37,6 +37,8 @@
 
 #include <fusexx/mount/mountinfo.hpp>
 
+#include "benchmarks/runfiles.hpp"
+
 extern char** environ;
 
 namespace {
@@ -45,14 +47,7 @@ using clock_type = std::chrono::steady_clock;
 constexpr std::size_t files_per_dir = 1000;
 constexpr off_t data_size = 16 << 20;  // the 4 KiB read workload's file (memfs hands its contents over too)
 
-std::string runfile(const char* argv0, const std::string& path) {
-  for (const std::string& base : {std::string(argv0) + ".runfiles/fusexx", std::string(".")}) {
-    const std::string p = base + "/" + path;
-    if (std::filesystem::is_regular_file(p) && ::access(p.c_str(), X_OK) == 0)
-      return std::filesystem::absolute(p).lexically_normal().string();
-  }
-  return "";
-}
+using bench::runfile;
 
 // Runs a command to its end; its exit status (or 128 + signal).
 int run(const std::vector<std::string>& words) {

@@ -33,6 +33,7 @@
 
 #include "benchmarks/load.hpp"
 #include "benchmarks/report.hpp"
+#include "benchmarks/runfiles.hpp"
 #include "benchmarks/subjects.hpp"
 #include "benchmarks/workloads.hpp"
 
@@ -62,16 +63,7 @@ const char* usage =
     "  --out DIR          where results.json, results.txt and chart.png go\n"
     "  --only LIST        native, libfuse, classic, io_uring, passthrough, memfs\n";
 
-// A program next to this one in the runfiles tree (bazel run and bazel test
-// both start in the workspace's runfiles directory).
-std::string runfile(const char* argv0, const std::string& path) {
-  for (const std::string& base : {std::string(argv0) + ".runfiles/fusexx", std::string(".")}) {
-    const std::string p = base + "/" + path;
-    if (std::filesystem::is_regular_file(p) && ::access(p.c_str(), X_OK) == 0)
-      return std::filesystem::absolute(p).lexically_normal().string();
-  }
-  return "";
-}
+using bench::runfile;
 
 std::vector<subject> subjects(const char* argv0) {
   const std::string pt = runfile(argv0, "examples/passthrough");
