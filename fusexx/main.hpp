@@ -320,6 +320,11 @@ int run(Fs& fs, const command_line& cl) {
   // A handler that never returned (a hung init()) cannot be joined; nothing
   // is mounted any more, so leave without waiting for it.
   if (srv.has_stuck_workers()) std::_Exit(code);
+  // Handed over (to a successor, or to the fd store): handlers that were
+  // suspended (a lock request waiting) were left behind on purpose — their
+  // requests went to the successor — and must not run now, not even their
+  // destructors. Leave at once.
+  if (srv.handed_over()) std::_Exit(code);
   return code;
 }
 

@@ -517,6 +517,9 @@ class server {
   // True when a thread is still inside a handler that did not return when
   // asked to stop (typically a hung init()); its process should exit.
   bool has_stuck_workers() const noexcept { return stuck_ > 0; }
+  // True once this server has left its connection to a successor (or to a
+  // service manager's fd store) instead of ending it.
+  bool handed_over() const noexcept { return handed_over_; }
 
   // The connection this server serves (fusexx/session.hpp).
   fusexx::session& session() noexcept { return session_; }
@@ -645,6 +648,7 @@ class server {
       stopping_ = true;
     }
     mount_.release();
+    handed_over_ = true;
     const auto soon = clock::now() + std::chrono::seconds(2);
     co_await loop.blocking([&] {
       if (control_) control_->stop(soon);
@@ -748,7 +752,8 @@ class server {
   std::jthread handover_receiver_;
   std::mutex stop_mutex_;
   bool stopping_ = false;
-  bool in_fd_store_ = false;                       // the connection is in the service manager's fd store
+  bool in_fd_store_ = false;
+  bool handed_over_ = false;                       // the connection is in the service manager's fd store
   unsigned stuck_ = 0;
   detail::event ended_;
 };
