@@ -73,8 +73,8 @@
 
 #include "examples/passthrough/aligned_io.hpp"
 #include "examples/passthrough/credentials.hpp"
-#include "examples/passthrough/handles.hpp"
 #include "examples/passthrough/inode_table.hpp"
+#include "examples/passthrough/slot_table.hpp"
 
 namespace passthrough {
 
@@ -245,6 +245,119 @@ struct passthrough_fs : fusexx::filesystem_base<passthrough_fs> {
 
   void forget(ino id, std::uint64_t n) {
     if (!table_->forget(id, n)) ++forget_errors_;
+  }
+
+  // ---- restart: a new passthrough process takes the mount over (docs/restart.md) ----
+  static constexpr bool restartable = true;
+  static constexpr std::uint32_t snapshot_version = 1;  // of what save() writes
+
+  // What INIT settled (it does not come again), every inode the kernel
+  // holds, and the open files and directories. Their fds go beside the
+  // snapshot, so the successor holds the very same open files: offsets,
+  // flock and OFD (POSIX) locks, directory stream positions and kernel
+  // passthrough's backing files stay as they are.
+  fusexx::result<void> save(fusexx::snapshot_writer& w) {
+    if (!table_) return fusexx::error(EINVAL);
+    w.u32(snapshot_version);
+    w.boolean(writeback);
+    w.boolean(killing_suidgid_);
+    w.boolean(passthrough_on_.load());
+    table_->save(w);
+    w.u64(files_.size());
+    files_.for_each([&](std::uint64_t fh, const open_file& f) {
+      w.u64(fh);
+      w.u64(f.node->id);
+      w.fd(f.fd);
+      w.boolean(f.direct);
+      w.u32(static_cast<std::uint32_t>(f.backing));
+      w.boolean(f.posix_locked.load());
+    });
+    w.u64(dirs_.size());
+    dirs_.for_each([&](std::uint64_t fh, const open_dir& d) {
+      w.u64(fh);
+      w.fd(::dirfd(d.dir));
+      w.i64(d.offset);
+      w.boolean(d.held.has_value());
+      if (!d.held) return;
+      w.str(d.held->name);
+      w.u64(d.held->ino);
+      w.u8(d.held->type);
+      w.i64(d.held->next);
+    });
+    return {};
+  }
+
+  // Reads what save() wrote, into a passthrough that has opened its source
+  // and not served yet. EXDEV when the predecessor mirrored another
+  // directory; EBADMSG when the snapshot does not hold together.
+  fusexx::result<void> restore(fusexx::snapshot_reader& r) {
+    if (!table_) return fusexx::error(EINVAL);  // open_source() was not called
+    std::uint32_t version = 0;
+    bool was_writeback = false, was_killing = false, was_passthrough = false;
+    if (!r.u32(version)) return fusexx::error(EBADMSG);
+    if (version != snapshot_version) return fusexx::error(EPROTO);
+    if (!r.boolean(was_writeback) || !r.boolean(was_killing) || !r.boolean(was_passthrough))
+      return fusexx::error(EBADMSG);
+    // The kernel goes on as INIT settled: a successor started with other
+    // options serves as negotiated, and says so.
+    if (was_writeback != writeback || was_passthrough != kernel_passthrough || was_killing != killpriv_v2)
+      fusexx::log::warn("passthrough: the connection was negotiated with writeback {}, passthrough {}, killpriv_v2 {}; "
+                        "kept so (the options given here apply to the next mount)",
+                        was_writeback ? "on" : "off", was_passthrough ? "on" : "off", was_killing ? "on" : "off");
+    writeback = was_writeback;
+    killing_suidgid_ = was_killing;
+    passthrough_on_ = was_passthrough;
+    if (auto t = table_->restore(r); !t) {
+      if (t.error().value() == EXDEV)
+        fusexx::log::error("passthrough: the running server mirrors another directory than source={}", source);
+      return t;
+    }
+    std::uint64_t count = 0;
+    if (!r.count(count, 26)) return fusexx::error(EBADMSG);
+    for (std::uint64_t k = 0; k < count; ++k) {
+      std::uint64_t fh = 0, node = 0;
+      std::uint32_t backing = 0;
+      bool direct = false, locked = false;
+      fusexx::unique_fd fd;
+      if (!r.u64(fh) || !r.u64(node) || !r.fd(fd) || !r.boolean(direct) || !r.u32(backing) || !r.boolean(locked))
+        return fusexx::error(EBADMSG);
+      inode* i = table_->find(node);
+      if (!i) return fusexx::error(EBADMSG);
+      auto f = std::make_unique<open_file>();
+      f->fd = fd.release();
+      f->node = i;
+      f->direct = direct;
+      f->backing = static_cast<fusexx::backing_id>(backing);
+      f->posix_locked = locked;
+      if (!files_.place(fh, std::move(f))) return fusexx::error(EBADMSG);
+    }
+    if (!r.count(count, 21)) return fusexx::error(EBADMSG);
+    for (std::uint64_t k = 0; k < count; ++k) {
+      std::uint64_t fh = 0;
+      std::int64_t offset = 0;
+      bool held = false;
+      fusexx::unique_fd fd;
+      if (!r.u64(fh) || !r.fd(fd) || !r.i64(offset) || !r.boolean(held)) return fusexx::error(EBADMSG);
+      auto d = std::make_unique<open_dir>();
+      d->offset = offset;
+      if (held) {
+        open_dir::held_entry e;
+        std::uint64_t ino = 0;
+        std::int64_t next = 0;
+        if (!r.str(e.name) || !r.u64(ino) || !r.u8(e.type) || !r.i64(next)) return fusexx::error(EBADMSG);
+        e.ino = static_cast<ino_t>(ino);
+        e.next = next;
+        d->held = std::move(e);
+      }
+      d->dir = ::fdopendir(fd.get());
+      if (!d->dir) return fusexx::last_error();
+      (void)fd.release();
+      // The open file is the predecessor's, positioned past what its stream
+      // had buffered: this stream goes on from where the kernel will ask.
+      ::seekdir(d->dir, d->held ? d->held->next : d->offset);
+      if (!dirs_.place(fh, std::move(d))) return fusexx::error(EBADMSG);
+    }
+    return {};
   }
 
   // ---- names ----
@@ -596,8 +709,8 @@ struct passthrough_fs : fusexx::filesystem_base<passthrough_fs> {
 
  private:
   inode& at(ino id) { return table_->at(id); }
-  static open_file& file(fhandle fh) { return passthrough::handles<open_file>::at(fh); }
-  static open_dir& dir(fhandle fh) { return passthrough::handles<open_dir>::at(fh); }
+  open_file& file(fhandle fh) const { return files_.at(fh); }
+  open_dir& dir(fhandle fh) const { return dirs_.at(fh); }
 
   static fusexx::result<std::size_t> transferred(ssize_t n) {
     if (n < 0) return fusexx::last_error();
@@ -833,8 +946,11 @@ struct passthrough_fs : fusexx::filesystem_base<passthrough_fs> {
   }
 
   std::unique_ptr<passthrough::inode_table> table_;  // declared first: open files point into it
-  passthrough::handles<open_file> files_;
-  passthrough::handles<open_dir> dirs_;
+  // Open files and directories by file handle. The table owns them, so those
+  // the kernel never released (the server stopped while files were open: no
+  // RELEASE comes after an abort) are freed with the filesystem.
+  passthrough::slot_table<open_file> files_;
+  passthrough::slot_table<open_dir> dirs_;
   std::atomic<bool> passthrough_on_{false};
   std::atomic<std::uint64_t> reads_{0}, writes_{0}, getxattrs_{0}, passthrough_opens_{0}, forget_errors_{0};
   bool killing_suidgid_ = false;  // handle_killpriv_v2 was granted: clearing set-id bits is ours

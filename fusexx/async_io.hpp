@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <coroutine>
@@ -19,6 +20,8 @@
 #include <thread>
 #include <utility>
 
+#include "detail/handler_scope.hpp"
+#include "detail/timer_thread.hpp"
 #include "result.hpp"
 #include "transport/ring.hpp"
 
@@ -113,33 +116,39 @@ inline auto statx(int dir, const char* path, int flags, unsigned mask, struct st
                             [](long) { return result<void>{}; });
 }
 
-// Suspends for `d` without blocking the queue thread.
+// Suspends for `d` without blocking a serving thread: on an io_uring queue
+// thread the ring times it; anywhere else the process's timer thread
+// resumes the handler (detail/timer_thread.hpp), so a classic transport
+// thread serves other requests meanwhile.
 class sleep_for : private transport::completion {
  public:
-  explicit sleep_for(std::chrono::nanoseconds d) {
-    auto s = std::chrono::duration_cast<std::chrono::seconds>(d);
+  explicit sleep_for(std::chrono::nanoseconds d) : d_(std::max(d, std::chrono::nanoseconds(0))) {
+    auto s = std::chrono::duration_cast<std::chrono::seconds>(d_);
     ts_.tv_sec = s.count();
-    ts_.tv_nsec = (d - s).count();
+    ts_.tv_nsec = (d_ - s).count();
   }
-  bool await_ready() {
-    if (transport::current_ring() != nullptr) return false;
-    std::this_thread::sleep_for(std::chrono::seconds(ts_.tv_sec) + std::chrono::nanoseconds(ts_.tv_nsec));
-    return true;
-  }
+  bool await_ready() const noexcept { return d_.count() == 0; }
   void await_suspend(std::coroutine_handle<> h) {
+    io_uring* ring = transport::current_ring();
+    if (ring == nullptr) {
+      fusexx::detail::timer_thread::instance().resume_at(std::chrono::steady_clock::now() + d_, h,
+                                                         fusexx::detail::current_scope());
+      return;
+    }
     waiting_ = h;
     on_complete = [](transport::completion* self, int) {
       --transport::awaited_operations();
       static_cast<sleep_for*>(self)->waiting_.resume();
     };
     ++transport::awaited_operations();
-    io_uring_sqe* sqe = transport::next_sqe(transport::current_ring());
+    io_uring_sqe* sqe = transport::next_sqe(ring);
     io_uring_prep_timeout(sqe, &ts_, 0, 0);
     io_uring_sqe_set_data(sqe, static_cast<transport::completion*>(this));
   }
   void await_resume() const noexcept {}
 
  private:
+  std::chrono::nanoseconds d_;
   __kernel_timespec ts_{};
   std::coroutine_handle<> waiting_;
 };

@@ -196,27 +196,33 @@ inline outcome<std::optional<handover::offer>> offer_from_fd_store() {
   if (!fds) return std::unexpected(fds.error());
   unique_fd device = systemd::take(*fds, systemd::device_name);
   unique_fd snapshot = systemd::take(*fds, systemd::snapshot_name);
+  std::vector<unique_fd> beside = systemd::take_snapshot_fds(*fds);
   for (auto& f : *fds)
     if (f.fd) {
       log::warn("the fd store holds '{}', which fusexx does not know: removed", f.name);
       if (systemd::valid_fd_name(f.name)) (void)systemd::remove_fd(f.name);
     }
-  if (!device && !snapshot) return std::nullopt;
+  if (!device && !snapshot) {
+    systemd::remove_snapshot_fds(beside.size());  // left from a leave that did not finish
+    return std::nullopt;
+  }
   if (!device) return fail(EBADMSG, "the fd store holds a snapshot but no connection ('{}')", systemd::device_name);
   if (!snapshot)
     return fail(EBADMSG, "the fd store holds the connection but no snapshot ('{}'): the previous process did not "
                 "end through SIGTERM (it crashed or was killed), or FileDescriptorStoreMax= is below 2",
                 systemd::snapshot_name);
-  return handover::offer{.sock = {}, .pid = 0, .device = std::move(device), .snapshot = std::move(snapshot), .listener = {}};
+  return handover::offer{.sock = {}, .pid = 0, .device = std::move(device), .snapshot = std::move(snapshot),
+                         .listener = {}, .entries = {}, .snapshot_fds = std::move(beside)};
 }
 
 // After the stored connection could not be continued: the store must not
 // keep a connection nobody serves (applications would wait on it for ever),
 // nor a snapshot that would be tried again. Once this process exits the
 // connection is aborted: its mount is left dead (ENOTCONN) until unmounted.
-inline void forget_fd_store(const std::string& mountpoint) {
+inline void forget_fd_store(const std::string& mountpoint, std::size_t snapshot_fds) {
   (void)systemd::remove_fd(systemd::device_name);
   (void)systemd::remove_fd(systemd::snapshot_name);
+  systemd::remove_snapshot_fds(snapshot_fds);
   log::error("the mount at {} is left without a server: applications get ENOTCONN; unmount it (umount {}) and "
              "start the service again", mountpoint, mountpoint);
 }
@@ -231,15 +237,17 @@ task<int> serve(event_loop& loop, server<Fs>& srv, daemon_guard& guard, int sign
   const std::stop_token parent_gone = guard.stopped();
   result<outcome<void>> started = outcome<void>{};
   bool from_store = false;
+  std::size_t stored_fds = 0;  // beside the stored snapshot
   if constexpr (restartable<Fs>) {
     auto stored = offer_from_fd_store();
     if (!stored) {
       started = outcome<void>(std::unexpected(stored.error()));
-      if (stored.error().code.value() == EBADMSG) forget_fd_store(srv.mountpoint());
+      if (stored.error().code.value() == EBADMSG) forget_fd_store(srv.mountpoint(), 0);
     } else if (*stored) {
       from_store = true;
+      stored_fds = (*stored)->snapshot_fds.size();
       started = co_await srv.take_over_async(loop, std::move(**stored));
-      if (!started || !*started) forget_fd_store(srv.mountpoint());
+      if (!started || !*started) forget_fd_store(srv.mountpoint(), stored_fds);
     } else if (takeover) {
       started = co_await srv.take_over_async(loop);
     } else {
@@ -261,6 +269,7 @@ task<int> serve(event_loop& loop, server<Fs>& srv, daemon_guard& guard, int sign
     // must never be restored again (after a crash, say).
     srv.mark_in_fd_store();
     (void)systemd::remove_fd(systemd::snapshot_name);
+    systemd::remove_snapshot_fds(stored_fds);
   } else if (auto pushed = srv.push_to_fd_store(); !pushed) {
     log::warn("the connection was not put in the fd store: {}", pushed.error().message);
   }

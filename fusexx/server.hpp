@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "detail/event.hpp"
+#include "detail/timer_thread.hpp"
 #include "dispatch.hpp"
 #include "event_loop.hpp"
 #include "failure.hpp"
@@ -248,6 +249,9 @@ class server {
     const auto deadline = clock::now() + limit;
     park_report report;
     report.complete = true;
+    // A handler sleeping on the timer thread (a lock request retrying) is
+    // not woken while parked: it stays suspended, as a blocked lock waiter.
+    session_.scope().hold();
     if (control_) report.complete &= control_->park(deadline);
     if (plane_) report.complete &= plane_->park(deadline);
     report.complete &= session_.scope().join(suspended_limit ? std::min(deadline, clock::now() + *suspended_limit) : deadline);
@@ -267,6 +271,8 @@ class server {
   void resume() {
     if (plane_) plane_->resume();
     if (control_) control_->resume();
+    for (auto h : session_.scope().release())
+      detail::timer_thread::instance().resume_at(clock::now(), h, &session_.scope());
   }
 
   // ---- handing the connection over (docs/restart.md) ----
@@ -336,10 +342,16 @@ class server {
         refuse(sealed.error().message);
         co_return false;
       }
-      const int fds[] = {device_.get(), sealed->get(), control_listener_.get(), uring_ ? uring_->region().fd() : -1};
-      if (!handover::send(sock, {.what = handover::kind::offer, .pid = static_cast<std::uint32_t>(::getpid())},
-                          std::span(fds, uring_ ? 4 : 3))) {
+      const int fds[] = {device_.get(), sealed->memfd.get(), control_listener_.get(),
+                         uring_ ? uring_->region().fd() : -1};
+      if (!handover::send(sock,
+                          {.what = handover::kind::offer,
+                           .pid = static_cast<std::uint32_t>(::getpid()),
+                           .count = static_cast<std::uint32_t>(sealed->fds.size())},
+                          std::span(fds, uring_ ? 4 : 3)) ||
+          !handover::send_snapshot_fds(sock, sealed->fds, clock::now() + std::chrono::seconds(30))) {
         resume();
+        log::info("handover: the successor went away before it had the offer; serving on");
         co_return false;
       }
       auto answer =
@@ -394,7 +406,8 @@ class server {
       return failed(f);
     };
     std::optional<transport::entry_layout> entries;
-    if (auto restored = restore_from(offer.snapshot.get(), entries); !restored) co_return refuse(restored.error());
+    if (auto restored = restore_from(offer.snapshot.get(), std::move(offer.snapshot_fds), entries); !restored)
+      co_return refuse(restored.error());
     if (entries) {
       // Served through rings: continue on the predecessor's entries, mapped
       // where they are in its memory (transport/entry_region.hpp). Only from
@@ -489,10 +502,19 @@ class server {
       co_return false;
     }
     auto sealed = write_snapshot();
-    // An older snapshot must never be restored in place of this one.
+    if (sealed && systemd::fd_store_max() < 2 + sealed->fds.size())
+      sealed = fail(ENOSPC, "the unit's store (FileDescriptorStoreMax={}) cannot hold the connection, the snapshot "
+                    "and the {} open file(s) beside it", systemd::fd_store_max(), sealed->fds.size());
+    // An older snapshot must never be restored in place of this one; the
+    // new one goes last, once the fds it refers to are in the store. Those
+    // are kept however they poll (FDPOLL=0): an O_PATH fd cannot be polled
+    // at all, and the manager would refuse it.
     auto sent = sealed ? systemd::remove_fd(systemd::snapshot_name) : outcome<bool>(false);
-    if (sent && *sent) sent = systemd::store_fd(sealed->get(), systemd::snapshot_name);
+    for (std::size_t i = 0; sent && *sent && i < sealed->fds.size(); ++i)
+      sent = systemd::store_fd(sealed->fds[i], systemd::snapshot_fd_name(i), /*poll=*/false);
+    if (sent && *sent) sent = systemd::store_fd(sealed->memfd.get(), systemd::snapshot_name);
     if (!sealed || !sent || !*sent) {
+      if (sealed) systemd::remove_snapshot_fds(sealed->fds.size());
       resume();
       log::warn("cannot leave {} to the fd store: {}", mountpoint(),
                 !sealed ? sealed.error().message : !sent ? sent.error().message : "no service manager");
@@ -597,8 +619,14 @@ class server {
   }
 
   // The snapshot a successor restores (parked: no handler runs): the session
-  // as the kernel sees it, then the filesystem, sealed in a memfd.
-  outcome<unique_fd> write_snapshot() {
+  // as the kernel sees it, then the filesystem, sealed in a memfd; and the
+  // filesystem's open files that go beside it (borrowed: they stay open
+  // while the server is parked).
+  struct sealed_snapshot {
+    unique_fd memfd;
+    std::vector<int> fds;
+  };
+  outcome<sealed_snapshot> write_snapshot() {
     if constexpr (!restartable<Fs>) {
       return fail(EOPNOTSUPP, "this filesystem is not restartable");
     } else {
@@ -610,15 +638,19 @@ class server {
       std::string why;
       auto saved = detail::fenced("save()", [&] { return result<void>(fs_.save(w)); }, result<void>(error(EIO)), &why);
       if (!saved) return fail(EIO, "save() failed: {}", why.empty() ? saved.error().message() : why);
-      return w.seal();
+      auto memfd = w.seal();
+      if (!memfd) return std::unexpected(memfd.error());
+      return sealed_snapshot{std::move(*memfd), w.fds()};
     }
   }
 
   // Reads a predecessor's snapshot into this server's session, mount and
   // filesystem.
-  outcome<void> restore_from(int snapshot_fd, std::optional<transport::entry_layout>& entries) {
+  outcome<void> restore_from(int snapshot_fd, std::vector<unique_fd> snapshot_fds,
+                             std::optional<transport::entry_layout>& entries) {
     auto r = snapshot_reader::open(snapshot_fd);
     if (!r) return std::unexpected(r.error());
+    r->attach_fds(std::move(snapshot_fds));
     std::string type;
     session_description d;
     mount_description m;
@@ -630,9 +662,12 @@ class server {
       return fail(EINVAL, "the snapshot is of the mount at {}, not {}", m.mountpoint, options_.mount.mountpoint);
     std::string why;
     auto restored = detail::fenced("restore()", [&] { return result<void>(fs_.restore(*r)); }, result<void>(error(EIO)), &why);
+    // A reader that failed says more than the errno restore() made of it.
+    if (!r->ok())
+      return fail(EBADMSG, "the snapshot is corrupt: restore() read past its end, or an fd beside it is missing");
     if (!restored)
       return fail(to_errno(restored.error()), "restore() failed: {}", why.empty() ? restored.error().message() : why);
-    if (!r->ok()) return fail(EBADMSG, "the snapshot is corrupt (restore() read past its end)");
+    if (r->fds_left() > 0) log::warn("takeover: {} fd(s) beside the snapshot were not taken by restore()", r->fds_left());
     session_.restore(d);
     mount_ = mount::adopt(m.mountpoint, m.method, m.sync_init, m.helper);
     return {};

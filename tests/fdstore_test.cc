@@ -1,4 +1,4 @@
-// The systemd way (docs/restart.md): memfs run as a service by a test double
+// The systemd way (docs/restart.md): memfs and passthrough run as a service by a test double
 // of systemd (tests/support/fake_systemd.hpp) keeps its /dev/fuse fd in the
 // service's file descriptor store, and on SIGTERM its snapshot beside it; a
 // new start of the service gets both back through LISTEN_FDS and continues
@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <optional>
 #include <string>
@@ -45,6 +46,32 @@ std::vector<std::string> memfs_service(const std::string& mp, const std::string&
   return {memfs, "-f", "-o", "entry_timeout=0,attr_timeout=0,transport=" + transport, mp};
 }
 
+// How many fds beside the snapshot the store holds (passthrough's open files).
+std::size_t beside(const fake_systemd& sd) {
+  return static_cast<std::size_t>(std::ranges::count_if(
+      sd.names(), [](const std::string& n) { return n.starts_with(systemd::snapshot_fd_prefix); }));
+}
+
+// The services restarted: memfs (its tree in the snapshot) and passthrough
+// (its inodes and open files in the store beside the snapshot, one fd each).
+struct memfs_service_subject {
+  static constexpr const char* type = "memfs";
+  static constexpr unsigned store_max = 4;
+  static constexpr bool lock_owner_known = true;
+  std::vector<std::string> argv(const std::string& mp) const { return memfs_service(mp); }
+};
+struct passthrough_service_subject {
+  static constexpr const char* type = "passthrough";
+  static constexpr unsigned store_max = 512;  // the connection, the snapshot and every fd beside it
+  static constexpr bool lock_owner_known = false;  // OFD locks: F_GETLK reports pid 0
+  temp_dir source;
+  std::vector<std::string> argv(const std::string& mp) const {
+    const std::string passthrough = example_binary("FUSEXX_PASSTHROUGH");
+    REQUIRE(!passthrough.empty());
+    return {passthrough, "-f", "-o", "source=" + source.path() + ",timeout=0,transport=classic", mp};
+  }
+};
+
 // Started, mounted, and READY=1 said.
 void start_service(fake_systemd& sd, const std::string& mp) {
   REQUIRE(sd.start());
@@ -61,7 +88,7 @@ void start_service(fake_systemd& sd, const std::string& mp) {
 void check_store_settled(fake_systemd& sd) {
   CHECK(eventually([&] {
     sd.receive();
-    return sd.count(snap) == 0;
+    return sd.count(snap) == 0 && beside(sd) == 0;
   }));
   CHECK(sd.count(dev) == 1);
 }
@@ -85,13 +112,15 @@ unique_fd corrupted(int fd) {
 
 }  // namespace
 
-TEST_CASE("systemctl restart, again and again: the mount is continued from the fd store and the application sees no error") {
+TEST_CASE_TEMPLATE("systemctl restart, again and again: the mount is continued from the fd store and the application "
+                   "sees no error", S, memfs_service_subject, passthrough_service_subject) {
+  S subject;
   temp_dir dir;
   const std::string mp = dir.path();
   // Declared before the service: should the test fail, the service and its
   // store go first, the connection is aborted, and the application ends.
   std::optional<busy_application> app;
-  fake_systemd sd(memfs_service(mp));
+  fake_systemd sd(subject.argv(mp), {.fd_store_max = S::store_max});
   REQUIRE(sd.ok());
   start_service(sd, mp);
   CHECK(sd.count(dev) == 1);
@@ -114,6 +143,10 @@ TEST_CASE("systemctl restart, again and again: the mount is continued from the f
     // snapshot; the mount is alive, nobody serves it: applications wait.
     CHECK(sd.count(dev) == 1);
     CHECK(sd.count(snap) == 1);
+    if (!S::lock_owner_known) {  // passthrough: its open files wait beside the snapshot, polled by nobody
+      CHECK(beside(sd) >= 4);
+      CHECK_FALSE(sd.find(systemd::snapshot_fd_name(0))->poll);
+    }
     CHECK(is_fuse_mounted(mp));
     start_service(sd, mp);
     CHECK(sd.main_pid() != before);
@@ -121,7 +154,7 @@ TEST_CASE("systemctl restart, again and again: the mount is continued from the f
     app->state().round = max_rounds + 1;
     REQUIRE_MESSAGE(app->progresses(), "no progress after restart " << round << ": " << sd.output());
   }
-  check_locks_held(mp, app->pid());
+  check_locks_held(mp, S::lock_owner_known ? app->pid() : 0);
   app->check_unharmed();
   CHECK(app->state().ops.load() > 50);
   CHECK(slurp(mp + "/fixed") == pattern(8192));
@@ -180,6 +213,23 @@ TEST_CASE("FileDescriptorStorePreserve=yes: a stop keeps the mount for the next 
     CHECK(sd.names().empty());  // removed: not tried again
     CHECK_FALSE(is_fuse_mounted(mp));
   }
+}
+
+TEST_CASE("a store too small for the open files beside the snapshot: SIGTERM says so and unmounts cleanly") {
+  passthrough_service_subject subject;
+  temp_dir dir;
+  const std::string mp = dir.path();
+  fake_systemd sd(subject.argv(mp), {.fd_store_max = 4});
+  REQUIRE(sd.ok());
+  start_service(sd, mp);
+  for (int i = 0; i < 8; ++i) write_file(mp + "/f" + std::to_string(i), "x");  // 8 inodes the kernel holds
+  REQUIRE(sd.terminate() == 0);
+  const std::string said = sd.output();
+  CHECK_MESSAGE(said.find("(FileDescriptorStoreMax=4) cannot hold the connection, the snapshot and the") != std::string::npos,
+                said);
+  // Stopped as without a store: unmounted, nothing left behind to restore.
+  CHECK(sd.names().empty());
+  CHECK_FALSE(is_fuse_mounted(mp));
 }
 
 TEST_CASE("a corrupt or missing snapshot in the store is refused with the reason; the new process fails and the mount is left dead") {

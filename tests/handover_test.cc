@@ -1,5 +1,5 @@
-// Zero-downtime upgrade: a new memfs process takes a live mount over from the
-// running one (--takeover), again and again, while an application process
+// Zero-downtime upgrade: a new memfs or passthrough process takes a live mount
+// over from the running one (--takeover), again and again, while an application process
 // keeps files and a directory open and works on them. It must see no error
 // and no wrong byte, keep its locks, and the node lookup counts must still
 // balance in the end. And every way a handover can fail leaves the running
@@ -27,8 +27,10 @@
 #include <fusexx/fusexx.hpp>
 
 #include "examples/memfs_fs.hpp"
+#include "examples/passthrough_fs.hpp"
 #include "tests/support/busy_application.hpp"
 #include "tests/support/process.hpp"
+#include "tests/support/takeover.hpp"
 
 using namespace fusexx;
 using namespace fusexx::testing;
@@ -38,25 +40,43 @@ namespace {
 constexpr int handovers = 20;
 static_assert(handovers <= max_rounds);
 
-// A memfs process serving `mp` in the foreground.
-child start_memfs(const std::string& bin, const std::string& mp, bool takeover) {
-  std::vector<std::string> args{bin, "-f"};
-  if (takeover) args.push_back("--takeover");
-  args.insert(args.end(), {"-o", "entry_timeout=0,attr_timeout=0", mp});
-  return spawn(args, /*capture_stdout=*/true, /*with_stderr=*/true);
-}
+// The filesystems handed over, run as users run them. memfs carries its
+// whole tree in the snapshot; passthrough its inodes and open files as fds
+// beside it (the same open files: offsets and locks stay).
+struct memfs_subject {
+  using fs_type = memfs_fs;
+  static constexpr const char* type = "memfs";
+  static constexpr std::size_t inodes_when_empty = 1;  // the root
+  static constexpr bool lock_owner_known = true;       // F_GETLK names the holder's pid
+  std::string binary = example_binary("FUSEXX_MEMFS");
+  std::vector<std::string> options() const { return {"-o", "entry_timeout=0,attr_timeout=0"}; }
+  // The successor in this process, configured as the binary configures itself.
+  void configure(fs_type&, server_options& o) const { memfs_fs::configure_mount(o.mount); }
+};
+struct passthrough_subject {
+  using fs_type = passthrough_fs;
+  static constexpr const char* type = "passthrough";
+  static constexpr std::size_t inodes_when_empty = 0;  // the root is not counted
+  static constexpr bool lock_owner_known = false;      // OFD locks: F_GETLK reports pid 0
+  std::string binary = example_binary("FUSEXX_PASSTHROUGH");
+  temp_dir source_dir;
+  std::string source = source_dir.path();
+  std::vector<std::string> options() const { return {"-o", "source=" + source + ",timeout=0"}; }
+  void configure(fs_type& fs, server_options& o) const {
+    fs.source = source;
+    fs.cache_timeout = timeout(0);
+    auto opened = fs.open_source();
+    REQUIRE_MESSAGE(opened, opened.error().message);
+    passthrough_fs::configure_mount(o.mount);
+    o.mount.subtype = type;
+  }
+};
 
-std::string output_of(child& c) {
-  std::string out = slurp_fd(c.stdout_fd);
-  ::close(c.stdout_fd);
-  c.stdout_fd = -1;
-  return out;
-}
-
-// A memfs mount with files an application keeps open, the application
-// running, and memfs served by a process of its own (`running`).
+// A mount of S with files an application keeps open, the application
+// running, and S served by a process of its own (`running`).
+template <class S>
 struct live_mount {
-  std::string memfs = example_binary("FUSEXX_MEMFS");
+  S subject;
   temp_dir dir;
   std::string mp = dir.path();
   child running;
@@ -64,8 +84,8 @@ struct live_mount {
   shared_state* st = nullptr;
 
   live_mount() {
-    REQUIRE(!memfs.empty());
-    running = start_memfs(memfs, mp, false);
+    REQUIRE(!subject.binary.empty());
+    running = start(false);
     REQUIRE(eventually([&] { return is_fuse_mounted(mp); }));
     make_application_files(mp);
     app.emplace(mp);
@@ -79,6 +99,28 @@ struct live_mount {
     }
     if (running.stdout_fd >= 0) ::close(running.stdout_fd);
     if (is_fuse_mounted(mp)) (void)::umount2(mp.c_str(), MNT_DETACH);
+  }
+
+  child start(bool takeover) { return start_server(subject.binary, subject.options(), mp, takeover); }
+  // A successor process replaces the running one; false (with what the
+  // predecessor said) when the predecessor did not end well.
+  void replace() {
+    child successor = start(true);
+    const int predecessor = wait_exit(running.pid, std::chrono::seconds(30));
+    const std::string said = output_of(running);
+    REQUIRE_MESSAGE(predecessor == 0, "the predecessor ended with " << predecessor << ": " << said);
+    running = successor;
+  }
+  // This process as the successor (so that a test can look at its books).
+  std::unique_ptr<successor_here<typename S::fs_type>> successor() {
+    return std::make_unique<successor_here<typename S::fs_type>>(
+        mp, [this](typename S::fs_type& fs, server_options& o) { subject.configure(fs, o); });
+  }
+  // The running process has handed over to this one and ended.
+  void predecessor_left() {
+    CHECK(wait_exit(running.pid, std::chrono::seconds(30)) == 0);
+    (void)output_of(running);
+    running.pid = -1;
   }
 
   bool progresses(std::uint64_t n = 3) { return app->progresses(n); }
@@ -97,25 +139,11 @@ unique_fd edited_snapshot(int fd, const std::function<void(std::vector<std::byte
   return out;
 }
 
-// This process as a successor of memfs type Fs for `offer`: the outcome.
-template <class Fs>
-outcome<void> take_over_here(const std::string& mp, handover::offer offer) {
-  Fs fs;
-  server_options o;
-  o.mount.mountpoint = mp;
-  memfs_fs::configure_mount(o.mount);
-  o.transport = transport_from_env();
-  server<Fs> srv(fs, o);
-  event_loop loop;
-  auto took = loop.run(srv.take_over_async(loop, std::move(offer)));
-  REQUIRE(took);
-  return *took;
-}
-
 }  // namespace
 
-TEST_CASE("20 handovers in a row: the application sees no error, keeps its files and locks, and nothing leaks") {
-  live_mount m;
+TEST_CASE_TEMPLATE("20 handovers in a row: the application sees no error, keeps its files and locks, and nothing leaks",
+                   S, memfs_subject, passthrough_subject) {
+  live_mount<S> m;
   const std::string& mp = m.mp;
   shared_state* st = m.st;
 
@@ -138,36 +166,23 @@ TEST_CASE("20 handovers in a row: the application sees no error, keeps its files
     CAPTURE(round);
     REQUIRE(m.progresses());  // the application is busy
     st->round = round;
-    child successor = start_memfs(m.memfs, mp, true);
-    const int predecessor = wait_exit(m.running.pid, std::chrono::seconds(30));
-    const std::string said = output_of(m.running);
-    REQUIRE_MESSAGE(predecessor == 0, "the predecessor ended with " << predecessor << ": " << said);
-    m.running = successor;
+    m.replace();
     st->round = handovers + 1;  // operations after the handover count elsewhere
     REQUIRE_MESSAGE(m.progresses(), "the application made no progress after handover " << round);
     REQUIRE_FALSE(process_ended(m.running.pid));
     pause_ms.push_back(double(st->longest_us[round].load()) / 1000.0);
   }
   // The locks the application took before the first handover are still its.
-  check_locks_held(mp, m.app->pid());
+  check_locks_held(mp, S::lock_owner_known ? m.app->pid() : 0);
 
   // The last successor is this test process itself, so the books can be
-  // looked at: memfs's own lookup counts against the session's.
-  memfs_fs fs;
-  server_options o;
-  o.mount.mountpoint = mp;
-  memfs_fs::configure_mount(o.mount);
-  o.transport = transport_from_env();
-  server<memfs_fs> srv(fs, o);
-  {
-    event_loop loop;
-    auto took = loop.run(srv.take_over_async(loop));
-    REQUIRE(took);
-    REQUIRE_MESSAGE(*took, (*took ? "" : took->error().message));
-  }
-  CHECK(wait_exit(m.running.pid, std::chrono::seconds(30)) == 0);
-  (void)output_of(m.running);
-  m.running.pid = -1;
+  // looked at: the filesystem's own lookup counts against the session's.
+  auto here = m.successor();
+  auto took = here->take_over();
+  REQUIRE_MESSAGE(took, (took ? "" : took.error().message));
+  m.predecessor_left();
+  auto& fs = here->fs;
+  auto& srv = *here->srv;
   const auto ops = st->ops.load();
   REQUIRE(eventually([&] { return st->ops.load() > ops + 3; }));
 
@@ -176,27 +191,29 @@ TEST_CASE("20 handovers in a row: the application sees no error, keeps its files
   CHECK_MESSAGE(waiter.wait() == 0, "the lock waiter did not get the lock once the application let go");
   CHECK(st->ops.load() > 100);
   std::ranges::sort(pause_ms);
-  MESSAGE(handovers << " handovers under load; the longest application operation of each (ms): median "
-                    << pause_ms[pause_ms.size() / 2] << ", p99 " << pause_ms[pause_ms.size() * 99 / 100] << ", max "
-                    << pause_ms.back() << "; " << st->ops.load() << " application rounds in all");
+  MESSAGE(std::string(S::type) << ": " << handovers << " handovers under load; the longest application operation of each (ms): median "
+                  << pause_ms[pause_ms.size() / 2] << ", p99 " << pause_ms[pause_ms.size() * 99 / 100] << ", max "
+                  << pause_ms.back() << "; " << st->ops.load() << " application rounds in all");
 
-  // Lookup counts still balance: the session's books agree with memfs's, and
-  // once everything is deleted every inode goes — none leaked, none
-  // forgotten twice.
+  // Lookup counts still balance: the session's books agree with the
+  // filesystem's, and once everything is deleted every inode goes — none
+  // leaked, none forgotten twice. Every open file was released.
   CHECK(srv.session().nodes().mismatches() == 0);
   CHECK(fs.forget_errors() == 0);
   for (const char* f : {"fixed", "rw", "log"}) REQUIRE(::unlink((mp + "/" + f).c_str()) == 0);
   for (int i = 0; i < 5; ++i) REQUIRE(::unlink((mp + "/d/keep" + std::to_string(i)).c_str()) == 0);
   REQUIRE(::rmdir((mp + "/d").c_str()) == 0);
-  CHECK(eventually([&] { return fs.live_inodes() == 1; }));
+  CHECK(eventually([&] { return fs.live_inodes() == S::inodes_when_empty; }));
   CHECK(fs.forget_errors() == 0);
   CHECK(srv.session().nodes().mismatches() == 0);
+  CHECK(eventually([&] { return srv.session().handles().size() == 0; }));
+  if constexpr (requires { fs.open_files(); }) CHECK(fs.open_files() == 0);
   srv.stop();
   CHECK_FALSE(is_fuse_mounted(mp));
 }
 
 TEST_CASE("every failed handover leaves the running server serving, and the application sees nothing") {
-  live_mount m;
+  live_mount<memfs_subject> m;
   const std::string& mp = m.mp;
 
   SUBCASE("a successor of another filesystem type is refused") {
@@ -216,7 +233,7 @@ TEST_CASE("every failed handover leaves the running server serving, and the appl
       detail::put_le<std::uint64_t>(b.data() + 16, payload);
       detail::put_le<std::uint32_t>(b.data() + 24, detail::crc32c(std::span(b).subspan(header)));
     });
-    auto took = take_over_here<memfs_fs>(mp, std::move(*offer));
+    auto took = m.successor()->take_over(std::move(*offer));
     REQUIRE_FALSE(took);
     CHECK_MESSAGE(took.error().message.find("restore()") != std::string::npos, took.error().message);
   }
@@ -233,7 +250,7 @@ TEST_CASE("every failed handover leaves the running server serving, and the appl
     auto offer = handover::ask(mp, "memfs");
     REQUIRE_MESSAGE(offer, offer.error().message);
     offer->snapshot = edited_snapshot(offer->snapshot.get(), [](std::vector<std::byte>& b) { b[b.size() / 2] ^= std::byte{0x20}; });
-    auto took = take_over_here<memfs_fs>(mp, std::move(*offer));
+    auto took = m.successor()->take_over(std::move(*offer));
     REQUIRE_FALSE(took);
     CHECK_MESSAGE(took.error().message.find("checksum does not match") != std::string::npos, took.error().message);
   }
@@ -243,7 +260,7 @@ TEST_CASE("every failed handover leaves the running server serving, and the appl
     offer->snapshot = edited_snapshot(offer->snapshot.get(), [](std::vector<std::byte>& b) {
       b[8] = static_cast<std::byte>(snapshot_format_version + 1);  // the format version, little-endian
     });
-    auto took = take_over_here<memfs_fs>(mp, std::move(*offer));
+    auto took = m.successor()->take_over(std::move(*offer));
     REQUIRE_FALSE(took);
     CHECK_MESSAGE(took.error().message.find("newer than this fusexx reads") != std::string::npos, took.error().message);
   }
@@ -251,10 +268,38 @@ TEST_CASE("every failed handover leaves the running server serving, and the appl
   // a handover after all that still works.
   REQUIRE_FALSE(process_ended(m.running.pid));
   REQUIRE(m.progresses());
-  child successor = start_memfs(m.memfs, mp, true);
-  CHECK(wait_exit(m.running.pid, std::chrono::seconds(30)) == 0);
-  (void)output_of(m.running);
-  m.running = successor;
+  m.replace();
+  m.check_application_unharmed();
+}
+
+TEST_CASE("passthrough: a successor for another source, or without the open files beside the snapshot, is refused") {
+  live_mount<passthrough_subject> m;
+  const std::string& mp = m.mp;
+  SUBCASE("a successor mirroring another directory") {
+    temp_dir elsewhere;
+    successor_here<passthrough_fs> other(mp, [&](passthrough_fs& fs, server_options& o) {
+      m.subject.configure(fs, o);
+      fs.source = elsewhere.path();
+      REQUIRE(fs.open_source());
+    });
+    auto took = other.take_over();
+    REQUIRE_FALSE(took);
+    CHECK_MESSAGE(took.error().message.find("restore() failed") != std::string::npos, took.error().message);
+  }
+  SUBCASE("a successor that lost an fd beside the snapshot") {
+    auto offer = handover::ask(mp, "passthrough");
+    REQUIRE_MESSAGE(offer, offer.error().message);
+    // The inodes, the application's three files and its directory at least.
+    REQUIRE(offer->snapshot_fds.size() >= 5);
+    offer->snapshot_fds[offer->snapshot_fds.size() / 2].reset();
+    auto took = m.successor()->take_over(std::move(*offer));
+    REQUIRE_FALSE(took);
+    CHECK_MESSAGE(took.error().message.find("fd beside it is missing") != std::string::npos, took.error().message);
+  }
+  REQUIRE_FALSE(process_ended(m.running.pid));
+  REQUIRE(m.progresses());
+  m.replace();
+  check_locks_held(mp, 0);
   m.check_application_unharmed();
 }
 

@@ -24,11 +24,13 @@
 #include <random>
 #include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "examples/passthrough_fs.hpp"
 #include "tests/support/passthrough_mounts.hpp"
 #include "tests/support/process.hpp"
+#include "tests/support/takeover.hpp"
 
 using namespace fusexx;
 using namespace fusexx::testing;
@@ -63,6 +65,60 @@ TEST_CASE("kernel passthrough: reads and writes of an open file do not reach the
   CHECK(m.fs.served_reads() == reads);
   CHECK(m.fs.served_writes() == writes);
   CHECK(m.fs.passthrough_refusal() == "");
+}
+
+TEST_CASE("kernel passthrough across a handover: the successor keeps the backing files, and closes them on release") {
+  temp_dir dir;
+  const std::string source = dir.sub("source"), mp = dir.sub("mnt");
+  write_file(source + "/data", "0123456789");
+  struct server_process {  // the predecessor, ended whatever happens
+    child c;
+    ~server_process() {
+      if (c.pid > 0 && !process_ended(c.pid)) {
+        ::kill(c.pid, SIGTERM);
+        (void)wait_exit(c.pid);
+      }
+      if (c.stdout_fd >= 0) ::close(c.stdout_fd);
+    }
+  } running{start_server(passthrough_binary(), {"-o", "source=" + source + ",passthrough,timeout=0"}, mp, false)};
+  REQUIRE(eventually([&] { return is_fuse_mounted(mp) || process_ended(running.c.pid); }));
+  REQUIRE(is_fuse_mounted(mp));
+  fd_guard f{::open((mp + "/data").c_str(), O_RDWR)};
+  REQUIRE(f.fd >= 0);
+  char buf[10] = {};
+  REQUIRE(::pread(f.fd, buf, 10, 0) == 10);
+
+  successor_here<passthrough_fs> here(mp, [&](passthrough_fs& fs, server_options& o) {
+    fs.source = source;
+    fs.kernel_passthrough = true;
+    fs.cache_timeout = timeout(0);
+    if (auto r = fs.open_source(); !r) FAIL(r.error().message);
+    passthrough_fs::configure_mount(o.mount);
+    o.mount.subtype = "passthrough";
+  });
+  auto took = here.take_over();
+  REQUIRE_MESSAGE(took, (took ? "" : took.error().message));
+  CHECK(wait_exit(running.c.pid, std::chrono::seconds(30)) == 0);
+  // The backing file the predecessor registered for the open file is the
+  // successor's now, and the open file's I/O still goes from the kernel to
+  // it: the server sees none of it.
+  CHECK(here.srv->session().backing().registered().size() == 1);
+  REQUIRE(::pwrite(f.fd, "abc", 3, 0) == 3);
+  REQUIRE(::pread(f.fd, buf, 10, 0) == 10);
+  CHECK(std::string(buf, 10) == "abc3456789");
+  CHECK(slurp(source + "/data") == "abc3456789");
+  CHECK(here.fs.served_reads() == 0);
+  CHECK(here.fs.served_writes() == 0);
+  // Its release reaches the successor, which closes the backing id.
+  ::close(std::exchange(f.fd, -1));
+  CHECK(eventually([&] { return here.srv->session().backing().registered().empty(); }));
+  // Opens after the handover are passed through as negotiated.
+  CHECK(slurp(mp + "/data") == "abc3456789");
+  CHECK(here.fs.passthrough_opens() == 1);
+  CHECK(here.fs.served_reads() == 0);
+  CHECK(here.fs.forget_errors() == 0);
+  here.srv->stop();
+  CHECK_FALSE(is_fuse_mounted(mp));
 }
 
 TEST_CASE("kernel passthrough refused: one line says why, and I/O goes through the server") {

@@ -169,3 +169,71 @@ TEST_CASE("a snapshot in a memfd is not bounded by a socket buffer") {
   REQUIRE(r->str(back));
   CHECK(back == big);
 }
+
+TEST_CASE("open files go beside a snapshot: each by its index, handed out once, a missing one fails the reader") {
+  int p[2];
+  REQUIRE(::pipe(p) == 0);
+  const int extra = ::dup(p[0]);
+  REQUIRE(extra >= 0);
+  snapshot_writer w;
+  w.str("before");
+  w.fd(p[0]);
+  w.fd(p[1]);
+  w.u32(7);
+  w.fd(extra);
+  REQUIRE(w.fds() == std::vector<int>{p[0], p[1], extra});
+  auto memfd = w.seal();
+  REQUIRE(memfd);
+  // What arrives beside it: fresh descriptions of the same files, as SCM_RIGHTS gives.
+  auto arrived = [&] {
+    std::vector<unique_fd> fds;
+    for (int fd : w.fds()) fds.emplace_back(::fcntl(fd, F_DUPFD_CLOEXEC, 0));
+    return fds;
+  };
+  SUBCASE("all there") {
+    auto r = snapshot_reader::open(memfd->get());
+    REQUIRE(r);
+    r->attach_fds(arrived());
+    std::string s;
+    unique_fd read_end, write_end, third;
+    std::uint32_t v = 0;
+    REQUIRE((r->str(s) && r->fd(read_end) && r->fd(write_end) && r->u32(v) && r->fd(third)));
+    CHECK(r->ok());
+    CHECK(r->fds_left() == 0);
+    CHECK(v == 7);
+    // They are the same pipe: what goes in one end comes out of the other.
+    REQUIRE(::write(write_end.get(), "x", 1) == 1);
+    char c = 0;
+    CHECK(::read(read_end.get(), &c, 1) == 1);
+    CHECK(c == 'x');
+  }
+  SUBCASE("one lost on the way") {
+    auto r = snapshot_reader::open(memfd->get());
+    REQUIRE(r);
+    auto fds = arrived();
+    fds[1].reset();
+    r->attach_fds(std::move(fds));
+    std::string s;
+    unique_fd a, b;
+    CHECK(r->str(s));
+    CHECK(r->fd(a));
+    CHECK_FALSE(r->fd(b));
+    CHECK_FALSE(r->ok());
+  }
+  SUBCASE("fewer arrived than the snapshot names") {
+    auto r = snapshot_reader::open(memfd->get());
+    REQUIRE(r);
+    auto fds = arrived();
+    fds.pop_back();
+    r->attach_fds(std::move(fds));
+    std::string s;
+    unique_fd a, b, c;
+    std::uint32_t v = 0;
+    CHECK((r->str(s) && r->fd(a) && r->fd(b) && r->u32(v)));
+    CHECK_FALSE(r->fd(c));
+    CHECK_FALSE(r->ok());
+  }
+  ::close(p[0]);
+  ::close(p[1]);
+  ::close(extra);
+}

@@ -7,9 +7,9 @@
 // An inode lives exactly as long as the kernel holds lookup references to it:
 // every reply that hands out a node id (LOOKUP, CREATE, MKDIR, READDIRPLUS,
 // ...) adds one, FORGET takes them back, and the last one closes the fd. The
-// node id the kernel sees is the inode's address (the kernel never uses a node
-// id after forgetting it), so the hot path needs no table lookup; the root is
-// node id 1.
+// node id the kernel sees is the inode's slot (slot_table.hpp): found with
+// no lock on the hot path, and the same in a successor process that takes
+// the connection over (save/restore below); the root is node id 1.
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -20,12 +20,16 @@
 #include <string>
 #include <unordered_map>
 #include <utility>
+#include <vector>
 
 #include <fusexx/fusexx.hpp>
+
+#include "examples/passthrough/slot_table.hpp"
 
 namespace passthrough {
 
 struct inode {
+  fusexx::ino id = 0;  // the node id the kernel knows it by
   int fd = -1;         // O_PATH|O_NOFOLLOW to the backing object
   dev_t dev = 0;
   ino_t ino = 0;
@@ -51,6 +55,7 @@ class inode_table {
  public:
   // The root: `fd` is an O_PATH fd of the source directory.
   explicit inode_table(int root_fd, const struct stat& st) {
+    root_.id = fusexx::root_ino;
     root_.fd = root_fd;
     root_.dev = st.st_dev;
     root_.ino = st.st_ino;
@@ -61,12 +66,8 @@ class inode_table {
   inode_table& operator=(const inode_table&) = delete;
 
   inode& root() noexcept { return root_; }
-  inode& at(fusexx::ino id) noexcept {
-    return id == fusexx::root_ino ? root_ : *reinterpret_cast<inode*>(static_cast<std::uintptr_t>(id));
-  }
-  fusexx::ino id_of(inode& i) const noexcept {
-    return &i == &root_ ? fusexx::root_ino : static_cast<fusexx::ino>(reinterpret_cast<std::uintptr_t>(&i));
-  }
+  inode& at(fusexx::ino id) noexcept { return id == fusexx::root_ino ? root_ : inodes_.at(id); }
+  static fusexx::ino id_of(const inode& i) noexcept { return i.id; }
 
   // One more kernel reference to the object `fd` refers to (an O_PATH fd
   // the table takes over) whose attributes are `st`. If the object already
@@ -78,18 +79,27 @@ class inode_table {
       ++root_.lookups;
       return root_;
     }
-    auto& slot = inodes_[key{st.st_dev, st.st_ino}];
-    if (slot) {
+    auto [it, fresh] = by_key_.try_emplace(key{st.st_dev, st.st_ino}, 0);
+    if (!fresh) {
       ::close(fd);
-    } else {
-      slot = std::make_unique<inode>();
-      slot->fd = fd;
-      slot->dev = st.st_dev;
-      slot->ino = st.st_ino;
-      slot->type = st.st_mode & S_IFMT;
+      inode& i = inodes_.at(it->second);
+      ++i.lookups;
+      return i;
     }
-    ++slot->lookups;
-    return *slot;
+    auto made = std::make_unique<inode>();
+    inode& i = *made;
+    i.fd = fd;
+    i.dev = st.st_dev;
+    i.ino = st.st_ino;
+    i.type = st.st_mode & S_IFMT;
+    i.lookups = 1;
+    try {
+      i.id = it->second = inodes_.add(std::move(made));
+    } catch (...) {
+      by_key_.erase(it);
+      throw;
+    }
+    return i;
   }
 
   // Drops `n` kernel references; the last one frees the inode and closes its
@@ -99,26 +109,79 @@ class inode_table {
     inode& i = at(id);
     const bool sane = i.lookups >= n;
     i.lookups = sane ? i.lookups - n : 0;
-    if (i.lookups == 0 && &i != &root_) inodes_.erase(key{i.dev, i.ino});
+    if (i.lookups == 0 && &i != &root_) {
+      by_key_.erase(key{i.dev, i.ino});
+      inodes_.take(id);
+    }
     return sane;
   }
 
   // The connection ended: no FORGET will come for what the kernel held.
   void forget_all() {
     std::lock_guard g(mutex_);
-    inodes_.clear();
+    std::vector<fusexx::ino> ids;
+    inodes_.for_each([&](std::uint64_t id, inode&) { ids.push_back(id); });
+    for (auto id : ids) inodes_.take(id);
+    by_key_.clear();
     root_.lookups = 1;
   }
 
-  // ---- observation (tests) ----
-  std::size_t size() const {
+  // ---- a successor takes over (docs/restart.md) ----
+  // Every inode the kernel holds: its node id, its O_PATH fd (beside the
+  // snapshot), what it is and how many references the kernel has; and the
+  // root's, so that a successor mirroring another directory refuses.
+  void save(fusexx::snapshot_writer& w) const {
     std::lock_guard g(mutex_);
-    return inodes_.size();
+    w.u64(root_.dev);
+    w.u64(root_.ino);
+    w.u64(root_.lookups);
+    w.u64(inodes_.size());
+    inodes_.for_each([&](std::uint64_t id, const inode& i) {
+      w.u64(id);
+      w.fd(i.fd);
+      w.u64(i.dev);
+      w.u64(i.ino);
+      w.u32(i.type);
+      w.u64(i.lookups);
+      w.u32(static_cast<std::uint32_t>(i.backing));
+      w.u32(i.backing_users);
+    });
   }
+  // Reads what save() wrote into a table that has handed out nothing yet:
+  // EXDEV when it mirrors another source directory, EBADMSG when corrupt.
+  fusexx::result<void> restore(fusexx::snapshot_reader& r) {
+    std::lock_guard g(mutex_);
+    std::uint64_t dev = 0, ino = 0, count = 0;
+    if (!r.u64(dev) || !r.u64(ino) || !r.u64(root_.lookups) || !r.count(count, 48)) return fusexx::error(EBADMSG);
+    if (dev != root_.dev || ino != root_.ino) return fusexx::error(EXDEV);
+    for (std::uint64_t k = 0; k < count; ++k) {
+      auto i = std::make_unique<inode>();
+      std::uint64_t id = 0, idev = 0, iino = 0;
+      std::uint32_t type = 0, backing = 0;
+      fusexx::unique_fd fd;
+      if (!r.u64(id) || !r.fd(fd) || !r.u64(idev) || !r.u64(iino) || !r.u32(type) || !r.u64(i->lookups) ||
+          !r.u32(backing) || !r.u32(i->backing_users) || i->lookups == 0)
+        return fusexx::error(EBADMSG);
+      i->id = id;
+      i->fd = fd.release();
+      i->dev = static_cast<dev_t>(idev);
+      i->ino = static_cast<ino_t>(iino);
+      i->type = static_cast<mode_t>(type) & S_IFMT;
+      i->backing = static_cast<fusexx::backing_id>(backing);
+      if (!by_key_.try_emplace(key{i->dev, i->ino}, id).second) return fusexx::error(EBADMSG);
+      if (!inodes_.place(id, std::move(i))) return fusexx::error(EBADMSG);
+    }
+    return {};
+  }
+  // The inode of a node id that came from elsewhere (a snapshot), or nullptr.
+  inode* find(fusexx::ino id) noexcept { return id == fusexx::root_ino ? &root_ : inodes_.find(id); }
+
+  // ---- observation (tests) ----
+  std::size_t size() const { return inodes_.size(); }
   std::uint64_t lookups() const {
     std::lock_guard g(mutex_);
     std::uint64_t n = 0;
-    for (auto& [k, i] : inodes_) n += i->lookups;
+    inodes_.for_each([&](std::uint64_t, const inode& i) { n += i.lookups; });
     return n;
   }
 
@@ -136,7 +199,8 @@ class inode_table {
 
   mutable std::mutex mutex_;
   inode root_;
-  std::unordered_map<key, std::unique_ptr<inode>, key_hash> inodes_;
+  slot_table<inode> inodes_{fusexx::root_ino + 1};  // ids 0 and 1 (the root) are never handed out
+  std::unordered_map<key, fusexx::ino, key_hash> by_key_;
 };
 
 }  // namespace passthrough

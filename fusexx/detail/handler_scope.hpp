@@ -6,12 +6,16 @@
 //     (park, stop);
 //   - say which requests it could not bring to an end when a wait is bounded;
 //   - interrupt every handler still waiting (stop), so that handlers that
-//     honour interrupts (a blocked lock request) end now.
+//     honour interrupts (a blocked lock request) end now;
+//   - hold back, while the server is parked, the handlers its timers would
+//     resume (timer_thread.hpp): none runs during a handover.
 // Members are intrusive (they live in the handler's frame): joining and
 // leaving take one lock and allocate nothing.
 #include <chrono>
+#include <coroutine>
 #include <cstdint>
 #include <mutex>
+#include <utility>
 #include <vector>
 
 #include "../proto/abi.hpp"
@@ -86,13 +90,40 @@ class handler_scope {
   // Blocks until every member has left, or `deadline`; true if none is left.
   bool join(clock::time_point deadline) { return drained().wait_until(deadline); }
 
+  // While held, hold_back() keeps the coroutines a timer would resume;
+  // release() ends the hold and gives them back, to be resumed.
+  void hold() {
+    std::lock_guard lock(mutex_);
+    held_ = true;
+  }
+  std::vector<std::coroutine_handle<>> release() {
+    std::lock_guard lock(mutex_);
+    held_ = false;
+    return std::exchange(held_back_, {});
+  }
+  // True when `h` is kept (the scope is held); false: resume it now.
+  bool hold_back(std::coroutine_handle<> h) {
+    std::lock_guard lock(mutex_);
+    if (held_) held_back_.push_back(h);
+    return held_;
+  }
+
  private:
   mutable std::mutex mutex_;
   event drained_;
   bool joining_ = false;
   member* head_ = nullptr;
   std::size_t size_ = 0;
+  bool held_ = false;
+  std::vector<std::coroutine_handle<>> held_back_;
 };
+
+// The scope of the handler running on this thread (set while the dispatcher
+// starts one, and while a timer resumes one), or null.
+inline handler_scope*& current_scope() {
+  thread_local handler_scope* scope = nullptr;
+  return scope;
+}
 
 }  // namespace detail
 }  // namespace fusexx

@@ -4,8 +4,10 @@
 //
 //   S → P   hello   {protocol version, S's pid, filesystem type}
 //   P → S   refuse  {reason}                      (not restartable, wrong type, busy)
-//   P → S   offer   {} + fds [device, snapshot, control listener(, io_uring entries)]
+//   P → S   offer   {count} + fds [device, snapshot, control listener(, io_uring entries)]
 //                    P is parked: it takes no request and has none in flight.
+//   P → S   fds     {} + up to 64 fds, until `count` have come: the open
+//                    files the snapshot refers to by index (snapshot.hpp)
 //   S → P   ack     {}  S restored the snapshot and serves: P leaves, without
 //                       unmounting, and exits
 //   P → S   entry   {queue, index}  (io_uring, after the ack) one of P's ring
@@ -20,6 +22,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <thread>
 #include <span>
 #include <string>
 #include <vector>
@@ -32,7 +35,8 @@
 
 namespace fusexx::handover {
 
-inline constexpr std::uint32_t protocol_version = 1;
+// 2: the offer says how many fds follow it beside the snapshot.
+inline constexpr std::uint32_t protocol_version = 2;
 inline constexpr std::size_t max_message = 4096;
 // How a server whose connection is not (or no longer) the one asked for
 // begins its refusal: the successor then tries the next candidate socket.
@@ -44,6 +48,7 @@ enum class kind : std::uint32_t {
   ack = 0x4b4341,
   refuse = 0x55464552,
   entry = 0x52544e45,  // P → S after the ack, io_uring: {queue, index} holds a request; S answers it from now on
+  fds = 0x53444650,    // P → S after the offer: fds beside the snapshot, in index order
 };
 
 struct message {
@@ -53,6 +58,7 @@ struct message {
   std::string text{};  // hello: the filesystem type; refuse: the reason
   std::uint32_t queue = 0, index = 0;  // entry: which io_uring entry
   std::uint32_t connection = 0;        // hello: the FUSE connection number the successor means
+  std::uint32_t count = 0;             // offer: how many fds follow beside the snapshot
   std::vector<unique_fd> fds{};
 };
 
@@ -65,6 +71,7 @@ inline result<void> send(int sock, const message& m, std::span<const int> fds = 
   w.u32(m.queue);
   w.u32(m.index);
   w.u32(m.connection);
+  w.u32(m.count);
   auto sealed = w.seal_to_bytes();
   return send_with_fds(sock, sealed, fds);
 }
@@ -88,8 +95,8 @@ inline result<message> receive(int sock, std::chrono::steady_clock::time_point d
   message m;
   std::uint32_t what = 0;
   if (!r->u32(what) || !r->u32(m.version) || !r->u32(m.pid) || !r->str(m.text) || !r->u32(m.queue) || !r->u32(m.index) ||
-      !r->u32(m.connection))
-    return error(EBADMSG);
+      !r->u32(m.connection) || (r->left() > 0 && !r->u32(m.count)))  // protocol 1 had no count: its hello is
+    return error(EBADMSG);                                          // read, and refused for its version
   m.what = static_cast<kind>(what);
   m.fds = std::move(raw->fds);
   return m;
@@ -104,7 +111,28 @@ struct offer {
   unique_fd snapshot;     // a sealed memfd (snapshot.hpp)
   unique_fd listener;     // the control socket, which stays with the connection
   unique_fd entries;      // io_uring: the memfd of P's ring entries (transport/entry_region.hpp)
+  std::vector<unique_fd> snapshot_fds;  // the open files the snapshot refers to, in index order
 };
+
+// The fds beside a snapshot, after the offer, in messages of up to
+// max_fds_per_message. A sender that is not root may have only as many fds
+// in flight on unix sockets as its RLIMIT_NOFILE (the kernel answers
+// ETOOMANYREFS beyond): it waits for the successor to take some.
+inline result<void> send_snapshot_fds(int sock, std::span<const int> fds,
+                                      std::chrono::steady_clock::time_point deadline) {
+  while (!fds.empty()) {
+    const auto batch = fds.first(std::min(fds.size(), max_fds_per_message));
+    auto sent = send(sock, {.what = kind::fds}, batch);
+    if (!sent && (sent.error().value() == ETOOMANYREFS || sent.error().value() == EAGAIN) &&
+        std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      continue;
+    }
+    if (!sent) return sent;
+    fds = fds.subspan(batch.size());
+  }
+  return {};
+}
 
 // The successor's side up to the offer: asks the server of the mount at
 // `mountpoint` to hand its connection over to this process, which serves
@@ -140,9 +168,26 @@ inline outcome<offer> ask(const std::string& mountpoint, std::string_view type,
       return fail(EBUSY, "the server of {} refused to hand over: {}", mountpoint, answer->text);
     if (answer->what != kind::offer || answer->fds.size() < 3 || answer->fds.size() > 4)
       return fail(EPROTO, "the server of {} answered with no offer", mountpoint);
-    return offer{.sock = std::move(*sock), .pid = answer->pid, .device = std::move(answer->fds[0]),
-                 .snapshot = std::move(answer->fds[1]), .listener = std::move(answer->fds[2]),
-                 .entries = answer->fds.size() > 3 ? std::move(answer->fds[3]) : unique_fd()};
+    offer o{.sock = std::move(*sock), .pid = answer->pid, .device = std::move(answer->fds[0]),
+            .snapshot = std::move(answer->fds[1]), .listener = std::move(answer->fds[2]),
+            .entries = answer->fds.size() > 3 ? std::move(answer->fds[3]) : unique_fd(), .snapshot_fds = {}};
+    // The open files beside the snapshot. Going wrong here, this process
+    // refuses (or just goes: the predecessor counts that as a refusal).
+    o.snapshot_fds.reserve(answer->count);
+    while (o.snapshot_fds.size() < answer->count) {
+      auto more = receive(o.sock.get(), std::chrono::steady_clock::now() + limit);
+      if (!more || more->what != kind::fds || more->fds.empty() ||
+          more->fds.size() > answer->count - o.snapshot_fds.size()) {
+        const std::string why = more && more->what == kind::fds ? "more fds than announced"
+                                : more ? "a message that is not the snapshot's fds"
+                                       : more.error().message();
+        (void)send(o.sock.get(), {.what = kind::refuse, .text = "the snapshot's fds did not all come: " + why});
+        return fail(more ? EPROTO : more.error().value(), "{} of the {} open files beside the snapshot of {} came ({}); "
+                    "was this process's RLIMIT_NOFILE too low?", o.snapshot_fds.size(), answer->count, mountpoint, why);
+      }
+      for (auto& f : more->fds) o.snapshot_fds.push_back(std::move(f));
+    }
+    return o;
   }
   return last;
 }

@@ -16,6 +16,13 @@
 // never reads past the payload: every read checks, and a short or corrupt
 // snapshot is an error (EBADMSG), never undefined behaviour. A snapshot of a
 // newer format version is refused (EPROTO) before anything is read.
+//
+// Open files cannot be written into bytes: a filesystem that holds fds (a
+// passthrough's O_PATH fds, its open files with their offsets and OFD locks)
+// puts each with fd(), which writes its index (u32) into the payload. The
+// fds themselves travel beside the snapshot (SCM_RIGHTS, handover.hpp; or
+// the service manager's fd store), in index order, and the reader hands
+// each out once, by that index.
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -118,8 +125,18 @@ class snapshot_writer {
     payload_.insert(payload_.end(), b.begin(), b.end());
   }
   void str(std::string_view s) { bytes(std::as_bytes(std::span(s.data(), s.size()))); }
+  // An open file that goes beside the snapshot: its index here. `fd` is
+  // borrowed: it must stay open until the snapshot has been handed over
+  // (the writer is used while the server is parked, and the filesystem
+  // closes nothing then).
+  void fd(int fd) {
+    u32(static_cast<std::uint32_t>(fds_.size()));
+    fds_.push_back(fd);
+  }
 
   std::size_t size() const noexcept { return payload_.size(); }
+  // The fds put with fd(), in index order: what goes beside the snapshot.
+  const std::vector<int>& fds() const noexcept { return fds_; }
 
   // The whole snapshot (header + payload) as bytes: for small messages.
   std::vector<std::byte> seal_to_bytes() const {
@@ -165,6 +182,7 @@ class snapshot_writer {
   }
 
   std::vector<std::byte> payload_;
+  std::vector<int> fds_;
 };
 
 // Reads a snapshot back. open() checks the header and the checksum; every
@@ -269,6 +287,24 @@ class snapshot_reader {
     return true;
   }
 
+  // The fd written with snapshot_writer::fd, now owned by the caller. Each
+  // is handed out once; an index that was not sent, or asked for twice,
+  // fails the reader (a corrupt snapshot, or fds lost on the way).
+  bool fd(unique_fd& out) {
+    std::uint32_t index = 0;
+    if (!get(index) || index >= fds_.size() || !fds_[index]) return fail();
+    out = std::move(fds_[index]);
+    return true;
+  }
+  // The fds that came beside the snapshot, in index order.
+  void attach_fds(std::vector<unique_fd> fds) { fds_ = std::move(fds); }
+  // Fds that came and nobody took (closed with the reader).
+  std::size_t fds_left() const noexcept {
+    std::size_t n = 0;
+    for (const auto& f : fds_) n += f ? 1 : 0;
+    return n;
+  }
+
   bool ok() const noexcept { return ok_; }
   std::size_t left() const noexcept { return all_.size() - at_; }
 
@@ -289,6 +325,7 @@ class snapshot_reader {
   std::span<const std::byte> all_;
   std::size_t at_ = 0;
   bool ok_ = true;
+  std::vector<unique_fd> fds_;
 };
 
 }  // namespace fusexx

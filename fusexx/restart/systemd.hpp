@@ -31,12 +31,14 @@
 //    fdname_is_valid: printable ASCII without ':', at most 255 characters.
 #include <fcntl.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstddef>
 #include <cstdlib>
+#include <charconv>
 #include <cstring>
 #include <optional>
 #include <span>
@@ -57,6 +59,10 @@ inline constexpr std::size_t fd_name_max = 255;
 // The names fusexx stores its connection and its snapshot under.
 inline constexpr std::string_view device_name = "fusexx-dev";
 inline constexpr std::string_view snapshot_name = "fusexx-snapshot";
+// The open files beside the snapshot (snapshot.hpp), one name each: the
+// manager keeps no order among fds of one name, so the index is in it.
+inline constexpr std::string_view snapshot_fd_prefix = "fusexx-fd.";
+inline std::string snapshot_fd_name(std::size_t index) { return std::string(snapshot_fd_prefix) + std::to_string(index); }
 
 // As systemd's fdname_is_valid(): printable ASCII, no ':' (the separator of
 // $LISTEN_FDNAMES), at most 255 characters.
@@ -96,6 +102,11 @@ inline outcome<bool> notify(std::string_view state, std::span<const int> fds = {
   if (!*addr) return false;
   unique_fd s(::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));
   if (!s) return fail(errno, "notify socket: {}", std::strerror(errno));
+  // A manager that does not read (its queue holds net.unix.max_dgram_qlen
+  // datagrams) must not hold this process for ever: at most 5 s, then the
+  // send fails (EAGAIN).
+  const timeval limit{5, 0};
+  (void)::setsockopt(s.get(), SOL_SOCKET, SO_SNDTIMEO, &limit, sizeof limit);
   auto& [to, len] = **addr;
   if (auto sent = send_with_fds(s.get(), std::as_bytes(std::span(state.data(), state.size())), fds,
                                 reinterpret_cast<const sockaddr*>(&to), len);
@@ -181,6 +192,26 @@ inline outcome<std::vector<listened_fd>> listen_fds() {
   // Owned only once all are known good: an error above leaves them alone.
   for (int i = 0; i < n; ++i) out.push_back({unique_fd(listen_fds_start + i), std::move(names[static_cast<std::size_t>(i)])});
   return out;
+}
+
+// Takes the fds named snapshot_fd_name(i) out of `fds`, at index i; an
+// index missing in between stays empty (the snapshot's reader refuses it).
+inline std::vector<unique_fd> take_snapshot_fds(std::vector<listened_fd>& fds) {
+  std::vector<unique_fd> out;
+  for (auto& f : fds) {
+    if (!f.fd || !f.name.starts_with(snapshot_fd_prefix)) continue;
+    const std::string_view digits = std::string_view(f.name).substr(snapshot_fd_prefix.size());
+    std::size_t index = 0;
+    const auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), index);
+    if (ec != std::errc{} || end != digits.data() + digits.size() || digits.empty() || index >= fds.size()) continue;
+    if (out.size() <= index) out.resize(index + 1);
+    if (!out[index]) out[index] = std::move(f.fd);
+  }
+  return out;
+}
+// Closes the store's fds beside a snapshot of `count` of them.
+inline void remove_snapshot_fds(std::size_t count) {
+  for (std::size_t i = 0; i < count; ++i) (void)remove_fd(snapshot_fd_name(i));
 }
 
 // Takes the fd named `name` out of `fds` (the first, if several).

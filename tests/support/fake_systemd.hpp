@@ -15,8 +15,8 @@
 //    FDSTORE=1 stores the fds under FDNAME= (an invalid or missing name
 //    becomes "stored"), polled unless FDPOLL=0; fds sent without FDSTORE=1 are
 //    closed. service_add_fd_store: beyond FileDescriptorStoreMax= an fd is
-//    closed (EXFULL); an fd the store already has (same_fd) is not stored
-//    twice — device fds never count as the same; new entries go first
+//    closed (EXFULL); an fd the store already has (same_fd, below) is not
+//    stored twice; new entries go first
 //    (LIST_PREPEND). on_fd_store_io: the store's epoll asks for no events
 //    (0), so only EPOLLHUP/EPOLLERR wake it, and the fd is dropped.
 //    service_spawn: NOTIFY_SOCKET and FDSTORE=<max> in the environment; the
@@ -165,10 +165,7 @@ class fake_systemd {
   int terminate() {
     if (main_pid_ <= 0) return -1;
     ::kill(main_pid_, SIGTERM);
-    const int status = wait_exit(main_pid_, std::chrono::seconds(30));
-    receive();  // what it sent before exiting (still from the main pid)
-    main_pid_ = -1;
-    return status;
+    return wait_main();
   }
   // `systemctl restart`: the store is kept across.
   int restart() {
@@ -183,11 +180,23 @@ class fake_systemd {
     return status;
   }
   // The main process ended by itself (or was killed): its exit status.
+  // Notifications are read meanwhile, as the manager's event loop does: the
+  // socket queues only net.unix.max_dgram_qlen datagrams (10 by default),
+  // and a process that sends more (an fd each) would block. Killed, and -1,
+  // when it does not end within `limit` (as wait_exit).
   int wait_main(std::chrono::milliseconds limit = std::chrono::seconds(30)) {
-    const int status = wait_exit(main_pid_, limit);
-    receive();
+    int status = 0;
+    const bool ended = eventually([&] {
+      receive();
+      return ::waitpid(main_pid_, &status, WNOHANG) == main_pid_;
+    }, limit);
+    if (!ended) {
+      ::kill(main_pid_, SIGKILL);
+      ::waitpid(main_pid_, &status, 0);
+    }
+    receive();  // what it sent before exiting (still from the main pid)
     main_pid_ = -1;
-    return status;
+    return !ended ? -1 : WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
   }
 
   // Reads every notification waiting, as the manager does.
@@ -300,8 +309,15 @@ class fake_systemd {
   static bool contains(const std::vector<std::string>& tags, std::string_view tag) {
     return std::ranges::find(tags, tag) != tags.end();
   }
-  // same_fd(): device fds are never the same; else the same inode and flags.
+  // same_fd() (src/basic/fd-util.c @ 00ae16cb4a2f0333920a03c904e5043214fdae16):
+  // F_DUPFD_QUERY first (Linux >= 6.10), then kcmp(KCMP_FILE): the same
+  // only when both are one open file description (a dup). Without either,
+  // device fds are never the same, other fds when of one inode with the
+  // same flags.
   static bool same_fd(int a, int b) {
+    constexpr int dupfd_query = 1024 + 3;  // F_DUPFD_QUERY (F_LINUX_SPECIFIC_BASE + 3)
+    if (const int r = ::fcntl(a, dupfd_query, b); r >= 0) return r > 0;
+    if (const long r = ::syscall(SYS_kcmp, ::getpid(), ::getpid(), 0 /* KCMP_FILE */, a, b); r >= 0) return r == 0;
     struct stat sa {}, sb {};
     if (::fstat(a, &sa) != 0 || ::fstat(b, &sb) != 0) return false;
     if (sa.st_dev != sb.st_dev || sa.st_ino != sb.st_ino) return false;
