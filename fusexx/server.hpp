@@ -16,6 +16,8 @@
 //
 // docs/lifecycle.md has the timeline and every failure case.
 #include <poll.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 
 #include <chrono>
 #include <memory>
@@ -290,6 +292,11 @@ class server {
     unique_fd peer(::accept4(control_listener_.get(), nullptr, nullptr, SOCK_CLOEXEC));
     if (!peer) co_return false;
     const int sock = peer.get();
+    // A successor that stops reading must not hold this server: a send
+    // waits at most a second at a time (send_snapshot_fds retries until
+    // its own deadline).
+    const timeval send_limit{1, 0};
+    (void)::setsockopt(sock, SOL_SOCKET, SO_SNDTIMEO, &send_limit, sizeof send_limit);
     auto hello = co_await loop.blocking([sock] { return handover::receive(sock, clock::now() + std::chrono::seconds(5)); });
     if (!hello || hello->what != handover::kind::hello) co_return false;
     const auto refuse = [sock](const std::string& why) {

@@ -8,9 +8,13 @@
 //
 // Slots come in chunks that never move once made, so at() runs without a
 // lock while add() and take() run on other threads. A freed id is used
-// again (the kernel never uses an id it has forgotten or released).
+// again (the kernel never uses an id it has forgotten or released). The
+// directory of chunks is reserved zeroed and untouched (calloc of a large
+// block maps zero pages), so a table costs what it holds, not its capacity:
+// a few KiB for a few objects.
 #include <atomic>
 #include <cstdint>
+#include <cstdlib>
 #include <memory>
 #include <mutex>
 #include <new>
@@ -21,23 +25,26 @@ namespace passthrough {
 template <class T>
 class slot_table {
  public:
-  static constexpr unsigned chunk_bits = 14;
+  static constexpr unsigned chunk_bits = 10;
   static constexpr std::uint64_t chunk_size = std::uint64_t{1} << chunk_bits;
-  static constexpr std::uint64_t max_chunks = std::uint64_t{1} << 14;
+  static constexpr std::uint64_t max_chunks = std::uint64_t{1} << 18;
   static constexpr std::uint64_t capacity = chunk_size * max_chunks;  // 2^28 objects
 
   // Ids below `first_id` are never handed out (reserved, e.g. the root's).
   explicit slot_table(std::uint64_t first_id = 0)
-      : first_(first_id), next_(first_id), chunks_(std::make_unique<std::atomic<chunk*>[]>(max_chunks)) {}
+      : first_(first_id), next_(first_id), chunks_(static_cast<chunk**>(std::calloc(max_chunks, sizeof(chunk*)))) {
+    if (!chunks_) throw std::bad_alloc();
+  }
   slot_table(const slot_table&) = delete;
   slot_table& operator=(const slot_table&) = delete;
   ~slot_table() {
-    for (std::uint64_t c = 0; c < max_chunks; ++c) {
-      chunk* k = chunks_[c].load(std::memory_order_relaxed);
+    for (std::uint64_t c = 0; c < chunks_in_use(); ++c) {
+      chunk* k = chunks_[c];
       if (!k) continue;
       for (auto& slot : k->slots) delete slot.load(std::memory_order_relaxed);
       delete k;
     }
+    std::free(chunks_);
   }
 
   // Takes `object` over; returns its id. Throws std::bad_alloc when all
@@ -76,13 +83,13 @@ class slot_table {
   // The object at an id the kernel holds (it never passes one it was not
   // given, nor one after forgetting or releasing it).
   T& at(std::uint64_t id) const noexcept {
-    return *chunks_[id >> chunk_bits].load(std::memory_order_acquire)->slots[id & (chunk_size - 1)].load(
+    return *directory(id >> chunk_bits).load(std::memory_order_acquire)->slots[id & (chunk_size - 1)].load(
         std::memory_order_acquire);
   }
   // The object at `id`, or nullptr: for ids that come from elsewhere.
   T* find(std::uint64_t id) const noexcept {
     if (id >= capacity) return nullptr;
-    chunk* k = chunks_[id >> chunk_bits].load(std::memory_order_acquire);
+    chunk* k = directory(id >> chunk_bits).load(std::memory_order_acquire);
     return k ? k->slots[id & (chunk_size - 1)].load(std::memory_order_acquire) : nullptr;
   }
 
@@ -90,7 +97,7 @@ class slot_table {
   std::unique_ptr<T> take(std::uint64_t id) {
     std::lock_guard g(mutex_);
     if (id < first_ || id >= capacity) return nullptr;
-    chunk* k = chunks_[id >> chunk_bits].load(std::memory_order_relaxed);
+    chunk* k = directory(id >> chunk_bits).load(std::memory_order_relaxed);
     if (!k) return nullptr;
     std::unique_ptr<T> object(k->slots[id & (chunk_size - 1)].exchange(nullptr, std::memory_order_acq_rel));
     if (object) {
@@ -110,8 +117,8 @@ class slot_table {
   template <class F>
   void for_each(F&& f) const {
     std::lock_guard g(mutex_);
-    for (std::uint64_t c = 0; c < max_chunks && (c << chunk_bits) < next_; ++c) {
-      chunk* k = chunks_[c].load(std::memory_order_relaxed);
+    for (std::uint64_t c = 0; c < chunks_in_use(); ++c) {
+      chunk* k = directory(c).load(std::memory_order_relaxed);
       if (!k) continue;
       for (std::uint64_t s = 0; s < chunk_size; ++s)
         if (T* object = k->slots[s].load(std::memory_order_relaxed)) f((c << chunk_bits) | s, *object);
@@ -123,9 +130,15 @@ class slot_table {
     std::atomic<T*> slots[chunk_size] = {};
   };
 
+  // Entry `c` of the chunk directory, read and written atomically (at()
+  // reads it without the lock).
+  std::atomic_ref<chunk*> directory(std::uint64_t c) const noexcept { return std::atomic_ref<chunk*>(chunks_[c]); }
+  // Chunks below this index may exist (no id at or above next_ was handed out).
+  std::uint64_t chunks_in_use() const noexcept { return (next_ + chunk_size - 1) >> chunk_bits; }
+
   // The slot of `id`, its chunk made if need be (under the lock).
   std::atomic<T*>& slot(std::uint64_t id) {
-    std::atomic<chunk*>& c = chunks_[id >> chunk_bits];
+    auto c = directory(id >> chunk_bits);
     chunk* k = c.load(std::memory_order_relaxed);
     if (!k) {
       k = new chunk();
@@ -139,7 +152,7 @@ class slot_table {
   std::uint64_t next_;                  // no id at or above it was ever handed out
   std::vector<std::uint64_t> free_;     // freed ids below next_ (some may be filled by place())
   std::size_t size_ = 0;
-  std::unique_ptr<std::atomic<chunk*>[]> chunks_;
+  chunk** chunks_;                      // max_chunks entries, zeroed (calloc)
 };
 
 }  // namespace passthrough
