@@ -119,7 +119,8 @@ inline auto statx(int dir, const char* path, int flags, unsigned mask, struct st
 // Suspends for `d` without blocking a serving thread: on an io_uring queue
 // thread the ring times it; anywhere else the process's timer thread
 // resumes the handler (detail/timer_thread.hpp), so a classic transport
-// thread serves other requests meanwhile.
+// thread serves other requests meanwhile. Either way a handler that wakes
+// while its server is parked is held back until the server resumes.
 class sleep_for : private transport::completion {
  public:
   explicit sleep_for(std::chrono::nanoseconds d) : d_(std::max(d, std::chrono::nanoseconds(0))) {
@@ -136,9 +137,13 @@ class sleep_for : private transport::completion {
       return;
     }
     waiting_ = h;
+    scope_ = fusexx::detail::current_scope();
     on_complete = [](transport::completion* self, int) {
       --transport::awaited_operations();
-      static_cast<sleep_for*>(self)->waiting_.resume();
+      auto* me = static_cast<sleep_for*>(self);
+      // Parked: no handler runs; the server resumes it when it resumes.
+      if (me->scope_ && me->scope_->hold_back(me->waiting_)) return;
+      me->waiting_.resume();
     };
     ++transport::awaited_operations();
     io_uring_sqe* sqe = transport::next_sqe(ring);
@@ -151,6 +156,7 @@ class sleep_for : private transport::completion {
   std::chrono::nanoseconds d_;
   __kernel_timespec ts_{};
   std::coroutine_handle<> waiting_;
+  fusexx::detail::handler_scope* scope_ = nullptr;
 };
 
 }  // namespace fusexx::io

@@ -284,13 +284,7 @@ class dispatcher {
       auto d = drive(std::move(row), req, resp).handle;
       auto& promise = d.promise();
       if (in.owner) promise.owned = std::move(*in.owner);
-      {
-        // A timer it sets (io::sleep_for off the ring) resumes it through
-        // the session's scope.
-        handler_scope* outer = std::exchange(current_scope(), &session_.scope());
-        d.resume();
-        current_scope() = outer;
-      }
+      d.resume();
       if (promise.phase.load(std::memory_order_acquire) != promise_type::finished) {
         // Suspended: it joins the session's scope before the frame is
         // released, so the frame leaves it when it finishes (below, if it

@@ -18,6 +18,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
+#include <atomic>
 #include <cstring>
 #include <memory>
 #include <new>
@@ -377,6 +379,39 @@ TEST_CASE("blocked lock requests do not hold the server's threads") {
   for (auto& t : waiters) t.join();
   for (int fd : fds) ::close(fd);
   CHECK(eventually([&] { return m.srv().session().scope().size() == 0; }));
+}
+
+TEST_CASE("a lock request waiting while the server is parked does not run until it resumes") {
+  // The waiting request's handler sleeps between attempts. Parked, the
+  // server must run no handler (a handover snapshots it then): the lock it
+  // waits for is let go meanwhile, and yet the request stays unanswered
+  // until the server resumes.
+  temp_dir dir;
+  const std::string source = dir.sub("source");
+  mounted<passthrough_fs> m([&](passthrough_fs& fs, server_options& o) {
+    fs.source = source;
+    fs.cache_timeout = timeout(0);
+    if (auto r = fs.open_source(); !r) FAIL(r.error().message);
+    passthrough_fs::configure_mount(o.mount);
+  });
+  REQUIRE_MESSAGE(m.ok(), m.error());
+  write_file(source + "/f", "x");
+  fd_guard direct{::open((source + "/f").c_str(), O_RDWR)};  // on the source itself, not through the mount
+  REQUIRE(::flock(direct.fd, LOCK_EX) == 0);
+  fd_guard through{::open(m.path("f").c_str(), O_RDWR)};
+  REQUIRE(through.fd >= 0);
+  std::atomic<bool> locked{false};
+  std::thread waiter([&] { locked = ::flock(through.fd, LOCK_EX) == 0; });
+  REQUIRE(eventually([&] { return m.srv().session().scope().size() == 1; }));
+  const auto parked = m.srv().park(std::chrono::milliseconds(500), std::chrono::milliseconds(20));
+  CHECK(parked.running == 0);
+  REQUIRE(::flock(direct.fd, LOCK_UN) == 0);
+  // Were its handler woken now, it would take the lock and answer.
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  CHECK_FALSE(locked.load());
+  m.srv().resume();
+  CHECK(eventually([&] { return locked.load(); }));
+  waiter.join();
 }
 
 TEST_CASE("O_DIRECT: 4 KiB random pwrite and pread") {

@@ -118,8 +118,9 @@ class handler_scope {
   std::vector<std::coroutine_handle<>> held_back_;
 };
 
-// The scope of the handler running on this thread (set while the dispatcher
-// starts one, and while a timer resumes one), or null.
+// The scope of the handlers this thread runs (set once by a /dev/fuse
+// reader or an io_uring queue thread for its session, and by the timer
+// thread for each it resumes), or null.
 inline handler_scope*& current_scope() {
   thread_local handler_scope* scope = nullptr;
   return scope;

@@ -231,6 +231,10 @@ class device_readers final : public channel {
   }
 
   void serve(reader& r) {
+    // A handler that sleeps off the ring (io::sleep_for) wakes on the timer
+    // thread through its session's scope, which holds it back while parked.
+    // Set once: every request this thread reads is of that session.
+    detail::current_scope() = &session_.scope();
     sigset_t blocked = worker_signal_mask();
     pthread_sigmask(SIG_BLOCK, &blocked, nullptr);
     sigset_t wake_set;

@@ -488,6 +488,7 @@ class uring_plane final : public channel {
 
     void serve() {
       current_ring() = &ring;
+      detail::current_scope() = &sess->scope();  // a sleep's wake-up is held back while parked (async_io.hpp)
       arm_wake();
       for (auto& e : entries) serve_entry(e);
       while (live > 0) {
