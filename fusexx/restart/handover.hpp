@@ -22,9 +22,9 @@
 
 #include <chrono>
 #include <cstdint>
-#include <thread>
 #include <span>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "../failure.hpp"
@@ -182,8 +182,11 @@ inline outcome<offer> ask(const std::string& mountpoint, std::string_view type,
                                 : more ? "a message that is not the snapshot's fds"
                                        : more.error().message();
         (void)send(o.sock.get(), {.what = kind::refuse, .text = "the snapshot's fds did not all come: " + why});
-        return fail(more ? EPROTO : more.error().value(), "{} of the {} open files beside the snapshot of {} came ({}); "
-                    "was this process's RLIMIT_NOFILE too low?", o.snapshot_fds.size(), answer->count, mountpoint, why);
+        // EMSGSIZE: the kernel could not install them all here (RLIMIT_NOFILE).
+        const bool no_room = !more && more.error().value() == EMSGSIZE;
+        return fail(more ? EPROTO : more.error().value(), "{} of the {} open files beside the snapshot of {} came ({}){}",
+                    o.snapshot_fds.size(), answer->count, mountpoint, why,
+                    no_room ? "; this process may hold no more fds: raise its RLIMIT_NOFILE" : "");
       }
       for (auto& f : more->fds) o.snapshot_fds.push_back(std::move(f));
     }
