@@ -74,13 +74,13 @@ bool populate(const std::string& mp, std::size_t files) {
   for (unsigned t = 0; t < n; ++t)
     makers.emplace_back([&, t] {
       for (std::size_t i = t; i < files && ok; i += n) {
-        const int fd = ::open(file_name(mp, i).c_str(), O_CREAT | O_WRONLY | O_EXCL, 0644);
+        const int fd = ::open(file_name(mp, i).c_str(), O_CREAT | O_WRONLY | O_EXCL | O_CLOEXEC, 0644);
         if (fd < 0) ok = false;
         else ::close(fd);
       }
     });
   makers.clear();
-  const int fd = ::open((mp + "/data").c_str(), O_CREAT | O_WRONLY, 0644);
+  const int fd = ::open((mp + "/data").c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
   if (fd < 0) return false;
   std::vector<char> chunk(1 << 20, 'x');
   for (off_t at = 0; at < data_size; at += off_t(chunk.size()))
@@ -163,7 +163,9 @@ cell measure(const std::string& memfs, const std::string& transport, std::size_t
     }
   });
   std::jthread reads([&] {
-    const int fd = ::open((mp + "/data").c_str(), O_RDONLY | O_DIRECT);
+    // CLOEXEC: each successor is spawned from this process; one that
+    // inherited a file of its own mount would keep it busy for ever.
+    const int fd = ::open((mp + "/data").c_str(), O_RDONLY | O_DIRECT | O_CLOEXEC);
     void* buf = nullptr;
     if (fd < 0 || ::posix_memalign(&buf, 4096, 4096) != 0) {
       read_t.failed = true;
