@@ -38,6 +38,10 @@ struct mount_options {
   // when init() does. Falls back to asynchronous INIT where the kernel or the
   // helper cannot do it; false forces asynchronous INIT.
   bool sync_init = true;
+  // Unmount when the server dies without unmounting (libfuse's auto_unmount):
+  // a watcher process does it (mount/auto_unmount.hpp). Not passed to
+  // fusermount3, whose own watcher fusexx does not use.
+  bool auto_unmount = false;
   // The unprivileged mount helper. Empty: fusermount3 from PATH, used only
   // when not root. Set: always mount through this helper.
   std::string helper;
@@ -130,6 +134,7 @@ inline outcome<bool> mount_options::apply(std::string_view key, std::optional<st
     return r;
   }
   if (key == "blkdev") return flag(blkdev, true);
+  if (key == "auto_unmount") return flag(auto_unmount, true);
   if (key == "blksize") {
     auto r = number(blksize, 10);
     if (r && (*blksize < 512 || (*blksize & (*blksize - 1))))
