@@ -475,7 +475,7 @@ TEST_CASE("O_TMPFILE makes an unnamed file in the source directory") {
   CHECK_MESSAGE(t.m->stop() == 0, t.m->output());
 }
 
-TEST_CASE("a missing or unusable source= is a clear error with exit status 2") {
+TEST_CASE("a missing or unusable source (source= or SOURCE) is a clear error with exit status 2") {
   temp_dir dir;
   const std::string mnt = dir.sub("mnt");
   write_file(dir.path() + "/plain-file", "");
@@ -490,6 +490,9 @@ TEST_CASE("a missing or unusable source= is a clear error with exit status 2") {
            {{"-o", "source="}, "source= needs a directory"},
            {{"-o", "source=" + mnt + ",timeout=-1"}, "timeout="},
            {{"-o", "source=" + mnt + ",passthrough=yes"}, "takes no value"},
+           {{dir.path() + "/missing"}, "No such file or directory"},  // as SOURCE
+           {{"-o", "source=" + mnt, dir.path()}, "two source directories"},
+           {{mnt, mnt}, "too many arguments"},  // SOURCE MOUNTPOINT and one more
        }) {
     std::vector<std::string> argv{passthrough_binary(), "-f"};
     argv.insert(argv.end(), e.args.begin(), e.args.end());
@@ -500,6 +503,22 @@ TEST_CASE("a missing or unusable source= is a clear error with exit status 2") {
     CHECK_MESSAGE(r.out.find(e.says) != std::string::npos, r.out);
     CHECK_FALSE(is_fuse_mounted(mnt));
   }
+}
+
+// What `mount -t fuse.passthrough SRC DIR` and an fstab line run (through
+// mount.fuse3): the source as the first positional argument; it also names
+// the mount.
+TEST_CASE("passthrough SRC DIR mirrors SRC (what mount -t fuse.passthrough runs)") {
+  temp_dir dir;
+  const std::string src = dir.sub("src");
+  write_file(src + "/present", "from the source\n");
+  spawned_mount m(passthrough_binary(), {"-o", "timeout=0", src}, dir.sub("mnt"));
+  REQUIRE_MESSAGE(m.ok(), m.output());
+  CHECK(slurp(m.path("present")) == "from the source\n");
+  write_file(m.path("written"), "through the mirror\n");
+  CHECK(slurp(src + "/written") == "through the mirror\n");
+  CHECK(find_fuse_mount(m.path())->source == src);
+  CHECK_MESSAGE(m.stop() == 0, m.output());
 }
 
 TEST_CASE("lookup counts: every reference the kernel took is forgotten, and the inodes freed") {

@@ -87,6 +87,29 @@ std::optional<T> parse_number(std::string_view s, int base = 10) {
 }
 }  // namespace detail
 
+// Options that belong to mount(8), mount.fuse3 and systemd, not to the
+// filesystem: accepted and ignored, never an error, so an fstab line's
+// options work however they reach the program. What libfuse does (libfuse
+// commit e8d407ce, 3.19.0-rc0):
+// - util/mount.fuse.c drops "", user, nofail, nouser, users, auto, noauto and
+//   _netdev itself before it runs `TYPE SOURCE MOUNTPOINT -o OPTS` (they only
+//   reach a program run by hand, or through another helper);
+// - lib/mount.c keeps "x-*" options (x-systemd.automount, x-gvfs-show) and
+//   user=NAME for the mount table only: never the kernel's. mount(8) itself
+//   does not pass x-* to helpers, but user=NAME it does.
+// - "defaults" is mount(8)'s (it passes rw instead); it means nothing here.
+// The flags libfuse sets (rw, ro, suid, nosuid, dev, nodev, exec, noexec,
+// sync, async, dirsync, noatime) are real options above; as with fusermount3,
+// suid and dev need root (fusermount3 ignores them for users, with a warning).
+inline bool is_helper_option(std::string_view key, std::optional<std::string_view> value) {
+  if (key.starts_with("x-")) return true;
+  if (key == "user" && value) return true;  // user=NAME: mount(8)'s record of who mounted
+  if (value) return false;
+  for (std::string_view k : {"defaults", "auto", "noauto", "user", "nouser", "users", "nofail", "_netdev"})
+    if (key == k) return true;
+  return false;
+}
+
 inline outcome<bool> mount_options::apply(std::string_view key, std::optional<std::string_view> value) {
   auto flag = [&](bool& field, bool on) -> outcome<bool> {
     if (value) return fail(EINVAL, "mount option '{}' takes no value", key);
@@ -143,6 +166,7 @@ inline outcome<bool> mount_options::apply(std::string_view key, std::optional<st
   }
   if (key == "user_id") return number(user_id, 10);
   if (key == "group_id") return number(group_id, 10);
+  if (is_helper_option(key, value)) return true;
   return false;
 }
 
