@@ -74,6 +74,10 @@ TEST_CASE("fusermount3 and mount(2) option strings") {
   m.subtype = "demo";
   m.allow_other = true;
   m.max_read = 65536;
+  // auto_unmount is fusexx's own watcher's, never the helper's (mount/auto_unmount.hpp)
+  REQUIRE(*m.apply("auto_unmount", std::nullopt));
+  CHECK(m.auto_unmount);
+  CHECK_FALSE(m.apply("auto_unmount", "1"));
   CHECK(m.fusermount_string() == "rw,nosuid,nodev,allow_other,fsname=my\\,fs,subtype=demo,max_read=65536");
   CHECK(m.legacy_data(5, S_IFDIR, 0, 0) == "fd=5,rootmode=40000,user_id=0,group_id=0,allow_other,max_read=65536");
 }
