@@ -350,14 +350,10 @@ TEST_CASE("blocked lock requests do not hold the server's threads") {
   // ring on io_uring, the timer thread on classic), so the rest still works.
   temp_dir dir;
   const std::string source = dir.sub("source");
-  mounted<passthrough_fs> m([&](passthrough_fs& fs, server_options& o) {
-    fs.source = source;
+  in_process_mirror m(source, [](passthrough_fs& fs, server_options& o) {
     fs.cache_timeout = timeout(0);
-    if (auto r = fs.open_source(); !r) FAIL(r.error().message);
-    passthrough_fs::configure_mount(o.mount);
     o.classic.threads = 2;
   });
-  REQUIRE_MESSAGE(m.ok(), m.error());
   const std::string p = m.path("busy");
   fd_guard holder{::open(p.c_str(), O_CREAT | O_RDWR, 0644)};
   REQUIRE(::flock(holder.fd, LOCK_EX) == 0);
@@ -388,13 +384,7 @@ TEST_CASE("a lock request waiting while the server is parked does not run until 
   // until the server resumes.
   temp_dir dir;
   const std::string source = dir.sub("source");
-  mounted<passthrough_fs> m([&](passthrough_fs& fs, server_options& o) {
-    fs.source = source;
-    fs.cache_timeout = timeout(0);
-    if (auto r = fs.open_source(); !r) FAIL(r.error().message);
-    passthrough_fs::configure_mount(o.mount);
-  });
-  REQUIRE_MESSAGE(m.ok(), m.error());
+  in_process_mirror m(source, [](passthrough_fs& fs, server_options&) { fs.cache_timeout = timeout(0); });
   write_file(source + "/f", "x");
   fd_guard direct{::open((source + "/f").c_str(), O_RDWR)};  // on the source itself, not through the mount
   REQUIRE(::flock(direct.fd, LOCK_EX) == 0);
