@@ -85,7 +85,9 @@ class server {
  public:
   using clock = std::chrono::steady_clock;
 
-  server(Fs& fs, server_options options) : fs_(fs), options_(std::move(options)), dispatcher_(fs_, session_) {}
+  server(Fs& fs, server_options options) : fs_(fs), options_(std::move(options)), dispatcher_(fs_, session_) {
+    options_.mount.root_is_file = fusexx::root_is_file<Fs>();
+  }
   server(const server&) = delete;
   server& operator=(const server&) = delete;
   ~server() {

@@ -3,6 +3,8 @@
 // so this file runs outside Bazel's sandbox (tests/BUILD.bazel, NO_SANDBOX).
 #include <doctest/doctest.h>
 
+#include <fstream>
+
 #include <fusexx/fusexx.hpp>
 
 #include "examples/hello_fs.hpp"
@@ -53,6 +55,41 @@ TEST_CASE("unprivileged: fusermount3 mounts for a non-root user") {
   CHECK(run(with({"fusermount3", "-u", mp})).status == 0);
   CHECK(wait_exit(server_process.pid) == 0);
   CHECK_FALSE(is_fuse_mounted(mp));
+}
+
+TEST_CASE("unprivileged allow_other: refused in one sentence unless /etc/fuse.conf has user_allow_other") {
+  const std::string hello = example_binary("FUSEXX_HELLO");
+  REQUIRE(!hello.empty());
+  temp_dir dir;
+  const std::string bin = dir.path() + "/hello";
+  std::filesystem::copy_file(hello, bin);
+  ::chmod(bin.c_str(), 0755);
+  const std::string mp = dir.sub("mnt");
+  REQUIRE(::chown(mp.c_str(), 65534, 65534) == 0);
+  const std::vector<std::string> as_nobody = {"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"};
+  auto with = [&](std::vector<std::string> tail) {
+    auto v = as_nobody;
+    v.insert(v.end(), tail.begin(), tail.end());
+    return v;
+  };
+  auto r = run(with({bin, "-o", "allow_other", mp}), /*with_stderr=*/true);
+  if (detail::fuse_conf_allows_other()) {
+    // This machine allows it: the mount works, and is open to root.
+    CHECK_MESSAGE(r.status == 0, r.out);
+    CHECK(slurp(mp + "/hello.txt") == greeting);
+    CHECK(run(with({"fusermount3", "-u", mp})).status == 0);
+  } else {
+    CHECK(r.status == EPERM);
+    CHECK_MESSAGE(r.out.find("/etc/fuse.conf has the line user_allow_other") != std::string::npos, r.out);
+    CHECK_FALSE(is_fuse_mounted(mp));
+  }
+  CHECK(eventually([&] { return !is_fuse_mounted(mp); }));
+  // The reading of fuse.conf itself, as fusermount3 reads it.
+  const std::string conf = dir.path() + "/fuse.conf";
+  std::ofstream(conf) << "# user_allow_other\nmount_max = 1000\n";
+  CHECK_FALSE(detail::fuse_conf_allows_other(conf.c_str()));
+  std::ofstream(conf) << "mount_max = 1000\n  user_allow_other  # shared mounts\n";
+  CHECK(detail::fuse_conf_allows_other(conf.c_str()));
 }
 
 TEST_CASE("unprivileged without fusermount3: one clear sentence") {

@@ -23,6 +23,7 @@
 #include <sys/ioctl.h>
 
 #include <cerrno>
+#include <fstream>
 #include <functional>
 #include <map>
 #include <mutex>
@@ -188,6 +189,46 @@ inline outcome<mode_t> check_mountpoint(const std::string& path) {
   if (!S_ISDIR(st.st_mode) && !S_ISREG(st.st_mode))
     return fail(ENOTDIR, "cannot use mountpoint {}: not a directory or regular file", path);
   return st.st_mode & S_IFMT;
+}
+
+// fusermount3 lets a user share a mount (allow_other) only where
+// /etc/fuse.conf says user_allow_other (libfuse util/fusermount.c read_conf:
+// a line of just that word, after stripping '#' comments and blanks).
+inline bool fuse_conf_allows_other(const char* path = "/etc/fuse.conf") {
+  std::ifstream in(path);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (auto hash = line.find('#'); hash != std::string::npos) line.resize(hash);
+    const auto b = line.find_first_not_of(" \t"), e = line.find_last_not_of(" \t\r");
+    if (b != std::string::npos && line.substr(b, e - b + 1) == "user_allow_other") return true;
+  }
+  return false;
+}
+
+// The root's type (the filesystem's, or rootmode=) against the mountpoint's:
+// the kernel attaches a directory only on a directory and a file only on a
+// file, and fusermount3 types the root after the mountpoint — a directory
+// root over a file would mount, then answer every access with EIO.
+inline outcome<mode_t> check_root_type(const mount_options& o) {
+  auto at = check_mountpoint(o.mountpoint);
+  if (!at) return at;
+  // A live FUSE mount there already (a dead one fails the stat above): say
+  // what it is, rather than hide it under a second one.
+  if (auto there = find_fuse_mount(o.mountpoint)) {
+    const std::string same = o.subtype.empty() ? "" : "fuse." + o.subtype;
+    return fail(EBUSY, "cannot mount on {}: it is already a FUSE mount ({}, source '{}'){}", o.mountpoint,
+                there->fstype, there->source,
+                there->fstype == same ? ": unmount it first, or take it over (--takeover) if the filesystem is "
+                                        "restartable (docs/restart.md)"
+                                      : ": unmount it first");
+  }
+  const mode_t root = o.rootmode ? (*o.rootmode & S_IFMT) : (o.root_is_file ? S_IFREG : S_IFDIR);
+  if (root == 0 || *at == root) return *at;
+  if (S_ISREG(*at))
+    return fail(ENOTDIR, "cannot mount on {}: it is a regular file, and this filesystem's root is a directory "
+                         "(mount it on a directory)", o.mountpoint);
+  return fail(EISDIR, "cannot mount on {}: it is a directory, and this filesystem's root is a regular file "
+                      "(mount it on a file)", o.mountpoint);
 }
 
 inline bool have_mount_privilege() { return ::geteuid() == 0; }
@@ -544,11 +585,14 @@ inline outcome<mount> mount::create(const mount_options& opts, unique_fd& device
 
 inline outcome<mount> mount::mount_only(const mount_options& opts, unique_fd& device, const mount_hooks& hooks,
                                         std::stop_token cancel) {
-  auto root_mode = detail::check_mountpoint(opts.mountpoint);
+  auto root_mode = detail::check_root_type(opts);
   if (!root_mode) return std::unexpected(root_mode.error());
 
   if (!opts.helper.empty() || !detail::have_mount_privilege()) {
     if (auto ok = detail::check_device_for_helper(opts); !ok) return std::unexpected(ok.error());
+    if (opts.allow_other && !detail::have_mount_privilege() && !detail::fuse_conf_allows_other())
+      return fail(EPERM, "cannot mount {} with allow_other: only root may, unless /etc/fuse.conf has the line "
+                         "user_allow_other (root can add it)", opts.mountpoint);
     const std::string helper = detail::helper_for(opts);
     if (helper.empty())
       return fail(EPERM, "cannot mount {}: not running as root, and fusermount3 is not installed (apt-get install "

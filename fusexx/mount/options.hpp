@@ -22,7 +22,12 @@ struct mount_options {
   bool read_only = false;
   bool nosuid = true, nodev = true, noexec = false, noatime = false, dirsync = false, sync = false;
   std::optional<std::uint32_t> max_read;
-  std::optional<mode_t> rootmode;    // normally taken from the mountpoint (directory or file)
+  std::optional<mode_t> rootmode;    // the root's type for the kernel; normally the filesystem's (root_is_file)
+  // The filesystem's root is a regular file, not a directory (server<Fs> sets
+  // it from Fs::root_is_file). The kernel mounts a directory only on a
+  // directory and a file only on a file, and takes the root's type from the
+  // mount: a root typed after the wrong kind of mountpoint answers EIO.
+  bool root_is_file = false;
   std::optional<uid_t> user_id;      // the mount's owner; defaults to the caller
   std::optional<gid_t> group_id;
   // Type fuseblk: a filesystem "on" a block device, which fsname names
