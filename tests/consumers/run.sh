@@ -63,6 +63,7 @@ BLOCKS="$SCRATCH/blocks"
 LOGS="$SCRATCH/logs"
 NESTED_BASE="$SCRATCH/bazel-base"
 mkdir -p "$PROJECT" "$BLOCKS" "$LOGS" "$SCRATCH/tmp" "$SCRATCH/bin"
+BAZEL="$(command -v bazel || echo /usr/bin/bazel)"
 
 # Mounts below the scratch directory, deepest first.
 scratch_mounts() {
@@ -93,7 +94,7 @@ cleanup() {
   local pid
   for pid in $(scratch_servers); do kill -TERM "$pid" 2>/dev/null || true; done
   if [[ -d "$NESTED_BASE" ]]; then
-    /usr/bin/bazel --output_base="$NESTED_BASE" shutdown >/dev/null 2>&1 || true
+    "$BAZEL" --output_base="$NESTED_BASE" shutdown >/dev/null 2>&1 || true
   fi
   sleep 0.2
   for pid in $(scratch_servers); do kill -KILL "$pid" 2>/dev/null || true; done
@@ -116,9 +117,9 @@ trap 'exit 143' TERM
 cat >"$SCRATCH/bin/bazel" <<EOF
 #!/bin/sh
 case "\$PWD/" in
-  "$PROJECT"/*) exec /usr/bin/bazel --output_base="$NESTED_BASE" "\$@" ;;
+  "$PROJECT"/*) exec "$BAZEL" --output_base="$NESTED_BASE" "\$@" ;;
 esac
-exec /usr/bin/bazel "\$@"
+exec "$BAZEL" "\$@"
 EOF
 chmod +x "$SCRATCH/bin/bazel"
 
