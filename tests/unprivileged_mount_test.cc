@@ -73,7 +73,7 @@ TEST_CASE("unprivileged allow_other: refused in one sentence unless /etc/fuse.co
     return v;
   };
   auto r = run(with({bin, "-o", "allow_other", mp}), /*with_stderr=*/true);
-  if (detail::fuse_conf_allows_other()) {
+  if (detail::read_fuse_conf().user_allow_other) {
     // This machine allows it: the mount works, and is open to root.
     CHECK_MESSAGE(r.status == 0, r.out);
     CHECK(slurp(mp + "/hello.txt") == greeting);
@@ -86,10 +86,38 @@ TEST_CASE("unprivileged allow_other: refused in one sentence unless /etc/fuse.co
   CHECK(eventually([&] { return !is_fuse_mounted(mp); }));
   // The reading of fuse.conf itself, as fusermount3 reads it.
   const std::string conf = dir.path() + "/fuse.conf";
-  std::ofstream(conf) << "# user_allow_other\nmount_max = 1000\n";
-  CHECK_FALSE(detail::fuse_conf_allows_other(conf.c_str()));
-  std::ofstream(conf) << "mount_max = 1000\n  user_allow_other  # shared mounts\n";
-  CHECK(detail::fuse_conf_allows_other(conf.c_str()));
+  std::ofstream(conf) << "# user_allow_other\n";
+  CHECK_FALSE(detail::read_fuse_conf(conf.c_str()).user_allow_other);
+  CHECK(detail::read_fuse_conf(conf.c_str()).mount_max == 1000);  // fusermount3's default
+  std::ofstream(conf) << "mount_max=7\n  user_allow_other  # shared mounts\n";
+  CHECK(detail::read_fuse_conf(conf.c_str()).user_allow_other);
+  CHECK(detail::read_fuse_conf(conf.c_str()).mount_max == 7);
+}
+
+TEST_CASE("unprivileged past /etc/fuse.conf's mount_max: refused in one sentence") {
+  temp_dir dir;
+  const std::string mp = dir.sub("mnt", 0777);
+  const std::string conf = dir.path() + "/fuse.conf";
+  std::ofstream(conf) << "mount_max = 0\n";
+  ::chmod(conf.c_str(), 0644);
+  int status = in_child([&] {
+    // This process's own view of /etc/fuse.conf (fusermount3 would read the same file).
+    if (::unshare(CLONE_NEWNS) != 0) return 10;
+    if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) return 11;
+    if (::mount(conf.c_str(), "/etc/fuse.conf", nullptr, MS_BIND, nullptr) != 0) return 12;
+    if (::setresgid(65534, 65534, 65534) != 0 || ::setresuid(65534, 65534, 65534) != 0) return 13;
+    hello_fs fs;
+    server_options o;
+    o.mount.mountpoint = mp;
+    server<hello_fs> srv(fs, o);
+    auto r = srv.start();
+    if (r) return 14;
+    if (r.error().code.value() != EUSERS) return 15;
+    if (r.error().message.find("mount_max = 0") == std::string::npos) return 16;
+    return 0;
+  });
+  CHECK(status == 0);
+  CHECK_FALSE(is_fuse_mounted(mp));
 }
 
 TEST_CASE("unprivileged without fusermount3: one clear sentence") {

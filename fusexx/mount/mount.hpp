@@ -28,6 +28,7 @@
 #include <map>
 #include <mutex>
 #include <stop_token>
+#include <cstdio>
 #include <cstring>
 #include <string>
 #include <utility>
@@ -191,18 +192,53 @@ inline outcome<mode_t> check_mountpoint(const std::string& path) {
   return st.st_mode & S_IFMT;
 }
 
-// fusermount3 lets a user share a mount (allow_other) only where
-// /etc/fuse.conf says user_allow_other (libfuse util/fusermount.c read_conf:
-// a line of just that word, after stripping '#' comments and blanks).
-inline bool fuse_conf_allows_other(const char* path = "/etc/fuse.conf") {
+// What /etc/fuse.conf allows a user, read as fusermount3 reads it (libfuse
+// e8d407ce, util/fuser_conf.c read_conf: '#' comments and blanks stripped;
+// a line "user_allow_other", or "mount_max = N" as sscanf matches it).
+struct fuse_conf {
+  bool user_allow_other = false;  // a user may mount with allow_other
+  int mount_max = 1000;           // FUSE mounts (of anyone) beyond which a user may not mount; -1: no limit
+};
+inline fuse_conf read_fuse_conf(const char* path = "/etc/fuse.conf") {
+  fuse_conf c;
   std::ifstream in(path);
   std::string line;
   while (std::getline(in, line)) {
     if (auto hash = line.find('#'); hash != std::string::npos) line.resize(hash);
-    const auto b = line.find_first_not_of(" \t"), e = line.find_last_not_of(" \t\r");
-    if (b != std::string::npos && line.substr(b, e - b + 1) == "user_allow_other") return true;
+    const auto b = line.find_first_not_of(" \t\r\n\v\f"), e = line.find_last_not_of(" \t\r\n\v\f");
+    if (b == std::string::npos) continue;
+    line = line.substr(b, e - b + 1);
+    int n = 0;
+    if (line == "user_allow_other") c.user_allow_other = true;
+    else if (std::sscanf(line.c_str(), "mount_max = %i", &n) == 1 && n >= -1) c.mount_max = n;
   }
-  return false;
+  return c;
+}
+
+// FUSE mounts in this mount namespace, counted as fusermount3 counts them
+// against mount_max (types "fuse" and "fuse.*", whoever mounted them).
+inline int count_fuse_mounts() {
+  std::ifstream in("/proc/self/mounts");
+  std::string source, target, type, rest;
+  int n = 0;
+  while (in >> source >> target >> type && std::getline(in, rest))
+    if (type == "fuse" || type.starts_with("fuse.")) ++n;
+  return n;
+}
+
+// fusermount3 refuses a user what fuse.conf does not allow, in words that
+// name neither option's consequence: say it here first, in one sentence.
+inline outcome<void> check_fuse_conf(const mount_options& o, const fuse_conf& conf) {
+  if (o.allow_other && !conf.user_allow_other)
+    return fail(EPERM, "cannot mount {} with allow_other: only root may, unless /etc/fuse.conf has the line "
+                       "user_allow_other (root can add it)", o.mountpoint);
+  if (conf.mount_max != -1) {
+    const int mounted = count_fuse_mounts();
+    if (mounted >= conf.mount_max)
+      return fail(EUSERS, "cannot mount {}: {} FUSE filesystems are mounted, the most /etc/fuse.conf allows a "
+                          "user to add to (mount_max = {}; root can raise it)", o.mountpoint, mounted, conf.mount_max);
+  }
+  return {};
 }
 
 // The root's type (the filesystem's, or rootmode=) against the mountpoint's:
@@ -590,9 +626,8 @@ inline outcome<mount> mount::mount_only(const mount_options& opts, unique_fd& de
 
   if (!opts.helper.empty() || !detail::have_mount_privilege()) {
     if (auto ok = detail::check_device_for_helper(opts); !ok) return std::unexpected(ok.error());
-    if (opts.allow_other && !detail::have_mount_privilege() && !detail::fuse_conf_allows_other())
-      return fail(EPERM, "cannot mount {} with allow_other: only root may, unless /etc/fuse.conf has the line "
-                         "user_allow_other (root can add it)", opts.mountpoint);
+    if (!detail::have_mount_privilege())
+      if (auto ok = detail::check_fuse_conf(opts, detail::read_fuse_conf()); !ok) return std::unexpected(ok.error());
     const std::string helper = detail::helper_for(opts);
     if (helper.empty())
       return fail(EPERM, "cannot mount {}: not running as root, and fusermount3 is not installed (apt-get install "
