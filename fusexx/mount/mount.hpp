@@ -183,7 +183,7 @@ inline outcome<mode_t> check_mountpoint(const std::string& path) {
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0) {
     const int err = errno;
-    if (err == ENOTCONN)
+    if (err == ENOTCONN || err == ECONNABORTED)  // ECONNABORTED: ended while its rings were torn down
       return fail(err, "mountpoint {} is a dead FUSE mount: unmount it first (fusermount3 -u {})", path, path);
     return fail(err, "cannot use mountpoint {}: {}", path, std::strerror(err));
   }
