@@ -20,6 +20,7 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <filesystem>
 #include <map>
 #include <memory>
 #include <optional>
@@ -337,8 +338,14 @@ inline void fill_ops(stats_info& out, const stats_snapshot& snap) {
 
 // Asks the server of the mount at `mountpoint` one query ("status",
 // "stats"); returns its JSON answer, or why there is none, in one sentence.
-inline outcome<std::string> query(const std::string& mountpoint, std::string_view what,
+inline outcome<std::string> query(const std::string& path, std::string_view what,
                                   std::chrono::milliseconds limit = std::chrono::seconds(5)) {
+  // As mountinfo spells it: absolute, normal, no trailing '/' (not realpath(),
+  // which would ask the server, and a hung one would hang the tool).
+  std::error_code ec;
+  std::string mountpoint = std::filesystem::absolute(path, ec).lexically_normal().string();
+  if (ec || mountpoint.empty()) mountpoint = path;
+  if (mountpoint.size() > 1 && mountpoint.ends_with('/')) mountpoint.pop_back();
   auto connection = fuse_connection_of(mountpoint);
   if (!connection) return std::unexpected(connection.error());
   outcome<std::string> last = fail(ENOENT, "no fusexx server answers for the mount at {}", mountpoint);

@@ -106,7 +106,7 @@ class dispatcher {
     const row_info info = row_of(op);
     const bool counted = info.replies && !info.gate_answers;
     if (counted) session_.counters().in_flight.fetch_add(1, std::memory_order_relaxed);
-    if (arrived != 0) stats.received(h.opcode, in.bytes.size() + in.payload.size(), counted);
+    if (arrived != 0) stats.received(h.opcode, in.bytes.size() + in.payload.size());
     const responder resp(in.sink, h.unique, session_, counted, h.opcode, arrived);
     const auto answered = [&] { return info.replies ? disposition::replied : disposition::no_reply; };
 

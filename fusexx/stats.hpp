@@ -72,10 +72,7 @@ struct opcode_stats {
 
 struct stats_snapshot {
   bool enabled = false;
-  std::uint64_t received = 0;   // requests with a reply to come, received
-  std::uint64_t replied = 0;    // of those, replied
   std::vector<opcode_stats> ops;  // opcodes with at least one request, by opcode
-  std::uint64_t in_flight() const noexcept { return received > replied ? received - replied : 0; }
 };
 
 namespace detail {
@@ -101,23 +98,19 @@ class request_stats {
 
   static std::size_t slot_of(std::uint32_t opcode) noexcept { return opcode < slots ? opcode : 0; }
 
-  // A request arrived; `replies`: its reply goes through the responder.
-  void received(std::uint32_t opcode, std::uint64_t bytes, bool replies) noexcept {
-    shard& s = mine();
-    op& o = s.ops[slot_of(opcode)];
+  // A request arrived. (Requests in flight are the session's counter.)
+  void received(std::uint32_t opcode, std::uint64_t bytes) noexcept {
+    op& o = mine().ops[slot_of(opcode)];
     bump(o.count, 1);
     bump(o.bytes_in, bytes);
-    if (replies) bump(s.received, 1);
   }
   // Its reply went out, `ns` after it arrived.
   void replied(std::uint32_t opcode, int error, std::uint64_t bytes, std::uint64_t ns) noexcept {
-    shard& s = mine();
-    op& o = s.ops[slot_of(opcode)];
+    op& o = mine().ops[slot_of(opcode)];
     if (error != 0) bump(o.errors, 1);
     bump(o.bytes_out, bytes);
     bump(o.histogram[latency_bucket(ns)], 1);
     if (ns > o.max_ns.load(std::memory_order_relaxed)) o.max_ns.store(ns, std::memory_order_relaxed);
-    bump(s.replied, 1);
   }
 
   // The sums, read without stopping the writers.
@@ -128,8 +121,6 @@ class request_stats {
     {
       std::lock_guard lock(mutex_);
       for (const auto& s : shards_) {
-        out.received += s->received.load(std::memory_order_relaxed);
-        out.replied += s->replied.load(std::memory_order_relaxed);
         for (std::size_t i = 0; i < slots; ++i) {
           const op& o = s->ops[i];
           sum[i].count += o.count.load(std::memory_order_relaxed);
@@ -159,7 +150,6 @@ class request_stats {
     std::array<std::atomic<std::uint64_t>, buckets> histogram{};
   };
   struct alignas(64) shard {
-    std::atomic<std::uint64_t> received{0}, replied{0};
     std::array<op, slots> ops{};
     const void* thread = nullptr;  // the writer (its thread_local cache's address)
   };
