@@ -41,7 +41,10 @@ int main(int argc, char** argv) {
 #else
   (void)off;
 #endif
-  s.restore(fusexx::session_description{.proto_major = 7, .proto_minor = 45});  // serving, as after INIT
+  fusexx::session_description serving;  // as after INIT
+  serving.proto_major = 7;
+  serving.proto_minor = 45;
+  s.restore(serving);
   fusexx::detail::dispatcher<loop_fs> d(fs, s);
   fusexx::proto::in_header h{};
   fusexx::proto::getattr_in g{};
