@@ -180,6 +180,15 @@ TEST_CASE("status: transport, INIT, threads or queues, the server's identity") {
   auto unknown = control::query(fs.m.path(), "frobnicate");
   REQUIRE(!unknown);
   CHECK(unknown.error().message.find("unknown query") != std::string::npos);
+
+  // A successor of the wrong type asks for the connection: refused, and counted.
+  auto offer = handover::ask(fs.m.path(), "not-memfs", std::chrono::seconds(5));
+  REQUIRE(!offer);
+  CHECK(offer.error().message.find("refused") != std::string::npos);
+  auto after = control::parse_status(control::query(fs.m.path(), "status").value_or(""));
+  REQUIRE(after);
+  CHECK(after->handover_requests == 1);
+  CHECK(after->handover_refused == 1);
 }
 
 TEST_CASE("stats=off: nothing is counted per opcode, and status says so") {
