@@ -77,7 +77,7 @@ struct stats_snapshot {
 
 namespace detail {
 
-class request_stats {
+class alignas(64) request_stats {  // its own cache line: read by every request, beside counters every request writes
  public:
   static constexpr std::size_t slots = 64;    // per opcode; opcodes >= 64 share slot 0
   static constexpr std::size_t buckets = latency_buckets;  // below 128 ns, then two per power of two up to ~275 s
