@@ -3,6 +3,7 @@
 //
 //   bazel run -c opt //benchmarks:suite                  # a few minutes; or: tools/dev bench
 //   bazel run -c opt //benchmarks:suite -- --seconds 0.3 --runs 5 --only libfuse,classic
+//   bazel run -c opt //benchmarks:suite -- --program /path/to/myfs --only native,memfs,myfs
 //
 // Subjects: the native directory (the limit), the libfuse baseline
 // (benchmarks/libfuse_passthrough.cc), fusexx's passthrough example on the
@@ -17,6 +18,7 @@
 #include <sys/utsname.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -50,19 +52,23 @@ struct settings {
   std::string dir_parent = "/dev/shm";  // tmpfs: the native limit is the kernel, not a disk
   std::string out;
   std::set<std::string> only;  // subject names; empty: all
+  std::vector<std::string> programs;  // --program: more subjects, each filled through its mount
 };
 
 const char* usage =
     "usage: suite [--seconds S] [--runs N] [--tiny] [--no-instructions] [--dir PARENT] [--out DIR]\n"
-    "             [--only SUBJECT[,SUBJECT...]]\n"
+    "             [--only SUBJECT[,SUBJECT...]] [--program PATH]...\n"
     "  --seconds S        length of one timed run (default 0.5)\n"
     "  --runs N           timed runs per cell: the median and spread are reported (default 3)\n"
     "  --tiny             a small tree and short runs (a smoke test, not a measurement)\n"
     "  --no-instructions  skip the callgrind phase (instructions per operation)\n"
     "  --dir PARENT       where the native directory is made (default /dev/shm, a tmpfs)\n"
     "  --out DIR          where results.json, results.txt and chart.png go\n"
-    "  --only LIST        native, libfuse, classic, io_uring, passthrough, memfs; also (only when\n"
-    "                     named) classic-nostats, io_uring-nostats: the same with -o stats=off\n";
+    "  --only LIST        native, libfuse, classic, io_uring, passthrough, memfs, or a --program's name;\n"
+    "                     also (only when named) classic-nostats, io_uring-nostats: -o stats=off\n"
+    "  --program PATH     also measure the filesystem PATH serves, named after its file name (NAME-2\n"
+    "                     if taken): run as `PATH -f MOUNTPOINT` (its own cache timeouts apply), the\n"
+    "                     suite writes its tree through the mount, as for memfs (so it must hold files)\n";
 
 using bench::runfile;
 
@@ -72,7 +78,7 @@ bool selected(const settings& cfg, const std::string& name) {
   return cfg.only.empty() ? !opt_in(name) : cfg.only.contains(name);
 }
 
-std::vector<subject> subjects(const char* argv0) {
+std::vector<subject> subjects(const char* argv0, const std::vector<std::string>& programs) {
   const std::string pt = runfile(argv0, "examples/passthrough");
   const std::string lf = runfile(argv0, "benchmarks/libfuse_passthrough");
   const std::string mf = runfile(argv0, "examples/memfs");
@@ -101,6 +107,16 @@ std::vector<subject> subjects(const char* argv0) {
   };
   for (auto& x : s)
     if (x.name != "native" && x.program.empty()) x.unavailable = "its program was not built next to the suite";
+  // Filesystems of one's own: served like memfs, from their own contents.
+  for (const auto& p : programs) {
+    const std::string path = std::filesystem::absolute(p).lexically_normal().string();
+    std::string name = std::filesystem::path(path).filename().string();
+    auto taken = [&](const std::string& n) { return std::ranges::any_of(s, [&](auto& y) { return y.name == n; }); };
+    for (int k = 2; taken(name); ++k) name = std::filesystem::path(path).filename().string() + "-" + std::to_string(k);
+    subject x{name, path, {"-f", "{mnt}"}, true, ""};
+    if (::access(path.c_str(), X_OK) != 0) x.unavailable = fmt::format("{}: {}", path, std::strerror(errno));
+    s.push_back(std::move(x));
+  }
   return s;
 }
 
@@ -300,6 +316,13 @@ int main(int argc, char** argv) {
     else if (a == "--no-instructions") cfg.instructions = false;
     else if (a == "--dir") cfg.dir_parent = value();
     else if (a == "--out") cfg.out = value();
+    else if (a == "--program") {
+      // Relative to where `bazel run` was called from, not to the runfiles tree.
+      std::string p = value();
+      const char* cwd = std::getenv("BUILD_WORKING_DIRECTORY");
+      if (!p.starts_with('/') && cwd) p = std::string(cwd) + "/" + p;
+      cfg.programs.push_back(p);
+    }
     else if (a == "--only") {
       std::stringstream list(value());
       for (std::string s; std::getline(list, s, ',');) cfg.only.insert(s);
@@ -322,7 +345,7 @@ int main(int argc, char** argv) {
   const tree_shape shape = cfg.tiny ? tree_shape::tiny() : tree_shape{};
 
   report rep;
-  std::vector<subject> all = subjects(argv[0]);
+  std::vector<subject> all = subjects(argv[0], cfg.programs);
   for (auto& s : all) {
     if (!selected(cfg, s.name)) continue;
     rep.subjects.push_back(s.name);

@@ -206,6 +206,8 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
   static constexpr std::string_view usage =
       "memfs options:\n"
       "     size=N[kmg]           most bytes of file data (default: half of the RAM, like tmpfs)\n"
+      "     nr_inodes=N[kmg]      most files, directories, links and nodes (default: half of\n"
+      "                           the RAM's pages, like tmpfs; 0: no limit); ENOSPC past it\n"
       "     entry_timeout=SECS    how long the kernel may cache names (default 1)\n"
       "     attr_timeout=SECS     how long the kernel may cache attributes (default 1)\n"
       "     writeback_cache       let the kernel cache writes and send them later, coalesced\n"
@@ -321,6 +323,13 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
       if (!bytes || *bytes < std::uint64_t(memfs::file_data::block_size))
         return fusexx::fail(EINVAL, "memfs: size= needs a size of at least 4k (e.g. size=64m)");
       limit_blocks_ = *bytes / memfs::file_data::block_size;
+      return true;
+    }
+    if (key == "nr_inodes") {
+      // As tmpfs: a count with an optional k, m or g; 0 takes the limit away.
+      auto n = value ? memfs::parse_size(*value) : std::nullopt;
+      if (!n) return fusexx::fail(EINVAL, "memfs: nr_inodes= needs a count (e.g. nr_inodes=10k; 0: no limit)");
+      inode_limit_ = *n == 0 ? no_inode_limit : *n;
       return true;
     }
     if (key == "entry_timeout" || key == "attr_timeout") {
@@ -989,8 +998,9 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
     s.f_bsize = s.f_frsize = memfs::file_data::block_size;
     s.f_blocks = limit_blocks_;
     s.f_bfree = s.f_bavail = limit_blocks_ - std::min(used_blocks_, limit_blocks_);
-    s.f_files = inode_limit_;
-    s.f_ffree = inode_limit_ - std::min<std::uint64_t>(inodes_.size(), inode_limit_);
+    // tmpfs reports no inode numbers without a limit (df -i shows 0).
+    s.f_files = inode_limit_ == no_inode_limit ? 0 : inode_limit_;
+    s.f_ffree = inode_limit_ == no_inode_limit ? 0 : inode_limit_ - std::min<std::uint64_t>(inodes_.size(), inode_limit_);
     s.f_namemax = memfs::name_max;
     return s;
   }
@@ -1430,6 +1440,7 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
   std::uint64_t used_blocks_ = 0;
   std::uint64_t limit_blocks_ = 0;
   std::uint64_t inode_limit_ = 0;
+  static constexpr std::uint64_t no_inode_limit = ~std::uint64_t{0};
   std::uint64_t forget_errors_ = 0;
   std::uint64_t lock_generation_ = 0;
   std::vector<lock_wait*> waiters_;

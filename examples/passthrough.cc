@@ -1,6 +1,7 @@
 // passthrough: mirrors a directory through FUSE (examples/passthrough_fs.hpp).
 //
-//   passthrough [-f] -o source=DIR[,timeout=SECONDS][,passthrough][,writeback] MOUNTPOINT
+//   passthrough [-f] [-o timeout=SECONDS,passthrough,writeback] SOURCE MOUNTPOINT
+//   passthrough [-f] -o source=SOURCE[,...] MOUNTPOINT            (the same)
 //
 // plus every option of fusexx::main (transport=classic|uring|auto, threads=N,
 // ...). A missing or unusable source is an error with exit status 2; the

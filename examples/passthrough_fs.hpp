@@ -2,7 +2,8 @@
 // passthrough: a mirror of a source directory, fast enough to benchmark the
 // framework against the native filesystem underneath.
 //
-//   passthrough [-f] -o source=DIR[,timeout=SECONDS][,passthrough][,writeback][,killpriv_v2] MOUNTPOINT
+//   passthrough [-f] [-o timeout=SECONDS,passthrough,writeback,killpriv_v2] SOURCE MOUNTPOINT
+//   passthrough [-f] -o source=SOURCE[,...] MOUNTPOINT      (the same)
 //
 // Every inode holds an O_PATH fd of its backing object (examples/passthrough/
 // inode_table.hpp) and every operation is the matching *at syscall relative to
@@ -134,7 +135,7 @@ struct passthrough_fs : fusexx::filesystem_base<passthrough_fs> {
 
   static constexpr std::string_view usage =
       "passthrough options:\n"
-      "     source=DIR            the directory to mirror (required)\n"
+      "     source=DIR            the directory to mirror (or give it as SOURCE)\n"
       "     timeout=SECONDS       entry and attribute cache time (default 1; 0: none)\n"
       "     writeback             use the kernel's writeback cache\n"
       "     passthrough           kernel passthrough of reads and writes (root only;\n"
@@ -169,10 +170,20 @@ struct passthrough_fs : fusexx::filesystem_base<passthrough_fs> {
     return false;
   }
 
+  // `passthrough SRC MOUNTPOINT` (what mount(8) runs for an fstab line
+  // `SRC MOUNTPOINT fuse.passthrough ...`): the same as -o source=SRC; both
+  // may be given only when they agree.
+  fusexx::outcome<void> use_source(std::string_view dir) {
+    if (!source.empty() && source != dir)
+      return fusexx::fail(EINVAL, "passthrough: two source directories: -o source={} and {}", source, dir);
+    source = std::string(dir);
+    return {};
+  }
+
   // Opens the source directory; the error says what is wrong with it.
   fusexx::outcome<void> open_source() {
     if (source.empty())
-      return fusexx::fail(EINVAL, "passthrough: no source directory given (-o source=DIR)");
+      return fusexx::fail(EINVAL, "passthrough: no source directory given (passthrough SOURCE MOUNTPOINT, or -o source=DIR)");
     const int fd = ::open(source.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0)
       return fusexx::fail(errno, "passthrough: cannot use source={}: {}", source, std::strerror(errno));

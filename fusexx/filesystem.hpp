@@ -98,6 +98,15 @@ using bytes_in = std::span<const std::byte>;
 using bytes_out = std::span<std::byte>;
 }  // namespace detail
 
+// A filesystem whose root is a regular file (a single-file filesystem,
+// mounted on a file) says so: `static constexpr bool root_is_file = true;`.
+// Otherwise its root is a directory, and a file as the mountpoint is refused.
+template <class Fs>
+constexpr bool root_is_file() {
+  if constexpr (requires { { Fs::root_is_file } -> std::convertible_to<bool>; }) return Fs::root_is_file;
+  else return false;
+}
+
 // One concept per operation: true when Fs defines it with a usable shape.
 #define FUSEXX_OPERATION(op, ...)                                              \
   template <class Fs>                                                          \

@@ -1,6 +1,12 @@
 #pragma once
 // fusexx::main<Fs>(argc, argv): the command line every FUSE server has.
-//   PROG [-f] [-d] [-s] [-o opt[,opt...]] MOUNTPOINT
+//   PROG [-f] [-d] [-s] [-o opt[,opt...]] [SOURCE] MOUNTPOINT
+// SOURCE is what mount(8) and /etc/fstab put first: `mount -t fuse.NAME SOURCE
+// MOUNTPOINT` runs mount.fuse3, which runs `NAME SOURCE MOUNTPOINT -o OPTS`
+// (libfuse util/mount.fuse.c, commit e8d407ce; docs/fstab.md). A filesystem
+// that wants a source takes it through a `use_source(std::string_view)`
+// member (passthrough: the directory to mirror); for every filesystem the
+// source is also the mount's fsname, unless -o fsname= names another.
 // Mount options (fsname=, subtype=, allow_other, default_permissions, ro,
 // max_read=, rootmode=, user_id=, group_id=, ...), threads=N, and whatever the
 // filesystem itself accepts through an `option(key, value)` member; a static
@@ -17,6 +23,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "daemonize.hpp"
 #include "event_loop.hpp"
@@ -49,6 +56,15 @@ concept has_options = requires(Fs& fs, std::string_view k, std::optional<std::st
 // command line left one empty).
 template <class Fs>
 concept has_mount_configuration = requires(mount_options& m) { Fs::configure_mount(m); };
+// Filesystems may take the SOURCE argument (`PROG SOURCE MOUNTPOINT`, what
+// mount(8) and /etc/fstab pass): `outcome<void> use_source(std::string_view)`
+// is called once the whole command line was read (so after the filesystem's
+// own -o options), and may refuse it. Without the member the source only
+// names the mount (fsname).
+template <class Fs>
+concept takes_source = requires(Fs& fs, std::string_view source) {
+  { fs.use_source(source) } -> std::same_as<outcome<void>>;
+};
 template <class Fs>
 concept has_usage = requires { { Fs::usage } -> std::convertible_to<std::string_view>; };
 
@@ -123,7 +139,7 @@ outcome<command_line> parse_command_line(Fs& fs, int argc, char** argv) {
     if (!t) return fail(EINVAL, "FUSEXX_TRANSPORT={} is not auto, classic or uring", env);
     cl.server.transport = *t;
   }
-  std::optional<std::string> mountpoint;
+  std::vector<std::string> positional;  // [SOURCE] MOUNTPOINT
   for (int i = 1; i < argc; ++i) {
     std::string_view a = argv[i];
     if (a == "-h" || a == "--help") cl.help = true;
@@ -139,13 +155,25 @@ outcome<command_line> parse_command_line(Fs& fs, int argc, char** argv) {
       if (auto r = apply(a.substr(2)); !r) return std::unexpected(r.error());
     } else if (a.starts_with("-") && a.size() > 1) {
       return fail(EINVAL, "unknown argument '{}' (see {} -h)", a, prog);
-    } else if (!mountpoint) {
-      mountpoint = std::string(a);
+    } else if (positional.size() < 2) {
+      positional.emplace_back(a);
     } else {
-      return fail(EINVAL, "too many arguments: '{}' (one mountpoint only)", a);
+      return fail(EINVAL, "too many arguments: '{}' (at most SOURCE and MOUNTPOINT; see {} -h)", a, prog);
     }
   }
-  if (!cl.help && !cl.show_version && !mountpoint) return fail(EINVAL, "no mountpoint given (see {} -h)", prog);
+  if (!cl.help && !cl.show_version && positional.empty()) return fail(EINVAL, "no mountpoint given (see {} -h)", prog);
+  std::optional<std::string> source, mountpoint;
+  if (!positional.empty()) mountpoint = positional.back();
+  if (positional.size() == 2) source = positional.front();
+  if (source) {
+    if (source->empty()) return fail(EINVAL, "the source is empty (see {} -h)", prog);
+    if constexpr (takes_source<Fs>) {
+      if (auto r = fs.use_source(*source); !r) return std::unexpected(r.error());
+    }
+    // The source names the mount (df, /proc/self/mountinfo), as with any
+    // filesystem mount(8) mounts; -o fsname= still wins.
+    if (cl.server.mount.fsname.empty()) cl.server.mount.fsname = *source;
+  }
   if (mountpoint) {
     std::error_code ec;
     auto abs = std::filesystem::absolute(*mountpoint, ec);  // a daemon chdirs to /
@@ -162,7 +190,9 @@ outcome<command_line> parse_command_line(Fs& fs, int argc, char** argv) {
 template <class Fs>
 void print_usage(const char* argv0) {
   std::printf(
-      "usage: %s [options] MOUNTPOINT\n\n"
+      "usage: %s [options] [SOURCE] MOUNTPOINT\n\n"
+      "  SOURCE                what mount(8) and /etc/fstab pass first: the mount's name\n"
+      "                        (fsname), or what the filesystem mounts (see below)\n"
       "  -h, --help            this text\n"
       "  -V, --version         print the fusexx version\n"
       "  -f                    stay in the foreground\n"
@@ -175,7 +205,10 @@ void print_usage(const char* argv0) {
       "     allow_other, default_permissions, ro, rw, nosuid/suid, nodev/dev, noexec/exec,\n"
       "     noatime, sync, dirsync, fsname=NAME, subtype=NAME, max_read=N, rootmode=M,\n"
       "     user_id=N, group_id=N, blkdev (type fuseblk on the block device fsname= names;\n"
-      "     root only), blksize=N (fuseblk's block size)\n"
+      "     root only), blksize=N (fuseblk's block size), auto_unmount (unmount should\n"
+      "     this server die without unmounting: docs/lifecycle.md)\n"
+      "     accepted and ignored, as mount(8), mount.fuse3 and systemd pass them: defaults,\n"
+      "     auto, noauto, user, nouser, users, user=NAME, nofail, _netdev, x-* (x-systemd.*)\n"
       "  fusexx's own -o options:\n"
       "     transport=T        auto (io_uring where available), classic or uring;\n"
       "                        the default comes from $FUSEXX_TRANSPORT, else auto\n"

@@ -89,6 +89,7 @@ class server {
   using clock = std::chrono::steady_clock;
 
   server(Fs& fs, server_options options) : fs_(fs), options_(std::move(options)), dispatcher_(fs_, session_) {
+    options_.mount.root_is_file = fusexx::root_is_file<Fs>();
     session_.stats().set_enabled(options_.stats);
   }
   server(const server&) = delete;
@@ -459,6 +460,7 @@ class server {
     else start_classic_plane();
     if (fd < 0) {
       log::info("took over {} from the service manager's fd store", mountpoint());
+      watch_adopted_mount();
       co_return outcome<void>{};
     }
     if (!handover::send(fd, {.what = handover::kind::ack}))
@@ -477,7 +479,18 @@ class server {
       if (!all) log::warn("takeover: not every io_uring entry of the predecessor was handed over within 5 s");
     }
     log::info("took over {} from pid {}", mountpoint(), offer.pid);
+    watch_adopted_mount();
     co_return outcome<void>{};
+  }
+
+  // -o auto_unmount on a mount taken over: the predecessor's watcher leaves
+  // with the predecessor (finding the mount served), so this server gets one
+  // of its own — after the handover, which must not wait for it.
+  void watch_adopted_mount() {
+    if (!options_.mount.auto_unmount) return;
+    if (auto w = mount_.watch(); !w)
+      log::warn("auto_unmount: {}; the mount at {} is not unmounted should this server die", w.error().message,
+                mountpoint());
   }
 
   // ---- the state tools ask for (fusexx/control.hpp, fusexx-ctl) ----

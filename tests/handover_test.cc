@@ -19,9 +19,11 @@
 #include <atomic>
 #include <chrono>
 #include <string>
+#include <fstream>
 #include <functional>
 #include <optional>
 #include <stdexcept>
+#include <thread>
 #include <vector>
 
 #include <fusexx/fusexx.hpp>
@@ -324,4 +326,27 @@ TEST_CASE("a control socket name still held elsewhere: the server takes a fallba
   CHECK(names[0] == control_socket_name(connection));
   CHECK(names[1] == control_socket_name(connection) + "." + std::to_string(::getpid()));
   for (const auto& name : names) CHECK(connect_control_socket(name, "/test"));
+}
+
+TEST_CASE("auto_unmount across a handover: the predecessor's leaving unmounts nothing, the successor is watched") {
+  temp_dir dir;
+  const std::string mp = dir.sub("mnt");
+  const std::string memfs = example_binary("FUSEXX_MEMFS");
+  child first = start_server(memfs, {"-o", "auto_unmount"}, mp, false);
+  REQUIRE(eventually([&] { return is_fuse_mounted(mp) || process_ended(first.pid); }));
+  REQUIRE(is_fuse_mounted(mp));
+  {
+    std::ofstream(mp + "/kept") << "still here";
+  }
+  child second = start_server(memfs, {"-o", "auto_unmount"}, mp, true);
+  const int first_status = wait_exit(first.pid);
+  CHECK_MESSAGE(first_status == 0, output_of(first));
+  // The predecessor's watcher found the mount served: it is still there.
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  REQUIRE(is_fuse_mounted(mp));
+  CHECK(slurp(mp + "/kept") == "still here");
+  // The successor's own watcher takes the mount away once it is killed.
+  ::kill(second.pid, SIGKILL);
+  CHECK(wait_exit(second.pid) == 128 + SIGKILL);
+  CHECK_MESSAGE(eventually([&] { return !is_fuse_mounted(mp); }), output_of(second));
 }

@@ -6,6 +6,8 @@
 #include <sys/statvfs.h>
 
 #include <atomic>
+#include <cstring>
+#include <fstream>
 #include <thread>
 
 #include <fusexx/fusexx.hpp>
@@ -166,6 +168,101 @@ TEST_CASE("mounting on a bad mountpoint fails with a clear error") {
     CHECK(r.error().message.find("rootmode") != std::string::npos);
     CHECK_FALSE(is_fuse_mounted(dir.path()));
   }
+}
+
+namespace {
+
+// A filesystem whose root is a regular file: it is mounted on a file.
+struct one_file_fs : filesystem_base<one_file_fs> {
+  static constexpr bool root_is_file = true;
+  static constexpr std::string_view content = "a filesystem of one file\n";
+  result<attr> getattr(request&, ino i, std::optional<fhandle>) {
+    if (i != root_ino) return error(ENOENT);
+    struct stat st {};
+    st.st_ino = root_ino;
+    st.st_mode = S_IFREG | 0444;
+    st.st_nlink = 1;
+    st.st_size = static_cast<off_t>(content.size());
+    return attr{.st = st};
+  }
+  result<opened> open(request&, ino, int) { return opened{}; }
+  result<std::size_t> read(request&, ino, fhandle, off_t off, std::span<std::byte> into) {
+    if (off < 0 || static_cast<std::size_t>(off) >= content.size()) return std::size_t{0};
+    const std::size_t n = std::min(into.size(), content.size() - static_cast<std::size_t>(off));
+    std::memcpy(into.data(), content.data() + off, n);
+    return n;
+  }
+};
+
+}  // namespace
+
+TEST_CASE("the root's type and the mountpoint's must agree: refused in one sentence, or mounted") {
+  temp_dir dir;
+  const std::string file = dir.path() + "/a-file";
+  {
+    std::ofstream(file) << "under the mount";
+  }
+  SUBCASE("a directory root over a regular file is refused (it would answer EIO)") {
+    hello_fs fs;
+    server<hello_fs> srv(fs, options_for(file));
+    auto r = srv.start();
+    REQUIRE_FALSE(r);
+    CHECK(r.error().code.value() == ENOTDIR);
+    CHECK_MESSAGE(r.error().message.find("is a regular file, and this filesystem's root is a directory") !=
+                      std::string::npos, r.error().message);
+    CHECK_FALSE(is_fuse_mounted(file));
+    // The command a new user types: one sentence, a non-zero status.
+    const auto cmd = run({example_binary("FUSEXX_HELLO"), file}, /*with_stderr=*/true);
+    CHECK(cmd.status == ENOTDIR);
+    CHECK_MESSAGE(cmd.out.find("mount it on a directory") != std::string::npos, cmd.out);
+    CHECK_FALSE(is_fuse_mounted(file));
+  }
+  SUBCASE("a file root mounts on a file, and not on a directory") {
+    one_file_fs fs;
+    {
+      server<one_file_fs> srv(fs, options_for(file));
+      auto r = srv.start();
+      REQUIRE_MESSAGE(r, (r ? "" : r.error().message));
+      CHECK(slurp(file) == one_file_fs::content);
+      srv.stop();
+    }
+    CHECK(slurp(file) == "under the mount");
+    server<one_file_fs> srv(fs, options_for(dir.path()));
+    auto r = srv.start();
+    REQUIRE_FALSE(r);
+    CHECK(r.error().code.value() == EISDIR);
+    CHECK_FALSE(is_fuse_mounted(dir.path()));
+  }
+}
+
+TEST_CASE("a mountpoint that is already a FUSE mount is refused, saying what is there") {
+  temp_dir dir;
+  hello_fs fs;
+  server<hello_fs> first(fs, options_for(dir.path()));
+  auto r = first.start();
+  REQUIRE_MESSAGE(r, (r ? "" : r.error().message));
+  SUBCASE("the same filesystem: --takeover is offered") {
+    server<hello_fs> second(fs, options_for(dir.path()));
+    auto again = second.start();
+    REQUIRE_FALSE(again);
+    CHECK(again.error().code.value() == EBUSY);
+    CHECK_MESSAGE(again.error().message.find("already a FUSE mount (fuse.hello, source 'hello-test')") !=
+                      std::string::npos, again.error().message);
+    CHECK_MESSAGE(again.error().message.find("--takeover") != std::string::npos, again.error().message);
+  }
+  SUBCASE("another filesystem: what is there") {
+    auto opts = options_for(dir.path());
+    opts.mount.subtype = "other";
+    server<hello_fs> second(fs, opts);
+    auto again = second.start();
+    REQUIRE_FALSE(again);
+    CHECK(again.error().code.value() == EBUSY);
+    CHECK(again.error().message.find("(fuse.hello, source 'hello-test'): unmount it first") != std::string::npos);
+  }
+  // The first mount is untouched, and still served.
+  CHECK(slurp(dir.path() + "/hello.txt") == greeting);
+  first.stop();
+  CHECK_FALSE(is_fuse_mounted(dir.path()));
 }
 
 TEST_CASE("the hello binary: daemon, foreground and SIGTERM") {

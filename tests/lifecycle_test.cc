@@ -5,6 +5,9 @@
 #include <doctest/doctest.h>
 
 #include <csignal>
+#include <cstring>
+#include <set>
+#include <sstream>
 #include <stdexcept>
 #include <thread>
 
@@ -181,15 +184,28 @@ TEST_CASE("the --sync-init helper protocol") {
     CHECK(r.error().code.value() == EKEYREVOKED);
     CHECK_FALSE(is_fuse_mounted(dir.path()));
   }
+  SUBCASE("a helper whose mount fails reports the errno, and it reaches the caller") {
+    temp_dir dir;
+    startup_fs fs;
+    auto opts = options_for(dir.path());
+    opts.mount.helper = helper;
+    server<startup_fs> srv(fs, opts);
+    ::setenv("FAKE_FUSERMOUNT_ERRNO", std::to_string(EACCES).c_str(), 1);
+    auto r = srv.start();
+    ::unsetenv("FAKE_FUSERMOUNT_ERRNO");
+    REQUIRE_FALSE(r);
+    CHECK(r.error().code.value() == EACCES);
+    CHECK_MESSAGE(r.error().message.find(std::strerror(EACCES)) != std::string::npos, r.error().message);
+    CHECK_MESSAGE(r.error().message.find("mount failed") != std::string::npos, r.error().message);  // its own words
+    CHECK_FALSE(is_fuse_mounted(dir.path()));
+  }
   SUBCASE("a helper without --sync-init gets the classic protocol and asynchronous INIT") {
     temp_dir dir;
-    const std::string old_helper = dir.path() + "/old_fusermount";  // its own path: support is cached per path
-    std::filesystem::copy_file(helper, old_helper);
-    ::setenv("FAKE_FUSERMOUNT_NO_SYNC", "1", 1);
+    ::setenv("FAKE_FUSERMOUNT_NO_SYNC", "1", 1);  // getopt refuses the option, as 3.14's does
     const std::string mp = dir.sub("mnt");
     startup_fs fs;
     auto opts = options_for(mp);
-    opts.mount.helper = old_helper;
+    opts.mount.helper = helper;
     server<startup_fs> srv(fs, opts);
     auto r = srv.start();
     ::unsetenv("FAKE_FUSERMOUNT_NO_SYNC");
@@ -199,6 +215,105 @@ TEST_CASE("the --sync-init helper protocol") {
     CHECK(slurp(mp + "/hello.txt") == greeting);
     srv.stop();
     CHECK_FALSE(is_fuse_mounted(mp));
+  }
+}
+
+namespace {
+
+// The processes whose parent is this one (a mount's auto_unmount watcher is).
+std::set<pid_t> my_children() {
+  std::set<pid_t> out;
+  std::error_code ec;
+  for (auto& e : std::filesystem::directory_iterator("/proc", ec)) {
+    const std::string name = e.path().filename();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::string stat = slurp(e.path().string() + "/stat");
+    const auto close = stat.rfind(')');
+    if (close == std::string::npos) continue;
+    std::istringstream rest(stat.substr(close + 2));
+    char state = 0;
+    pid_t ppid = 0;
+    rest >> state >> ppid;
+    if (ppid == ::getpid() && state != 'Z') out.insert(std::stoi(name));
+  }
+  return out;
+}
+
+struct watcher_path {
+  const char* name;
+  bool helper;   // through fake_fusermount (else root mounts, and forks the watcher)
+  bool sync;     // the helper's --sync-init (else an older helper: FAKE_FUSERMOUNT_NO_SYNC)
+  bool legacy;   // root: mount(2)
+};
+constexpr watcher_path watcher_paths[] = {{"root, new mount API", false, true, false},
+                                          {"root, mount(2), asynchronous INIT", false, false, true},
+                                          {"helper, --sync-init", true, true, false},
+                                          {"helper, classic protocol", true, false, false}};
+
+}  // namespace
+
+TEST_CASE("auto_unmount: a server killed without unmounting leaves no dead mount behind") {
+  const std::string helper = example_binary("FUSEXX_FAKE_FUSERMOUNT");
+  REQUIRE(!helper.empty());
+  for (const watcher_path& w : watcher_paths) {
+    for (bool auto_unmount : {true, false}) {
+      const std::string path = w.name;
+      CAPTURE(path);
+      CAPTURE(auto_unmount);
+      temp_dir dir;
+      const std::string mp = dir.sub("mnt");
+      const int status = in_child([&] {
+        if (!w.sync && w.helper) ::setenv("FAKE_FUSERMOUNT_NO_SYNC", "1", 1);
+        startup_fs fs;
+        auto opts = options_for(mp, w.sync, w.legacy);
+        opts.mount.auto_unmount = auto_unmount;
+        if (w.helper) opts.mount.helper = helper;
+        server<startup_fs> srv(fs, opts);
+        if (!srv.start()) return 1;
+        if (slurp(mp + "/hello.txt") != greeting) return 2;
+        std::raise(SIGKILL);  // no unmount, no destructor: as a crash
+        return 3;
+      });
+      REQUIRE(status == 128 + SIGKILL);
+      if (auto_unmount) {
+        CHECK(eventually([&] { return !is_fuse_mounted(mp); }));
+      } else {
+        // Without it the mount stays, dead: what auto_unmount is for.
+        CHECK(is_fuse_mounted(mp));
+        struct stat st {};
+        CHECK(::stat(mp.c_str(), &st) == -1);
+        CHECK((errno == ENOTCONN || errno == ECONNABORTED));  // ended by the rings' teardown, on io_uring
+        ::umount2(mp.c_str(), MNT_DETACH);
+      }
+    }
+  }
+}
+
+TEST_CASE("auto_unmount: a clean stop unmounts, and the watcher leaves with it") {
+  const std::string helper = example_binary("FUSEXX_FAKE_FUSERMOUNT");
+  REQUIRE(!helper.empty());
+  for (const watcher_path& w : watcher_paths) {
+    const std::string path = w.name;
+    CAPTURE(path);
+    temp_dir dir;
+    const std::string mp = dir.sub("mnt");
+    if (!w.sync && w.helper) ::setenv("FAKE_FUSERMOUNT_NO_SYNC", "1", 1);
+    const auto before = my_children();
+    {
+      startup_fs fs;
+      auto opts = options_for(mp, w.sync, w.legacy);
+      opts.mount.auto_unmount = true;
+      if (w.helper) opts.mount.helper = helper;
+      server<startup_fs> srv(fs, opts);
+      auto r = srv.start();
+      ::unsetenv("FAKE_FUSERMOUNT_NO_SYNC");
+      REQUIRE_MESSAGE(r, (r ? "" : r.error().message));
+      CHECK(my_children().size() == before.size() + 1);  // the watcher
+      CHECK(slurp(mp + "/hello.txt") == greeting);
+      srv.stop();
+      CHECK_FALSE(is_fuse_mounted(mp));
+    }
+    CHECK(my_children() == before);
   }
 }
 

@@ -301,6 +301,45 @@ TEST_CASE("memfs: statfs reports real numbers, and size= is a hard limit") {
   CHECK(v.f_bfree == 255);
 }
 
+TEST_CASE("memfs: nr_inodes= is a hard limit on every kind of node, and statfs counts it (df -i)") {
+  memfs_mount m("nr_inodes=8");
+  struct statvfs v {};
+  REQUIRE(::statvfs(m.path().c_str(), &v) == 0);
+  CHECK(v.f_files == 8);
+  CHECK(v.f_ffree == 7);  // the root is one
+  fd_guard f{::open(m.path("f").c_str(), O_CREAT | O_RDWR, 0644)};
+  REQUIRE(f.fd >= 0);
+  REQUIRE(::mkdir(m.path("d").c_str(), 0755) == 0);
+  REQUIRE(::symlink("f", m.path("s").c_str()) == 0);
+  REQUIRE(::mknod(m.path("p").c_str(), S_IFIFO | 0644, 0) == 0);
+  REQUIRE(::link(m.path("f").c_str(), m.path("hard").c_str()) == 0);  // a name, not a node
+  REQUIRE(::statvfs(m.path().c_str(), &v) == 0);
+  CHECK(v.f_ffree == 3);
+  for (int i = 0; i < 3; ++i) REQUIRE(::mkdir(m.path("d/" + std::to_string(i)).c_str(), 0755) == 0);
+  // Full: every way of making a node says ENOSPC, and nothing is half made.
+  CHECK(err(::open(m.path("g").c_str(), O_CREAT | O_RDWR, 0644)) == ENOSPC);
+  CHECK(err(::mkdir(m.path("e").c_str(), 0755)) == ENOSPC);
+  CHECK(err(::symlink("f", m.path("t").c_str())) == ENOSPC);
+  CHECK(err(::mknod(m.path("q").c_str(), S_IFIFO | 0644, 0)) == ENOSPC);
+  CHECK(::access(m.path("g").c_str(), F_OK) == -1);
+  CHECK(::link(m.path("f").c_str(), m.path("hard2").c_str()) == 0);  // still fine: no new node
+  REQUIRE(::statvfs(m.path().c_str(), &v) == 0);
+  CHECK(v.f_ffree == 0);
+  // A node freed is a node to be had — once the kernel has forgotten it
+  // (its FORGET follows the rmdir; until then memfs must keep the node).
+  REQUIRE(::rmdir(m.path("d/0").c_str()) == 0);
+  CHECK(eventually([&] { return ::mkdir(m.path("e").c_str(), 0755) == 0; }));
+}
+
+TEST_CASE("memfs: nr_inodes=0 means no limit, and statfs then reports no inode numbers, as tmpfs does") {
+  memfs_mount m("nr_inodes=0");
+  struct statvfs v {};
+  REQUIRE(::statvfs(m.path().c_str(), &v) == 0);
+  CHECK(v.f_files == 0);
+  CHECK(v.f_ffree == 0);
+  for (int i = 0; i < 50; ++i) REQUIRE(::mkdir(m.path(std::to_string(i)).c_str(), 0755) == 0);
+}
+
 TEST_CASE("memfs: fsync, fdatasync and syncfs succeed") {
   memfs_mount m;
   fd_guard fd{::open(m.path("s").c_str(), O_CREAT | O_RDWR, 0644)};
@@ -348,6 +387,7 @@ TEST_CASE("the memfs command: its options, and the mount options it always sets"
   // Bad values are refused before anything is mounted.
   CHECK(run({memfs, "-o", "writeback_cache=yes", dir.path()}).status == 2);
   CHECK(run({memfs, "-o", "size=lots", dir.path()}).status == 2);
+  CHECK(run({memfs, "-o", "nr_inodes=many", dir.path()}).status == 2);
   CHECK(run({memfs, "-o", "entry_timeout=-1", dir.path()}).status == 2);
   CHECK_FALSE(is_fuse_mounted(dir.path()));
   CHECK(run({memfs, "--help"}).out.find("size=N") != std::string::npos);

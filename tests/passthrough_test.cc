@@ -350,14 +350,10 @@ TEST_CASE("blocked lock requests do not hold the server's threads") {
   // ring on io_uring, the timer thread on classic), so the rest still works.
   temp_dir dir;
   const std::string source = dir.sub("source");
-  mounted<passthrough_fs> m([&](passthrough_fs& fs, server_options& o) {
-    fs.source = source;
+  in_process_mirror m(source, [](passthrough_fs& fs, server_options& o) {
     fs.cache_timeout = timeout(0);
-    if (auto r = fs.open_source(); !r) FAIL(r.error().message);
-    passthrough_fs::configure_mount(o.mount);
     o.classic.threads = 2;
   });
-  REQUIRE_MESSAGE(m.ok(), m.error());
   const std::string p = m.path("busy");
   fd_guard holder{::open(p.c_str(), O_CREAT | O_RDWR, 0644)};
   REQUIRE(::flock(holder.fd, LOCK_EX) == 0);
@@ -388,13 +384,7 @@ TEST_CASE("a lock request waiting while the server is parked does not run until 
   // until the server resumes.
   temp_dir dir;
   const std::string source = dir.sub("source");
-  mounted<passthrough_fs> m([&](passthrough_fs& fs, server_options& o) {
-    fs.source = source;
-    fs.cache_timeout = timeout(0);
-    if (auto r = fs.open_source(); !r) FAIL(r.error().message);
-    passthrough_fs::configure_mount(o.mount);
-  });
-  REQUIRE_MESSAGE(m.ok(), m.error());
+  in_process_mirror m(source, [](passthrough_fs& fs, server_options&) { fs.cache_timeout = timeout(0); });
   write_file(source + "/f", "x");
   fd_guard direct{::open((source + "/f").c_str(), O_RDWR)};  // on the source itself, not through the mount
   REQUIRE(::flock(direct.fd, LOCK_EX) == 0);
@@ -475,7 +465,7 @@ TEST_CASE("O_TMPFILE makes an unnamed file in the source directory") {
   CHECK_MESSAGE(t.m->stop() == 0, t.m->output());
 }
 
-TEST_CASE("a missing or unusable source= is a clear error with exit status 2") {
+TEST_CASE("a missing or unusable source (source= or SOURCE) is a clear error with exit status 2") {
   temp_dir dir;
   const std::string mnt = dir.sub("mnt");
   write_file(dir.path() + "/plain-file", "");
@@ -490,6 +480,9 @@ TEST_CASE("a missing or unusable source= is a clear error with exit status 2") {
            {{"-o", "source="}, "source= needs a directory"},
            {{"-o", "source=" + mnt + ",timeout=-1"}, "timeout="},
            {{"-o", "source=" + mnt + ",passthrough=yes"}, "takes no value"},
+           {{dir.path() + "/missing"}, "No such file or directory"},  // as SOURCE
+           {{"-o", "source=" + mnt, dir.path()}, "two source directories"},
+           {{mnt, mnt}, "too many arguments"},  // SOURCE MOUNTPOINT and one more
        }) {
     std::vector<std::string> argv{passthrough_binary(), "-f"};
     argv.insert(argv.end(), e.args.begin(), e.args.end());
@@ -500,6 +493,22 @@ TEST_CASE("a missing or unusable source= is a clear error with exit status 2") {
     CHECK_MESSAGE(r.out.find(e.says) != std::string::npos, r.out);
     CHECK_FALSE(is_fuse_mounted(mnt));
   }
+}
+
+// What `mount -t fuse.passthrough SRC DIR` and an fstab line run (through
+// mount.fuse3): the source as the first positional argument; it also names
+// the mount.
+TEST_CASE("passthrough SRC DIR mirrors SRC (what mount -t fuse.passthrough runs)") {
+  temp_dir dir;
+  const std::string src = dir.sub("src");
+  write_file(src + "/present", "from the source\n");
+  spawned_mount m(passthrough_binary(), {"-o", "timeout=0", src}, dir.sub("mnt"));
+  REQUIRE_MESSAGE(m.ok(), m.output());
+  CHECK(slurp(m.path("present")) == "from the source\n");
+  write_file(m.path("written"), "through the mirror\n");
+  CHECK(slurp(src + "/written") == "through the mirror\n");
+  CHECK(find_fuse_mount(m.path())->source == src);
+  CHECK_MESSAGE(m.stop() == 0, m.output());
 }
 
 TEST_CASE("lookup counts: every reference the kernel took is forgotten, and the inodes freed") {

@@ -3,6 +3,8 @@
 // so this file runs outside Bazel's sandbox (tests/BUILD.bazel, NO_SANDBOX).
 #include <doctest/doctest.h>
 
+#include <fstream>
+
 #include <fusexx/fusexx.hpp>
 
 #include "examples/hello_fs.hpp"
@@ -52,6 +54,69 @@ TEST_CASE("unprivileged: fusermount3 mounts for a non-root user") {
 
   CHECK(run(with({"fusermount3", "-u", mp})).status == 0);
   CHECK(wait_exit(server_process.pid) == 0);
+  CHECK_FALSE(is_fuse_mounted(mp));
+}
+
+TEST_CASE("unprivileged allow_other: refused in one sentence unless /etc/fuse.conf has user_allow_other") {
+  const std::string hello = example_binary("FUSEXX_HELLO");
+  REQUIRE(!hello.empty());
+  temp_dir dir;
+  const std::string bin = dir.path() + "/hello";
+  std::filesystem::copy_file(hello, bin);
+  ::chmod(bin.c_str(), 0755);
+  const std::string mp = dir.sub("mnt");
+  REQUIRE(::chown(mp.c_str(), 65534, 65534) == 0);
+  const std::vector<std::string> as_nobody = {"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"};
+  auto with = [&](std::vector<std::string> tail) {
+    auto v = as_nobody;
+    v.insert(v.end(), tail.begin(), tail.end());
+    return v;
+  };
+  auto r = run(with({bin, "-o", "allow_other", mp}), /*with_stderr=*/true);
+  if (detail::read_fuse_conf().user_allow_other) {
+    // This machine allows it: the mount works, and is open to root.
+    CHECK_MESSAGE(r.status == 0, r.out);
+    CHECK(slurp(mp + "/hello.txt") == greeting);
+    CHECK(run(with({"fusermount3", "-u", mp})).status == 0);
+  } else {
+    CHECK(r.status == EPERM);
+    CHECK_MESSAGE(r.out.find("/etc/fuse.conf has the line user_allow_other") != std::string::npos, r.out);
+    CHECK_FALSE(is_fuse_mounted(mp));
+  }
+  CHECK(eventually([&] { return !is_fuse_mounted(mp); }));
+  // The reading of fuse.conf itself, as fusermount3 reads it.
+  const std::string conf = dir.path() + "/fuse.conf";
+  std::ofstream(conf) << "# user_allow_other\n";
+  CHECK_FALSE(detail::read_fuse_conf(conf.c_str()).user_allow_other);
+  CHECK(detail::read_fuse_conf(conf.c_str()).mount_max == 1000);  // fusermount3's default
+  std::ofstream(conf) << "mount_max=7\n  user_allow_other  # shared mounts\n";
+  CHECK(detail::read_fuse_conf(conf.c_str()).user_allow_other);
+  CHECK(detail::read_fuse_conf(conf.c_str()).mount_max == 7);
+}
+
+TEST_CASE("unprivileged past /etc/fuse.conf's mount_max: refused in one sentence") {
+  temp_dir dir;
+  const std::string mp = dir.sub("mnt", 0777);
+  const std::string conf = dir.path() + "/fuse.conf";
+  std::ofstream(conf) << "mount_max = 0\n";
+  ::chmod(conf.c_str(), 0644);
+  int status = in_child([&] {
+    // This process's own view of /etc/fuse.conf (fusermount3 would read the same file).
+    if (::unshare(CLONE_NEWNS) != 0) return 10;
+    if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) return 11;
+    if (::mount(conf.c_str(), "/etc/fuse.conf", nullptr, MS_BIND, nullptr) != 0) return 12;
+    if (::setresgid(65534, 65534, 65534) != 0 || ::setresuid(65534, 65534, 65534) != 0) return 13;
+    hello_fs fs;
+    server_options o;
+    o.mount.mountpoint = mp;
+    server<hello_fs> srv(fs, o);
+    auto r = srv.start();
+    if (r) return 14;
+    if (r.error().code.value() != EUSERS) return 15;
+    if (r.error().message.find("mount_max = 0") == std::string::npos) return 16;
+    return 0;
+  });
+  CHECK(status == 0);
   CHECK_FALSE(is_fuse_mounted(mp));
 }
 
@@ -148,4 +213,80 @@ TEST_CASE("unprivileged on io_uring: stopping with a file open drains, never han
   });
   CHECK(status == 0);
   CHECK_FALSE(is_fuse_mounted(mp));
+}
+
+// libfuse 3.19's own fusermount3 (built from libfuse e8d407ce, in the team's
+// anchors folder: ../shared/anchors, passed in as FUSEXX_ANCHORS by tools/dev),
+// installed the way a distribution installs it — setuid root — in a temporary
+// directory that comes first in the user's PATH. Where the folder is missing
+// the test says so and checks nothing.
+TEST_CASE("the real libfuse 3.19 fusermount3: synchronous INIT for a user, init() errors with their errno, "
+          "auto_unmount") {
+  const char* anchors = std::getenv("FUSEXX_ANCHORS");
+  const std::string real =
+      anchors && *anchors ? std::string(anchors) + "/libfuse-3.19.0-rc0/util/fusermount3" : std::string();
+  if (real.empty() || ::access(real.c_str(), X_OK) != 0) {
+    const std::string why = "SKIPPED: libfuse 3.19's fusermount3 is not here (FUSEXX_ANCHORS=" +
+                            std::string(anchors ? anchors : "<unset>") +
+                            "; tools/dev sets it to ../shared/anchors where that exists): the real-helper "
+                            "protocol was not checked";
+    std::fprintf(stderr, "%s\n", why.c_str());
+    MESSAGE(why);
+    return;
+  }
+  const std::string lifecycle = example_binary("FUSEXX_LIFECYCLE_FS");
+  REQUIRE(!lifecycle.empty());
+  temp_dir dir;
+  const std::string bin_dir = dir.sub("bin");
+  const std::string helper = bin_dir + "/fusermount3";
+  std::filesystem::copy_file(real, helper);
+  REQUIRE(::chown(helper.c_str(), 0, 0) == 0);
+  REQUIRE(::chmod(helper.c_str(), 04755) == 0);
+  const std::string bin = dir.path() + "/lifecycle_fs";
+  std::filesystem::copy_file(lifecycle, bin);
+  ::chmod(bin.c_str(), 0755);
+  auto as_nobody = [&](std::vector<std::string> tail) {
+    std::vector<std::string> v = {"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                                  "env",     "PATH=" + bin_dir + ":/usr/bin:/bin"};
+    v.insert(v.end(), tail.begin(), tail.end());
+    return v;
+  };
+  // The copy is the one found: it says its version.
+  CHECK(run(as_nobody({"fusermount3", "-V"}), true).out.find("3.19") != std::string::npos);
+
+  for (const char* transport : {"classic", "uring"}) {
+    CAPTURE(transport);
+    const std::string mp = dir.sub(std::string("mnt-") + transport);
+    REQUIRE(::chown(mp.c_str(), 65534, 65534) == 0);
+    const std::string t = std::string("transport=") + transport;
+
+    {  // INIT is synchronous: served inside the helper's mount call
+      child server_process = spawn(as_nobody({bin, "-d", "-o", t, mp}), /*capture_stdout=*/true, /*with_stderr=*/true);
+      REQUIRE(eventually([&] { return is_fuse_mounted(mp) || process_ended(server_process.pid); }));
+      REQUIRE(is_fuse_mounted(mp));
+      CHECK(run(as_nobody({"cat", mp + "/hello.txt"})).out == greeting);
+      CHECK(run(as_nobody({"fusermount3", "-u", mp})).status == 0);
+      CHECK(wait_exit(server_process.pid) == 0);
+      const std::string log = slurp_fd(server_process.stdout_fd);
+      ::close(server_process.stdout_fd);
+      CHECK_MESSAGE(log.find("(synchronous INIT)") != std::string::npos, log);
+      CHECK_MESSAGE(log.find("asynchronous INIT") == std::string::npos, log);
+      CHECK_FALSE(is_fuse_mounted(mp));
+    }
+    {  // an init() error fails the start with its errno, and nothing stays mounted
+      auto daemonized = run(as_nobody({bin, "-o", t + ",init_error=" + std::to_string(EKEYREVOKED), mp}), true);
+      CHECK_MESSAGE(daemonized.status == EKEYREVOKED, daemonized.out);
+      CHECK_MESSAGE(daemonized.out.find(std::strerror(EKEYREVOKED)) != std::string::npos, daemonized.out);
+      CHECK_FALSE(is_fuse_mounted(mp));
+    }
+    {  // auto_unmount: a killed server's mount is taken away (by the helper, as the user)
+      child server_process = spawn(as_nobody({bin, "-f", "-o", t + ",auto_unmount", mp}));
+      REQUIRE(eventually([&] { return is_fuse_mounted(mp) || process_ended(server_process.pid); }));
+      REQUIRE(is_fuse_mounted(mp));
+      CHECK(run(as_nobody({"cat", mp + "/hello.txt"})).out == greeting);
+      ::kill(server_process.pid, SIGKILL);
+      CHECK(wait_exit(server_process.pid) == 128 + SIGKILL);
+      CHECK(eventually([&] { return !is_fuse_mounted(mp); }));
+    }
+  }
 }

@@ -6,8 +6,10 @@
 //  * root (CAP_SYS_ADMIN): the new mount API — fsopen, fsconfig, fsmount,
 //    move_mount — whose errors come back as readable messages; legacy
 //    mount(2) where the kernel lacks it.
-//  * anyone else: fusermount3, the setuid helper, which mounts and passes the
-//    /dev/fuse fd back over a socket (_FUSE_COMMFD, SCM_RIGHTS).
+//  * anyone else: fusermount3, the setuid helper, which passes the /dev/fuse
+//    fd back over a socket (_FUSE_COMMFD, SCM_RIGHTS) — before it mounts
+//    (--sync-init, libfuse 3.19), or after (any older helper).
+// With -o auto_unmount a watcher unmounts when the server dies (auto_unmount.hpp).
 #include <fcntl.h>
 #include <spawn.h>
 #include <sys/mount.h>
@@ -21,10 +23,12 @@
 #include <sys/ioctl.h>
 
 #include <cerrno>
+#include <fstream>
 #include <functional>
 #include <map>
 #include <mutex>
 #include <stop_token>
+#include <cstdio>
 #include <cstring>
 #include <string>
 #include <utility>
@@ -34,6 +38,7 @@
 #include "../fd_passing.hpp"
 #include "../log.hpp"
 #include "../proto/abi.hpp"
+#include "auto_unmount.hpp"
 #include "mountinfo.hpp"
 #include "options.hpp"
 
@@ -78,14 +83,15 @@ class mount {
   mount() = default;
   mount(mount&& o) noexcept
       : connection_id_(o.connection_id_), mountpoint_(std::move(o.mountpoint_)), helper_(std::move(o.helper_)),
-        method_(o.method_),
-        sync_init_(o.sync_init_), active_(std::exchange(o.active_, false)) {}
+        watcher_(std::move(o.watcher_)), method_(o.method_), sync_init_(o.sync_init_),
+        active_(std::exchange(o.active_, false)) {}
   mount& operator=(mount&& o) noexcept {
     if (this != &o) {
       unmount();
       connection_id_ = o.connection_id_;
       mountpoint_ = std::move(o.mountpoint_);
       helper_ = std::move(o.helper_);
+      watcher_ = std::move(o.watcher_);
       method_ = o.method_;
       sync_init_ = o.sync_init_;
       active_ = std::exchange(o.active_, false);
@@ -107,9 +113,16 @@ class mount {
     return mount(std::move(mountpoint), method, sync_init, std::move(helper));
   }
   // Forgets the mount without unmounting it: it lives on, served by a
-  // successor this process handed it to.
-  void release() noexcept { active_ = false; }
+  // successor this process handed it to. An auto_unmount watcher is let go
+  // (it finds the successor serving, and leaves the mount alone).
+  void release() noexcept {
+    active_ = false;
+    watcher_.stop();
+  }
 
+  // Gives the mount an auto_unmount watcher (mount/auto_unmount.hpp): at
+  // creation with -o auto_unmount, and on a mount this process took over.
+  outcome<void> watch();
   // Detaches the mount (lazily: open files keep working until closed, and the
   // kernel ends the connection when the last one goes). Idempotent.
   outcome<void> unmount();
@@ -132,6 +145,9 @@ class mount {
   bool sync_init() const noexcept { return sync_init_; }
 
  private:
+  // create() without the auto_unmount watcher.
+  static outcome<mount> mount_only(const mount_options& opts, unique_fd& device, const mount_hooks& hooks,
+                                   std::stop_token cancel);
   mount(std::string mp, mount_method m, bool sync, std::string helper)
       : mountpoint_(std::move(mp)), helper_(std::move(helper)), method_(m), sync_init_(sync), active_(true) {
     if (auto e = find_fuse_mount(mountpoint_)) connection_id_ = fuse_connection_id(*e);
@@ -140,6 +156,7 @@ class mount {
   std::optional<unsigned> connection_id_;
   std::string mountpoint_;
   std::string helper_;  // the helper that mounted, which must also unmount
+  unmount_watcher watcher_;  // -o auto_unmount
   mount_method method_ = mount_method::new_api;
   bool sync_init_ = false;
   bool active_ = false;
@@ -173,6 +190,81 @@ inline outcome<mode_t> check_mountpoint(const std::string& path) {
   if (!S_ISDIR(st.st_mode) && !S_ISREG(st.st_mode))
     return fail(ENOTDIR, "cannot use mountpoint {}: not a directory or regular file", path);
   return st.st_mode & S_IFMT;
+}
+
+// What /etc/fuse.conf allows a user, read as fusermount3 reads it (libfuse
+// e8d407ce, util/fuser_conf.c read_conf: '#' comments and blanks stripped;
+// a line "user_allow_other", or "mount_max = N" as sscanf matches it).
+struct fuse_conf {
+  bool user_allow_other = false;  // a user may mount with allow_other
+  int mount_max = 1000;           // FUSE mounts (of anyone) beyond which a user may not mount; -1: no limit
+};
+inline fuse_conf read_fuse_conf(const char* path = "/etc/fuse.conf") {
+  fuse_conf c;
+  std::ifstream in(path);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (auto hash = line.find('#'); hash != std::string::npos) line.resize(hash);
+    const auto b = line.find_first_not_of(" \t\r\n\v\f"), e = line.find_last_not_of(" \t\r\n\v\f");
+    if (b == std::string::npos) continue;
+    line = line.substr(b, e - b + 1);
+    int n = 0;
+    if (line == "user_allow_other") c.user_allow_other = true;
+    else if (std::sscanf(line.c_str(), "mount_max = %i", &n) == 1 && n >= -1) c.mount_max = n;
+  }
+  return c;
+}
+
+// FUSE mounts in this mount namespace, counted as fusermount3 counts them
+// against mount_max (types "fuse" and "fuse.*", whoever mounted them).
+inline int count_fuse_mounts() {
+  std::ifstream in("/proc/self/mounts");
+  std::string source, target, type, rest;
+  int n = 0;
+  while (in >> source >> target >> type && std::getline(in, rest))
+    if (type == "fuse" || type.starts_with("fuse.")) ++n;
+  return n;
+}
+
+// fusermount3 refuses a user what fuse.conf does not allow, in words that
+// name neither option's consequence: say it here first, in one sentence.
+inline outcome<void> check_fuse_conf(const mount_options& o, const fuse_conf& conf) {
+  if (o.allow_other && !conf.user_allow_other)
+    return fail(EPERM, "cannot mount {} with allow_other: only root may, unless /etc/fuse.conf has the line "
+                       "user_allow_other (root can add it)", o.mountpoint);
+  if (conf.mount_max != -1) {
+    const int mounted = count_fuse_mounts();
+    if (mounted >= conf.mount_max)
+      return fail(EUSERS, "cannot mount {}: {} FUSE filesystems are mounted, the most /etc/fuse.conf allows a "
+                          "user to add to (mount_max = {}; root can raise it)", o.mountpoint, mounted, conf.mount_max);
+  }
+  return {};
+}
+
+// The root's type (the filesystem's, or rootmode=) against the mountpoint's:
+// the kernel attaches a directory only on a directory and a file only on a
+// file, and fusermount3 types the root after the mountpoint — a directory
+// root over a file would mount, then answer every access with EIO.
+inline outcome<mode_t> check_root_type(const mount_options& o) {
+  auto at = check_mountpoint(o.mountpoint);
+  if (!at) return at;
+  // A live FUSE mount there already (a dead one fails the stat above): say
+  // what it is, rather than hide it under a second one.
+  if (auto there = find_fuse_mount(o.mountpoint)) {
+    const std::string same = o.subtype.empty() ? "" : "fuse." + o.subtype;
+    return fail(EBUSY, "cannot mount on {}: it is already a FUSE mount ({}, source '{}'){}", o.mountpoint,
+                there->fstype, there->source,
+                there->fstype == same ? ": unmount it first, or take it over (--takeover) if the filesystem is "
+                                        "restartable (docs/restart.md)"
+                                      : ": unmount it first");
+  }
+  const mode_t root = o.rootmode ? (*o.rootmode & S_IFMT) : (o.root_is_file ? S_IFREG : S_IFDIR);
+  if (root == 0 || *at == root) return *at;
+  if (S_ISREG(*at))
+    return fail(ENOTDIR, "cannot mount on {}: it is a regular file, and this filesystem's root is a directory "
+                         "(mount it on a directory)", o.mountpoint);
+  return fail(EISDIR, "cannot mount on {}: it is a directory, and this filesystem's root is a regular file "
+                      "(mount it on a file)", o.mountpoint);
 }
 
 inline bool have_mount_privilege() { return ::geteuid() == 0; }
@@ -312,15 +404,19 @@ inline std::string find_in_path(const char* program) {
 }
 
 // Starts the helper with `args`; when `comm` is given, passes it as the
-// _FUSE_COMMFD socket (and `capture`, if given, receives its stdout and
-// stderr). Returns its pid, or -1 if it could not run.
+// _FUSE_COMMFD socket, and names `library_end` (this process's end, which
+// the child does not get: it is close-on-exec) in _FUSE_COMMFD2, as libfuse
+// does. `capture`, if given, receives the helper's stdout and stderr.
+// Returns its pid, or -1 if it could not run.
 inline pid_t spawn_helper(const std::string& helper, const std::vector<std::string>& args, int comm,
-                          int capture = -1) {
+                          int capture = -1, int library_end = -1) {
   std::vector<std::string> env_strings;
   for (char** e = environ; *e; ++e)
-    if (std::strncmp(*e, "_FUSE_COMMFD=", 13) != 0) env_strings.emplace_back(*e);
+    if (std::strncmp(*e, "_FUSE_COMMFD=", 13) != 0 && std::strncmp(*e, "_FUSE_COMMFD2=", 14) != 0)
+      env_strings.emplace_back(*e);
   constexpr int child_comm_fd = 3;
   if (comm >= 0) env_strings.push_back("_FUSE_COMMFD=" + std::to_string(child_comm_fd));
+  if (comm >= 0 && library_end >= 0) env_strings.push_back("_FUSE_COMMFD2=" + std::to_string(library_end));
   std::vector<char*> envp, argv;
   for (auto& s : env_strings) envp.push_back(s.data());
   envp.push_back(nullptr);
@@ -360,30 +456,6 @@ inline int run_fusermount(const std::string& helper, const std::vector<std::stri
   return pid < 0 ? -1 : wait_helper(pid);
 }
 
-// Whether `helper` speaks the two-way --sync-init protocol: it says so in its
-// --help. (Debian 12's fusermount3 3.14 does not.) Asked once per helper.
-inline bool helper_supports_sync_init(const std::string& helper) {
-  static std::mutex mutex;
-  static std::map<std::string, bool> known;
-  std::lock_guard lock(mutex);
-  if (auto it = known.find(helper); it != known.end()) return it->second;
-  int p[2];
-  bool supported = false;
-  if (::pipe2(p, O_CLOEXEC) == 0) {
-    unique_fd read_end(p[0]), write_end(p[1]);
-    pid_t pid = spawn_helper(helper, {"--help"}, -1, write_end.get());
-    write_end.reset();
-    std::string text;
-    char chunk[1024];
-    ssize_t n;
-    while ((n = ::read(read_end.get(), chunk, sizeof chunk)) > 0) text.append(chunk, static_cast<std::size_t>(n));
-    if (pid > 0) wait_helper(pid);
-    supported = text.find("--sync-init") != std::string::npos;
-  }
-  known[helper] = supported;
-  return supported;
-}
-
 // Turns the device fd to synchronous INIT. ENOTTY (kernels before 6.18)
 // means no such mode: INIT then arrives after the mount call.
 inline bool enable_sync_init(int fd) {
@@ -415,87 +487,157 @@ inline std::string helper_for(const mount_options& o) {
   return o.helper.empty() ? find_in_path("fusermount3") : o.helper;
 }
 
-// The helper's side of --sync-init, as documented with libfuse 3.19: it opens
-// /dev/fuse and sends the fd; we switch the fd to synchronous INIT, start the
-// worker, send one "proceed" byte; the helper mounts (its mount call blocks
-// until our worker has answered INIT) and sends one status byte, 0 for
-// success. Closing the socket before "proceed" makes the helper give up.
-inline outcome<void> mount_helper_sync(const mount_options& o, const std::string& helper, unique_fd& device,
-                                       const mount_hooks& hooks, bool& sync, std::stop_token cancel) {
+// What a helper printed (its stdout and stderr, captured in a pipe): all of
+// it once the helper is gone, else what is there now. Trimmed.
+inline std::string helper_output(int fd) {
+  std::string text;
+  char chunk[1024];
+  for (;;) {
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, 0) != 1) break;
+    const ssize_t n = ::read(fd, chunk, sizeof chunk);
+    if (n <= 0) break;
+    text.append(chunk, static_cast<std::size_t>(n));
+  }
+  while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
+  return text;
+}
+
+// The two-way protocol of fusermount3 --sync-init, exactly as libfuse 3.19
+// speaks it (libfuse e8d407ce: util/fusermount.c mount_fuse_sync_init,
+// lib/mount.c mount_fusermount_obtain_fd and fuse_fusermount_proceed_mnt,
+// lib/fuse_lowlevel.c new_api_fusermount):
+//   library: socketpair(SOCK_STREAM); HELPER --sync-init -o OPTS -- MNT, with
+//            _FUSE_COMMFD = the helper's end, _FUSE_COMMFD2 = its own end
+//   helper:  opens /dev/fuse, checks the mountpoint, sends the fd
+//            (one byte + SCM_RIGHTS), waits for one byte (5 minutes at most)
+//   library: switches the fd to synchronous INIT (FUSE_DEV_IOC_SYNC_INIT: the
+//            library does this, not the helper), starts its worker, sends one
+//            "proceed" byte
+//   helper:  mounts with the new mount API (the mount call blocks until the
+//            worker has answered INIT), sends an int32_t: 0, or -errno; exits
+// The helper's --help does not list --sync-init, so there is nothing to probe:
+// a helper that sends no fd (an older one, whose getopt refuses the option)
+// gets the classic protocol instead. Returns nullopt then, else whether INIT
+// is synchronous (the kernel may not have it). `device` receives
+// the connection as soon as it arrives (the caller owns it even when the
+// mount then fails: its worker reads INIT from it).
+// Its output is captured: an older helper's complaint about the option is
+// not the user's business; a real failure's message goes into the error.
+inline outcome<std::optional<bool>> mount_helper_sync(const mount_options& o, const std::string& helper,
+                                                              unique_fd& device, const mount_hooks& hooks,
+                                                              std::stop_token cancel) {
   int sv[2];
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
     return fail(errno, "socketpair: {}", std::strerror(errno));
   unique_fd ours(sv[0]), theirs(sv[1]);
-  pid_t pid = spawn_helper(helper, {"--sync-init", "-o", o.fusermount_string(), "--", o.mountpoint}, theirs.get());
+  int p[2];
+  if (::pipe2(p, O_CLOEXEC) != 0) return fail(errno, "pipe: {}", std::strerror(errno));
+  unique_fd output(p[0]), output_w(p[1]);
+  const pid_t pid = spawn_helper(helper, {"--sync-init", "-o", o.fusermount_string(), "--", o.mountpoint},
+                                 theirs.get(), output_w.get(), ours.get());
   if (pid < 0) return fail(errno, "cannot run {}: {}", helper, std::strerror(errno));
   theirs.reset();
+  output_w.reset();
   // A watchdog that gives up stops waiting for the helper by shutting the
   // socket down: our recv() returns and the helper sees EOF.
   std::stop_callback on_cancel(cancel, [fd = ours.get()] { ::shutdown(fd, SHUT_RDWR); });
-  auto finish = [&](outcome<void> r) {
-    ours.reset();
-    const int status = wait_helper(pid);
-    if (r && status != 0)
-      return outcome<void>(fail(EIO, "cannot mount {}: {} failed (exit status {})", o.mountpoint, helper, status));
-    return r;
+  auto said = [&] {
+    std::string text = helper_output(output.get());
+    return text.empty() ? std::string() : fmt::format(" ({} said: {})", helper, text);
   };
 
   auto fd = receive_device(ours.get());
-  if (!fd) return finish(fail(EIO, "cannot mount {}: {} sent no file descriptor", o.mountpoint, helper));
+  if (!fd) {
+    ours.reset();
+    const int status = wait_helper(pid);
+    log::debug("{} sent no fd for --sync-init (exit status {}){}; using the classic protocol", helper, status, said());
+    return std::nullopt;
+  }
   device = std::move(*fd);
-  sync = enable_sync_init(device.get());
+  const bool sync = enable_sync_init(device.get());
   hooks.serve_init(device.get());
-  mount_call_scope inside(&hooks);  // from "proceed" until the helper's status
-  const char proceed = 1;
-  if (::send(ours.get(), &proceed, 1, MSG_NOSIGNAL) != 1)
-    return finish(fail(EIO, "cannot mount {}: {} went away before mounting", o.mountpoint, helper));
-  char status = 1;
-  ssize_t n;
-  do n = ::recv(ours.get(), &status, 1, 0);
-  while (n < 0 && errno == EINTR);
-  if (n != 1) return finish(fail(EIO, "cannot mount {}: {} ended without reporting the mount", o.mountpoint, helper));
-  if (status != 0) return finish(fail(EIO, "cannot mount {}: {} reported failure", o.mountpoint, helper));
-  return finish({});
+  std::int32_t status = -EIO;
+  bool reported = false;
+  {
+    mount_call_scope inside(&hooks);  // from "proceed" until the helper's status
+    const char proceed = 0;
+    if (::send(ours.get(), &proceed, 1, MSG_NOSIGNAL) == 1) {
+      std::size_t got = 0;
+      auto* bytes = reinterpret_cast<char*>(&status);
+      while (got < sizeof status) {
+        const ssize_t n = ::recv(ours.get(), bytes + got, sizeof status - got, 0);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) break;
+        got += static_cast<std::size_t>(n);
+      }
+      reported = got == sizeof status;
+    }
+  }
+  ours.reset();
+  const int exit_status = wait_helper(pid);
+  const std::string text = said();
+  if (!reported)
+    return fail(EIO, "cannot mount {}: {} ended without reporting the mount (exit status {}){}", o.mountpoint, helper,
+                exit_status, text);
+  if (status != 0) {
+    const int err = status < 0 && status > -4096 ? -status : EIO;
+    return fail(err, "cannot mount {}: {} could not mount it: {}{}", o.mountpoint, helper, std::strerror(err), text);
+  }
+  if (!text.empty()) log::warn("{}:{}", helper, text);
+  return std::optional<bool>(sync);
 }
 
-inline outcome<unique_fd> mount_fusermount(const mount_options& o) {
-  const std::string helper = helper_for(o);
-  if (helper.empty())
-    return fail(EPERM, "cannot mount {}: not running as root, and fusermount3 is not installed (apt-get install "
-                       "fuse3)", o.mountpoint);
+// The classic protocol (every fusermount3): the helper mounts, then sends
+// the fd; INIT comes after.
+inline outcome<void> mount_fusermount(const mount_options& o, const std::string& helper, unique_fd& device) {
   int sv[2];
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
     return fail(errno, "socketpair: {}", std::strerror(errno));
   unique_fd ours(sv[0]), theirs(sv[1]);
-  const int status = run_fusermount(helper, {"-o", o.fusermount_string(), "--", o.mountpoint}, theirs.get());
+  const pid_t pid =
+      spawn_helper(helper, {"-o", o.fusermount_string(), "--", o.mountpoint}, theirs.get(), -1, ours.get());
+  if (pid < 0) return fail(errno, "cannot run {}: {}", helper, std::strerror(errno));
   theirs.reset();  // so the read below sees EOF if the helper sent nothing
-  if (status == -1) return fail(errno, "cannot run {}: {}", helper, std::strerror(errno));
   auto fd = receive_device(ours.get());
+  ours.reset();
+  const int status = wait_helper(pid);
   if (!fd || status != 0)
-    return fail(EPERM, "cannot mount {}: fusermount3 failed (exit status {}); its message is above", o.mountpoint,
+    return fail(EPERM, "cannot mount {}: {} failed (exit status {}); its message is above", o.mountpoint, helper,
                 status);
-  return fd;
+  device = std::move(*fd);
+  return {};
 }
 
 }  // namespace detail
 
 inline outcome<mount> mount::create(const mount_options& opts, unique_fd& device, const mount_hooks& hooks,
                                    std::stop_token cancel) {
-  auto root_mode = detail::check_mountpoint(opts.mountpoint);
+  auto made = mount_only(opts, device, hooks, std::move(cancel));
+  if (!made || !opts.auto_unmount) return made;
+  if (auto w = made->watch(); !w) return std::unexpected(w.error());  // `made` unmounts
+  return made;
+}
+
+inline outcome<mount> mount::mount_only(const mount_options& opts, unique_fd& device, const mount_hooks& hooks,
+                                        std::stop_token cancel) {
+  auto root_mode = detail::check_root_type(opts);
   if (!root_mode) return std::unexpected(root_mode.error());
 
   if (!opts.helper.empty() || !detail::have_mount_privilege()) {
     if (auto ok = detail::check_device_for_helper(opts); !ok) return std::unexpected(ok.error());
+    if (!detail::have_mount_privilege())
+      if (auto ok = detail::check_fuse_conf(opts, detail::read_fuse_conf()); !ok) return std::unexpected(ok.error());
     const std::string helper = detail::helper_for(opts);
-    if (!helper.empty() && opts.sync_init && detail::helper_supports_sync_init(helper)) {
-      bool sync = false;
-      auto r = detail::mount_helper_sync(opts, helper, device, hooks, sync, cancel);
-      if (!r) return std::unexpected(r.error());
-      return mount(opts.mountpoint, mount_method::fusermount, sync, helper);
+    if (helper.empty())
+      return fail(EPERM, "cannot mount {}: not running as root, and fusermount3 is not installed (apt-get install "
+                         "fuse3)", opts.mountpoint);
+    if (opts.sync_init) {
+      auto sync = detail::mount_helper_sync(opts, helper, device, hooks, cancel);
+      if (!sync) return std::unexpected(sync.error());
+      if (*sync) return mount(opts.mountpoint, mount_method::fusermount, **sync, helper);
     }
-    auto fd = detail::mount_fusermount(opts);
-    if (!fd) return std::unexpected(fd.error());
-    device = std::move(*fd);
+    if (auto r = detail::mount_fusermount(opts, helper, device); !r) return std::unexpected(r.error());
     hooks.serve_init(device.get());
     return mount(opts.mountpoint, mount_method::fusermount, false, helper);
   }
@@ -533,10 +675,26 @@ inline outcome<mount> mount::create(const mount_options& opts, unique_fd& device
   return mount(opts.mountpoint, method, sync, {});
 }
 
+inline outcome<void> mount::watch() {
+  if (watcher_.active() || !active_) return {};
+  // A user's mount is unmounted through the helper (root needs none).
+  std::string helper;
+  if (!detail::have_mount_privilege()) {
+    helper = helper_.empty() ? detail::find_in_path("fusermount3") : helper_;
+    if (helper.empty()) return fail(ENOENT, "auto_unmount: fusermount3 is not installed, and only it can unmount a "
+                                            "user's mount");
+  }
+  auto w = unmount_watcher::fork_for(mountpoint_, helper);
+  if (!w) return std::unexpected(w.error());
+  watcher_ = std::move(*w);
+  return {};
+}
+
 inline outcome<void> mount::unmount_and_end() {
   if (!active_ || method_ == mount_method::fusermount || !find_fuse_mount(mountpoint_)) return unmount();
   if (::umount2(mountpoint_.c_str(), 0) == 0 || ::umount2(mountpoint_.c_str(), MNT_FORCE | MNT_DETACH) == 0) {
     active_ = false;
+    watcher_.stop();
     return {};
   }
   return unmount();
@@ -545,6 +703,12 @@ inline outcome<void> mount::unmount_and_end() {
 inline outcome<void> mount::unmount() {
   if (!active_) return {};
   active_ = false;
+  // The watcher is let go once the mount is gone, not before: its last look
+  // must find a plain directory, not a server that is stopping.
+  struct let_go {
+    unmount_watcher& w;
+    ~let_go() { w.stop(); }
+  } after{watcher_};
   // Already unmounted from outside (fusermount3 -u, umount): nothing to do.
   if (!find_fuse_mount(mountpoint_)) return {};
   if (method_ == mount_method::fusermount) {

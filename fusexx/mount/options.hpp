@@ -22,7 +22,12 @@ struct mount_options {
   bool read_only = false;
   bool nosuid = true, nodev = true, noexec = false, noatime = false, dirsync = false, sync = false;
   std::optional<std::uint32_t> max_read;
-  std::optional<mode_t> rootmode;    // normally taken from the mountpoint (directory or file)
+  std::optional<mode_t> rootmode;    // the root's type for the kernel; normally the filesystem's (root_is_file)
+  // The filesystem's root is a regular file, not a directory (server<Fs> sets
+  // it from Fs::root_is_file). The kernel mounts a directory only on a
+  // directory and a file only on a file, and takes the root's type from the
+  // mount: a root typed after the wrong kind of mountpoint answers EIO.
+  bool root_is_file = false;
   std::optional<uid_t> user_id;      // the mount's owner; defaults to the caller
   std::optional<gid_t> group_id;
   // Type fuseblk: a filesystem "on" a block device, which fsname names
@@ -38,6 +43,10 @@ struct mount_options {
   // when init() does. Falls back to asynchronous INIT where the kernel or the
   // helper cannot do it; false forces asynchronous INIT.
   bool sync_init = true;
+  // Unmount when the server dies without unmounting (libfuse's auto_unmount):
+  // a watcher process does it (mount/auto_unmount.hpp). Not passed to
+  // fusermount3, whose own watcher fusexx does not use.
+  bool auto_unmount = false;
   // The unprivileged mount helper. Empty: fusermount3 from PATH, used only
   // when not root. Set: always mount through this helper.
   std::string helper;
@@ -82,6 +91,29 @@ std::optional<T> parse_number(std::string_view s, int base = 10) {
   return v;
 }
 }  // namespace detail
+
+// Options that belong to mount(8), mount.fuse3 and systemd, not to the
+// filesystem: accepted and ignored, never an error, so an fstab line's
+// options work however they reach the program. What libfuse does (libfuse
+// commit e8d407ce, 3.19.0-rc0):
+// - util/mount.fuse.c drops "", user, nofail, nouser, users, auto, noauto and
+//   _netdev itself before it runs `TYPE SOURCE MOUNTPOINT -o OPTS` (they only
+//   reach a program run by hand, or through another helper);
+// - lib/mount.c keeps "x-*" options (x-systemd.automount, x-gvfs-show) and
+//   user=NAME for the mount table only: never the kernel's. mount(8) itself
+//   does not pass x-* to helpers, but user=NAME it does.
+// - "defaults" is mount(8)'s (it passes rw instead); it means nothing here.
+// The flags libfuse sets (rw, ro, suid, nosuid, dev, nodev, exec, noexec,
+// sync, async, dirsync, noatime) are real options above; as with fusermount3,
+// suid and dev need root (fusermount3 ignores them for users, with a warning).
+inline bool is_helper_option(std::string_view key, std::optional<std::string_view> value) {
+  if (key.starts_with("x-")) return true;
+  if (key == "user" && value) return true;  // user=NAME: mount(8)'s record of who mounted
+  if (value) return false;
+  for (std::string_view k : {"defaults", "auto", "noauto", "user", "nouser", "users", "nofail", "_netdev"})
+    if (key == k) return true;
+  return false;
+}
 
 inline outcome<bool> mount_options::apply(std::string_view key, std::optional<std::string_view> value) {
   auto flag = [&](bool& field, bool on) -> outcome<bool> {
@@ -130,6 +162,7 @@ inline outcome<bool> mount_options::apply(std::string_view key, std::optional<st
     return r;
   }
   if (key == "blkdev") return flag(blkdev, true);
+  if (key == "auto_unmount") return flag(auto_unmount, true);
   if (key == "blksize") {
     auto r = number(blksize, 10);
     if (r && (*blksize < 512 || (*blksize & (*blksize - 1))))
@@ -138,6 +171,7 @@ inline outcome<bool> mount_options::apply(std::string_view key, std::optional<st
   }
   if (key == "user_id") return number(user_id, 10);
   if (key == "group_id") return number(group_id, 10);
+  if (is_helper_option(key, value)) return true;
   return false;
 }
 

@@ -35,6 +35,8 @@
 // channel serves those, and catches the kernel's silent fallback to /dev/fuse
 // when a REGISTER fails.
 #include <fcntl.h>
+#include <sys/mman.h>
+
 #include <liburing.h>
 #include <pthread.h>
 #include <sched.h>
@@ -458,6 +460,7 @@ class uring_plane final : public channel {
       params.flags = IORING_SETUP_SQE128;  // FUSE's URING_CMD needs the 80-byte command area
       const unsigned depth = std::max(8u, static_cast<unsigned>(entries.size()) * 2 + 16);
       int rc = io_uring_queue_init_params(depth, &ring, &params);
+      if (rc == 0) keep_from_children(ring);
       if (rc == 0) {
         rc = io_uring_register_files(&ring, &fuse_fd, 1);
         if (rc < 0) io_uring_queue_exit(&ring);
@@ -478,6 +481,17 @@ class uring_plane final : public channel {
       }
       done.store(true, std::memory_order_release);
       plane->notify();
+    }
+
+    // A forked child (the auto_unmount watcher, a daemon's helper, a test's
+    // child) must not inherit the ring's mappings: they hold the ring, whose
+    // FUSE commands hold /dev/fuse, so a killed server's connection would
+    // live as long as that child — and the watcher, which waits for it to
+    // end, would wait for itself. Closing the ring's fd does not drop them.
+    static void keep_from_children(io_uring& r) {
+      ::madvise(r.sq.ring_ptr, r.sq.ring_sz, MADV_DONTFORK);
+      if (r.cq.ring_ptr != r.sq.ring_ptr) ::madvise(r.cq.ring_ptr, r.cq.ring_sz, MADV_DONTFORK);
+      ::madvise(r.sq.sqes, r.sq.ring_entries * sizeof(io_uring_sqe) * 2, MADV_DONTFORK);  // SQE128: two each
     }
 
     void arm_wake() {

@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <concepts>
 #include <cstring>
 #include <memory>
 #include <string>
@@ -44,11 +45,20 @@ struct mirror {
 struct in_process_mirror : mounted<passthrough_fs> {
   explicit in_process_mirror(const std::string& source, bool kernel_passthrough = false, bool writeback = false,
                              bool killpriv_v2 = false)
-      : mounted([=](passthrough_fs& fs, server_options& o) {
-          fs.source = source;
+      : in_process_mirror(source, [=](passthrough_fs& fs, server_options&) {
           fs.kernel_passthrough = kernel_passthrough;
           fs.writeback = writeback;
           fs.killpriv_v2 = killpriv_v2;
+        }) {}
+  // With the filesystem and the server set up further by `configure`
+  // (cache timeout, thread count, ...), before the source is opened.
+  // (A template: a lambda without captures would otherwise also convert to
+  // the bool above.)
+  template <std::invocable<passthrough_fs&, server_options&> F>
+  in_process_mirror(const std::string& source, F configure)
+      : mounted([=](passthrough_fs& fs, server_options& o) {
+          fs.source = source;
+          configure(fs, o);
           if (auto r = fs.open_source(); !r) FAIL(r.error().message);
           passthrough_fs::configure_mount(o.mount);
         }) {
