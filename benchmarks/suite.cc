@@ -64,12 +64,19 @@ const char* usage =
     "  --no-instructions  skip the callgrind phase (instructions per operation)\n"
     "  --dir PARENT       where the native directory is made (default /dev/shm, a tmpfs)\n"
     "  --out DIR          where results.json, results.txt and chart.png go\n"
-    "  --only LIST        native, libfuse, classic, io_uring, passthrough, memfs, or a --program's name\n"
+    "  --only LIST        native, libfuse, classic, io_uring, passthrough, memfs, or a --program's name;\n"
+    "                     also (only when named) classic-nostats, io_uring-nostats: -o stats=off\n"
     "  --program PATH     also measure the filesystem PATH serves, named after its file name (NAME-2\n"
     "                     if taken): run as `PATH -f MOUNTPOINT` (its own cache timeouts apply), the\n"
     "                     suite writes its tree through the mount, as for memfs (so it must hold files)\n";
 
 using bench::runfile;
+
+// Subjects measured only when --only names them.
+bool opt_in(const std::string& name) { return name.ends_with("-nostats"); }
+bool selected(const settings& cfg, const std::string& name) {
+  return cfg.only.empty() ? !opt_in(name) : cfg.only.contains(name);
+}
 
 std::vector<subject> subjects(const char* argv0, const std::vector<std::string>& programs) {
   const std::string pt = runfile(argv0, "examples/passthrough");
@@ -93,6 +100,10 @@ std::vector<subject> subjects(const char* argv0, const std::vector<std::string>&
       // served subjects above run without it, as the libfuse baseline does.
       fusexx_pt("passthrough", "passthrough,killpriv_v2"),
       {"memfs", mf, {"-f", "-o", "entry_timeout=0,attr_timeout=0", "{mnt}"}, true, ""},
+      // Only when named in --only: the transports without per-opcode
+      // statistics (fusexx/stats.hpp), to see what counting costs in one run.
+      fusexx_pt("classic-nostats", "transport=classic,stats=off"),
+      fusexx_pt("io_uring-nostats", "transport=uring,stats=off"),
   };
   for (auto& x : s)
     if (x.name != "native" && x.program.empty()) x.unavailable = "its program was not built next to the suite";
@@ -240,7 +251,7 @@ std::optional<std::uint64_t> callgrind_total(const subject& s, const std::string
 void measure_instructions(report& rep, const settings& cfg, const tree_shape& shape, const subject& s,
                           const std::string& source) {
   if (s.program.empty() || s.in_memory || rep.unavailable.contains(s.name)) return;
-  if (s.name == "io_uring") {
+  if (s.name.starts_with("io_uring")) {
     // Valgrind 3.19 does not model FUSE's io_uring commands (unhandled
     // ioctls, ring memory it does not know the kernel writes), so a server
     // under it never answers on the ring.
@@ -336,7 +347,7 @@ int main(int argc, char** argv) {
   report rep;
   std::vector<subject> all = subjects(argv[0], cfg.programs);
   for (auto& s : all) {
-    if (!cfg.only.empty() && !cfg.only.contains(s.name)) continue;
+    if (!selected(cfg, s.name)) continue;
     rep.subjects.push_back(s.name);
     if (!s.unavailable.empty()) rep.unavailable[s.name] = s.unavailable;
   }
@@ -367,7 +378,7 @@ int main(int argc, char** argv) {
     status = 1;
   } else {
     for (auto& s : all) {
-      if (!cfg.only.empty() && !cfg.only.contains(s.name)) continue;
+      if (!selected(cfg, s.name)) continue;
       if (!s.unavailable.empty()) {
         progress(fmt::format("[{}] not measured: {}", s.name, s.unavailable));
         continue;
@@ -380,7 +391,7 @@ int main(int argc, char** argv) {
       } else {
         progress(fmt::format("server instructions per operation (callgrind, {} operations) ...", cfg.instruction_ops));
         for (auto& s : all)
-          if (cfg.only.empty() || cfg.only.contains(s.name)) measure_instructions(rep, cfg, shape, s, source);
+          if (selected(cfg, s.name)) measure_instructions(rep, cfg, shape, s, source);
       }
     }
   }

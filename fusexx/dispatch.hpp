@@ -93,6 +93,9 @@ class dispatcher {
       log::error("dropped a {}-byte request: shorter than its header", in.bytes.size());
       return disposition::no_reply;
     }
+    // The one clock read at arrival (the other is at the reply): statistics.
+    auto& stats = session_.stats();
+    const std::uint64_t arrived = stats.enabled() ? request_stats::now_ns() : 0;
     proto::in_header h;
     std::memcpy(&h, in.bytes.data(), sizeof h);
     session_.counters().requests.fetch_add(1, std::memory_order_relaxed);
@@ -103,7 +106,8 @@ class dispatcher {
     const row_info info = row_of(op);
     const bool counted = info.replies && !info.gate_answers;
     if (counted) session_.counters().in_flight.fetch_add(1, std::memory_order_relaxed);
-    const responder resp(in.sink, h.unique, session_, counted);
+    if (arrived != 0) stats.received(h.opcode, in.bytes.size() + in.payload.size());
+    const responder resp(in.sink, h.unique, session_, counted, h.opcode, arrived);
     const auto answered = [&] { return info.replies ? disposition::replied : disposition::no_reply; };
 
     const std::size_t ext = std::size_t{h.total_extlen} * 8;

@@ -31,10 +31,9 @@
 #include "filesystem.hpp"
 #include "log.hpp"
 #include "server.hpp"
+#include "version.hpp"
 
 namespace fusexx {
-
-inline constexpr std::string_view version = "0.1.0";
 
 struct command_line {
   server_options server;
@@ -111,6 +110,11 @@ outcome<command_line> parse_command_line(Fs& fs, int argc, char** argv) {
       if (key == "async_init") {
         if (v) return fail(EINVAL, "option 'async_init' takes no value");
         cl.server.mount.sync_init = false;
+        continue;
+      }
+      if (key == "stats") {
+        if (v && *v != "on" && *v != "off") return fail(EINVAL, "option stats= takes on or off");
+        cl.server.stats = !v || *v == "on";
         continue;
       }
       if (key == "threads") {
@@ -211,6 +215,7 @@ void print_usage(const char* argv0) {
       "     queue_depth=N      io_uring: requests in flight per CPU (default 8)\n"
       "     threads=N          classic: worker threads (default: one per CPU, at least 2)\n"
       "     init_timeout_ms=N  fail the mount if init() takes longer (default 30000)\n"
+      "     stats=on|off       count requests per opcode for fusexx-ctl (default on)\n"
       "     async_init         do not use synchronous INIT\n"
       "     pid_file=PATH      write the daemon's pid here once it serves\n"
       "     keep_stdio         keep stdout/stderr open in the background (systemd)\n"

@@ -38,6 +38,7 @@
 #include "mount/mount.hpp"
 #include "mount/mountinfo.hpp"
 #include "mount/options.hpp"
+#include "control.hpp"
 #include "restart/control_socket.hpp"
 #include "restart/handover.hpp"
 #include "restart/restartable.hpp"
@@ -48,6 +49,7 @@
 #include "task.hpp"
 #include "transport/device.hpp"
 #include "transport/uring.hpp"
+#include "version.hpp"
 
 namespace fusexx {
 
@@ -69,6 +71,7 @@ struct server_options {
   transport::classic_options classic;
   transport::uring_options uring;
   std::chrono::milliseconds init_timeout{30000};  // the longest INIT (and init()) may take
+  bool stats = true;  // per-opcode statistics for the control socket (fusexx/stats.hpp); -o stats=off
 };
 
 // What park() did: whether every request in flight came to an end, and which
@@ -87,6 +90,7 @@ class server {
 
   server(Fs& fs, server_options options) : fs_(fs), options_(std::move(options)), dispatcher_(fs_, session_) {
     options_.mount.root_is_file = fusexx::root_is_file<Fs>();
+    session_.stats().set_enabled(options_.stats);
   }
   server(const server&) = delete;
   server& operator=(const server&) = delete;
@@ -285,11 +289,12 @@ class server {
   // awaits it beside its signals); -1 when there is none.
   int control_fd() const noexcept { return control_listener_ ? control_listener_.get() : -1; }
 
-  // Answers a client of the control socket: a successor asking to take the
+  // Answers a client of the control socket: a tool asking for the server's
+  // state (fusexx/control.hpp), or a successor asking to take the
   // connection over. Returns true once it has: this server has then left
   // (no unmount, no destroy()) and only the successor serves. False when the
-  // handover did not happen (refused, failed, or the peer went away): this
-  // server serves on as before.
+  // handover did not happen (a query, refused, failed, or the peer went
+  // away): this server serves on as before.
   task<bool> serve_control_async(event_loop& loop) {
     unique_fd peer(::accept4(control_listener_.get(), nullptr, nullptr, SOCK_CLOEXEC));
     if (!peer) co_return false;
@@ -300,8 +305,14 @@ class server {
     const timeval send_limit{1, 0};
     (void)::setsockopt(sock, SOL_SOCKET, SO_SNDTIMEO, &send_limit, sizeof send_limit);
     auto hello = co_await loop.blocking([sock] { return handover::receive(sock, clock::now() + std::chrono::seconds(5)); });
+    if (hello && hello->what == handover::kind::query) {
+      answer_query(sock, *hello);
+      co_return false;
+    }
     if (!hello || hello->what != handover::kind::hello) co_return false;
-    const auto refuse = [sock](const std::string& why) {
+    ++handover_requests_;
+    const auto refuse = [this, sock](const std::string& why) {
+      ++handover_refused_;
       (void)handover::send(sock, {.what = handover::kind::refuse, .text = why});
       log::info("handover refused: {}", why);
     };
@@ -482,6 +493,48 @@ class server {
                 mountpoint());
   }
 
+  // ---- the state tools ask for (fusexx/control.hpp, fusexx-ctl) ----
+
+  control::status_info status() const {
+    control::status_info s;
+    s.fusexx_version = std::string(version);
+    s.mountpoint = mountpoint();
+    s.filesystem = restart_type();
+    s.pid = static_cast<std::uint32_t>(::getpid());
+    s.connection = mount_.connection_id().value_or(0);
+    s.uptime_s = std::chrono::duration<double>(clock::now() - started_).count();
+    s.transport = using_uring() ? "uring" : "classic";
+    s.threads = worker_count();
+    s.queues = uring_queue_count();
+    s.queue_depth = using_uring() ? options_.uring.queue_depth : 0;
+    const connection& c = conn();
+    s.proto_major = c.proto_major();
+    s.proto_minor = c.proto_minor();
+    s.max_write = c.max_write;
+    s.max_readahead = c.max_readahead;
+    s.max_pages = c.max_pages();
+    s.flags = control::flag_names(c.granted());
+    s.restartable = restartable<Fs>;
+    s.handover_requests = handover_requests_;
+    s.handover_refused = handover_refused_;
+    s.stats = session_.stats().enabled();
+    return s;
+  }
+  control::stats_info statistics() const {
+    control::stats_info s;
+    s.uptime_s = std::chrono::duration<double>(clock::now() - started_).count();
+    const auto& k = session_.counters();
+    s.requests = k.requests.load(std::memory_order_relaxed);
+    s.in_flight = k.in_flight.load(std::memory_order_relaxed);
+    s.interrupts = k.interrupts.load(std::memory_order_relaxed);
+    s.forgets = k.forgets.load(std::memory_order_relaxed);
+    s.errors = k.errors_sent.load(std::memory_order_relaxed);
+    s.malformed = k.malformed.load(std::memory_order_relaxed);
+    s.replies_refused = k.replies_refused.load(std::memory_order_relaxed);
+    control::fill_ops(s, session_.stats().snapshot());
+    return s;
+  }
+
   // ---- the service manager's fd store (restart/systemd.hpp, docs/restart.md) ----
 
   // Puts the connection in the store of the service manager that runs this
@@ -620,6 +673,26 @@ class server {
   // What a successor must serve to take this mount over: the mount's subtype
   // ("memfs", "passthrough", ...).
   std::string restart_type() const { return options_.mount.subtype.empty() ? "fuse" : options_.mount.subtype; }
+
+  // A tool's query on the control socket: answered here, on the event loop,
+  // from counters read without stopping anyone.
+  void answer_query(int sock, const handover::message& q) {
+    const auto refuse = [sock](const std::string& why) {
+      (void)handover::send(sock, {.what = handover::kind::refuse, .text = why});
+    };
+    if (!peer_may_control(sock))
+      return refuse(fmt::format("permission denied: this server runs as uid {}; ask as that user or as root",
+                                ::geteuid()));
+    if (!mount_.connection_id() || q.connection != *mount_.connection_id())
+      return refuse(fmt::format("{} this server's connection is {}", handover::not_this_connection,
+                                mount_.connection_id().value_or(0)));
+    std::string text;
+    if (q.text == "status") text = control::to_json(status());
+    else if (q.text == "stats") text = control::to_json(statistics());
+    else return refuse(fmt::format("unknown query '{}' (status, stats)", q.text));
+    if (auto sent = handover::send(sock, {.what = handover::kind::answer, .text = std::move(text)}); !sent)
+      log::debug("control socket: the answer was not sent: {}", sent.error().message());
+  }
 
   // The control socket, named after the connection (restart/control_socket.hpp).
   void open_control_socket() {
@@ -812,6 +885,9 @@ class server {
   bool handed_over_ = false;                       // the connection is in the service manager's fd store
   unsigned stuck_ = 0;
   detail::event ended_;
+  clock::time_point started_ = clock::now();
+  std::uint64_t handover_requests_ = 0;            // successors that asked (the event loop's thread only)
+  std::uint64_t handover_refused_ = 0;
 };
 
 }  // namespace fusexx

@@ -24,6 +24,7 @@
 #include "interrupts.hpp"
 #include "notify.hpp"
 #include "proto/abi.hpp"
+#include "stats.hpp"
 
 namespace fusexx {
 
@@ -81,6 +82,9 @@ class session {
   const connection& conn() const noexcept { return conn_; }
   session_counters& counters() noexcept { return counters_; }
   const session_counters& counters() const noexcept { return counters_; }
+  // Per-opcode counts, errors, bytes and latencies (fusexx/stats.hpp).
+  detail::request_stats& stats() noexcept { return stats_; }
+  const detail::request_stats& stats() const noexcept { return stats_; }
   // Notifications to the kernel (fusexx/notify.hpp).
   notifier& notify() noexcept { return notifier_; }
   // Kernel passthrough's backing files (fusexx/backing.hpp).
@@ -153,6 +157,7 @@ class session {
  private:
   connection conn_;
   session_counters counters_;
+  detail::request_stats stats_;
   interrupt_registry interrupts_;
   notifier notifier_;
   backing_files backing_;

@@ -5,7 +5,8 @@ def fusexx_tests(srcs, data = [], deps = [], size = "medium", tags = [], no_sand
 
     Each test links //fusexx and doctest's main, and carries `data` in its runfiles.
     For every label in `data` that names an example binary, the environment variable
-    FUSEXX_<NAME> (upper case) holds its runfiles path, e.g. FUSEXX_HELLO.
+    FUSEXX_<NAME> (upper case, '-' as '_') holds its runfiles path, e.g. FUSEXX_HELLO,
+    FUSEXX_FUSEXX_CTL.
 
     Args:
       srcs: the test sources, one test per file.
@@ -25,7 +26,7 @@ def fusexx_tests(srcs, data = [], deps = [], size = "medium", tags = [], no_sand
     env = {}
     for label in data:
         name = label.split(":")[-1] if ":" in label else label.split("/")[-1]
-        env["FUSEXX_" + name.upper()] = "$(rootpath %s)" % label
+        env["FUSEXX_" + name.upper().replace("-", "_")] = "$(rootpath %s)" % label
 
     for name in no_sandbox:
         if name + ".cc" not in srcs:

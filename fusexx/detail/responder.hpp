@@ -15,9 +15,11 @@ namespace fusexx::detail {
 class responder {
  public:
   // `counted`: the request was counted in flight (every request that expects
-  // a reply, except INIT, which the INIT gate answers).
-  responder(const reply_sink& sink, std::uint64_t unique, session& s, bool counted) noexcept
-      : sink_(sink), unique_(unique), session_(&s), counted_(counted) {}
+  // a reply, except INIT, which the INIT gate answers). `received_ns`: when
+  // it arrived (request_stats::now_ns()), 0 when statistics are off.
+  responder(const reply_sink& sink, std::uint64_t unique, session& s, bool counted, std::uint32_t opcode = 0,
+            std::uint64_t received_ns = 0) noexcept
+      : sink_(sink), unique_(unique), session_(&s), received_ns_(received_ns), opcode_(opcode), counted_(counted) {}
 
   void send(int error, std::span<const std::byte> payload = {}) const { send(error, payload, {}); }
   // A reply in two parts (CREATE's entry_out + open_out, IOCTL's ioctl_out +
@@ -32,6 +34,9 @@ class responder {
     else if (sent_ < 0) log::error("reply to request {:#x} was refused: {}", unique_, std::strerror(-sent_));
     if (log::enabled(log::level::debug))
       log::debug("<- unique={:#x} error={} len={}", unique_, error, a.size() + b.size());
+    if (counted_ && received_ns_ != 0)
+      session_->stats().replied(opcode_, error, sizeof(proto::out_header) + a.size() + b.size(),
+                                request_stats::now_ns() - received_ns_);
     session_->interrupts().finished(unique_);
     if (counted_) counters.in_flight.fetch_sub(1, std::memory_order_relaxed);
   }
@@ -44,6 +49,8 @@ class responder {
   reply_sink sink_;
   std::uint64_t unique_;
   session* session_;
+  std::uint64_t received_ns_;
+  std::uint32_t opcode_;
   bool counted_;
   mutable int sent_ = 0;
 };

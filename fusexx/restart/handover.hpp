@@ -49,6 +49,9 @@ enum class kind : std::uint32_t {
   refuse = 0x55464552,
   entry = 0x52544e45,  // P → S after the ack, io_uring: {queue, index} holds a request; S answers it from now on
   fds = 0x53444650,    // P → S after the offer: fds beside the snapshot, in index order
+  // Not a handover: a tool asks the server for its state (fusexx/control.hpp).
+  query = 0x59525551,   // tool → server: text = "status" | "stats", version = control protocol
+  answer = 0x57534e41,  // server → tool: text = the answer, JSON
 };
 
 struct message {
@@ -78,7 +81,8 @@ inline result<void> send(int sock, const message& m, std::span<const int> fds = 
 
 // The next message, or the reason there is none: EIO when the peer went
 // away, ETIMEDOUT at the deadline, EBADMSG for anything malformed.
-inline result<message> receive(int sock, std::chrono::steady_clock::time_point deadline) {
+inline result<message> receive(int sock, std::chrono::steady_clock::time_point deadline,
+                               std::size_t max_bytes = max_message) {
   for (;;) {
     const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now()).count();
     if (left <= 0) return error(ETIMEDOUT);
@@ -88,7 +92,7 @@ inline result<message> receive(int sock, std::chrono::steady_clock::time_point d
     if (n < 0) return last_error();
     if (n > 0) break;
   }
-  auto raw = receive_with_fds(sock, max_message);
+  auto raw = receive_with_fds(sock, max_bytes);
   if (!raw) return error(raw.error());
   auto r = snapshot_reader::from_bytes(std::move(raw->data));
   if (!r) return error(EBADMSG);
