@@ -38,6 +38,7 @@
 #include <filesystem>
 #include <functional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "examples/passthrough_fs.hpp"
@@ -180,8 +181,8 @@ int create_file(const std::string& path) {
 TEST_CASE("a tiny tmpfs source filled to the brim: ENOSPC as natively, nothing lost, and room again after deleting") {
   temp_dir dirs;
   const std::string opts = "size=1m,nr_inodes=12,mode=0755";
-  mount_guard native(dirs.sub("native"), dirs.sub("native"), "tmpfs", 0, opts);
-  mount_guard source(dirs.sub("source"), dirs.sub("source"), "tmpfs", 0, opts);
+  mount_guard native("tmpfs", dirs.sub("native"), "tmpfs", 0, opts);
+  mount_guard source("tmpfs", dirs.sub("source"), "tmpfs", 0, opts);
   in_process_mirror m = uncached_mirror(source.path);
   leak_check leaks{m};
   const std::string nat = native.path + "/", mir = m.path() + "/";
@@ -194,6 +195,7 @@ TEST_CASE("a tiny tmpfs source filled to the brim: ENOSPC as natively, nothing l
   CHECK(native_errno == ENOSPC);
   CHECK(mirror_errno == native_errno);
   CHECK(mirror_bytes == native_bytes);
+  CHECK(native_bytes > 0);
   CHECK(native_bytes <= (1u << 20));
   CHECK(slurp(mir + "keep") == "written before the source filled up\n");
   struct stat st {};
@@ -212,9 +214,10 @@ TEST_CASE("a tiny tmpfs source filled to the brim: ENOSPC as natively, nothing l
   for (const char* what : {"mkdir", "symlink", "mknod"}) {
     auto op = [&](const std::string& base) {
       const std::string p = base + "x-" + what;
-      const int rc = what[1] == 'k' && what[2] == 'd' ? ::mkdir(p.c_str(), 0755)
-                     : what[0] == 's'                 ? ::symlink("keep", p.c_str())
-                                                      : ::mknod(p.c_str(), S_IFIFO | 0644, 0);
+      const std::string_view w = what;
+      const int rc = w == "mkdir"     ? ::mkdir(p.c_str(), 0755)
+                     : w == "symlink" ? ::symlink("keep", p.c_str())
+                                      : ::mknod(p.c_str(), S_IFIFO | 0644, 0);
       return err(rc);
     };
     const int n = op(nat), v = op(mir);
