@@ -946,6 +946,16 @@ struct passthrough_fs : fusexx::filesystem_base<passthrough_fs> {
       dirent* de = ::readdir(d.dir);
       if (!de) {
         if (errno != 0 && out.empty()) return fusexx::last_error();
+        // A removed directory (the source itself, rmdir'ed underneath
+        // us): getdents answers ENOENT natively, but glibc's readdir turns
+        // that into a quiet end (POSIX), which would list the mirror's
+        // directory as empty without "." and "..". Answer as natively.
+        // (tests/passthrough_faults_test.cc, "the source directory renamed,
+        // then removed")
+        if (out.empty()) {
+          struct stat st {};
+          if (::fstat(::dirfd(d.dir), &st) == 0 && st.st_nlink == 0) return fusexx::error(ENOENT);
+        }
         return {};
       }
       if (!add(de->d_name, de->d_ino, de->d_type, de->d_off)) {
