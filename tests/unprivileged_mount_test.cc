@@ -16,30 +16,41 @@ using namespace fusexx::testing;
 
 namespace {
 const std::string greeting = "Hello, world!\n";
-}
+
+// A test's program copied where nobody can run it (Bazel's output tree under
+// /root is not reachable by nobody), a mountpoint nobody owns, and commands
+// run as nobody.
+struct as_nobody {
+  temp_dir dir;
+  std::string bin;
+  std::string mp = dir.sub("mnt");
+  explicit as_nobody(const char* program_env) {
+    const std::string program = example_binary(program_env);
+    REQUIRE_MESSAGE(!program.empty(), program_env << " is not set");
+    bin = dir.path() + "/" + std::filesystem::path(program).filename().string();
+    std::filesystem::copy_file(program, bin);
+    ::chmod(bin.c_str(), 0755);
+    REQUIRE(::chown(mp.c_str(), 65534, 65534) == 0);
+  }
+  std::vector<std::string> with(std::vector<std::string> tail) const {
+    std::vector<std::string> v = {"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"};
+    v.insert(v.end(), tail.begin(), tail.end());
+    return v;
+  }
+};
+}  // namespace
 
 TEST_CASE("unprivileged: fusermount3 mounts for a non-root user") {
-  const std::string hello = example_binary("FUSEXX_HELLO");
-  REQUIRE(!hello.empty());
   REQUIRE_MESSAGE(::access("/usr/bin/fusermount3", X_OK) == 0, "fusermount3 is missing: run tools/dev setup");
   struct stat dev {};
   REQUIRE(::stat("/dev/fuse", &dev) == 0);
   REQUIRE_MESSAGE((dev.st_mode & 0006) == 0006,
                   "/dev/fuse is not open to other users (udev makes it 0666): run tools/dev setup");
 
-  temp_dir dir;
-  // The binary must be reachable by nobody: Bazel's output tree under /root is not.
-  const std::string bin = dir.path() + "/hello";
-  std::filesystem::copy_file(hello, bin);
-  ::chmod(bin.c_str(), 0755);
-  const std::string mp = dir.sub("mnt");
-  REQUIRE(::chown(mp.c_str(), 65534, 65534) == 0);
-  const std::vector<std::string> as_nobody = {"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"};
-  auto with = [&](std::vector<std::string> tail) {
-    auto v = as_nobody;
-    v.insert(v.end(), tail.begin(), tail.end());
-    return v;
-  };
+  const as_nobody user("FUSEXX_HELLO");
+  const std::string& bin = user.bin;
+  const std::string& mp = user.mp;
+  auto with = [&](std::vector<std::string> tail) { return user.with(std::move(tail)); };
 
   child server_process = spawn(with({bin, "-f", mp}));
   REQUIRE(eventually([&] { return is_fuse_mounted(mp); }));
@@ -58,20 +69,11 @@ TEST_CASE("unprivileged: fusermount3 mounts for a non-root user") {
 }
 
 TEST_CASE("unprivileged allow_other: refused in one sentence unless /etc/fuse.conf has user_allow_other") {
-  const std::string hello = example_binary("FUSEXX_HELLO");
-  REQUIRE(!hello.empty());
-  temp_dir dir;
-  const std::string bin = dir.path() + "/hello";
-  std::filesystem::copy_file(hello, bin);
-  ::chmod(bin.c_str(), 0755);
-  const std::string mp = dir.sub("mnt");
-  REQUIRE(::chown(mp.c_str(), 65534, 65534) == 0);
-  const std::vector<std::string> as_nobody = {"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"};
-  auto with = [&](std::vector<std::string> tail) {
-    auto v = as_nobody;
-    v.insert(v.end(), tail.begin(), tail.end());
-    return v;
-  };
+  const as_nobody user("FUSEXX_HELLO");
+  const std::string& bin = user.bin;
+  const std::string& mp = user.mp;
+  const temp_dir& dir = user.dir;
+  auto with = [&](std::vector<std::string> tail) { return user.with(std::move(tail)); };
   auto r = run(with({bin, "-o", "allow_other", mp}), /*with_stderr=*/true);
   if (detail::read_fuse_conf().user_allow_other) {
     // This machine allows it: the mount works, and is open to root.
@@ -145,23 +147,13 @@ TEST_CASE("unprivileged without fusermount3: one clear sentence") {
 }
 
 TEST_CASE("unprivileged: an init() error through fusermount3 fails the command, nothing stays mounted") {
-  const std::string lifecycle = example_binary("FUSEXX_LIFECYCLE_FS");
-  REQUIRE(!lifecycle.empty());
   struct stat dev {};
   REQUIRE(::stat("/dev/fuse", &dev) == 0);
   REQUIRE_MESSAGE((dev.st_mode & 0006) == 0006, "/dev/fuse is not open to other users: run tools/dev setup");
-
-  temp_dir dir;
-  const std::string bin = dir.path() + "/lifecycle_fs";
-  std::filesystem::copy_file(lifecycle, bin);
-  ::chmod(bin.c_str(), 0755);
-  const std::string mp = dir.sub("mnt", 0777);
-  const std::vector<std::string> as_nobody = {"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"};
-  auto with = [&](std::vector<std::string> tail) {
-    auto v = as_nobody;
-    v.insert(v.end(), tail.begin(), tail.end());
-    return v;
-  };
+  const as_nobody user("FUSEXX_LIFECYCLE_FS");
+  const std::string& bin = user.bin;
+  const std::string& mp = user.mp;
+  auto with = [&](std::vector<std::string> tail) { return user.with(std::move(tail)); };
   // Debian's fusermount3 has no --sync-init: INIT is asynchronous, the helper
   // has mounted already, and fusexx must take the mount away again.
   auto daemonized = run(with({bin, "-o", "init_error=112", mp}), /*with_stderr=*/true);
