@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -26,6 +27,7 @@ struct run_result {
   std::uint64_t ops = 0;
   double seconds = 0;
   bool failed = false;
+  int error = 0;  // the errno of the operation that failed (in its own thread)
   double rate() const { return failed || seconds <= 0 ? -1 : static_cast<double>(ops) / seconds; }
 };
 
@@ -33,6 +35,7 @@ struct run_result {
 inline run_result run_for(const operation& op, unsigned threads, double seconds) {
   std::atomic<std::uint64_t> total{0};
   std::atomic<bool> failed{false};
+  std::atomic<int> error{0};
   const auto start = clock_type::now();
   const auto deadline = start + std::chrono::duration<double>(seconds);
   {
@@ -45,6 +48,7 @@ inline run_result run_for(const operation& op, unsigned threads, double seconds)
         for (; !failed.load(std::memory_order_relaxed); ++i) {
           if ((i & 7) == 0 && clock_type::now() >= deadline) break;
           if (!op(t, i)) {
+            error = errno;
             failed = true;
             break;
           }
@@ -52,7 +56,7 @@ inline run_result run_for(const operation& op, unsigned threads, double seconds)
         total += i;
       });
   }
-  return {total.load(), std::chrono::duration<double>(clock_type::now() - start).count(), failed.load()};
+  return {total.load(), std::chrono::duration<double>(clock_type::now() - start).count(), failed.load(), error.load()};
 }
 
 // Several measurements of one cell.

@@ -4,6 +4,7 @@
 //   bazel run -c opt //benchmarks:suite                  # a few minutes; or: tools/dev bench
 //   bazel run -c opt //benchmarks:suite -- --seconds 0.3 --runs 5 --only libfuse,classic
 //   bazel run -c opt //benchmarks:suite -- --program /path/to/myfs --only native,memfs,myfs
+//   bazel run -c opt //benchmarks:suite -- --mirror /path/to/mymirror --only native,passthrough,mymirror
 //
 // Subjects: the native directory (the limit), the libfuse baseline
 // (benchmarks/libfuse_passthrough.cc), fusexx's passthrough example on the
@@ -53,11 +54,12 @@ struct settings {
   std::string out;
   std::set<std::string> only;  // subject names; empty: all
   std::vector<std::string> programs;  // --program: more subjects, each filled through its mount
+  std::vector<std::string> mirrors;   // --mirror: more subjects, each serving the native tree
 };
 
 const char* usage =
     "usage: suite [--seconds S] [--runs N] [--tiny] [--no-instructions] [--dir PARENT] [--out DIR]\n"
-    "             [--only SUBJECT[,SUBJECT...]] [--program PATH]...\n"
+    "             [--only SUBJECT[,SUBJECT...]] [--program PATH]... [--mirror PATH]...\n"
     "  --seconds S        length of one timed run (default 0.5)\n"
     "  --runs N           timed runs per cell: the median and spread are reported (default 3)\n"
     "  --tiny             a small tree and short runs (a smoke test, not a measurement)\n"
@@ -68,7 +70,10 @@ const char* usage =
     "                     also (only when named) classic-nostats, io_uring-nostats: -o stats=off\n"
     "  --program PATH     also measure the filesystem PATH serves, named after its file name (NAME-2\n"
     "                     if taken): run as `PATH -f MOUNTPOINT` (its own cache timeouts apply), the\n"
-    "                     suite writes its tree through the mount, as for memfs (so it must hold files)\n";
+    "                     suite writes its tree through the mount, as for memfs (so it must hold files)\n"
+    "  --mirror PATH      also measure PATH as a mirror of the native tree, as passthrough is: run as\n"
+    "                     `PATH -f SOURCE MOUNTPOINT`; a read-only mirror gets the reading workloads'\n"
+    "                     figures, and the writing ones say why they were not measured\n";
 
 using bench::runfile;
 
@@ -78,7 +83,8 @@ bool selected(const settings& cfg, const std::string& name) {
   return cfg.only.empty() ? !opt_in(name) : cfg.only.contains(name);
 }
 
-std::vector<subject> subjects(const char* argv0, const std::vector<std::string>& programs) {
+std::vector<subject> subjects(const char* argv0, const std::vector<std::string>& programs,
+                              const std::vector<std::string>& mirrors) {
   const std::string pt = runfile(argv0, "examples/passthrough");
   const std::string lf = runfile(argv0, "benchmarks/libfuse_passthrough");
   const std::string mf = runfile(argv0, "examples/memfs");
@@ -107,16 +113,19 @@ std::vector<subject> subjects(const char* argv0, const std::vector<std::string>&
   };
   for (auto& x : s)
     if (x.name != "native" && x.program.empty()) x.unavailable = "its program was not built next to the suite";
-  // Filesystems of one's own: served like memfs, from their own contents.
-  for (const auto& p : programs) {
+  // Filesystems of one's own: served like memfs, from their own contents
+  // (--program), or mirroring the native tree like passthrough (--mirror).
+  auto own = [&](const std::string& p, std::vector<std::string> args, bool in_memory) {
     const std::string path = std::filesystem::absolute(p).lexically_normal().string();
     std::string name = std::filesystem::path(path).filename().string();
     auto taken = [&](const std::string& n) { return std::ranges::any_of(s, [&](auto& y) { return y.name == n; }); };
     for (int k = 2; taken(name); ++k) name = std::filesystem::path(path).filename().string() + "-" + std::to_string(k);
-    subject x{name, path, {"-f", "{mnt}"}, true, ""};
+    subject x{name, path, std::move(args), in_memory, ""};
     if (::access(path.c_str(), X_OK) != 0) x.unavailable = fmt::format("{}: {}", path, std::strerror(errno));
     s.push_back(std::move(x));
-  }
+  };
+  for (const auto& p : programs) own(p, {"-f", "{mnt}"}, true);
+  for (const auto& p : mirrors) own(p, {"-f", "{source}", "{mnt}"}, false);
   return s;
 }
 
@@ -133,7 +142,7 @@ void measure(report& rep, const settings& cfg, const tree_shape& shape, const wo
   std::vector<io_thread> io(w.threads);
   if (w.uses_big_file)
     for (auto& t : io)
-      if (auto e = open_io_thread(root, t); !e.empty()) {
+      if (auto e = open_io_thread(root, t, w.writes_big_file); !e.empty()) {
         c.error = e;
         return;
       }
@@ -147,7 +156,7 @@ void measure(report& rep, const settings& cfg, const tree_shape& shape, const wo
     const run_result run = run_for(op, w.threads, cfg.seconds);
     const std::uint64_t cpu_after = server ? server->cpu_ns() : 0;
     if (run.failed) {
-      c.error = fmt::format("an operation failed: {}", std::strerror(errno));
+      c.error = fmt::format("an operation failed: {}", std::strerror(run.error));
       c.figure.values.clear();
       break;
     }
@@ -276,7 +285,7 @@ void measure_instructions(report& rep, const settings& cfg, const tree_shape& sh
     reads = callgrind_total(s, source, cfg.out,
                             [&](const std::string& mnt) {
                               io_thread io;
-                              if (!open_io_thread(mnt, io).empty()) return false;
+                              if (!open_io_thread(mnt, io, false).empty()) return false;
                               bool ok = true;
                               for (unsigned i = 0; i < n && ok; ++i)
                                 ok = ::pread(io.fd, io.buffer.get(), 4096, random_block(0, i, shape.big_size)) == 4096;
@@ -316,12 +325,12 @@ int main(int argc, char** argv) {
     else if (a == "--no-instructions") cfg.instructions = false;
     else if (a == "--dir") cfg.dir_parent = value();
     else if (a == "--out") cfg.out = value();
-    else if (a == "--program") {
+    else if (a == "--program" || a == "--mirror") {
       // Relative to where `bazel run` was called from, not to the runfiles tree.
       std::string p = value();
       const char* cwd = std::getenv("BUILD_WORKING_DIRECTORY");
       if (!p.starts_with('/') && cwd) p = std::string(cwd) + "/" + p;
-      cfg.programs.push_back(p);
+      (a == "--program" ? cfg.programs : cfg.mirrors).push_back(p);
     }
     else if (a == "--only") {
       std::stringstream list(value());
@@ -345,7 +354,7 @@ int main(int argc, char** argv) {
   const tree_shape shape = cfg.tiny ? tree_shape::tiny() : tree_shape{};
 
   report rep;
-  std::vector<subject> all = subjects(argv[0], cfg.programs);
+  std::vector<subject> all = subjects(argv[0], cfg.programs, cfg.mirrors);
   for (auto& s : all) {
     if (!selected(cfg, s.name)) continue;
     rep.subjects.push_back(s.name);

@@ -82,6 +82,8 @@ struct workload {
   bool uses_big_file = false;
   // The operation, given the root of the tree and the thread's I/O resources.
   std::function<bool(const std::string& root, const tree_shape&, io_thread&, unsigned t, std::uint64_t i)> op;
+  // It writes the big file (else it is opened read-only: a read-only mirror is measured too).
+  bool writes_big_file = false;
 };
 
 inline std::vector<workload> workloads() {
@@ -115,26 +117,30 @@ inline std::vector<workload> workloads() {
                [](const std::string&, const tree_shape& shape, io_thread& io, unsigned t, std::uint64_t i) {
                  return ::pread(io.fd, io.buffer.get(), 4096, random_block(t, i, shape.big_size)) == 4096;
                }});
-  w.push_back({"4 KiB random write (O_DIRECT)", "IOPS", one, 1, true,
+  auto writing = [](workload x) {
+    x.writes_big_file = true;
+    return x;
+  };
+  w.push_back(writing({"4 KiB random write (O_DIRECT)", "IOPS", one, 1, true,
                [](const std::string&, const tree_shape& shape, io_thread& io, unsigned t, std::uint64_t i) {
                  return ::pwrite(io.fd, io.buffer.get(), 4096, random_block(t, i, shape.big_size)) == 4096;
-               }});
+               }}));
   w.push_back({"sequential read, 1 MiB (O_DIRECT)", "MB/s", [](const tree_shape&) { return double(1 << 20); }, 1, true,
                [](const std::string&, const tree_shape& shape, io_thread& io, unsigned, std::uint64_t i) {
                  const off_t at = static_cast<off_t>((i << 20) % static_cast<std::uint64_t>(shape.big_size));
                  return ::pread(io.fd, io.buffer.get(), 1 << 20, at) == (1 << 20);
                }});
-  w.push_back({"sequential write, 1 MiB (O_DIRECT)", "MB/s", [](const tree_shape&) { return double(1 << 20); }, 1, true,
+  w.push_back(writing({"sequential write, 1 MiB (O_DIRECT)", "MB/s", [](const tree_shape&) { return double(1 << 20); }, 1, true,
                [](const std::string&, const tree_shape& shape, io_thread& io, unsigned, std::uint64_t i) {
                  const off_t at = static_cast<off_t>((i << 20) % static_cast<std::uint64_t>(shape.big_size));
                  return ::pwrite(io.fd, io.buffer.get(), 1 << 20, at) == (1 << 20);
-               }});
+               }}));
   return w;
 }
 
 // Opens the big file for one thread; an error text or "".
-inline std::string open_io_thread(const std::string& root, io_thread& io) {
-  io.fd = ::open((root + "/big").c_str(), O_RDWR | O_DIRECT | O_CLOEXEC);
+inline std::string open_io_thread(const std::string& root, io_thread& io, bool for_writing) {
+  io.fd = ::open((root + "/big").c_str(), (for_writing ? O_RDWR : O_RDONLY) | O_DIRECT | O_CLOEXEC);
   if (io.fd < 0) return fmt::format("open {}/big with O_DIRECT: {}", root, std::strerror(errno));
   void* p = nullptr;
   if (::posix_memalign(&p, 4096, 1 << 20) != 0) return "out of memory";
