@@ -9,7 +9,8 @@
 
 namespace fusexx::log {
 
-enum class level { error = 0, warn = 1, info = 2, debug = 3 };
+// `off` as the threshold silences even errors (fuzzing feeds malformed input by design).
+enum class level { off = -1, error = 0, warn = 1, info = 2, debug = 3 };
 
 inline std::atomic<level>& threshold() {
   static std::atomic<level> value{level::warn};
