@@ -304,7 +304,14 @@ class server {
     // its own deadline).
     const timeval send_limit{1, 0};
     (void)::setsockopt(sock, SOL_SOCKET, SO_SNDTIMEO, &send_limit, sizeof send_limit);
-    auto hello = co_await loop.blocking([sock] { return handover::receive(sock, clock::now() + std::chrono::seconds(5)); });
+    // The socket is abstract, so anyone may connect, but only the same user
+    // or root is answered. Another user's message is waited for only a
+    // moment (enough for its send to land before the refusal): a client that
+    // connects and says nothing must not hold this loop — signals, the
+    // unmount, a real successor — for long. (The loop checks signals first
+    // between clients.) A permitted client, a successor, may be slow.
+    const auto hello_limit = peer_may_control(sock) ? std::chrono::milliseconds(5000) : std::chrono::milliseconds(250);
+    auto hello = co_await loop.blocking([sock, hello_limit] { return handover::receive(sock, clock::now() + hello_limit); });
     if (hello && hello->what == handover::kind::query) {
       answer_query(sock, *hello);
       co_return false;

@@ -10,6 +10,7 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -17,6 +18,7 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include <fusexx/control.hpp>
 #include <fusexx/version.hpp>
@@ -217,6 +219,51 @@ TEST_CASE("another user is refused") {
   CHECK_MESSAGE(code == 0, "the child ended with " << code << " (10: no uid 65534 here; 11: it was answered; 12: "
                                                        "refused for another reason)");
   CHECK(control::query(mp, "stats"));  // root still is answered
+}
+
+TEST_CASE("clients of another user that connect and say nothing do not hold the server") {
+  // Anyone may connect to the abstract control socket. The server answers
+  // one client at a time and used to wait 5 s for each one's first message:
+  // 8 silent connections held it (its stop signals, its queries, a
+  // successor) for 40 s. Now another user gets a moment, so root's query,
+  // queued behind all 8, is answered well within its 15 s.
+  memfs_served fs;
+  const std::string mp = fs.m.path();
+  int ready[2];
+  int hold[2];
+  REQUIRE(::pipe(ready) == 0);
+  REQUIRE(::pipe(hold) == 0);
+  auto connection = fuse_connection_of(mp);
+  REQUIRE(connection);
+  const pid_t child = ::fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    ::close(ready[0]);
+    ::close(hold[1]);
+    if (::setresgid(65534, 65534, 65534) != 0 || ::setresuid(65534, 65534, 65534) != 0) ::_exit(10);
+    std::vector<unique_fd> silent;
+    for (int i = 0; i < 8; ++i) {
+      auto s = connect_control_socket(control_socket_name(*connection), mp);
+      if (!s) ::_exit(11);
+      silent.push_back(std::move(*s));
+    }
+    (void)!::write(ready[1], "x", 1);
+    char c;
+    (void)!::read(hold[0], &c, 1);  // until the parent is done
+    ::_exit(0);
+  }
+  ::close(ready[1]);
+  ::close(hold[0]);
+  char c = 0;
+  REQUIRE(::read(ready[0], &c, 1) == 1);
+  auto answer = control::query(mp, "status", std::chrono::seconds(15));
+  CHECK_MESSAGE(answer.has_value(), (answer ? "" : answer.error().message));
+  ::close(hold[1]);
+  int status = 0;
+  ::waitpid(child, &status, 0);
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  ::close(ready[0]);
 }
 
 TEST_CASE("fusexx-ctl: status, stats, --json, --watch, and errors in one line") {
