@@ -737,7 +737,7 @@ struct passthrough_fs : fusexx::filesystem_base<passthrough_fs> {
     if (::fstatat(i.fd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode)) return;
     const mode_t mode = st.st_mode & 07777;
     if (const mode_t killed = without_set_id(mode); killed != mode)
-      ::fchmodat(AT_FDCWD, passthrough::proc_path(i.fd).c_str(), killed, 0);
+      (void)::fchmodat(AT_FDCWD, passthrough::proc_path(i.fd).c_str(), killed, 0);  // best effort (above)
   }
   // A set-user-id or set-group-id program: a mode such a write changes.
   static bool set_id(inode& i) {

@@ -25,8 +25,6 @@
 #include <cerrno>
 #include <fstream>
 #include <functional>
-#include <map>
-#include <mutex>
 #include <stop_token>
 #include <cstdio>
 #include <cstring>
