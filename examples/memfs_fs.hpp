@@ -206,8 +206,11 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
   static constexpr std::string_view usage =
       "memfs options:\n"
       "     size=N[kmg]           most bytes of file data (default: half of the RAM, like tmpfs)\n"
-      "     nr_inodes=N[kmg]      most files, directories, links and nodes (default: half of\n"
-      "                           the RAM's pages, like tmpfs; 0: no limit); ENOSPC past it\n"
+      "     nr_inodes=N[kmg]      most files, directories, symlinks, nodes and hard links\n"
+      "                           (default: half of the RAM's pages, like tmpfs; 0: no limit);\n"
+      "                           extended attributes use up this room too, as on tmpfs (one\n"
+      "                           inode is 1 KiB, an xattr 40 bytes + name + value); ENOSPC\n"
+      "                           past it\n"
       "     entry_timeout=SECS    how long the kernel may cache names (default 1)\n"
       "     attr_timeout=SECS     how long the kernel may cache attributes (default 1)\n"
       "     writeback_cache       let the kernel cache writes and send them later, coalesced\n"
@@ -328,7 +331,9 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
     if (key == "nr_inodes") {
       // As tmpfs: a count with an optional k, m or g; 0 takes the limit away.
       auto n = value ? memfs::parse_size(*value) : std::nullopt;
-      if (!n) return fusexx::fail(EINVAL, "memfs: nr_inodes= needs a count (e.g. nr_inodes=10k; 0: no limit)");
+      if (!n || *n > max_inode_limit)
+        return fusexx::fail(EINVAL, "memfs: nr_inodes= needs a count up to {} (e.g. nr_inodes=10k; 0: no limit)",
+                            max_inode_limit);
       inode_limit_ = *n == 0 ? no_inode_limit : *n;
       return true;
     }
@@ -380,8 +385,12 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
     invalidator_.stop();
     wakeups w;
     std::lock_guard g(mutex_);
-    for (auto& [id, i] : inodes_) i->lookups = 0;
-    std::erase_if(inodes_, [&](auto& kv) { return unused(*kv.second); });
+    std::vector<inode*> gone;
+    for (auto& [id, i] : inodes_) {
+      i->lookups = 0;
+      if (unused(*i)) gone.push_back(i.get());
+    }
+    for (inode* i : gone) release_if_unused(*i);
     for (lock_wait* waiter : std::exchange(waiters_, {})) {
       waiter->interrupted = true;
       w.handles.push_back(waiter->handle);
@@ -430,17 +439,20 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
     std::uint64_t count = 0;
     if (!r.u64(limit_blocks_) || !r.u64(inode_limit_) || !r.i64(entry) || !r.i64(attr) || !r.u64(init_wants_) ||
         !r.boolean(atime_from_cache_) || !r.u64(next_ino_) || !r.u64(next_fh_) || !r.u64(lock_generation_) ||
-        !r.u64(forget_errors_) || !r.count(count, 64))
+        !r.u64(forget_errors_) || !r.count(count, 64) ||
+        (inode_limit_ != no_inode_limit && inode_limit_ > max_inode_limit))
       return fusexx::error(EBADMSG);
     entry_timeout = fusexx::timeout(entry);
     attr_timeout = fusexx::timeout(attr);
     inodes_.clear();
     used_blocks_ = 0;
+    used_ispace_ = 0;
     for (std::uint64_t k = 0; k < count; ++k) {
       auto i = std::make_unique<inode>();
       if (!memfs::restore_inode(r, *i) || i->id == 0 || i->id >= next_ino_ || inodes_.contains(i->id))
         return fusexx::error(EBADMSG);
       used_blocks_ += i->data.allocated_blocks();
+      used_ispace_ += ispace_of(*i);
       inodes_.emplace(i->id, std::move(i));
     }
     if (!inodes_.contains(fusexx::root_ino)) return fusexx::error(EBADMSG);
@@ -569,6 +581,11 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
     if (i->is_dir()) return fusexx::error(EPERM);
     auto d = insertable(new_parent, name);
     if (!d) return fusexx::error(d.error());
+    // Every name but a node's first takes an inode's room, as on tmpfs
+    // (shmem_link); the first name of an O_TMPFILE file is its node's.
+    const std::uint64_t room = i->nlink > 0 ? bogo_inode_size : 0;
+    if (!ispace_fits(room)) return fusexx::error(ENOSPC);
+    used_ispace_ += room;
     add_entry(**d, name, *i);
     ++i->nlink;
     i->ctime = memfs::now();
@@ -632,7 +649,7 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
     if (exchange && victim->is_dir() && within(sd, *victim)) return fusexx::error(EINVAL);
     if (victim == &moving) return {};  // two names of one file: nothing happens
     const bool whiteout = flags & RENAME_WHITEOUT;
-    if (whiteout && inodes_.size() >= inode_limit_) return fusexx::error(ENOSPC);
+    if (whiteout && !ispace_fits(bogo_inode_size)) return fusexx::error(ENOSPC);
     const timespec t = memfs::now();
     if (exchange) {
       src->second.node = victim->id;
@@ -690,6 +707,7 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
     std::lock_guard g(mutex_);
     auto d = directory(parent);
     if (!d) return fusexx::error(d.error());
+    if (!ispace_fits(bogo_inode_size)) return fusexx::error(ENOSPC);
     inode& i = make_inode(S_IFREG | (mode & ~umask & 07777), r.uid(), group_for(r, **d));
     i.nlink = 0;  // no name until linkat(AT_EMPTY_PATH)
     return fusexx::created{reference(i), open_file(i, flags)};
@@ -998,9 +1016,13 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
     s.f_bsize = s.f_frsize = memfs::file_data::block_size;
     s.f_blocks = limit_blocks_;
     s.f_bfree = s.f_bavail = limit_blocks_ - std::min(used_blocks_, limit_blocks_);
-    // tmpfs reports no inode numbers without a limit (df -i shows 0).
-    s.f_files = inode_limit_ == no_inode_limit ? 0 : inode_limit_;
-    s.f_ffree = inode_limit_ == no_inode_limit ? 0 : inode_limit_ - std::min<std::uint64_t>(inodes_.size(), inode_limit_);
+    // tmpfs reports no inode numbers without a limit (df -i shows 0), and
+    // counts free inodes in whole inodes' room (shmem_statfs).
+    if (inode_limit_ != no_inode_limit) {
+      const std::uint64_t room = inode_limit_ * bogo_inode_size;
+      s.f_files = inode_limit_;
+      s.f_ffree = (room - std::min(used_ispace_, room)) / bogo_inode_size;
+    }
     s.f_namemax = memfs::name_max;
     return s;
   }
@@ -1014,6 +1036,14 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
     auto it = i->xattrs.find(name);
     if ((flags & XATTR_CREATE) && it != i->xattrs.end()) return fusexx::error(EEXIST);
     if ((flags & XATTR_REPLACE) && it == i->xattrs.end()) return fusexx::error(ENODATA);
+    // A new value takes its room; one it replaces gives its own back. (tmpfs
+    // takes the new value's whole room before it frees the old one's, so
+    // there a replace with a value no larger can fail when full; here it
+    // succeeds.)
+    const std::uint64_t added = xattr_space(name, value.size());
+    const std::uint64_t freed = it == i->xattrs.end() ? 0 : xattr_space(name, it->second.size());
+    if (added > freed && !ispace_fits(added - freed)) return fusexx::error(ENOSPC);
+    used_ispace_ = used_ispace_ + added - freed;
     i->xattrs[std::string(name)] = std::string(reinterpret_cast<const char*>(value.data()), value.size());
     i->ctime = memfs::now();
     return {};
@@ -1041,6 +1071,7 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
     auto x = existing_xattr(id, name);
     if (!x) return fusexx::error(x.error());
     auto [i, it] = *x;
+    used_ispace_ -= xattr_space(it->first, it->second.size());
     i->xattrs.erase(it);
     i->ctime = memfs::now();
     return {};
@@ -1190,6 +1221,7 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
     i.gid = gid;
     i.nlink = 1;
     i.atime = i.mtime = i.ctime = i.btime = memfs::now();
+    used_ispace_ += bogo_inode_size;  // the caller made sure of the room (ispace_fits)
     inodes_.emplace(i.id, std::move(owned));
     return i;
   }
@@ -1203,7 +1235,7 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
     auto d = insertable(parent, name);
     if (!d) return d;
     inode& dir = **d;
-    if (inodes_.size() >= inode_limit_) return fusexx::error(ENOSPC);
+    if (!ispace_fits(bogo_inode_size)) return fusexx::error(ENOSPC);
     if (S_ISDIR(mode) && (dir.mode & S_ISGID)) mode |= S_ISGID;
     inode& i = make_inode(mode, r.uid(), group_for(r, dir));
     if (i.is_dir()) {
@@ -1242,6 +1274,7 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
       i.nlink = 0;  // its "." goes with it
       --dir.nlink;  // and its ".." no longer points at dir
     } else {
+      if (i.nlink > 1) used_ispace_ -= bogo_inode_size;  // a hard link's room (shmem_unlink)
       --i.nlink;
     }
     i.ctime = memfs::now();
@@ -1268,6 +1301,7 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
   void release_if_unused(inode& i) {
     if (!unused(i)) return;
     used_blocks_ -= i.data.allocated_blocks();
+    used_ispace_ -= ispace_of(i);
     inodes_.erase(i.id);
   }
 
@@ -1317,6 +1351,29 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
   static void touch_atime(inode& i) {
     const timespec t = memfs::now();
     if (atime_due(i, t)) i.atime = t;
+  }
+
+  // Inode space, as tmpfs keeps it since Linux 6.6 (mm/shmem.c, "tmpfs:
+  // track free_ispace instead of free_inodes" and "tmpfs,xattr: enable
+  // limited user extended attributes"): nr_inodes=N gives N * 1 KiB of room
+  // (BOGO_INODE_SIZE), which every node takes 1 KiB of, every hard link past
+  // a node's first name 1 KiB more (shmem_link), and every extended
+  // attribute 40 bytes + its name + its value (simple_xattr_space). statfs
+  // counts free inodes as whole KiB left. So names and xattrs, which cost
+  // memory but no data blocks, are bounded as nodes are; with nr_inodes=0
+  // nothing is (as on tmpfs). What these cost memfs in fact:
+  // docs/reliability.md, "Resource limits".
+  static constexpr std::uint64_t bogo_inode_size = 1024;
+  static constexpr std::uint64_t max_inode_limit = UINT64_MAX / bogo_inode_size;
+  static std::uint64_t xattr_space(std::string_view name, std::size_t size) { return 40 + name.size() + size; }
+  // The room `i` takes: its node, its names past the first, its xattrs.
+  static std::uint64_t ispace_of(const inode& i) {
+    std::uint64_t room = bogo_inode_size * (i.is_dir() ? 1 : std::max<nlink_t>(i.nlink, 1));
+    for (const auto& [name, value] : i.xattrs) room += xattr_space(name, value.size());
+    return room;
+  }
+  bool ispace_fits(std::uint64_t bytes) const {
+    return inode_limit_ == no_inode_limit || used_ispace_ + bytes <= inode_limit_ * bogo_inode_size;
   }
 
   bool reserve_space(std::uint64_t blocks) {
@@ -1441,6 +1498,7 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
   std::uint64_t limit_blocks_ = 0;
   std::uint64_t inode_limit_ = 0;
   static constexpr std::uint64_t no_inode_limit = ~std::uint64_t{0};
+  std::uint64_t used_ispace_ = 0;  // bytes of inode space taken (ispace_fits)
   std::uint64_t forget_errors_ = 0;
   std::uint64_t lock_generation_ = 0;
   std::vector<lock_wait*> waiters_;

@@ -1,7 +1,8 @@
 // memfs mounted for real, file contents: every check is an ordinary syscall
 // through the kernel. Reads and writes, O_APPEND, truncation both ways, holes,
 // fallocate in every mode, SEEK_DATA/SEEK_HOLE, copy_file_range, O_TMPFILE,
-// statx, ioctl, timestamps, statfs and the size limit.
+// statx, ioctl, timestamps, statfs and the size limit, nr_inodes and the
+// inode room hard links and extended attributes take (next to a tmpfs).
 #include <doctest/doctest.h>
 
 #include <fcntl.h>
@@ -11,12 +12,15 @@
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/syscall.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
+#include <functional>
 #include <string>
 #include <vector>
 
 #include "examples/memfs_fs.hpp"
+#include "tests/support/diff_run.hpp"
 #include "tests/support/memfs_mount.hpp"
 #include "tests/support/mounted.hpp"
 
@@ -39,6 +43,17 @@ struct fd_guard {
   }
   operator int() const { return fd; }
 };
+
+// df -i's IFree: the inodes statfs says are left.
+std::uint64_t inodes_free(const std::string& dir) {
+  struct statvfs v {};
+  REQUIRE(::statvfs(dir.c_str(), &v) == 0);
+  return v.f_ffree;
+}
+
+// The room an extended attribute takes of nr_inodes (bytes; each inode is
+// 1024), as tmpfs counts it (simple_xattr_space).
+std::uint64_t xattr_room(const std::string& name, std::size_t size) { return 40 + name.size() + size; }
 
 }  // namespace
 
@@ -301,7 +316,7 @@ TEST_CASE("memfs: statfs reports real numbers, and size= is a hard limit") {
   CHECK(v.f_bfree == 255);
 }
 
-TEST_CASE("memfs: nr_inodes= is a hard limit on every kind of node, and statfs counts it (df -i)") {
+TEST_CASE("memfs: nr_inodes= is a hard limit on every kind of node and on hard links, and statfs counts it (df -i)") {
   memfs_mount m("nr_inodes=8");
   struct statvfs v {};
   REQUIRE(::statvfs(m.path().c_str(), &v) == 0);
@@ -312,23 +327,170 @@ TEST_CASE("memfs: nr_inodes= is a hard limit on every kind of node, and statfs c
   REQUIRE(::mkdir(m.path("d").c_str(), 0755) == 0);
   REQUIRE(::symlink("f", m.path("s").c_str()) == 0);
   REQUIRE(::mknod(m.path("p").c_str(), S_IFIFO | 0644, 0) == 0);
-  REQUIRE(::link(m.path("f").c_str(), m.path("hard").c_str()) == 0);  // a name, not a node
-  REQUIRE(::statvfs(m.path().c_str(), &v) == 0);
-  CHECK(v.f_ffree == 3);
-  for (int i = 0; i < 3; ++i) REQUIRE(::mkdir(m.path("d/" + std::to_string(i)).c_str(), 0755) == 0);
-  // Full: every way of making a node says ENOSPC, and nothing is half made.
+  CHECK(inodes_free(m.path()) == 3);
+  // A second name takes an inode's room too, as on tmpfs (each name pins memory).
+  REQUIRE(::link(m.path("f").c_str(), m.path("hard").c_str()) == 0);
+  CHECK(inodes_free(m.path()) == 2);
+  for (int i = 0; i < 2; ++i) REQUIRE(::mkdir(m.path("d/" + std::to_string(i)).c_str(), 0755) == 0);
+  CHECK(inodes_free(m.path()) == 0);
+  // Full: every way of making a node or a name says ENOSPC, and nothing is half made.
   CHECK(err(::open(m.path("g").c_str(), O_CREAT | O_RDWR, 0644)) == ENOSPC);
   CHECK(err(::mkdir(m.path("e").c_str(), 0755)) == ENOSPC);
   CHECK(err(::symlink("f", m.path("t").c_str())) == ENOSPC);
   CHECK(err(::mknod(m.path("q").c_str(), S_IFIFO | 0644, 0)) == ENOSPC);
+  CHECK(err(::open(m.path().c_str(), O_TMPFILE | O_RDWR, 0600)) == ENOSPC);
+  CHECK(err(::link(m.path("f").c_str(), m.path("hard2").c_str())) == ENOSPC);
   CHECK(::access(m.path("g").c_str(), F_OK) == -1);
-  CHECK(::link(m.path("f").c_str(), m.path("hard2").c_str()) == 0);  // still fine: no new node
-  REQUIRE(::statvfs(m.path().c_str(), &v) == 0);
-  CHECK(v.f_ffree == 0);
+  CHECK(::access(m.path("hard2").c_str(), F_OK) == -1);
+  struct stat st {};
+  REQUIRE(::fstat(f, &st) == 0);
+  CHECK(st.st_nlink == 2);
+  CHECK(inodes_free(m.path()) == 0);
+  // A hard link's room comes back with the name, at once (the node stays).
+  REQUIRE(::unlink(m.path("hard").c_str()) == 0);
+  CHECK(inodes_free(m.path()) == 1);
+  CHECK(::link(m.path("f").c_str(), m.path("hard2").c_str()) == 0);
+  CHECK(inodes_free(m.path()) == 0);
   // A node freed is a node to be had — once the kernel has forgotten it
   // (its FORGET follows the rmdir; until then memfs must keep the node).
   REQUIRE(::rmdir(m.path("d/0").c_str()) == 0);
   CHECK(eventually([&] { return ::mkdir(m.path("e").c_str(), 0755) == 0; }));
+}
+
+TEST_CASE("memfs: extended attributes take inode room: ENOSPC past it, nothing half set, room back when removed") {
+  memfs_mount m("nr_inodes=100");  // 100 KiB of room; the root and the file take 1 KiB each
+  const std::string f = m.path("f");
+  REQUIRE(::mknod(f.c_str(), S_IFREG | 0644, 0) == 0);
+  std::uint64_t room = 98 * 1024;
+  CHECK(inodes_free(m.path()) == room / 1024);
+  auto set = [&](const std::string& name, std::size_t size, char fill, int flags = 0) {
+    const std::string value(size, fill);
+    return err(::setxattr(f.c_str(), name.c_str(), value.data(), value.size(), flags));
+  };
+  // A value as "SIZE x BYTE" (all its bytes alike), "SIZE mixed", or "errno N".
+  auto value_of = [&](const std::string& name) {
+    std::string v(65536, '\0');
+    const ssize_t n = ::getxattr(f.c_str(), name.c_str(), v.data(), v.size());
+    if (n < 0) return "errno " + std::to_string(errno);
+    v.resize(std::size_t(n));
+    const bool alike = v.find_first_not_of(v.empty() ? '\0' : v[0]) == std::string::npos;
+    return std::to_string(n) + (alike ? std::string(" x ") + (v.empty() ? '-' : v[0]) : std::string(" mixed"));
+  };
+  // The largest value the kernel passes (XATTR_SIZE_MAX).
+  REQUIRE(set("user.a", 65536, 'a') == 0);
+  room -= xattr_room("user.a", 65536);
+  CHECK(inodes_free(m.path()) == room / 1024);
+  // A second does not fit: ENOSPC, and no attribute is left behind.
+  CHECK(set("user.b", 65536, 'b') == ENOSPC);
+  CHECK(value_of("user.b") == "errno " + std::to_string(ENODATA));
+  CHECK(inodes_free(m.path()) == room / 1024);
+  // A replace with a smaller value gives the difference back...
+  REQUIRE(set("user.a", 30000, 'A', XATTR_REPLACE) == 0);
+  room += xattr_room("user.a", 65536) - xattr_room("user.a", 30000);
+  CHECK(inodes_free(m.path()) == room / 1024);
+  CHECK(value_of("user.a") == "30000 x A");
+  REQUIRE(set("user.b", 65536, 'b') == 0);
+  room -= xattr_room("user.b", 65536);
+  CHECK(inodes_free(m.path()) == room / 1024);
+  // ...and one with a larger value takes only the difference: here, to the last byte.
+  const std::size_t brim = 30000 + room;
+  CHECK(set("user.a", brim + 1, 'X', XATTR_REPLACE) == ENOSPC);
+  CHECK(value_of("user.a") == "30000 x A");  // the old value stays whole
+  REQUIRE(set("user.a", brim, 'B', XATTR_REPLACE) == 0);
+  room = 0;
+  CHECK(inodes_free(m.path()) == 0);
+  // Full: a value of the same size still replaces (tmpfs would say ENOSPC:
+  // it takes the new value's room before it frees the old one's), a new
+  // node or name does not fit, nor does an empty attribute.
+  CHECK(set("user.a", brim, 'C', XATTR_REPLACE) == 0);
+  CHECK(value_of("user.a") == std::to_string(brim) + " x C");
+  CHECK(err(::mkdir(m.path("d").c_str(), 0755)) == ENOSPC);
+  CHECK(err(::link(f.c_str(), m.path("l").c_str())) == ENOSPC);
+  CHECK(set("user.c", 0, 'c') == ENOSPC);
+  // Removing an attribute gives its room back.
+  REQUIRE(::removexattr(f.c_str(), "user.b") == 0);
+  room += xattr_room("user.b", 65536);
+  CHECK(inodes_free(m.path()) == room / 1024);
+  CHECK(::mkdir(m.path("d").c_str(), 0755) == 0);
+  room -= 1024;
+  // So does removing the file, with its node, once the kernel has forgotten it.
+  REQUIRE(::unlink(f.c_str()) == 0);
+  room += 1024 + xattr_room("user.a", brim);
+  CHECK(eventually([&] { return inodes_free(m.path()) == room / 1024; }));
+  CHECK(inodes_free(m.path()) == 98);  // the root and d
+}
+
+TEST_CASE("memfs: hard links and extended attributes run out of nr_inodes where tmpfs's do, with the same df -i") {
+  // The same operations on a tmpfs and on memfs, both nr_inodes=64: each
+  // must succeed or fail alike and leave the same IFree.
+  tmpfs_dir tmpfs("1m", "nr_inodes=64");
+  REQUIRE(tmpfs.mounted);
+  memfs_mount m("nr_inodes=64");
+  const std::string dirs[2] = {m.path(), tmpfs.path()};
+  // `op(dir, side)` returns the errno it got (0: success).
+  auto same = [&](const std::string& what, const std::function<int(const std::string&, int)>& op) {
+    int e[2];
+    std::uint64_t free[2];
+    for (int side = 0; side < 2; ++side) {
+      e[side] = op(dirs[side], side);
+      free[side] = inodes_free(dirs[side]);
+    }
+    INFO(what);
+    CHECK(e[0] == e[1]);
+    CHECK(free[0] == free[1]);
+    return e[0];
+  };
+  CHECK(inodes_free(m.path()) == 63);
+  same("creat f", [](const std::string& d, int) { return err(::mknod((d + "/f").c_str(), S_IFREG | 0644, 0)); });
+  int links = 0;
+  while (links < 64 && same("link " + std::to_string(links), [&](const std::string& d, int) {
+           return err(::link((d + "/f").c_str(), (d + "/l" + std::to_string(links)).c_str()));
+         }) == 0)
+    ++links;
+  CHECK(links == 62);  // 64, less the root and f
+  CHECK(inodes_free(m.path()) == 0);
+  for (int k = 0; k < 20; ++k)
+    same("unlink l" + std::to_string(k),
+         [&](const std::string& d, int) { return err(::unlink((d + "/l" + std::to_string(k)).c_str())); });
+  CHECK(inodes_free(m.path()) == 20);
+  // An O_TMPFILE file is a node; its first name, given by linkat, is free.
+  fd_guard tmp[2] = {{-1}, {-1}};
+  same("O_TMPFILE", [&](const std::string& d, int side) {
+    tmp[side].fd = ::open(d.c_str(), O_TMPFILE | O_RDWR, 0600);
+    return err(tmp[side].fd);
+  });
+  same("linkat the O_TMPFILE file", [&](const std::string& d, int side) {
+    const std::string proc = "/proc/self/fd/" + std::to_string(tmp[side].fd);
+    return err(::linkat(AT_FDCWD, proc.c_str(), AT_FDCWD, (d + "/t").c_str(), AT_SYMLINK_FOLLOW));
+  });
+  CHECK(inodes_free(m.path()) == 19);
+  // Extended attributes of several sizes until they no longer fit.
+  int xattrs = 0;
+  while (xattrs < 64 && same("setxattr " + std::to_string(xattrs), [&](const std::string& d, int) {
+           const std::string value(std::size_t(1000 + 1500 * xattrs), 'v');
+           const std::string name = "user.x" + std::to_string(xattrs);
+           return err(::setxattr((d + "/f").c_str(), name.c_str(), value.data(), value.size(), XATTR_CREATE));
+         }) == 0)
+    ++xattrs;
+  CHECK(xattrs > 2);
+  auto replace = [&](const std::string& name, std::size_t size) {
+    return [name, size](const std::string& d, int) {
+      const std::string value(size, 'r');
+      return err(::setxattr((d + "/f").c_str(), name.c_str(), value.data(), value.size(), XATTR_REPLACE));
+    };
+  };
+  same("replace user.x1 with a smaller value", replace("user.x1", 10));
+  same("replace user.x0 with a larger value", replace("user.x0", 1800));
+  same("removexattr user.x2", [](const std::string& d, int) { return err(::removexattr((d + "/f").c_str(), "user.x2")); });
+  same("an empty one", [](const std::string& d, int) { return err(::setxattr((d + "/f").c_str(), "user.e", "", 0, 0)); });
+  // Every name of f gone, and its last open file: its node and attributes
+  // go with it (on memfs once the kernel has forgotten it).
+  for (int k = 20; k < links; ++k)
+    same("unlink l" + std::to_string(k),
+         [&](const std::string& d, int) { return err(::unlink((d + "/l" + std::to_string(k)).c_str())); });
+  for (int side = 0; side < 2; ++side) REQUIRE(::unlink((dirs[side] + "/f").c_str()) == 0);
+  CHECK(eventually([&] { return inodes_free(m.path()) == inodes_free(tmpfs.path()); }));
+  CHECK(inodes_free(tmpfs.path()) == 62);  // the root and t
 }
 
 TEST_CASE("memfs: nr_inodes=0 means no limit, and statfs then reports no inode numbers, as tmpfs does") {

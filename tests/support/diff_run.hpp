@@ -21,13 +21,14 @@
 namespace fusexx::testing {
 
 // A tmpfs of our own (the test runs in a private mount namespace under
-// Bazel; elsewhere it is unmounted at the end all the same).
+// Bazel; elsewhere it is unmounted at the end all the same). `more`: further
+// mount options ("nr_inodes=64").
 struct tmpfs_dir {
   temp_dir dir;
   bool mounted;
-  explicit tmpfs_dir(const char* size = "256m")
-      : mounted(::mount("tmpfs", dir.path().c_str(), "tmpfs", 0, (std::string("size=") + size + ",mode=0755").c_str()) ==
-                0) {}
+  explicit tmpfs_dir(const char* size = "256m", const std::string& more = {})
+      : mounted(::mount("tmpfs", dir.path().c_str(), "tmpfs", 0,
+                        (std::string("size=") + size + ",mode=0755" + (more.empty() ? "" : "," + more)).c_str()) == 0) {}
   ~tmpfs_dir() {
     if (mounted) ::umount2(dir.path().c_str(), MNT_DETACH);
   }
