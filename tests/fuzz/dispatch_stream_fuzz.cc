@@ -290,6 +290,15 @@ void run_stream(Fs& fs, fusexx::fuzzing::input& in, bool stream_has_init) {
                kernel.outstanding.size(), proto::name(opcode(kernel.outstanding.begin()->second.op)),
                kernel.outstanding.begin()->first);
   }
+  // A handler resumed on another thread sends its reply and only then
+  // leaves the session's scope (its bookkeeping after the reply touches the
+  // session): wait for every one to leave, as the server does before it
+  // ends a session. (Found by this target: without it the session went
+  // out of scope under memfs's invalidation thread.) size() takes the
+  // scope's lock, so the last one to leave has let go of it too.
+  FUZZ_CHECK(session.scope().join(std::chrono::steady_clock::now() + std::chrono::seconds(5)),
+             "{} handler(s) still running 5 s after their replies", session.scope().size());
+  (void)session.scope().size();
   d.end_session();
 }
 
