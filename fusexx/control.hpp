@@ -345,7 +345,7 @@ inline outcome<std::string> query(const std::string& path, std::string_view what
   std::error_code ec;
   std::string mountpoint = std::filesystem::absolute(path, ec).lexically_normal().string();
   if (ec || mountpoint.empty()) mountpoint = path;
-  if (mountpoint.size() > 1 && mountpoint.ends_with('/')) mountpoint.pop_back();
+  while (mountpoint.size() > 1 && mountpoint.ends_with('/')) mountpoint.pop_back();  // "///" too (main.hpp)
   auto connection = fuse_connection_of(mountpoint);
   if (!connection) return std::unexpected(connection.error());
   outcome<std::string> last = fail(ENOENT, "no fusexx server answers for the mount at {}", mountpoint);
