@@ -17,8 +17,17 @@
 #include <string>
 #include <vector>
 
-#include <fusexx/proto/abi.hpp>
+#include <sys/socket.h>
+#include <unistd.h>
 
+#include <fusexx/fusexx.hpp>
+#include <fusexx/control.hpp>
+#include <fusexx/restart/handover.hpp>
+#include <fusexx/restart/session_snapshot.hpp>
+
+#include "examples/memfs_fs.hpp"
+#include "examples/passthrough_fs.hpp"
+#include "tests/fuzz/formats.hpp"
 #include "tests/fuzz/stream.hpp"
 #include "tests/support/wire.hpp"
 
@@ -220,6 +229,118 @@ void dispatch_stream() {
   }
 }
 
+
+// ---- shared by the seeds below ----
+
+void append(stream_writer& w, std::span<const std::byte> bytes) {
+  auto p = reinterpret_cast<const std::uint8_t*>(bytes.data());
+  w.out.insert(w.out.end(), p, p + bytes.size());
+}
+void append(stream_writer& w, std::string_view text) { append(w, std::as_bytes(std::span(text.data(), text.size()))); }
+
+// A handover message as handover::send writes it (read back off a socket).
+std::vector<std::byte> handover_bytes(const fusexx::handover::message& m) {
+  int sv[2];
+  if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) std::abort();
+  if (!fusexx::handover::send(sv[1], m)) std::abort();
+  std::vector<std::byte> out(fusexx::handover::max_message);
+  const ssize_t n = ::recv(sv[0], out.data(), out.size(), 0);
+  if (n <= 0) std::abort();
+  out.resize(static_cast<std::size_t>(n));
+  ::close(sv[0]);
+  ::close(sv[1]);
+  return out;
+}
+std::span<const std::byte> payload_of(const std::vector<std::byte>& sealed) {
+  return std::span(sealed).subspan(fusexx::detail::snapshot_header_size);
+}
+
+// A directory of its own, removed at the end.
+struct temp_dir {
+  fs::path path;
+  temp_dir() {
+    std::string t = (fs::temp_directory_path() / "fusexx-make-corpus.XXXXXX").string();
+    if (!::mkdtemp(t.data())) std::abort();
+    path = t;
+  }
+  ~temp_dir() { fs::remove_all(path); }
+};
+
+// ---- notify_reply: retrieves asked for and answered ----
+
+void notify_reply() {
+  namespace f = notify_reply_format;
+  const std::string t = "notify_reply";
+  const auto ask_for = [](stream_writer& w, std::uint64_t node, std::uint64_t offset, std::uint32_t size) {
+    w.put(std::uint8_t{f::ask}).put(node).put(offset).put(size);
+  };
+  // The kernel's answer (dispatch_ops_test, "retrieve: NOTIFY_REPLY resumes
+  // the coroutine that asked"): notify_retrieve_in, then the data.
+  const auto answer_with = [](stream_writer& w, std::uint8_t how, std::uint64_t unique, std::uint64_t offset,
+                              std::string_view data, std::optional<std::uint32_t> size = {}, std::uint8_t ext = 0) {
+    proto::notify_retrieve_in in{};
+    in.offset = offset;
+    in.size = size.value_or(static_cast<std::uint32_t>(data.size()));
+    const wire body = wire{}.add(in).raw(data);
+    w.put(std::uint8_t{f::answer}).put(how).put(unique);
+    if (how & f::how_ext) w.put(ext);
+    w.put(static_cast<std::uint16_t>(body.bytes.size()));
+    append(w, body.bytes);
+  };
+  const auto wait_for = [](stream_writer& w, std::uint64_t node, std::uint32_t size) {
+    w.put(std::uint8_t{f::wait}).put(node).put(size);
+  };
+  constexpr std::uint8_t aimed = f::how_fix_len | f::how_aim;
+  for (std::uint8_t config : {std::uint8_t{0}, f::config_split}) {
+    stream_writer w;
+    w.config(config);
+    ask_for(w, 6, 100, 8);
+    answer_with(w, aimed, 0, 100, "bytes");
+    answer_with(w, f::how_fix_len, 999, 100, "bytes");   // nobody waits for 999
+    answer_with(w, f::how_fix_len, 999, 100, "by", 5);   // and cut short
+    write_seed(t, config ? "retrieve-split" : "retrieve", w.out);
+  }
+  {  // retrieve_wait times out; its late answer is dropped; then one that is waited for.
+    stream_writer w;
+    w.config(0);
+    wait_for(w, 6, 3);
+    answer_with(w, aimed, 0, 0, "abc");
+    ask_for(w, 6, 0, 3);
+    answer_with(w, aimed | f::how_fix_size, 1, 0, "abc");
+    write_seed(t, "wait-then-late-answer", w.out);
+  }
+  {  // Two waiting, a detach ends both (ENOTCONN); attached again, one more.
+    stream_writer w;
+    w.config(0);
+    ask_for(w, 6, 0, 64);
+    ask_for(w, 7, 4096, 4096);
+    w.put(std::uint8_t{f::detach}).put(std::uint8_t{1});
+    ask_for(w, 6, 0, 8);
+    answer_with(w, aimed, 2, 0, "12345678");
+    answer_with(w, aimed, 0, 0, "late");  // for one the detach ended
+    write_seed(t, "detach", w.out);
+  }
+  {  // Detached: retrieves fail at once; attached again, they work.
+    stream_writer w;
+    w.config(0);
+    w.put(std::uint8_t{f::detach}).put(std::uint8_t{0});
+    ask_for(w, 6, 0, 8);
+    wait_for(w, 6, 8);
+    w.put(std::uint8_t{f::detach}).put(std::uint8_t{1});
+    ask_for(w, 6, 0, 8);
+    answer_with(w, aimed, 0, 0, "");
+    write_seed(t, "detached", w.out);
+  }
+  {  // An INTERRUPT for a waiting handler, then an answer with an extension after its data.
+    stream_writer w;
+    w.config(f::config_split);
+    ask_for(w, 9, 8192, 16);
+    w.put(std::uint8_t{f::interrupt});
+    answer_with(w, aimed | f::how_ext, 0, 8192, "12345678extensn!", 8, 1);
+    write_seed(t, "interrupt-and-extension", w.out);
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -228,6 +349,8 @@ int main(int argc, char** argv) {
     return 2;
   }
   out_root = argv[1];
+  fusexx::log::set_level(fusexx::log::level::off);
   dispatch_stream();
+  notify_reply();
   return 0;
 }
