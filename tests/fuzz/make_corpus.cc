@@ -341,6 +341,106 @@ void notify_reply() {
   }
 }
 
+// ---- uring_entry: requests as the kernel puts them in io_uring entries ----
+
+void uring_entry() {
+  namespace f = uring_entry_format;
+  const std::string t = "uring_entry";
+  constexpr std::uint8_t steer_node = f::how_fix_sizes | f::how_known_node;
+  constexpr std::uint8_t steer = steer_node | f::how_known_fh;
+  struct entries {
+    stream_writer w;
+    explicit entries(std::uint8_t config) {
+      w.config(config);
+      w.put(std::uint8_t{0}).put(offered_flags).put(offered_flags2);  // the made INIT: 7.45
+    }
+    // The request's in_header from make_request; `first` goes to op_in, `rest` to the payload.
+    entries& add(opcode op, std::uint64_t node, const wire& first, const wire& rest = {}, std::uint8_t how = f::how_fix_sizes | f::how_known_node) {
+      return sized(op, node, first, rest, how, 0, 0);
+    }
+    entries& sized(opcode op, std::uint64_t node, const wire& first, const wire& rest, std::uint8_t how,
+                   std::uint32_t len, std::uint32_t payload_sz) {
+      w.put(how).put(static_cast<std::uint8_t>(first.bytes.size())).put(static_cast<std::uint16_t>(rest.bytes.size()));
+      if (!(how & f::how_fix_sizes)) w.put(len).put(payload_sz);
+      append(w, make_request(op, 0, node));
+      append(w, first.bytes);
+      append(w, rest.bytes);
+      return *this;
+    }
+  };
+  const auto mkdir = [] { return proto::mkdir_in{.mode = S_IFDIR | 0755, .umask = 022}; };
+  const auto create = [] { return proto::create_in{.flags = O_RDWR | O_CREAT, .mode = S_IFREG | 0644, .umask = 022}; };
+  {  // A file's life (names go in the payload, with an empty first argument, as fuse_set_zero_arg0 does).
+    entries e(0);
+    proto::write_in wr{};
+    wr.fh = 1;
+    wr.size = 12;
+    proto::setattr_in sa{};
+    sa.valid = 1u << 3;  // FATTR_SIZE
+    sa.size = 5;
+    e.add(opcode::mkdir, 0, wire{}.add(mkdir()), wire{}.name("d"))                       // node 1
+        .add(opcode::create, 1, wire{}.add(create()), wire{}.name("f"))                  // node 2, fh 1
+        .add(opcode::write, 2, wire{}.add(wr), wire{}.raw("hello, world"), steer)
+        .add(opcode::read, 2, wire{}.add(read_at(1, 0, 4096)), {}, steer)
+        .add(opcode::getattr, 2, wire{}.add(proto::getattr_in{}))
+        .add(opcode::setattr, 2, wire{}.add(sa))
+        .add(opcode::lookup, 1, {}, wire{}.name("f"))
+        .add(opcode::flush, 2, wire{}.add(proto::flush_in{.fh = 1}), {}, steer)
+        .add(opcode::release, 2, wire{}.add(proto::release_in{.fh = 1}), {}, steer)
+        .add(opcode::opendir, 1, wire{}.add(proto::open_in{.flags = O_RDONLY}))  // fh 2
+        .add(opcode::readdirplus, 1, wire{}.add(read_at(2, 0, 4096)), {}, steer)
+        .add(opcode::releasedir, 1, wire{}.add(proto::release_in{.fh = 2}), {}, steer)
+        .add(opcode::unlink, 1, {}, wire{}.name("f"))
+        .add(opcode::rmdir, 0, {}, wire{}.name("d"))
+        .add(opcode::statfs, 0, {})
+        .add(opcode::forget, 2, wire{}.add(proto::forget_in{.nlookup = 1}));
+    write_seed(t, "file-life", e.w.out);
+  }
+  {  // Names and attributes: symlink, rename, xattrs (setxattr_in's first 8 bytes: memfs does not ask for SETXATTR_EXT).
+    entries e(1 << 1);
+    e.add(opcode::create, 0, wire{}.add(create()), wire{}.name("a"))  // node 1, fh 1
+        .add(opcode::symlink, 0, {}, wire{}.name("s").name("a"))
+        .add(opcode::readlink, 2, {})
+        .add(opcode::rename, 0, wire{}.add(proto::rename_in{.newdir = 1}), wire{}.name("a").name("b"))
+        .add(opcode::setxattr, 1, wire{}.add(std::uint32_t{3}).add(std::uint32_t{0}), wire{}.name("user.a").raw("abc"))
+        .add(opcode::getxattr, 1, wire{}.add(proto::getxattr_in{.size = 64}), wire{}.name("user.a"))
+        .add(opcode::listxattr, 1, wire{}.add(proto::getxattr_in{.size = 0}))
+        .add(opcode::removexattr, 1, {}, wire{}.name("user.a"));
+    write_seed(t, "names", e.w.out);
+  }
+  {  // A 64 KiB buffer: a large write, read back whole, through the cache and again (memfs drops the cache then).
+    entries e(2 << 1);
+    proto::write_in wr{};
+    wr.fh = 1;
+    wr.size = 40000;
+    e.add(opcode::create, 0, wire{}.add(create()), wire{}.name("big"))  // node 1, fh 1
+        .add(opcode::write, 1, wire{}.add(wr), wire{}.raw(std::string(40000, 'x')), steer)
+        .add(opcode::read, 1, wire{}.add(read_at(1, 0, 65536)), {}, steer)
+        .add(opcode::write, 1, wire{}.add(wr), wire{}.raw(std::string(40000, 'y')), steer)
+        .add(opcode::read, 1, wire{}.add(read_at(1, 100, 1000)), {}, steer);
+    write_seed(t, "large", e.w.out);
+  }
+  {  // Sizes that do not add up: a len that lies, a payload larger than the buffer, a first argument larger than op_in.
+    entries e(0);
+    e.sized(opcode::getattr, 0, wire{}.add(proto::getattr_in{}), {}, f::how_known_node, 40 + 16 + 1, 0)
+        .sized(opcode::write, 0, wire{}.add(proto::write_in{}), wire{}.raw("data"), f::how_known_node, 40 + 40 + 4, 9000)
+        .sized(opcode::lookup, 0, {}, wire{}.name("x"), f::how_known_node, 40 + 200, 2)
+        .sized(opcode::lookup, 0, {}, wire{}.name("x"), f::how_known_node, 20, 2)
+        .add(opcode::init, 0, wire{}.add(proto::init_in{.major = 7, .minor = 45}))  // (INIT never comes this way)
+        .add(opcode::notify_reply, 0, wire{}.add(proto::notify_retrieve_in{}));
+    write_seed(t, "malformed", e.w.out);
+  }
+  {  // The filesystem that implements nothing.
+    entries e(f::config_nothing | 3 << 1);
+    e.add(opcode::lookup, 0, {}, wire{}.name("a"))
+        .add(opcode::getattr, 0, wire{}.add(proto::getattr_in{}))
+        .add(opcode::opendir, 0, wire{}.add(proto::open_in{}))
+        .add(opcode::readdir, 0, wire{}.add(read_at(0, 0, 4096)))
+        .add(opcode::statfs, 0, {});
+    write_seed(t, "nothing", e.w.out);
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -352,5 +452,6 @@ int main(int argc, char** argv) {
   fusexx::log::set_level(fusexx::log::level::off);
   dispatch_stream();
   notify_reply();
+  uring_entry();
   return 0;
 }
