@@ -441,6 +441,58 @@ void uring_entry() {
   }
 }
 
+// ---- mount_options: command lines (tests/options_test.cc's, and every option) ----
+
+void mount_options() {
+  const std::string t = "mount_options";
+  enum : std::uint8_t { memfs, passthrough, plain };
+  const auto seed = [&](const std::string& name, std::uint8_t fs, std::vector<std::string> args) {
+    std::vector<std::uint8_t> out{fs};
+    for (std::size_t i = 0; i < args.size(); ++i) {
+      if (i) out.push_back(0);
+      out.insert(out.end(), args[i].begin(), args[i].end());
+    }
+    write_seed(t, name, out);
+  };
+  seed("command-line", plain, {"prog", "-f", "-s", "-o", "ro,fsname=x", "-oallow_other", "/mnt/point/"});
+  seed("relative", plain, {"prog", "-d", "relative/dir"});
+  seed("threads", plain, {"prog", "-o", "threads=3", "/m"});
+  seed("threads-0", plain, {"prog", "-o", "threads=0", "/m"});
+  seed("no-mountpoint", plain, {"prog"});
+  seed("three", plain, {"prog", "/a", "/b", "/c"});
+  seed("unknown-flag", plain, {"prog", "-x", "/a"});
+  seed("o-alone", plain, {"prog", "-o"});
+  seed("unknown-option", plain, {"prog", "-o", "frobnicate", "/a"});
+  seed("help", plain, {"prog", "-h"});
+  seed("source", memfs, {"memfs", "memfs", "/mnt/x/", "-o", "rw,dev,suid"});
+  seed("fsname-wins", plain, {"prog", "-o", "fsname=given", "tank", "/m"});
+  seed("passthrough-source", passthrough, {"passthrough", "/srv/data", "/mnt/y", "-o", "rw"});
+  seed("passthrough-two-sources", passthrough, {"passthrough", "/srv/data", "/mnt/y", "-o", "source=/other"});
+  seed("fstab", plain,
+       {"prog", "src", "/m", "-o",
+        "rw,dev,suid,exec,atime,async,_netdev,nofail,noauto,auto,user,users,nouser,defaults,"
+        "user=bob,x-systemd.automount,x-systemd.requires=network-online.target,x-gvfs-show"});
+  seed("mount-options", plain,
+       {"prog", "-o",
+        "allow_other,default_permissions,noexec,noatime,sync,dirsync,fsname=my\\,fs,subtype=demo,max_read=65536,"
+        "rootmode=40000,user_id=0,group_id=0,auto_unmount",
+        "/m"});
+  seed("fuseblk", plain, {"prog", "-o", "blkdev,fsname=/dev/loop0,blksize=4096", "/m"});
+  seed("fusexx-options", plain,
+       {"prog", "-o",
+        "transport=uring,queue_depth=64,init_timeout_ms=500,stats=off,pid_file=/run/x.pid,keep_stdio,keep_cwd,"
+        "async_init",
+        "--takeover", "/m"});
+  seed("memfs-options", memfs,
+       {"memfs", "-o",
+        "size=64m,nr_inodes=10k,entry_timeout=1.5,attr_timeout=0,writeback_cache,atomic_o_trunc,explicit_inval_data,"
+        "handle_killpriv_v2",
+        "/m"});
+  seed("passthrough-options", passthrough,
+       {"passthrough", "-o", "source=/srv,timeout=0.5,writeback,passthrough,killpriv_v2", "/m"});
+  seed("version", memfs, {"memfs", "-V", "--version", "-odebug"});
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -453,5 +505,6 @@ int main(int argc, char** argv) {
   dispatch_stream();
   notify_reply();
   uring_entry();
+  mount_options();
   return 0;
 }
