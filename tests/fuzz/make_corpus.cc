@@ -493,6 +493,59 @@ void mount_options() {
   seed("version", memfs, {"memfs", "-V", "--version", "-odebug"});
 }
 
+// ---- fd_passing: what fusermount3 and a handover send ----
+
+void fd_passing() {
+  namespace f = fd_passing_format;
+  const std::string t = "fd_passing";
+  struct sender {
+    stream_writer w;
+    sender(std::uint8_t config, std::uint16_t max_bytes, std::uint8_t receives) {
+      w.config(config);
+      w.put(max_bytes).put(static_cast<std::uint8_t>(receives - 1));
+    }
+    // One message: its data and its SCM_RIGHTS control messages (fd counts; `which`: bit i, the ith a pipe).
+    sender& message(std::span<const std::byte> data, std::vector<std::uint8_t> cmsgs, std::uint8_t which = 0) {
+      w.put(static_cast<std::uint8_t>(data.size()));
+      append(w, data);
+      w.put(static_cast<std::uint8_t>(cmsgs.size()));
+      for (auto n : cmsgs) w.put(n).put(which);
+      return *this;
+    }
+  };
+  const std::byte zero[1] = {};
+  {  // fusermount3: one byte and the /dev/fuse fd over a stream (mount.hpp).
+    sender s(0 | f::config_receive_fd, 0, 1);
+    s.message(zero, {1});
+    write_seed(t, "fusermount", s.w.out);
+  }
+  {  // The handover's offer: the message and its fds (device, snapshot, control socket), then the fds beside.
+    using fusexx::handover::kind;
+    sender s(1, fusexx::handover::max_message, 3);
+    s.message(handover_bytes({.what = kind::offer, .pid = 42, .count = 2}), {3}, 0b010)
+        .message(handover_bytes({.what = kind::fds}), {2}, 0b11)
+        .message(handover_bytes({.what = kind::ack}), {});
+    write_seed(t, "handover-offer", s.w.out);
+  }
+  {  // A full batch of fds beside a snapshot (max_fds_per_message), then one too many.
+    sender s(1, fusexx::handover::max_message, 2);
+    const auto fds = handover_bytes({.what = fusexx::handover::kind::fds});
+    s.message(fds, {32, 32}).message(fds, {33, 32});
+    write_seed(t, "snapshot-fds", s.w.out);
+  }
+  {  // Datagrams: empty with fds, too long for the buffer, one that fits.
+    sender s(2, 100, 3);
+    s.message({}, {2}).message(std::vector<std::byte>(200), {1}).message(zero, {1, 1}, 1);
+    write_seed(t, "datagrams", s.w.out);
+  }
+  {  // The sender is gone before the reads: the fds in flight, then EOF.
+    sender s(0 | f::config_close_sender, 16, 3);
+    const std::string abc = "abc";
+    s.message(std::as_bytes(std::span(abc)), {2});
+    write_seed(t, "sender-closed", s.w.out);
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -506,5 +559,6 @@ int main(int argc, char** argv) {
   notify_reply();
   uring_entry();
   mount_options();
+  fd_passing();
   return 0;
 }
