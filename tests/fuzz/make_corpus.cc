@@ -546,6 +546,102 @@ void fd_passing() {
   }
 }
 
+// ---- snapshot: what servers hand over (a memfs and a passthrough that served) ----
+
+void snapshot() {
+  namespace f = snapshot_format;
+  using fusexx::testing::harness;
+  const std::string t = "snapshot";
+  const auto seed = [&](const std::string& name, std::uint8_t config, std::span<const std::byte> bytes,
+                        std::uint8_t fds = 0, std::uint8_t kinds = 0) {
+    stream_writer w;
+    w.config(config);
+    w.put(fds).put(kinds);
+    append(w, bytes);
+    write_seed(t, name, w.out);
+  };
+  const fusexx::mount_description mount{"/mnt/memfs", fusexx::mount_method::new_api, "", true};
+  // An io_uring layout small enough for the target to map (2 queues of 2 entries, 8 KiB payloads).
+  const fusexx::transport::entry_layout layout{.base = 0x200000000000, .stride = 4096 + 8192, .payload = 8192,
+                                                .queues = 2, .depth = 2};
+  {  // memfs after a few requests (its tree, data, xattrs, a lock, an open directory), in the server's order.
+    harness<memfs_fs> h;
+    h.init();
+    const auto node_of = [](const fusexx::testing::reply& r) { return r.as<proto::entry_out>().nodeid; };
+    const auto d = node_of(h.call(opcode::mkdir, 1, wire{}.add(proto::mkdir_in{.mode = S_IFDIR | 0755}).name("d")));
+    auto created = h.call(opcode::create, d,
+                          wire{}.add(proto::create_in{.flags = O_RDWR | O_CREAT, .mode = S_IFREG | 0644}).name("f"));
+    const auto f = node_of(created);
+    proto::open_out o;
+    std::memcpy(&o, created.payload.data() + sizeof(proto::entry_out), sizeof o);
+    proto::write_in wr{};
+    wr.fh = o.fh;
+    wr.size = 5;
+    h.call(opcode::write, f, wire{}.add(wr).raw("hello"));
+    h.call(opcode::setxattr, f, wire{}.add(std::uint32_t{3}).add(std::uint32_t{0}).name("user.a").raw("abc"));
+    h.call(opcode::symlink, 1, wire{}.name("s").name("d/f"));
+    proto::lk_in lk{};
+    lk.fh = o.fh;
+    lk.owner = 1;
+    lk.lk = {.start = 0, .end = 99, .type = F_WRLCK, .pid = 10};
+    h.call(opcode::setlk, f, wire{}.add(lk));
+    h.call(opcode::opendir, 1, wire{}.add(proto::open_in{.flags = O_RDONLY}));
+    for (bool with_layout : {false, true}) {
+      fusexx::snapshot_writer w;
+      w.str("memfs");
+      fusexx::write_session(w, h.state.describe(), mount);
+      fusexx::write_entry_layout(w, with_layout ? std::optional(layout) : std::nullopt);
+      if (!h.fs.save(w)) std::abort();
+      const auto sealed = w.seal_to_bytes();
+      if (with_layout) {
+        seed("memfs-uring", f::server_order | f::config_make_header, payload_of(sealed));
+        continue;
+      }
+      seed("memfs", f::server_order | f::config_make_header, payload_of(sealed));
+      seed("memfs-whole", f::server_order, sealed);
+      seed("memfs-sealed-memfd", f::server_order | f::config_memfd | f::config_sealed, sealed);
+      seed("memfs-memfd", f::server_order | f::config_memfd | f::config_make_header, payload_of(sealed));
+    }
+    fusexx::snapshot_writer w;
+    fusexx::write_session(w, h.state.describe(), mount);
+    fusexx::write_entry_layout(w, layout);
+    seed("session", f::session_part | f::config_make_header, payload_of(w.seal_to_bytes()));
+  }
+  {  // passthrough mirroring a directory: a file and a directory looked up, the file open, the directory open.
+    temp_dir source;
+    std::ofstream(source.path / "f") << "data";
+    fs::create_directory(source.path / "sub");
+    harness<passthrough_fs> h;
+    if (!h.fs.use_source(source.path.string()) || !h.fs.open_source()) std::abort();
+    h.init();
+    const auto node_of = [](const fusexx::testing::reply& r) { return r.as<proto::entry_out>().nodeid; };
+    const auto f = node_of(h.call(opcode::lookup, 1, wire{}.name("f")));
+    const auto sub = node_of(h.call(opcode::lookup, 1, wire{}.name("sub")));
+    h.call(opcode::open, f, wire{}.add(proto::open_in{.flags = O_RDWR}));
+    h.call(opcode::opendir, sub, wire{}.add(proto::open_in{.flags = O_RDONLY}));
+    fusexx::snapshot_writer w;
+    if (!h.fs.save(w)) std::abort();
+    std::uint8_t kinds = 0;  // which fds beside are directories
+    for (std::size_t i = 0; i < w.fds().size(); ++i) {
+      struct stat st {};
+      if (::fstat(w.fds()[i], &st) == 0 && S_ISDIR(st.st_mode)) kinds |= 1 << i;
+    }
+    const auto sealed = w.seal_to_bytes();
+    const auto count = static_cast<std::uint8_t>(w.fds().size());
+    seed("passthrough", f::passthrough_part | f::config_make_header | f::config_aim_root, payload_of(sealed), count, kinds);
+    seed("passthrough-other-source", f::passthrough_part | f::config_make_header, payload_of(sealed), count, kinds);
+    seed("passthrough-fds-missing", f::passthrough_part | f::config_make_header | f::config_aim_root, payload_of(sealed), 1, kinds);
+  }
+  {  // Handover messages, with the fds that go with them.
+    using fusexx::handover::kind;
+    const auto hello = handover_bytes({.what = kind::hello, .pid = 42, .text = "memfs", .connection = 7});
+    seed("handover-hello", f::handover_message | f::config_make_header, payload_of(hello));
+    seed("handover-offer", f::handover_message, handover_bytes({.what = kind::offer, .pid = 42, .count = 1}), 4, 0b0100);
+    seed("handover-entry", f::handover_message | f::config_make_header,
+         payload_of(handover_bytes({.what = kind::entry, .queue = 1, .index = 3})));
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -560,5 +656,6 @@ int main(int argc, char** argv) {
   uring_entry();
   mount_options();
   fd_passing();
+  snapshot();
   return 0;
 }
