@@ -642,6 +642,110 @@ void snapshot() {
   }
 }
 
+// ---- control_request: queries, and the JSON answers the tool reads ----
+
+void control_request() {
+  namespace f = control_request_format;
+  namespace control = fusexx::control;
+  const std::string t = "control_request";
+  // A status and a stats answer of a server that has served a few requests.
+  control::status_info status;
+  status.fusexx_version = std::string(fusexx::version);
+  status.mountpoint = "/mnt/memfs";
+  status.filesystem = "memfs";
+  status.pid = 4242;
+  status.connection = 57;
+  status.uptime_s = 12.345;
+  status.transport = "uring";
+  status.threads = 1;
+  status.queues = 2;
+  status.queue_depth = 8;
+  status.proto_major = 7;
+  status.proto_minor = 45;
+  status.max_write = 1 << 20;
+  status.max_readahead = 131072;
+  status.max_pages = 256;
+  status.flags = control::flag_names(proto::init_flag::posix_locks | proto::init_flag::over_io_uring);
+  status.restartable = true;
+  status.handover_requests = 3;
+  status.handover_refused = 1;
+  status.stats = true;
+  control::stats_info stats;
+  {
+    fusexx::testing::harness<memfs_fs> h;
+    h.state.stats().set_enabled(true);
+    h.init();
+    h.call(opcode::lookup, 1, wire{}.name("missing"));
+    h.call(opcode::getattr, 1, wire{}.add(proto::getattr_in{}));
+    h.call(opcode::statfs, 1);
+    stats.uptime_s = 1.5;
+    stats.requests = h.state.counters().requests;
+    stats.errors = h.state.counters().errors_sent;
+    control::fill_ops(stats, h.state.stats().snapshot());
+  }
+  const auto text_seed = [&](const std::string& name, std::string_view text) {
+    stream_writer w;
+    w.config(f::json_text);
+    append(w, text);
+    write_seed(t, name, w.out);
+  };
+  text_seed("status", control::to_json(status));
+  text_seed("stats", control::to_json(stats));
+  text_seed("json", R"({"a":[1,2.5,-3e-7,true,false,null,"x\u0001\n\"y\\"],"b":{},"c":[[[]]],"d":18446744073709551615})");
+
+  {  // The same answers, as the values the target writes them with (its order).
+    stream_writer w;
+    w.config(f::answer_values);
+    const auto text = [&](std::string_view s) {
+      w.put(static_cast<std::uint8_t>(s.size()));
+      append(w, s);
+    };
+    w.put(status.version);
+    text(status.fusexx_version);
+    text(status.mountpoint);
+    text(status.filesystem);
+    w.put(status.pid).put(status.connection);
+    text(status.transport);
+    w.put(std::uint32_t{status.threads}).put(std::uint32_t{status.queues}).put(std::uint32_t{status.queue_depth});
+    w.put(status.proto_major).put(status.proto_minor).put(status.max_write).put(status.max_readahead).put(status.max_pages);
+    w.put(static_cast<std::uint8_t>(status.flags.size()));
+    for (const auto& f : status.flags) text(f);
+    w.put(std::uint8_t{status.restartable}).put(status.handover_requests).put(status.handover_refused);
+    w.put(std::uint8_t{status.stats}).put(std::uint32_t{12345});
+    w.put(stats.version).put(std::uint8_t{1}).put(stats.requests).put(stats.in_flight).put(stats.interrupts);
+    w.put(stats.forgets).put(stats.errors).put(stats.malformed).put(stats.replies_refused).put(std::uint32_t{1500});
+    w.put(static_cast<std::uint8_t>(std::min<std::size_t>(stats.ops.size(), 3)));
+    for (std::size_t i = 0; i < stats.ops.size() && i < 3; ++i) {
+      const auto& o = stats.ops[i];
+      w.put(o.opcode);
+      text(o.name);
+      w.put(o.count).put(o.replies).put(o.errors).put(o.bytes_in).put(o.bytes_out).put(o.p50_ns).put(o.p99_ns);
+      w.put(o.max_ns).put(std::uint8_t{1}).put(std::uint8_t{5}).put(std::uint64_t{o.count});
+    }
+    write_seed(t, "answer-values", w.out);
+  }
+  {  // Requests: tools' queries and a successor's hello, whole and as payloads (the framing made by the target).
+    using fusexx::handover::kind;
+    const auto request_seed = [&](const std::string& name, const std::vector<std::byte>& bytes, std::uint8_t fds,
+                                  bool payload_only) {
+      stream_writer w;
+      w.config(f::request);
+      w.put(fds).put(std::uint8_t{payload_only});
+      append(w, payload_only ? payload_of(bytes) : std::span<const std::byte>(bytes));
+      write_seed(t, name, w.out);
+    };
+    const auto query = [](std::string text) {
+      return handover_bytes({.what = kind::query, .version = control::protocol_version, .pid = 4242,
+                             .text = std::move(text), .connection = 57});
+    };
+    request_seed("query-status", query("status"), 0, false);
+    request_seed("query-stats", query("stats"), 0, true);
+    request_seed("query-unknown", query("everything"), 1, true);
+    request_seed("hello", handover_bytes({.what = kind::hello, .pid = 42, .text = "memfs", .connection = 57}), 0, true);
+    request_seed("refuse-with-fds", handover_bytes({.what = kind::refuse, .text = "busy"}), 2, false);
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -657,5 +761,6 @@ int main(int argc, char** argv) {
   mount_options();
   fd_passing();
   snapshot();
+  control_request();
   return 0;
 }
