@@ -12,6 +12,7 @@
 #include <sys/xattr.h>
 
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -253,6 +254,18 @@ std::vector<std::byte> handover_bytes(const fusexx::handover::message& m) {
 }
 std::span<const std::byte> payload_of(const std::vector<std::byte>& sealed) {
   return std::span(sealed).subspan(fusexx::detail::snapshot_header_size);
+}
+// A whole snapshot of `payload`: the header snapshot_writer writes, then it.
+std::vector<std::byte> sealed(std::span<const std::byte> payload) {
+  namespace d = fusexx::detail;
+  std::vector<std::byte> out(d::snapshot_header_size);
+  std::memcpy(out.data(), d::snapshot_magic, sizeof d::snapshot_magic);
+  d::put_le<std::uint32_t>(out.data() + 8, fusexx::snapshot_format_version);
+  d::put_le<std::uint32_t>(out.data() + 12, d::snapshot_header_size);
+  d::put_le<std::uint64_t>(out.data() + 16, payload.size());
+  d::put_le<std::uint32_t>(out.data() + 24, d::crc32c(payload));
+  out.insert(out.end(), payload.begin(), payload.end());
+  return out;
 }
 
 // A directory of its own, removed at the end.
@@ -548,6 +561,47 @@ void fd_passing() {
 
 // ---- snapshot: what servers hand over (a memfs and a passthrough that served) ----
 
+// memfs stamps its inodes from the clock, and a directory's inode number
+// differs from run to run: seeds made of such state are fixed up so that
+// they are the same every time.
+constexpr std::uint64_t seed_time = 1'700'000'000;
+
+// Every timestamp of memfs's part (at `at` in `payload`: memfs_fs::save's
+// layout, save_inode's fields) set to seed_time.
+void fix_memfs_times(std::vector<std::byte>& payload, std::size_t at) {
+  namespace d = fusexx::detail;
+  constexpr std::size_t header = 4 + 5 * 8 + 1 + 4 * 8;  // version .. forget errors; then the count of inodes
+  constexpr std::size_t times_at = 8 + 4 + 4 + 4 + 8 + 8;  // id, mode, uid, gid, rdev, nlink; then 4 timespecs
+  const auto count = d::get_le<std::uint64_t>(payload.data() + at + header);
+  std::size_t p = at + header + 8;
+  for (std::uint64_t k = 0; k < count; ++k) {
+    for (std::size_t t = 0; t < 4; ++t) {
+      d::put_le<std::uint64_t>(payload.data() + p + times_at + 16 * t, seed_time);
+      d::put_le<std::uint64_t>(payload.data() + p + times_at + 16 * t + 8, 0);
+    }
+    // The inode's length: what restore_inode reads of it.
+    auto r = fusexx::snapshot_reader::from_bytes(sealed(std::span(payload).subspan(p)));
+    memfs::inode scratch;
+    if (!r || !memfs::restore_inode(*r, scratch)) std::abort();
+    p = payload.size() - r->left();
+  }
+}
+
+// The same for passthrough's part: the device and inode numbers of its
+// source and of each inode it holds (inode_table::save's layout).
+void fix_passthrough_numbers(std::vector<std::byte>& payload) {
+  namespace d = fusexx::detail;
+  std::size_t p = 4 + 3;  // version, writeback, killpriv, passthrough
+  d::put_le<std::uint64_t>(payload.data() + p, 0);      // the root's device and inode: the target aims them
+  d::put_le<std::uint64_t>(payload.data() + p + 8, 0);
+  const auto count = d::get_le<std::uint64_t>(payload.data() + p + 24);
+  p += 32;
+  for (std::uint64_t k = 0; k < count; ++k, p += 48) {  // id, fd index, dev, ino, type, lookups, backing, users
+    d::put_le<std::uint64_t>(payload.data() + p + 12, 64);
+    d::put_le<std::uint64_t>(payload.data() + p + 20, 1000 + k);
+  }
+}
+
 void snapshot() {
   namespace f = snapshot_format;
   using fusexx::testing::harness;
@@ -591,16 +645,19 @@ void snapshot() {
       w.str("memfs");
       fusexx::write_session(w, h.state.describe(), mount);
       fusexx::write_entry_layout(w, with_layout ? std::optional(layout) : std::nullopt);
+      const std::size_t memfs_at = w.size();
       if (!h.fs.save(w)) std::abort();
-      const auto sealed = w.seal_to_bytes();
+      const auto all = w.seal_to_bytes();
+      std::vector<std::byte> payload(payload_of(all).begin(), payload_of(all).end());
+      fix_memfs_times(payload, memfs_at);
       if (with_layout) {
-        seed("memfs-uring", f::server_order | f::config_make_header, payload_of(sealed));
+        seed("memfs-uring", f::server_order | f::config_make_header, payload);
         continue;
       }
-      seed("memfs", f::server_order | f::config_make_header, payload_of(sealed));
-      seed("memfs-whole", f::server_order, sealed);
-      seed("memfs-sealed-memfd", f::server_order | f::config_memfd | f::config_sealed, sealed);
-      seed("memfs-memfd", f::server_order | f::config_memfd | f::config_make_header, payload_of(sealed));
+      seed("memfs", f::server_order | f::config_make_header, payload);
+      seed("memfs-whole", f::server_order, sealed(payload));
+      seed("memfs-sealed-memfd", f::server_order | f::config_memfd | f::config_sealed, sealed(payload));
+      seed("memfs-memfd", f::server_order | f::config_memfd | f::config_make_header, payload);
     }
     fusexx::snapshot_writer w;
     fusexx::write_session(w, h.state.describe(), mount);
@@ -626,11 +683,13 @@ void snapshot() {
       struct stat st {};
       if (::fstat(w.fds()[i], &st) == 0 && S_ISDIR(st.st_mode)) kinds |= 1 << i;
     }
-    const auto sealed = w.seal_to_bytes();
+    const auto all = w.seal_to_bytes();
+    std::vector<std::byte> payload(payload_of(all).begin(), payload_of(all).end());
+    fix_passthrough_numbers(payload);
     const auto count = static_cast<std::uint8_t>(w.fds().size());
-    seed("passthrough", f::passthrough_part | f::config_make_header | f::config_aim_root, payload_of(sealed), count, kinds);
-    seed("passthrough-other-source", f::passthrough_part | f::config_make_header, payload_of(sealed), count, kinds);
-    seed("passthrough-fds-missing", f::passthrough_part | f::config_make_header | f::config_aim_root, payload_of(sealed), 1, kinds);
+    seed("passthrough", f::passthrough_part | f::config_make_header | f::config_aim_root, payload, count, kinds);
+    seed("passthrough-other-source", f::passthrough_part | f::config_make_header, payload, count, kinds);
+    seed("passthrough-fds-missing", f::passthrough_part | f::config_make_header | f::config_aim_root, payload, 1, kinds);
   }
   {  // Handover messages, with the fds that go with them.
     using fusexx::handover::kind;
@@ -682,6 +741,13 @@ void control_request() {
     stats.requests = h.state.counters().requests;
     stats.errors = h.state.counters().errors_sent;
     control::fill_ops(stats, h.state.stats().snapshot());
+    for (auto& o : stats.ops) {  // latencies, fixed so that the seeds are the same every time
+      o.p50_ns = 1000;
+      o.p99_ns = 5000;
+      o.max_ns = 9000;
+      o.histogram = {};
+      o.histogram[5] = o.replies;
+    }
   }
   const auto text_seed = [&](const std::string& name, std::string_view text) {
     stream_writer w;
