@@ -48,8 +48,16 @@ inline constexpr std::size_t max_answer = 1 << 20;
 struct json {
   using array = std::vector<json>;
   using object = std::map<std::string, json, std::less<>>;
-  // null, bool, number (its text), string, array, object
-  std::variant<std::nullptr_t, bool, double, std::string, std::shared_ptr<array>, std::shared_ptr<object>> v = nullptr;
+  // A number as a double, and exactly when it is a whole number that fits
+  // 64 bits: the answers' counters are u64, which a double holds exactly only
+  // up to 2^53 (found by tests/fuzz/control_request).
+  struct number {
+    double value = 0;
+    std::optional<std::uint64_t> exact;
+    bool operator==(const number&) const = default;
+  };
+  // null, bool, number, string, array, object
+  std::variant<std::nullptr_t, bool, number, std::string, std::shared_ptr<array>, std::shared_ptr<object>> v = nullptr;
 
   bool is_object() const { return std::holds_alternative<std::shared_ptr<object>>(v); }
   bool is_array() const { return std::holds_alternative<std::shared_ptr<array>>(v); }
@@ -64,8 +72,18 @@ struct json {
     static const array none;
     return is_array() ? *std::get<std::shared_ptr<array>>(v) : none;
   }
-  double num(double otherwise = 0) const { return std::holds_alternative<double>(v) ? std::get<double>(v) : otherwise; }
-  std::uint64_t u64() const { return static_cast<std::uint64_t>(num()); }
+  double num(double otherwise = 0) const { return std::holds_alternative<number>(v) ? std::get<number>(v).value : otherwise; }
+  // A count: the number exactly, else clamped to 0 .. 2^64-1 (converting a
+  // negative, too large or NaN double is undefined; found by
+  // tests/fuzz/control_request).
+  std::uint64_t u64() const {
+    if (!std::holds_alternative<number>(v)) return 0;
+    const number& n = std::get<number>(v);
+    if (n.exact) return *n.exact;
+    if (!(n.value > 0)) return 0;
+    if (n.value >= 18446744073709551616.0) return UINT64_MAX;
+    return static_cast<std::uint64_t>(n.value);
+  }
   std::string str() const { return std::holds_alternative<std::string>(v) ? std::get<std::string>(v) : std::string(); }
   bool boolean() const { return std::holds_alternative<bool>(v) && std::get<bool>(v); }
 };
@@ -151,11 +169,14 @@ struct json_parser {
         at += word.size();
         return word == "null" ? json{} : json{word == "true"};
       }
-    double d = 0;
-    auto [p, ec] = std::from_chars(s.data() + at, s.data() + s.size(), d);
+    json::number n;
+    auto [p, ec] = std::from_chars(s.data() + at, s.data() + s.size(), n.value);
     if (ec != std::errc()) return fail();
+    std::uint64_t whole = 0;
+    auto [q, wec] = std::from_chars(s.data() + at, s.data() + s.size(), whole);
+    if (wec == std::errc() && q == p) n.exact = whole;  // all of it: a whole number
     at = static_cast<std::size_t>(p - s.data());
-    return {d};
+    return {n};
   }
 };
 }  // namespace detail
@@ -345,7 +366,7 @@ inline outcome<std::string> query(const std::string& path, std::string_view what
   std::error_code ec;
   std::string mountpoint = std::filesystem::absolute(path, ec).lexically_normal().string();
   if (ec || mountpoint.empty()) mountpoint = path;
-  if (mountpoint.size() > 1 && mountpoint.ends_with('/')) mountpoint.pop_back();
+  while (mountpoint.size() > 1 && mountpoint.ends_with('/')) mountpoint.pop_back();  // "///" too (main.hpp)
   auto connection = fuse_connection_of(mountpoint);
   if (!connection) return std::unexpected(connection.error());
   outcome<std::string> last = fail(ENOENT, "no fusexx server answers for the mount at {}", mountpoint);

@@ -169,9 +169,13 @@ class dispatcher {
   void init(const proto::init_in& in, const reply_sink& sink, std::uint64_t unique) {
     // Notifications go out on the fd INIT came in on: the session's own, on
     // every transport (kernel-facts Q4: INIT always arrives through read()).
-    session_.notify().attach(sink);
+    // Only an INIT the gate takes: a second one (refused EPROTO) must not
+    // move them to where it came from — an io_uring entry, say, whose
+    // memory the kernel owns again once the refusal is committed (found by
+    // tests/fuzz/uring_entry).
     auto& gate = session_.init();
     if (!gate.received(sink, unique)) return;  // refused by the gate itself
+    session_.notify().attach(sink);
     init_reply r = negotiate_init(fs_, session_, in);
     if (r.version_only) return gate.answer_version(bytes_of(r.out, r.size));
     // A hanging init() may have been given up on meanwhile: then the gate has

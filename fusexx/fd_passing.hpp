@@ -46,21 +46,31 @@ inline result<void> send_fd(int sock, int fd) {
   return {};
 }
 
-// The fd that arrived, or EIO when the peer closed or sent none.
+// The fd that arrived, or EIO when the peer closed or sent none. Only the
+// first fd is kept: any other that came with it is closed, and so is every fd
+// of a message that brought no byte. (The room for one fd holds two — the
+// kernel fills what CMSG_SPACE(sizeof(int)) rounds up to — and a sender may
+// send any number, or an empty datagram with fds: each fd that arrives is
+// this process's until closed. Found by tests/fuzz/fd_passing.)
 inline result<unique_fd> receive_fd(int sock) {
   detail::fd_message m;
   ssize_t n;
   do n = ::recvmsg(sock, &m.msg, MSG_CMSG_CLOEXEC);
   while (n < 0 && errno == EINTR);
-  if (n <= 0) return error(n < 0 ? errno : EIO);
+  if (n < 0) return last_error();
+  unique_fd first;
   for (cmsghdr* c = CMSG_FIRSTHDR(&m.msg); c; c = CMSG_NXTHDR(&m.msg, c)) {
-    if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+    const std::size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    for (std::size_t i = 0; i < count; ++i) {
       int fd;
-      std::memcpy(&fd, CMSG_DATA(c), sizeof fd);
-      return unique_fd(fd);
+      std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
+      if (!first) first = unique_fd(fd);
+      else ::close(fd);
     }
   }
-  return error(EIO);
+  if (n == 0 || !first) return error(EIO);
+  return first;
 }
 
 // A message and the fds that travel with it (SOCK_SEQPACKET keeps each one

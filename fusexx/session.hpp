@@ -127,8 +127,7 @@ class session {
     conn_.request_timeout = d.request_timeout;
     conn_.set_outcome(d.granted, d.max_pages);
     for (const auto& n : d.nodes) nodes_.looked_up(n.node, n.generation, n.lookups);
-    for (const auto& h : d.handles)
-      for (std::uint64_t i = 0; i < h.opens; ++i) handles_.opened(h.node, h.fh, h.directory, h.flags);
+    for (const auto& h : d.handles) handles_.opened(h.node, h.fh, h.directory, h.flags, h.opens);
     backing_.adopt(d.backing_ids);
     gate_.continue_serving();
   }

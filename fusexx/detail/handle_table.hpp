@@ -27,11 +27,15 @@ namespace detail {
 
 class handle_table {
  public:
-  void opened(ino node, fhandle fh, bool directory, int flags) {
+  // `count` opens at once: a successor restores the counts a snapshot holds
+  // in one step, not one by one (a corrupt count of 2^63 would never end;
+  // found by tests/fuzz/snapshot).
+  void opened(ino node, fhandle fh, bool directory, int flags, std::uint64_t count = 1) {
+    if (count == 0) return;
     handles_.with(node, [&](auto& m) {
       auto& r = m[key{node, fh, directory}];
       r.flags = flags;
-      ++r.opens;
+      r.opens += count;
     });
   }
   // Returns false when no such open was counted.

@@ -69,6 +69,7 @@
 #include "channel.hpp"
 #include "entry_region.hpp"
 #include "ring.hpp"
+#include "uring_entry.hpp"
 
 namespace fusexx::transport {
 
@@ -338,7 +339,7 @@ class uring_plane final : public channel {
     bool busy = false;       // holds a request whose reply is not committed yet
     bool handed = false;     // given to a successor: never touched again
     bool unadopted = false;  // (successor) waiting for the predecessor to hand it over
-    std::byte head[sizeof(proto::in_header) + proto::op_in_size]{};  // in_header + op_in, contiguous
+    entry_head head{};  // in_header + op_in, contiguous (decode_entry)
     std::coroutine_handle<> waiting;  // the entry's loop, waiting for its next completion
     int result = 0;
     bool completed = false;
@@ -660,26 +661,14 @@ class uring_plane final : public channel {
       counters.via_ring.fetch_add(1, std::memory_order_relaxed);
       proto::in_header h;
       std::memcpy(&h, e.header->in_out, sizeof h);
-      const std::size_t payload_size = e.header->ring_ent_in_out.payload_sz;
-      // The kernel puts the first argument in op_in and the rest in the
-      // payload; the header's len counts all of it.
-      const std::size_t total = h.len;
-      if (payload_size > e.payload.size() || total < sizeof h + payload_size ||
-          total - sizeof h - payload_size > proto::op_in_size) {
+      auto decoded = decode_entry(*e.header, e.payload, e.head, sink_for(e));
+      if (!decoded) {
         counters.malformed.fetch_add(1, std::memory_order_relaxed);
         log::error("io_uring queue {}: request {:#x} has inconsistent sizes", qid, h.unique);
         detail::send_reply(sink_for(e), h.unique, EIO);
         return;
       }
-      const std::size_t arg0 = total - sizeof h - payload_size;
-      std::memcpy(e.head, &h, sizeof h);
-      std::memcpy(e.head + sizeof h, e.header->op_in, arg0);
-      const std::size_t scratch_at = std::min(e.payload.size(), (payload_size + 63) & ~std::size_t{63});
-      detail::incoming in{.bytes = std::span<const std::byte>(e.head, sizeof h + arg0),
-                          .scratch = e.payload.subspan(scratch_at),
-                          .owner = nullptr,  // the entry's buffers stay reserved until its commit
-                          .sink = sink_for(e),
-                          .payload = std::span<const std::byte>(e.payload.data(), payload_size)};
+      detail::incoming& in = *decoded;
       current_opcode.store(static_cast<proto::opcode>(h.opcode), std::memory_order_relaxed);
       current_node.store(h.nodeid, std::memory_order_relaxed);
       current.store(h.unique, std::memory_order_release);
@@ -715,14 +704,7 @@ class uring_plane final : public channel {
       // A handler that finishes after its entry went to a successor: the
       // entry's memory is the successor's now.
       if (e.handed) return 0;
-      std::memcpy(e.header->in_out, iov[0].iov_base, std::min(iov[0].iov_len, sizeof e.header->in_out));
-      std::size_t at = 0;
-      for (int i = 1; i < count; ++i) {
-        if (at + iov[i].iov_len > e.payload.size()) return -EINVAL;
-        if (iov[i].iov_base != e.payload.data() + at) std::memmove(e.payload.data() + at, iov[i].iov_base, iov[i].iov_len);
-        at += iov[i].iov_len;
-      }
-      e.header->ring_ent_in_out.payload_sz = static_cast<std::uint32_t>(at);
+      if (const int rc = encode_entry_reply(*e.header, e.payload, iov, count); rc < 0) return rc;
       e.owner->commit(e);
       return 0;
     }
