@@ -309,6 +309,35 @@ used_kib() {  # df's used, of the mount (one STATFS)
   echo "${v:-0}"
 }
 
+# The processes with a cwd, root or open file under $1: "pid:comm ...".
+holders() {
+  local p l out=()
+  for p in /proc/[0-9]*; do
+    for l in "$p/cwd" "$p/root" "$p/fd/"*; do
+      [[ "$(readlink "$l" 2>/dev/null)" == "$1"* ]] || continue
+      out+=("${p#/proc/}:$(cat "$p/comm" 2>/dev/null)")
+      break
+    done
+  done
+  echo "${out[*]:-none found}"
+}
+
+# What a server that hangs is doing: each thread's name, state, kernel stack, and (with gdb)
+# its user stack.
+snapshot_server() {
+  local pid="$1" t
+  {
+    echo "== $(date -u '+%H:%M:%S') pid $pid"
+    for t in "/proc/$pid/task/"*; do
+      echo "-- thread ${t##*/} $(cat "$t/comm" 2>/dev/null) $(awk '/^State:/ { print $2, $3 }' "$t/status" 2>/dev/null) wchan=$(cat "$t/wchan" 2>/dev/null)"
+      cat "$t/stack" 2>/dev/null || true
+    done
+    if command -v gdb >/dev/null; then
+      timeout 60 gdb -p "$pid" -batch -nx -ex 'set pagination off' -ex 'thread apply all bt' 2>&1 || true
+    fi
+  } >>"$2" 2>&1
+}
+
 SUMMARY_ROWS=()
 FAILED=0
 
@@ -401,13 +430,19 @@ run_config() {
   if $hung; then
     REASONS+=("the load did not stop ${GRACE_S}s after its time: a request hangs? ($(
       alive "$stress" && echo stress-ng) $(alive "$fio" && echo fio))")
-    cat "/proc/$server/task/"*/stack >"$res/server-stacks.txt" 2>/dev/null || true
+    snapshot_server "$server" "$res/server-stacks.txt"
     stop_group "$stress"
     stop_group "$fio"
   fi
-  local stress_rc=0 fio_rc=0
+  local stress_rc=0 fio_rc=0 pg
   wait "$stress" || stress_rc=$?
   wait "$fio" || fio_rc=$?
+  for pg in "$stress" "$fio"; do  # nothing of the load may outlive it (it would hold the mount)
+    if kill -0 -- "-$pg" 2>/dev/null; then
+      NOTES+=("left running by the load, stopped: $(ps -o pid=,comm= -g "$pg" | paste -sd' ')")
+      stop_group "$pg"
+    fi
+  done
   LOAD_PGIDS=()
   ((stress_rc == 0)) || REASONS+=("stress-ng exited $stress_rc ($(stress_failures "$res/stress-ng.log"))")
   ((fio_rc == 0)) || REASONS+=("fio exited $fio_rc ($(grep -m1 -iE 'verify|error|err=[ ]*[1-9]' "$res/fio.log" | cut -c1-120))")
@@ -434,7 +469,11 @@ run_config() {
     REASONS+=("the server died during the load")
   fi
 
-  # Unmount; the server must exit 0 by itself.
+  # Unmount (not lazily, unless something still holds the mount: then say what); the
+  # server must exit 0 by itself.
+  local um_err
+  if $IS_ROOT; then um_err="$(umount "$mnt" 2>&1)"; else um_err="$(fusermount3 -u "$mnt" 2>&1)"; fi \
+    || NOTES+=("unmount: ${um_err:-failed}; held by: $(holders "$mnt"); unmounted lazily")
   unmount_dir "$mnt"
   for ((i = 0; i < 300; i++)); do
     alive "$server" || break
@@ -442,7 +481,8 @@ run_config() {
   done
   local server_rc=0
   if alive "$server"; then
-    REASONS+=("the server did not exit within 30 s of the unmount")
+    REASONS+=("the server did not exit within 30 s of the unmount (its threads: server-stacks.txt)")
+    snapshot_server "$server" "$res/server-stacks.txt"
     stop_pid "$server"
   fi
   wait "$server" || server_rc=$?
