@@ -36,6 +36,7 @@
 #include <charconv>
 #include <coroutine>
 #include <cstring>
+#include <limits>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -926,10 +927,17 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
     std::lock_guard g(mutex_);
     inode* i = find(id);
     if (!i) return fusexx::error(ENOENT);
-    if (!S_ISREG(i->mode)) return fusexx::error(EINVAL);
-    const off_t at = off_t(block) * off_t(blocksize);
+    if (!S_ISREG(i->mode) || blocksize == 0) return fusexx::error(EINVAL);
+    // A block past the largest offset is a hole: no file reaches it. (The
+    // product overflowed off_t before: found by tests/fuzz/dispatch_stream.)
+    off_t at = 0;
+    off_t end = 0;
+    if (block > std::uint64_t(std::numeric_limits<off_t>::max()) ||
+        __builtin_mul_overflow(off_t(block), off_t(blocksize), &at) ||
+        __builtin_add_overflow(at, off_t(blocksize), &end))
+      return std::uint64_t{0};
     auto data = i->data.seek_data(at);
-    if (!data || *data >= at + off_t(blocksize)) return std::uint64_t{0};
+    if (!data || *data >= end) return std::uint64_t{0};
     return block + 1;
   }
 
