@@ -48,7 +48,9 @@ if ! command -v "$CXX" >/dev/null; then
   echo "fuzz: 0 passed, 1 failed"
   exit 1
 fi
-export ASAN_SYMBOLIZER_PATH="${ASAN_SYMBOLIZER_PATH:-$(command -v llvm-symbolizer-19 || echo /usr/lib/llvm-19/bin/llvm-symbolizer)}"
+# Symbolized stacks: clang-19's package brings no llvm-symbolizer; any version reads the DWARF.
+symbolizer="$(command -v llvm-symbolizer-19 || command -v llvm-symbolizer || true)"
+[[ -n "$symbolizer" ]] && export ASAN_SYMBOLIZER_PATH="${ASAN_SYMBOLIZER_PATH:-$symbolizer}"
 # Leaks are reported by the Bazel ASan run of the replay tests; here a leak would
 # only stop fuzzing early, so the fuzzers check for them too (the default).
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
