@@ -66,14 +66,15 @@ GRACE_S=300    # how long after its time the load may take to stop before it cou
 STRESSORS=(access chdir chmod chown copy-file dentry dir dirdeep fallocate fcntl file-ioctl
   filename flock fpunch fsize hdd inotify iomix link lockf lockofd mknod mmap msync open
   readahead rename seek sendfile symlink sync-file touch utime xattr)
-# Sizes bounded so the data held at once stays a few hundred MiB (memfs keeps it in RAM),
+# Sizes bounded so the data held at once stays under a GiB (memfs keeps it in RAM;
+# copy-file's sparse file fills up to its size over minutes, 128m is its least),
 # and the names that exist at once about 12000: passthrough holds an fd per node the
 # kernel knows (symlink alone makes 8192 names; chdir, dir, dentry, dirdeep and open
 # about 1000 each), so the load stays well under an fd limit of 20000.
 STRESS_OPTS=(--hdd-bytes 32m --iomix-bytes 32m --fallocate-bytes 16m --readahead-bytes 32m
   --seek-size 16m --sync-file-bytes 32m --msync-bytes 8m --mmap-file --mmap-bytes 8m
   --chdir-dirs 512 --dir-dirs 512 --dentries 512 --dirdeep-inodes 1000 --open-max 512
-  --sendfile-size 1m)
+  --sendfile-size 1m --copy-file-bytes 128m)
 PASSTHROUGH_FDS=16384  # fds the passthrough server may need under this load, with room
 MEMFS_OPTS=size=2g  # far above what the load holds: reaching it (ENOSPC) would be a finding
 
