@@ -66,20 +66,21 @@ GRACE_S=300    # how long after its time the load may take to stop before it cou
 STRESSORS=(access chdir chmod chown copy-file dentry dir dirdeep fallocate fcntl file-ioctl
   filename flock fpunch fsize hdd inotify iomix link lockf lockofd mknod mmap msync open
   readahead rename seek sendfile symlink sync-file touch utime xattr)
-# Sizes bounded so the data held at once stays a few hundred MiB (memfs keeps it in RAM),
+# Sizes bounded so the data held at once stays under a GiB (memfs keeps it in RAM;
+# copy-file's sparse file fills up to its size over minutes, 128m is its least),
 # and the names that exist at once about 12000: passthrough holds an fd per node the
 # kernel knows (symlink alone makes 8192 names; chdir, dir, dentry, dirdeep and open
 # about 1000 each), so the load stays well under an fd limit of 20000.
 STRESS_OPTS=(--hdd-bytes 32m --iomix-bytes 32m --fallocate-bytes 16m --readahead-bytes 32m
   --seek-size 16m --sync-file-bytes 32m --msync-bytes 8m --mmap-file --mmap-bytes 8m
   --chdir-dirs 512 --dir-dirs 512 --dentries 512 --dirdeep-inodes 1000 --open-max 512
-  --sendfile-size 1m)
+  --sendfile-size 1m --copy-file-bytes 128m)
 PASSTHROUGH_FDS=16384  # fds the passthrough server may need under this load, with room
 MEMFS_OPTS=size=2g  # far above what the load holds: reaching it (ENOSPC) would be a finding
 
 say() { printf 'soak: %s\n' "$*"; }
 die() { printf 'soak: %s\n' "$*" >&2; exit 2; }
-usage() { sed -n '2,45p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,44p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 
 # --- judging ----------------------------------------------------------------------------
 # samples.csv: t_s,phase,rss_kib,fds,threads,data_kib,data_peak_kib
@@ -175,6 +176,7 @@ ONLY=""
 OUT="soak-results"
 INTERVAL=""
 BIN_DIR=""
+ARGS=("$@")
 while (($#)); do
   case "$1" in
     --minutes) MINUTES="${2:?--minutes needs a number}"; shift 2 ;;
@@ -273,31 +275,44 @@ cleanup() {
     for m in "${MOUNTS[@]}"; do is_mounted "$m" && busy=true; done
     $busy || rm -rf "$WORK"
   fi
+  [[ -z "$OWN_BIN" ]] || rm -rf "$OWN_BIN"
   exit "$status"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
 # --- the binaries ------------------------------------------------------------------------------
+OWN_BIN="${FUSEXX_SOAK_OWN_BIN:-}"  # a copy this run made: removed at the end
 if [[ -z "$BIN_DIR" ]]; then
   say "bazel build -c opt //examples:memfs //examples:passthrough //tools:fusexx-ctl"
   (cd "$ROOT" && bazel build -c opt //examples:memfs //examples:passthrough //tools:fusexx-ctl) \
     || die "the build failed"
   BAZEL_BIN="$(cd "$ROOT" && bazel info -c opt bazel-bin 2>/dev/null)"
-  BIN_DIR="$(mktemp -d "${TMPDIR:-/tmp}/fusexx-soak-bin.XXXXXX")"
   # Copies, so a build elsewhere in the tree cannot swap them during the hour.
-  cp "$BAZEL_BIN/examples/memfs" "$BAZEL_BIN/examples/passthrough" "$BAZEL_BIN/tools/fusexx-ctl" "$BIN_DIR/"
-  WORK_BIN="$BIN_DIR"
-else
-  WORK_BIN=""
+  BIN_DIR="$(mktemp -d "${TMPDIR:-/tmp}/fusexx-soak-bin.XXXXXX")"
+  OWN_BIN="$BIN_DIR"
+  cp "$BAZEL_BIN/examples/memfs" "$BAZEL_BIN/examples/passthrough" "$BAZEL_BIN/tools/fusexx-ctl" "$BIN_DIR/" \
+    || { rm -rf "$OWN_BIN"; die "cannot copy the binaries from $BAZEL_BIN"; }
 fi
 for b in memfs passthrough fusexx-ctl; do
-  [[ -x "$BIN_DIR/$b" ]] || die "$BIN_DIR/$b is missing"
+  [[ -x "$BIN_DIR/$b" ]] || { [[ -z "$OWN_BIN" ]] || rm -rf "$OWN_BIN"; die "$BIN_DIR/$b is missing"; }
 done
 
+# A mount namespace of its own (root): a mount namespace made while a soak mount exists
+# (a Bazel sandbox, say) gets a copy of it, and the kernel ends a FUSE connection only
+# when its last copy goes, so the server would outlive the unmount by as long as that
+# process lives (seen: 10 s for a sandboxed compile, more than 30 s for a test). In its
+# own private namespace, made after the build, nobody else copies the mounts, and
+# whatever the script leaves mounted goes with its last process.
+if $IS_ROOT && [[ -z "${FUSEXX_SOAK_NS:-}" ]]; then
+  if unshare --mount --propagation private true 2>/dev/null; then
+    FUSEXX_SOAK_NS=1 FUSEXX_SOAK_OWN_BIN="$OWN_BIN" \
+      exec unshare --mount --propagation private -- "$0" "${ARGS[@]}" --bin-dir "$BIN_DIR"
+  fi
+  say "note: no mount namespace of its own (unshare --mount failed): a server may outlive its unmount while another namespace holds a copy of the mount"
+fi
+
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/fusexx-soak.XXXXXX")"
-[[ -n "$WORK_BIN" ]] && mv "$WORK_BIN"/* "$WORK/" && rmdir "$WORK_BIN" && BIN_DIR="$WORK"
 
 # --- one configuration -------------------------------------------------------------------------
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
@@ -320,6 +335,21 @@ holders() {
     done
   done
   echo "${out[*]:-none found}"
+}
+
+# Processes of other mount namespaces that still have a copy of mount $1 (which keeps
+# its FUSE connection alive): "pid:comm ..." (one per namespace).
+mount_copies() {
+  local p ns own seen=" " out=()
+  own="$(readlink /proc/self/ns/mnt)"
+  for p in /proc/[0-9]*; do
+    ns="$(readlink "$p/ns/mnt" 2>/dev/null)" || continue
+    [[ "$ns" != "$own" && "$seen" != *" $ns "* ]] || continue
+    awk -v m="$1" '$5 == m { found = 1 } END { exit !found }' "$p/mountinfo" 2>/dev/null || continue
+    seen+="$ns "
+    out+=("${p#/proc/}:$(cat "$p/comm" 2>/dev/null)")
+  done
+  echo "${out[*]:-none}"
 }
 
 # What a server that hangs is doing: each thread's name, state, kernel stack, and (with gdb)
@@ -481,7 +511,7 @@ run_config() {
   done
   local server_rc=0
   if alive "$server"; then
-    REASONS+=("the server did not exit within 30 s of the unmount (its threads: server-stacks.txt)")
+    REASONS+=("the server did not exit within 30 s of the unmount (its threads: server-stacks.txt; copies of the mount in other mount namespaces: $(mount_copies "$mnt"))")
     snapshot_server "$server" "$res/server-stacks.txt"
     stop_pid "$server"
   fi
