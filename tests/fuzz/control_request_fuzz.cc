@@ -16,7 +16,6 @@
 // written with is read back exactly (integers to the last bit, strings byte
 // for byte); a request is either refused (EBADMSG, EMSGSIZE) or read whole
 // and, sent again, reads back the same; no fd leaks.
-#include <dirent.h>
 #include <fcntl.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -38,16 +37,6 @@ namespace {
 using namespace fusexx::fuzzing;
 namespace control = fusexx::control;
 using control::json;
-
-std::size_t open_fds() {
-  std::size_t n = 0;
-  DIR* d = ::opendir("/proc/self/fd");
-  FUZZ_CHECK(d != nullptr, "opendir /proc/self/fd: {}", std::strerror(errno));
-  while (dirent* e = ::readdir(d))
-    if (e->d_name[0] != '.') ++n;
-  ::closedir(d);
-  return n;
-}
 
 // JSON text of a value, as any writer would print it.
 std::string print(const json& v) {
@@ -207,14 +196,7 @@ void request_mode(input& in) {
   std::vector<std::byte> bytes(raw.size());
   if (!raw.empty()) std::memcpy(bytes.data(), raw.data(), raw.size());
   if (make_framing) {
-    std::vector<std::byte> all(fusexx::detail::snapshot_header_size);
-    std::memcpy(all.data(), fusexx::detail::snapshot_magic, 8);
-    fusexx::detail::put_le<std::uint32_t>(all.data() + 8, fusexx::snapshot_format_version);
-    fusexx::detail::put_le<std::uint32_t>(all.data() + 12, fusexx::detail::snapshot_header_size);
-    fusexx::detail::put_le<std::uint64_t>(all.data() + 16, bytes.size());
-    fusexx::detail::put_le<std::uint32_t>(all.data() + 24, fusexx::detail::crc32c(bytes));
-    all.insert(all.end(), bytes.begin(), bytes.end());
-    bytes = std::move(all);
+    bytes = sealed(bytes);
   }
   if (bytes.empty()) return;
   int sv[2];

@@ -28,6 +28,7 @@
 
 #include "examples/memfs_fs.hpp"
 #include "tests/fuzz/fuzz.hpp"
+#include "tests/fuzz/kernel_side.hpp"
 #include "tests/fuzz/stream.hpp"
 
 namespace {
@@ -40,16 +41,6 @@ namespace proto = fusexx::proto;
 struct nothing_fs : fusexx::filesystem_base<nothing_fs> {};
 
 using namespace fusexx::fuzzing;
-
-bool needs_no_reply(std::uint32_t op) {
-  switch (static_cast<opcode>(op)) {
-    case opcode::forget:
-    case opcode::batch_forget:
-    case opcode::interrupt:
-    case opcode::notify_reply: return true;
-    default: return false;
-  }
-}
 
 // The size a successful reply to `op` has (INIT's depends on the minor;
 // READ, READDIR, READLINK, GETXATTR and the like vary): nullopt if it varies.
@@ -101,8 +92,7 @@ struct kernel_side {
     bool refuse;
   };
   std::map<std::uint64_t, waiting> outstanding;
-  std::vector<std::uint64_t> nodes{fusexx::root_ino};
-  std::vector<std::uint64_t> handles{0};
+  fusexx::fuzzing::known_ids ids;  // what the replies handed out
   std::uint64_t replies = 0;
   const bool trace = std::getenv("FUZZ_TRACE") != nullptr;  // print every reply (reading a crash)
 
@@ -111,17 +101,9 @@ struct kernel_side {
   }
 
   int receive(const iovec* iov, int count) {
-    std::vector<std::byte> all;
-    for (int i = 0; i < count; ++i) {
-      auto p = static_cast<const std::byte*>(iov[i].iov_base);
-      all.insert(all.end(), p, p + iov[i].iov_len);
-    }
-    FUZZ_CHECK(all.size() >= sizeof(proto::out_header), "a {}-byte message, shorter than out_header", all.size());
-    proto::out_header h;
-    std::memcpy(&h, all.data(), sizeof h);
-    FUZZ_CHECK(h.len == all.size(), "out_header.len {} for a {}-byte message (unique {:#x})", h.len, all.size(),
-               h.unique);
-    const auto payload = std::span(all).subspan(sizeof h);
+    const auto m = fusexx::fuzzing::read_message(iov, count);
+    const proto::out_header& h = m.header;
+    const auto payload = m.payload();
 
     std::lock_guard lock(mutex);
     if (h.unique == 0) {  // a notification
@@ -146,31 +128,23 @@ struct kernel_side {
       FUZZ_CHECK(payload.size() == *size, "{} answered with {} bytes, not {}", proto::name(opcode(w.op)),
                  payload.size(), *size);
     }
-    if (h.error == 0) learn(w.op, payload);
+    if (h.error == 0) ids.learn(w.op, payload);
     return w.refuse ? -ENOENT : 0;
   }
-
-  // Node ids and handles the replies hand out, for later requests to use.
-  void learn(std::uint32_t op, std::span<const std::byte> payload) {
-    const auto o = opcode(op);
-    if (payload.size() >= sizeof(proto::entry_out) &&
-        (o == opcode::lookup || o == opcode::mknod || o == opcode::mkdir || o == opcode::symlink ||
-         o == opcode::link || o == opcode::create)) {
-      proto::entry_out e;
-      std::memcpy(&e, payload.data(), sizeof e);
-      if (e.nodeid != 0 && nodes.size() < 64) nodes.push_back(e.nodeid);
-      if (o == opcode::create && payload.size() >= sizeof e + sizeof(proto::open_out)) {
-        proto::open_out f;
-        std::memcpy(&f, payload.data() + sizeof e, sizeof f);
-        if (handles.size() < 64) handles.push_back(f.fh);
-      }
-    } else if ((o == opcode::open || o == opcode::opendir) && payload.size() >= sizeof(proto::open_out)) {
-      proto::open_out f;
-      std::memcpy(&f, payload.data(), sizeof f);
-      if (handles.size() < 64) handles.push_back(f.fh);
-    }
-  }
 };
+
+// A request of ours (INIT, the closing INTERRUPTs): header and body; deliver
+// sets its unique.
+template <class Body>
+std::vector<std::byte> request_bytes(opcode op, const Body& body) {
+  proto::in_header h{};
+  h.len = sizeof h + sizeof body;
+  h.opcode = static_cast<std::uint32_t>(op);
+  std::vector<std::byte> bytes(h.len);
+  std::memcpy(bytes.data(), &h, sizeof h);
+  std::memcpy(bytes.data() + sizeof h, &body, sizeof body);
+  return bytes;
+}
 
 // A buffer as a transport's: the request, then room for reply data.
 constexpr std::size_t buffer_size = 128 * 1024 + 4096;
@@ -194,12 +168,12 @@ void run_stream(Fs& fs, fusexx::fuzzing::input& in, bool stream_has_init) {
       next_unique += 2;
       {
         std::lock_guard lock(kernel.mutex);
-        if (how & how_known_node) h.nodeid = kernel.nodes[h.nodeid % kernel.nodes.size()];
+        if (how & how_known_node) h.nodeid = kernel.ids.node(h.nodeid);
         const std::size_t body = bytes.size() - sizeof h;
         if ((how & how_known_fh) && body >= sizeof(std::uint64_t)) {
           std::uint64_t fh;  // the word says which of the handles seen so far
           std::memcpy(&fh, bytes.data() + sizeof h, sizeof fh);
-          fh = kernel.handles[fh % kernel.handles.size()];
+          fh = kernel.ids.handle(fh);
           std::memcpy(bytes.data() + sizeof h, &fh, sizeof fh);
         }
         if ((how & how_aim_interrupt) && h.opcode == static_cast<std::uint32_t>(opcode::interrupt) &&
@@ -247,13 +221,7 @@ void run_stream(Fs& fs, fusexx::fuzzing::input& in, bool stream_has_init) {
     init.flags = in.u32();
     init.flags2 = in.u32();
     init.max_readahead = in.u32();
-    proto::in_header h{};
-    h.len = sizeof h + sizeof init;
-    h.opcode = static_cast<std::uint32_t>(opcode::init);
-    std::vector<std::byte> bytes(h.len);
-    std::memcpy(bytes.data(), &h, sizeof h);
-    std::memcpy(bytes.data() + sizeof h, &init, sizeof init);
-    deliver(std::move(bytes), how_fix_len, 0);
+    deliver(request_bytes(opcode::init, init), how_fix_len, 0);
   }
   while (!in.empty()) {
     const std::size_t length = in.u16();
@@ -274,14 +242,7 @@ void run_stream(Fs& fs, fusexx::fuzzing::input& in, bool stream_has_init) {
     for (auto& [unique, w] : kernel.outstanding) waiting.push_back(unique);
   }
   for (std::uint64_t unique : waiting) {
-    proto::in_header h{};
-    proto::interrupt_in body{.unique = unique};
-    h.len = sizeof h + sizeof body;
-    h.opcode = static_cast<std::uint32_t>(opcode::interrupt);
-    std::vector<std::byte> bytes(h.len);
-    std::memcpy(bytes.data(), &h, sizeof h);
-    std::memcpy(bytes.data() + sizeof h, &body, sizeof body);
-    deliver(std::move(bytes), how_fix_len, 0);
+    deliver(request_bytes(opcode::interrupt, proto::interrupt_in{.unique = unique}), how_fix_len, 0);
   }
   {
     std::unique_lock lock(kernel.mutex);

@@ -16,7 +16,6 @@
 // and whatever the calls returned; an fd handed out is open, close-on-exec,
 // and one of those sent; receive_with_fds returns at most max_bytes, and on a
 // seqpacket or datagram socket exactly the message sent, with exactly its fds.
-#include <dirent.h>
 #include <fcntl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -35,16 +34,6 @@ namespace {
 
 using namespace fusexx::fuzzing;
 using namespace fusexx::fuzzing::fd_passing_format;
-
-std::size_t open_fds() {
-  std::size_t n = 0;
-  DIR* d = ::opendir("/proc/self/fd");
-  FUZZ_CHECK(d != nullptr, "opendir /proc/self/fd: {}", std::strerror(errno));
-  while (dirent* e = ::readdir(d))
-    if (e->d_name[0] != '.') ++n;
-  ::closedir(d);
-  return n;
-}
 
 struct sent_message {
   std::vector<std::byte> data;

@@ -7,6 +7,11 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
+#include <span>
+#include <vector>
+
+#include <fusexx/restart/snapshot.hpp>
 
 namespace fusexx::fuzzing {
 
@@ -41,6 +46,21 @@ inline constexpr std::uint8_t config_memfd = 1 << 3;        // read through a me
 inline constexpr std::uint8_t config_sealed = 1 << 4;       // a sealed one
 inline constexpr std::uint8_t config_aim_root = 1 << 5;     // passthrough: the root is this source's
 }  // namespace snapshot_format
+
+// A whole snapshot of `payload`: the header snapshot_writer writes, then it
+// (the snapshot and control_request targets make the header around fuzzed
+// payloads, so that the checks behind it are reached).
+inline std::vector<std::byte> sealed(std::span<const std::byte> payload) {
+  namespace d = fusexx::detail;
+  std::vector<std::byte> out(d::snapshot_header_size);
+  std::memcpy(out.data(), d::snapshot_magic, sizeof d::snapshot_magic);
+  d::put_le<std::uint32_t>(out.data() + 8, fusexx::snapshot_format_version);
+  d::put_le<std::uint32_t>(out.data() + 12, d::snapshot_header_size);
+  d::put_le<std::uint64_t>(out.data() + 16, payload.size());
+  d::put_le<std::uint32_t>(out.data() + 24, d::crc32c(payload));
+  out.insert(out.end(), payload.begin(), payload.end());
+  return out;
+}
 
 namespace control_request_format {
 enum mode : std::uint8_t { json_text, answer_values, request };

@@ -6,6 +6,9 @@
 // -fsanitize=fuzzer (tests/fuzz/run.sh), libFuzzer drives it; built with g++
 // by Bazel (tests/fuzz/BUILD.bazel), replay_main.cc feeds it the seed corpus
 // and the regression inputs, so every crash ever found stays a test.
+#include <dirent.h>
+
+#include <cerrno>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -69,3 +72,20 @@ template <class... Args>
   do {                                                         \
     if (!(cond)) ::fusexx::fuzzing::fail(__VA_ARGS__);         \
   } while (0)
+
+namespace fusexx::fuzzing {
+
+// How many fds this process has open: a target that hands fds around counts
+// them before and after each input (a leak of one per input is invisible
+// otherwise, until the process runs out).
+inline std::size_t open_fds() {
+  std::size_t n = 0;
+  DIR* d = ::opendir("/proc/self/fd");
+  FUZZ_CHECK(d != nullptr, "opendir /proc/self/fd: {}", std::strerror(errno));
+  while (dirent* e = ::readdir(d))
+    if (e->d_name[0] != '.') ++n;
+  ::closedir(d);
+  return n - 1;  // not the one opendir itself held
+}
+
+}  // namespace fusexx::fuzzing

@@ -255,18 +255,6 @@ std::vector<std::byte> handover_bytes(const fusexx::handover::message& m) {
 std::span<const std::byte> payload_of(const std::vector<std::byte>& sealed) {
   return std::span(sealed).subspan(fusexx::detail::snapshot_header_size);
 }
-// A whole snapshot of `payload`: the header snapshot_writer writes, then it.
-std::vector<std::byte> sealed(std::span<const std::byte> payload) {
-  namespace d = fusexx::detail;
-  std::vector<std::byte> out(d::snapshot_header_size);
-  std::memcpy(out.data(), d::snapshot_magic, sizeof d::snapshot_magic);
-  d::put_le<std::uint32_t>(out.data() + 8, fusexx::snapshot_format_version);
-  d::put_le<std::uint32_t>(out.data() + 12, d::snapshot_header_size);
-  d::put_le<std::uint64_t>(out.data() + 16, payload.size());
-  d::put_le<std::uint32_t>(out.data() + 24, d::crc32c(payload));
-  out.insert(out.end(), payload.begin(), payload.end());
-  return out;
-}
 
 // A directory of its own, removed at the end.
 struct temp_dir {

@@ -42,6 +42,7 @@
 
 #include "tests/fuzz/formats.hpp"
 #include "tests/fuzz/fuzz.hpp"
+#include "tests/fuzz/kernel_side.hpp"
 
 namespace {
 
@@ -90,16 +91,9 @@ struct kernel_side {
     return static_cast<kernel_side*>(self)->receive(iov, count);
   }
   int receive(const iovec* iov, int count) {
-    std::vector<std::byte> all;
-    for (int i = 0; i < count; ++i) {
-      auto p = static_cast<const std::byte*>(iov[i].iov_base);
-      all.insert(all.end(), p, p + iov[i].iov_len);
-    }
-    FUZZ_CHECK(all.size() >= sizeof(proto::out_header), "a {}-byte message", all.size());
-    proto::out_header h;
-    std::memcpy(&h, all.data(), sizeof h);
-    FUZZ_CHECK(h.len == all.size(), "out_header.len {} for a {}-byte message", h.len, all.size());
-    const auto payload = std::span(all).subspan(sizeof h);
+    const auto m = read_message(iov, count);
+    const proto::out_header& h = m.header;
+    const auto payload = m.payload();
     if (h.unique == 0) {
       FUZZ_CHECK(h.error == static_cast<int>(proto::notify_code::retrieve), "an unexpected notification, code {}",
                  h.error);

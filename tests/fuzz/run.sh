@@ -137,6 +137,12 @@ for name in "${targets[@]}"; do
   "$bin" "${fork[@]}" -max_total_time="$per_target" -timeout=10 -rss_limit_mb=2048 -max_len=8192 \
     -print_final_stats=1 -artifact_prefix="$out/crashes/$name-" "$work" >"$log" 2>&1 || rc=$?
   execs="$(grep -E '^stat::number_of_executed_units:' "$log" | awk '{s += $2} END {print s + 0}')"
+  if ((execs == 0)); then
+    # -fork mode prints no final stats: its status lines ("#N: cov: ...") count
+    # the executions of all its jobs.
+    execs="$(grep -oE '^#[0-9]+:' "$log" | tail -n 1 | tr -d '#:')"
+    execs="${execs:-0}"
+  fi
   cov="$(grep -oE 'cov: [0-9]+' "$log" | tail -n 1 | awk '{print $2}')"
   if ((rc != 0)) || compgen -G "$out/crashes/$name-*" >/dev/null; then
     say "$name: FAILED after ${execs:-?} executions (exit $rc):"

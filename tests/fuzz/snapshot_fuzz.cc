@@ -27,7 +27,6 @@
 // restores to the same again; an entry layout that maps covers its entries;
 // a handover message sent again reads back the same; and no fd leaks (every
 // fd beside a snapshot is closed with it or with the filesystem that took it).
-#include <dirent.h>
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -61,16 +60,6 @@ using namespace fusexx::fuzzing::snapshot_format;
 void trace(std::string_view what) {
   static const bool on = std::getenv("FUZZ_TRACE") != nullptr;
   if (on) std::fprintf(stderr, "snapshot: %.*s\n", static_cast<int>(what.size()), what.data());
-}
-
-std::size_t open_fds() {
-  std::size_t n = 0;
-  DIR* d = ::opendir("/proc/self/fd");
-  FUZZ_CHECK(d != nullptr, "opendir /proc/self/fd: {}", std::strerror(errno));
-  while (dirent* e = ::readdir(d))
-    if (e->d_name[0] != '.') ++n;
-  ::closedir(d);
-  return n;
 }
 
 // The directory passthrough mirrors (empty; made once, removed at exit).
@@ -368,14 +357,7 @@ void run(input& in) {
     std::memcpy(bytes.data() + 15, &ino, 8);
   }
   if (config & config_make_header) {
-    std::vector<std::byte> all(fusexx::detail::snapshot_header_size);
-    std::memcpy(all.data(), fusexx::detail::snapshot_magic, 8);
-    fusexx::detail::put_le<std::uint32_t>(all.data() + 8, fusexx::snapshot_format_version);
-    fusexx::detail::put_le<std::uint32_t>(all.data() + 12, fusexx::detail::snapshot_header_size);
-    fusexx::detail::put_le<std::uint64_t>(all.data() + 16, bytes.size());
-    fusexx::detail::put_le<std::uint32_t>(all.data() + 24, fusexx::detail::crc32c(bytes));
-    all.insert(all.end(), bytes.begin(), bytes.end());
-    bytes = std::move(all);
+    bytes = sealed(bytes);
   }
   auto fds = fds_beside(fd_count, fd_kinds);
   if (m == handover_message) return handover_mode(std::move(bytes), std::move(fds));

@@ -41,6 +41,7 @@
 #include "examples/memfs_fs.hpp"
 #include "tests/fuzz/formats.hpp"
 #include "tests/fuzz/fuzz.hpp"
+#include "tests/fuzz/kernel_side.hpp"
 #include "tests/fuzz/stream.hpp"
 
 namespace {
@@ -53,16 +54,6 @@ using namespace fusexx::fuzzing;
 struct nothing_fs : fusexx::filesystem_base<nothing_fs> {};
 
 namespace f = fusexx::fuzzing::uring_entry_format;
-
-bool needs_no_reply(std::uint32_t op) {
-  switch (static_cast<opcode>(op)) {
-    case opcode::forget:
-    case opcode::batch_forget:
-    case opcode::interrupt:
-    case opcode::notify_reply: return true;
-    default: return false;
-  }
-}
 
 struct ring_side;
 
@@ -81,8 +72,7 @@ struct ring_side {
   std::mutex mutex;
   std::condition_variable changed;
   std::map<std::uint64_t, ring_entry*> busy;  // by unique: entries holding a request not committed yet
-  std::vector<std::uint64_t> nodes{fusexx::root_ino};
-  std::vector<std::uint64_t> handles{0};
+  fusexx::fuzzing::known_ids ids;  // what the replies handed out
   const bool trace = std::getenv("FUZZ_TRACE") != nullptr;  // print every commit (reading a crash)
 
   // The entry's reply sink, as uring.hpp's write_reply: encode, then commit.
@@ -122,7 +112,7 @@ struct ring_side {
     e.committed = true;
     busy.erase(e.unique);
     changed.notify_all();
-    if (h.error == 0) learn(e.op, std::span<const std::byte>(e.payload.data(), size));
+    if (h.error == 0) ids.learn(e.op, std::span<const std::byte>(e.payload.data(), size));
   }
 
   // The transport's commit without a reply (requests that need none).
@@ -133,26 +123,6 @@ struct ring_side {
     std::memcpy(e.header.in_out, &out, sizeof out);
     e.header.ring_ent_in_out.payload_sz = 0;
     commit(e, out);
-  }
-
-  void learn(std::uint32_t op, std::span<const std::byte> payload) {
-    const auto o = opcode(op);
-    if (payload.size() >= sizeof(proto::entry_out) &&
-        (o == opcode::lookup || o == opcode::mknod || o == opcode::mkdir || o == opcode::symlink ||
-         o == opcode::link || o == opcode::create)) {
-      proto::entry_out e;
-      std::memcpy(&e, payload.data(), sizeof e);
-      if (e.nodeid != 0 && nodes.size() < 64) nodes.push_back(e.nodeid);
-      if (o == opcode::create && payload.size() >= sizeof e + sizeof(proto::open_out)) {
-        proto::open_out f;
-        std::memcpy(&f, payload.data() + sizeof e, sizeof f);
-        if (handles.size() < 64) handles.push_back(f.fh);
-      }
-    } else if ((o == opcode::open || o == opcode::opendir) && payload.size() >= sizeof(proto::open_out)) {
-      proto::open_out f;
-      std::memcpy(&f, payload.data(), sizeof f);
-      if (handles.size() < 64) handles.push_back(f.fh);
-    }
   }
 };
 
@@ -253,11 +223,11 @@ void run(Fs& fs, input& in, std::size_t payload_size) {
     next_unique += 2;
     {
       std::lock_guard lock(ring.mutex);
-      if (how & f::how_known_node) h.nodeid = ring.nodes[h.nodeid % ring.nodes.size()];
+      if (how & f::how_known_node) h.nodeid = ring.ids.node(h.nodeid);
       if (how & f::how_known_fh) {
         std::uint64_t fh;
         std::memcpy(&fh, e->header.op_in, sizeof fh);
-        fh = ring.handles[fh % ring.handles.size()];
+        fh = ring.ids.handle(fh);
         std::memcpy(e->header.op_in, &fh, sizeof fh);
       }
     }
