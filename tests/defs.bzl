@@ -35,17 +35,35 @@ def fusexx_tests(srcs, data = [], deps = [], size = "medium", tags = [], no_sand
     for src in srcs:
         name = src[:-len(".cc")]
         test_tags = tags + (["no-sandbox"] if name in no_sandbox else []) + (["exclusive"] if name in exclusive else [])
-        variants = [(name, None)]
-        if name in per_transport:
-            variants = [(name, "classic"), (name + "_uring", "uring")]
-        for test_name, transport in variants:
+        test_deps = ["//fusexx", "//tests:doctest_main"] + deps
+        if name not in per_transport:
+            native.cc_test(
+                name = name,
+                srcs = [src],
+                deps = test_deps,
+                data = data,
+                env = env,
+                size = size,
+                tags = test_tags,
+            )
+            continue
+
+        # Both transports' tests link one compiled copy of the source: two
+        # cc_tests with the same srcs would compile it twice (objects are per
+        # target), and these are the heaviest sources the suite has.
+        native.cc_library(
+            name = name + "_lib",
+            testonly = True,
+            srcs = [src],
+            deps = test_deps,
+            alwayslink = True,
+        )
+        for test_name, transport in [(name, "classic"), (name + "_uring", "uring")]:
             test_env = dict(env)
-            if transport:
-                test_env["FUSEXX_TRANSPORT"] = transport
+            test_env["FUSEXX_TRANSPORT"] = transport
             native.cc_test(
                 name = test_name,
-                srcs = [src],
-                deps = ["//fusexx", "//tests:doctest_main"] + deps,
+                deps = [":" + name + "_lib"],
                 data = data,
                 env = test_env,
                 size = size,
