@@ -4,11 +4,13 @@
 #include <doctest/doctest.h>
 
 #include <sys/statvfs.h>
+#include <sys/xattr.h>
 
 #include <atomic>
 #include <cstring>
 #include <fstream>
 #include <thread>
+#include <vector>
 
 #include <fusexx/fusexx.hpp>
 
@@ -233,6 +235,57 @@ TEST_CASE("the root's type and the mountpoint's must agree: refused in one sente
     CHECK(r.error().code.value() == EISDIR);
     CHECK_FALSE(is_fuse_mounted(dir.path()));
   }
+}
+
+namespace {
+
+// A root directory with an extended attribute of 16 KiB, on a connection
+// whose max_write is one page: the io_uring transport's payload buffers are
+// sized from max_write (8 KiB here), and the kernel copies no more than that
+// from an entry, so the value cannot travel through a ring; /dev/fuse takes a
+// reply of any size the application asked for.
+struct big_xattr_fs : filesystem_base<big_xattr_fs> {
+  static constexpr std::size_t value_size = 16 * 1024;
+  result<void> init(connection& c) {
+    c.max_write = 4096;
+    return {};
+  }
+  result<attr> getattr(request&, ino i, std::optional<fhandle>) {
+    if (i != root_ino) return error(ENOENT);
+    struct stat st {};
+    st.st_ino = root_ino;
+    st.st_mode = S_IFDIR | 0755;
+    st.st_nlink = 2;
+    return attr{.st = st};
+  }
+  result<std::string> getxattr(request&, ino, std::string_view) { return std::string(value_size, 'x'); }
+};
+
+}  // namespace
+
+TEST_CASE("a reply larger than the transport can carry is answered EIO, and the server goes on") {
+  temp_dir dir;
+  big_xattr_fs fs;
+  server<big_xattr_fs> srv(fs, options_for(dir.path()));
+  auto r = srv.start();
+  REQUIRE_MESSAGE(r, (r ? "" : r.error().message));
+  std::vector<char> buf(64 * 1024);
+  // More times than a queue has entries: a reply that left its entry
+  // uncommitted would hang the first call, and lose the entry for good.
+  for (int i = 0; i < 20; ++i) {
+    errno = 0;
+    const ssize_t n = ::getxattr(dir.path().c_str(), "user.big", buf.data(), buf.size());
+    if (transport_from_env() == transport_kind::uring) {
+      CHECK(n == -1);
+      CHECK(errno == EIO);
+    } else {
+      CHECK(n == static_cast<ssize_t>(big_xattr_fs::value_size));
+    }
+  }
+  // A reply that fits still goes through.
+  CHECK(::getxattr(dir.path().c_str(), "user.big", nullptr, 0) == static_cast<ssize_t>(big_xattr_fs::value_size));
+  srv.stop();
+  CHECK_FALSE(is_fuse_mounted(dir.path()));
 }
 
 TEST_CASE("a mountpoint that is already a FUSE mount is refused, saying what is there") {

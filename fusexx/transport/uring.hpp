@@ -704,7 +704,18 @@ class uring_plane final : public channel {
       // A handler that finishes after its entry went to a successor: the
       // entry's memory is the successor's now.
       if (e.handed) return 0;
-      if (const int rc = encode_entry_reply(*e.header, e.payload, iov, count); rc < 0) return rc;
+      if (const int rc = encode_entry_reply(*e.header, e.payload, iov, count); rc < 0) {
+        // More data than the entry's payload buffer holds — and the kernel
+        // copies no more than that (ring->max_payload_sz) — e.g. a
+        // getxattr value larger than the buffer sized from max_write. EIO in
+        // its place, as the kernel answers a reply it cannot copy on
+        // /dev/fuse: uncommitted, the entry would be lost and the
+        // application would wait for ever. The caller logs `rc`.
+        proto::in_header h;
+        std::memcpy(&h, e.header->in_out, sizeof h);  // untouched: the encoder refused before writing
+        e.owner->commit_empty(e, h.unique, -EIO);
+        return rc;
+      }
       e.owner->commit(e);
       return 0;
     }

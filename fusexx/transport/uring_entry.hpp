@@ -59,14 +59,14 @@ inline std::optional<detail::incoming> decode_entry(const proto::uring_req_heade
 // Writes a reply into the entry: iov[0] (the out_header) into in_out, the
 // rest back to back at the start of the payload buffer (a handler that built
 // its data in place, in the scratch room, has it moved down), and payload_sz
-// to the data's length. -EINVAL, with the entry unchanged, when the data does
-// not fit the payload buffer (or there is no out_header).
+// to the data's length. With the entry unchanged: -EMSGSIZE when the data
+// does not fit the payload buffer, -EINVAL when there is no out_header.
 inline int encode_entry_reply(proto::uring_req_header& header, std::span<std::byte> payload, const iovec* iov,
                               int count) {
   if (count < 1 || iov[0].iov_len < sizeof(proto::out_header)) return -EINVAL;
   std::size_t total = 0;
   for (int i = 1; i < count; ++i) {
-    if (iov[i].iov_len > payload.size() - total) return -EINVAL;
+    if (iov[i].iov_len > payload.size() - total) return -EMSGSIZE;
     total += iov[i].iov_len;
   }
   std::memcpy(header.in_out, iov[0].iov_base, std::min(iov[0].iov_len, sizeof header.in_out));
