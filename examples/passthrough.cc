@@ -6,11 +6,26 @@
 // plus every option of fusexx::main (transport=classic|uring|auto, threads=N,
 // ...). A missing or unusable source is an error with exit status 2; the
 // server then serves until SIGTERM/SIGINT or an unmount and exits 0.
+#include <sys/resource.h>
 #include <sys/stat.h>
 
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 
 #include "examples/passthrough_fs.hpp"
+
+// Every node the kernel holds keeps an O_PATH fd to its source file, and every
+// open file one more: the usual soft limit of 1024 runs out (EMFILE to the
+// application) long before the hard limit. Raised to the hard limit, as
+// libfuse's passthrough_hp does.
+static void raise_fd_limit() {
+  rlimit l{};
+  if (::getrlimit(RLIMIT_NOFILE, &l) != 0 || l.rlim_cur >= l.rlim_max) return;
+  l.rlim_cur = l.rlim_max;
+  if (::setrlimit(RLIMIT_NOFILE, &l) != 0)
+    std::fprintf(stderr, "passthrough: warning: cannot raise the open-file limit: %s\n", std::strerror(errno));
+}
 
 int main(int argc, char** argv) {
   passthrough_fs fs;
@@ -24,6 +39,7 @@ int main(int argc, char** argv) {
     else std::printf("fusexx %.*s\n", static_cast<int>(fusexx::version.size()), fusexx::version.data());
     return 0;
   }
+  raise_fd_limit();
   if (auto r = fs.open_source(); !r) {
     std::fprintf(stderr, "%s\n", r.error().message.c_str());
     return 2;

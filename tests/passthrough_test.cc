@@ -12,6 +12,7 @@
 #include <linux/falloc.h>
 #include <signal.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <sys/xattr.h>
@@ -509,6 +510,36 @@ TEST_CASE("passthrough SRC DIR mirrors SRC (what mount -t fuse.passthrough runs)
   CHECK(slurp(src + "/written") == "through the mirror\n");
   CHECK(find_fuse_mount(m.path())->source == src);
   CHECK_MESSAGE(m.stop() == 0, m.output());
+}
+
+// Each file the kernel knows holds an O_PATH fd in the server and each open
+// file one more: the server raises its soft open-file limit to the hard one
+// (started here with a soft limit of 256, it would answer EMFILE after about
+// 120 open files).
+TEST_CASE("the server raises its soft open-file limit: hundreds of files held open through it") {
+  rlimit saved{};
+  REQUIRE(::getrlimit(RLIMIT_NOFILE, &saved) == 0);
+  if (saved.rlim_max < 2048) {
+    MESSAGE("skipped: the hard open-file limit is only " << saved.rlim_max);
+    return;
+  }
+  const rlimit low{256, saved.rlim_max};
+  REQUIRE(::setrlimit(RLIMIT_NOFILE, &low) == 0);
+  mirror mr;  // the server inherits the low soft limit
+  REQUIRE(::setrlimit(RLIMIT_NOFILE, &saved) == 0);
+  constexpr int files = 400;
+  for (int i = 0; i < files; ++i) write_file(mr.src("f" + std::to_string(i)), "x");
+  std::vector<int> fds;
+  int failed = 0, first_errno = 0;
+  for (int i = 0; i < files; ++i) {
+    const int fd = ::open(mr.mnt("f" + std::to_string(i)).c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) fds.push_back(fd);
+    else if (failed++ == 0) first_errno = errno;
+  }
+  CHECK_MESSAGE(failed == 0, failed << " opens failed, the first with " << std::string(std::strerror(first_errno)));
+  char c = 0;
+  if (!fds.empty()) CHECK(::pread(fds.back(), &c, 1, 0) == 1);
+  for (int fd : fds) ::close(fd);
 }
 
 TEST_CASE("lookup counts: every reference the kernel took is forgotten, and the inodes freed") {
