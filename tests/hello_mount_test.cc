@@ -15,6 +15,7 @@
 #include <fusexx/fusexx.hpp>
 
 #include "examples/hello_fs.hpp"
+#include "tests/support/mounted.hpp"
 #include "tests/support/process.hpp"
 
 using namespace fusexx;
@@ -264,17 +265,15 @@ struct big_xattr_fs : filesystem_base<big_xattr_fs> {
 }  // namespace
 
 TEST_CASE("a reply larger than the transport can carry is answered EIO, and the server goes on") {
-  temp_dir dir;
-  big_xattr_fs fs;
-  server<big_xattr_fs> srv(fs, options_for(dir.path()));
-  auto r = srv.start();
-  REQUIRE_MESSAGE(r, (r ? "" : r.error().message));
+  mounted<big_xattr_fs> m;
+  REQUIRE_MESSAGE(m.ok(), m.error());
+  const std::string root = m.path();
   std::vector<char> buf(64 * 1024);
   // More times than a queue has entries: a reply that left its entry
   // uncommitted would hang the first call, and lose the entry for good.
   for (int i = 0; i < 20; ++i) {
     errno = 0;
-    const ssize_t n = ::getxattr(dir.path().c_str(), "user.big", buf.data(), buf.size());
+    const ssize_t n = ::getxattr(root.c_str(), "user.big", buf.data(), buf.size());
     if (transport_from_env() == transport_kind::uring) {
       CHECK(n == -1);
       CHECK(errno == EIO);
@@ -283,9 +282,9 @@ TEST_CASE("a reply larger than the transport can carry is answered EIO, and the 
     }
   }
   // A reply that fits still goes through.
-  CHECK(::getxattr(dir.path().c_str(), "user.big", nullptr, 0) == static_cast<ssize_t>(big_xattr_fs::value_size));
-  srv.stop();
-  CHECK_FALSE(is_fuse_mounted(dir.path()));
+  CHECK(::getxattr(root.c_str(), "user.big", nullptr, 0) == static_cast<ssize_t>(big_xattr_fs::value_size));
+  m.stop();
+  CHECK_FALSE(is_fuse_mounted(root));
 }
 
 TEST_CASE("a mountpoint that is already a FUSE mount is refused, saying what is there") {
