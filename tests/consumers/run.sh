@@ -172,7 +172,7 @@ fi
 export CMAKE_PREFIX_PATH="$PREFIX"
 export PKG_CONFIG_PATH="$PREFIX/lib/pkgconfig"
 export TMPDIR="$SCRATCH/tmp"
-export PATH="$SCRATCH/bin:$PATH"
+export PATH="$SCRATCH/bin:$PREFIX/bin:$PATH"  # fusexx-ctl, as from /usr/local/bin
 
 # Shows why a consumer failed: the end of its block's log.
 explain() {
