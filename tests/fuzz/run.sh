@@ -136,14 +136,14 @@ for name in "${targets[@]}"; do
   rc=0
   "$bin" "${fork[@]}" -max_total_time="$per_target" -timeout=10 -rss_limit_mb=2048 -max_len=8192 \
     -print_final_stats=1 -artifact_prefix="$out/crashes/$name-" "$work" >"$log" 2>&1 || rc=$?
-  execs="$(grep -E '^stat::number_of_executed_units:' "$log" | awk '{s += $2} END {print s + 0}')"
+  # (awk alone: a grep that finds nothing would end this script, under pipefail.)
+  execs="$(awk '/^stat::number_of_executed_units:/ {s += $2} END {print s + 0}' "$log")"
   if ((execs == 0)); then
     # -fork mode prints no final stats: its status lines ("#N: cov: ...") count
     # the executions of all its jobs.
-    execs="$(grep -oE '^#[0-9]+:' "$log" | tail -n 1 | tr -d '#:')"
-    execs="${execs:-0}"
+    execs="$(awk -F'[#:]' '/^#[0-9]+:/ {n = $2} END {print n + 0}' "$log")"
   fi
-  cov="$(grep -oE 'cov: [0-9]+' "$log" | tail -n 1 | awk '{print $2}')"
+  cov="$(awk '{for (i = 1; i < NF; ++i) if ($i == "cov:") c = $(i + 1)} END {print c}' "$log")"
   if ((rc != 0)) || compgen -G "$out/crashes/$name-*" >/dev/null; then
     say "$name: FAILED after ${execs:-?} executions (exit $rc):"
     grep -E 'fuzz check failed|ERROR: |runtime error|SUMMARY|Test unit written|deadly signal' "$log" | head -n 20
