@@ -35,7 +35,7 @@ class handle_table {
     handles_.with(node, [&](auto& m) {
       auto& r = m[key{node, fh, directory}];
       r.flags = flags;
-      r.opens += count;
+      add_count(r.opens, count);
     });
   }
   // Returns false when no such open was counted.

@@ -30,7 +30,7 @@ class node_table {
     nodes_.with(node, [&](auto& m) {
       auto& r = m[node];
       r.generation = generation;
-      r.lookups += count;
+      add_count(r.lookups, count);
     });
   }
 

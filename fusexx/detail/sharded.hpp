@@ -10,6 +10,15 @@
 
 namespace fusexx::detail {
 
+// Adds to a count the kernel holds (lookups, opens), stopping at the largest
+// value: a restored snapshot may name one node or handle in several records,
+// and counts that wrapped to 0 would drop something the kernel still uses
+// (found by tests/fuzz/snapshot). The kernel's own counts are 64 bits and
+// never come near it.
+constexpr void add_count(std::uint64_t& total, std::uint64_t more) noexcept {
+  total = more > UINT64_MAX - total ? UINT64_MAX : total + more;
+}
+
 template <class Map, std::size_t Count = 16>
 class sharded {
  public:

@@ -4,11 +4,18 @@
 # time, starting from its seed corpus (tests/fuzz/corpus/NAME) and its regression
 # inputs (tests/fuzz/regressions/NAME), which it first replays.
 #
-#   tests/fuzz/run.sh [--seconds N] [--target NAME]... [--out DIR] [--jobs J]
+#   tests/fuzz/run.sh [--seconds N | --runs N] [--seed S] [--target NAME]... [--out DIR] [--jobs J]
 #
-#   --seconds N   fuzzing time in all, shared equally by the targets (default 60:
-#                 what tools/dev test gives it). A long run: --seconds 3600 --target
-#                 dispatch_stream (docs/reliability.md, "Fuzzing").
+#   --seconds N   fuzzing time in all, shared equally by the targets (default 60).
+#                 A long run: --seconds 3600 --target dispatch_stream
+#                 (docs/reliability.md, "Fuzzing").
+#   --runs N      instead: N inputs per target (libFuzzer -runs), at most 120 s each.
+#                 With --seed, runs of one tree try nearly the same inputs on any
+#                 machine and at any load (the targets' threads and fds make it not
+#                 quite the same): what tools/dev test does (--runs 50000 --seed 1),
+#                 so a CI verdict depends little on luck; finding new bugs is the
+#                 long runs' job.
+#   --seed S      libFuzzer's random seed (default: a new one each run)
 #   --target NAME only this target (repeatable; default: every tests/fuzz/*_fuzz.cc)
 #   --out DIR     binaries, working corpora, logs and crash inputs (default: a
 #                 fresh temporary directory, kept when something failed). The
@@ -26,12 +33,16 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 seconds=60
+runs=0
+seed=""
 out=""
 jobs=1
 targets=()
 while (($#)); do
   case "$1" in
     --seconds) seconds="$2"; shift 2 ;;
+    --runs) runs="$2"; shift 2 ;;
+    --seed) seed="$2"; shift 2 ;;
     --target) targets+=("$2"); shift 2 ;;
     --out) out="$2"; shift 2 ;;
     --jobs) jobs="$2"; shift 2 ;;
@@ -105,6 +116,9 @@ done
 # 2. Replay the regressions, then fuzz each target for its share of the time.
 per_target=$((seconds / ${#targets[@]}))
 ((per_target >= 1)) || per_target=1
+budget=("-max_total_time=$per_target")
+((runs > 0)) && budget=("-runs=$runs" "-max_total_time=120")
+[[ -n "$seed" ]] && budget+=("-seed=$seed")
 passed=0
 failed=0
 for name in "${targets[@]}"; do
@@ -134,7 +148,8 @@ for name in "${targets[@]}"; do
   fork=()
   ((jobs > 1)) && fork=("-fork=$jobs" "-ignore_crashes=0")
   rc=0
-  "$bin" "${fork[@]}" -max_total_time="$per_target" -timeout=10 -rss_limit_mb=2048 -max_len=8192 \
+  start=$SECONDS
+  "$bin" "${fork[@]}" "${budget[@]}" -timeout=10 -rss_limit_mb=2048 -max_len=8192 \
     -print_final_stats=1 -artifact_prefix="$out/crashes/$name-" "$work" >"$log" 2>&1 || rc=$?
   # (awk alone: a grep that finds nothing would end this script, under pipefail.)
   execs="$(awk '/^stat::number_of_executed_units:/ {s += $2} END {print s + 0}' "$log")"
@@ -152,7 +167,7 @@ for name in "${targets[@]}"; do
     say "$name: FAILED: no input was executed (see $log)"
     failed=$((failed + 1))
   else
-    say "$name: passed: $execs executions in ${per_target}s, coverage ${cov:-?} edges, corpus $(ls "$work" | wc -l) inputs"
+    say "$name: passed: $execs executions in $((SECONDS - start))s, coverage ${cov:-?} edges, corpus $(ls "$work" | wc -l) inputs"
     passed=$((passed + 1))
   fi
 done

@@ -109,19 +109,20 @@ using node_books = std::map<fusexx::ino, std::pair<std::uint64_t, std::uint64_t>
 using handle_books = std::map<std::tuple<fusexx::ino, fusexx::fhandle, bool>, std::pair<int, std::uint64_t>>;
 
 // What session::restore must make of a description: counts summed per node
-// and per handle (what the kernel holds of each), nothing for a count of 0.
+// and per handle (what the kernel holds of each; a sum stops at 2^64-1),
+// nothing for a count of 0.
 void expected_books(const fusexx::session_description& d, node_books& nodes, handle_books& handles) {
   for (const auto& n : d.nodes) {
     if (n.node == 0 || n.lookups == 0) continue;
     auto& [gen, lookups] = nodes[n.node];
     gen = n.generation;
-    lookups += n.lookups;
+    fusexx::detail::add_count(lookups, n.lookups);
   }
   for (const auto& h : d.handles) {
     if (h.opens == 0) continue;
     auto& [flags, opens] = handles[{h.node, h.fh, h.directory}];
     flags = h.flags;
-    opens += h.opens;
+    fusexx::detail::add_count(opens, h.opens);
   }
 }
 
