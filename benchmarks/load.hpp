@@ -31,8 +31,9 @@ struct run_result {
   double rate() const { return failed || seconds <= 0 ? -1 : static_cast<double>(ops) / seconds; }
 };
 
-// Runs `op` on `threads` threads for about `seconds`.
-inline run_result run_for(const operation& op, unsigned threads, double seconds) {
+// Runs `op` on `threads` threads for about `seconds`, or until each thread has
+// done `max_ops` operations (0: no such bound).
+inline run_result run_for(const operation& op, unsigned threads, double seconds, std::uint64_t max_ops = 0) {
   std::atomic<std::uint64_t> total{0};
   std::atomic<bool> failed{false};
   std::atomic<int> error{0};
@@ -47,6 +48,7 @@ inline run_result run_for(const operation& op, unsigned threads, double seconds)
         // as much as a cached stat.
         for (; !failed.load(std::memory_order_relaxed); ++i) {
           if ((i & 7) == 0 && clock_type::now() >= deadline) break;
+          if (max_ops != 0 && i >= max_ops) break;
           if (!op(t, i)) {
             error = errno;
             failed = true;

@@ -2,6 +2,7 @@
 // The suite's report: a table per workload (median, spread, ratio to native
 // and to the libfuse baseline, server CPU per operation), the same figures as
 // JSON, and a chart drawn by gnuplot when it is installed.
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -26,8 +27,16 @@ struct cell {
   std::string error;             // why there is no figure
 };
 
+// A fusexx subject and the libfuse 3.19 subject it is measured against.
+struct pairing {
+  std::string label;    // "memfs io_uring"
+  std::string fusexx;   // subject names
+  std::string libfuse;
+};
+
 struct report {
-  std::vector<std::string> subjects;   // in column order; "native" and "libfuse" are the references
+  std::vector<std::string> subjects;   // in column order; "native" is the reference for all
+  std::vector<pairing> pairs;          // in column order of the pair table
   std::vector<std::string> workloads;  // in row order
   std::vector<cell> cells;
   std::map<std::string, std::string> unavailable;  // subject -> reason
@@ -45,6 +54,32 @@ struct report {
     for (auto& c : cells)
       if (c.workload == workload && c.subject == subject && c.figure.ok()) return &c;
     return nullptr;
+  }
+  // The libfuse subject `subject` is compared with, or "".
+  std::string versus(const std::string& subject) const {
+    for (auto& p : pairs)
+      if (p.fusexx == subject) return p.libfuse;
+    return "";
+  }
+  // How many times better `c` is than its libfuse counterpart, or <0.
+  double ratio_to_libfuse(const cell& c) const {
+    const std::string v = versus(c.subject);
+    return v.empty() ? -1 : ratio(c, v);
+  }
+  // The geometric mean of a pair's ratios over the throughput workloads both
+  // measured (mount time is not one of them), and how many there were.
+  std::pair<double, unsigned> geometric_mean(const pairing& p) const {
+    double log_sum = 0;
+    unsigned n = 0;
+    for (auto& w : workloads) {
+      const cell* c = find(w, p.fusexx);
+      if (!c || c->lower_is_better) continue;
+      if (const double r = ratio(*c, p.libfuse); r > 0) {
+        log_sum += std::log(r);
+        ++n;
+      }
+    }
+    return {n ? std::exp(log_sum / n) : -1.0, n};
   }
   // How many times better `c` is than `reference` (>1: c wins), or <0.
   double ratio(const cell& c, const std::string& reference) const {
@@ -65,6 +100,33 @@ inline std::string human(double v, const std::string& unit) {
 
 inline std::string ratio_text(double r) { return r < 0 ? "-" : fmt::format("{:.2f}x", r); }
 
+// fusexx / libfuse per pair and workload (>1: fusexx better), as
+// docs/benchmarks.md shows it; "" when no pair was measured.
+inline std::string pair_table(const report& rep) {
+  std::vector<const pairing*> measured;
+  for (auto& p : rep.pairs)
+    if (!rep.unavailable.contains(p.fusexx) && !rep.unavailable.contains(p.libfuse)) measured.push_back(&p);
+  if (measured.empty()) return "";
+  std::string out = "\nfusexx / libfuse, per pair (>1: fusexx better; the vs libfuse column above)\n";
+  out += fmt::format("  {:<40}", "workload");
+  for (auto* p : measured) out += fmt::format(" {:>22}", p->label);
+  out += "\n";
+  for (auto& w : rep.workloads) {
+    out += fmt::format("  {:<40}", w);
+    for (auto* p : measured) {
+      const cell* c = rep.find(w, p->fusexx);
+      out += fmt::format(" {:>22}", ratio_text(c ? rep.ratio(*c, p->libfuse) : -1));
+    }
+    out += "\n";
+  }
+  out += fmt::format("  {:<40}", "geometric mean (throughput cells)");
+  for (auto* p : measured) {
+    const auto [g, n] = rep.geometric_mean(*p);
+    out += fmt::format(" {:>22}", g < 0 ? "-" : fmt::format("{} ({} cells)", ratio_text(g), n));
+  }
+  return out + "\n";
+}
+
 inline std::string table(const report& rep) {
   std::string out;
   for (auto& w : rep.workloads) {
@@ -74,7 +136,7 @@ inline std::string table(const report& rep) {
     if (!any) continue;
     out += fmt::format("\n{} ({}, {} is better)\n", w, any->unit == "ms" ? "time" : any->unit,
                        any->lower_is_better ? "lower" : "higher");
-    out += fmt::format("  {:<20} {:>16} {:>8} {:>10} {:>11} {:>13} {:>13}\n", "subject", "median", "spread",
+    out += fmt::format("  {:<26} {:>16} {:>8} {:>10} {:>11} {:>13} {:>13}\n", "subject", "median", "spread",
                        "vs native", "vs libfuse", "server CPU/op", "instr./op");
     for (auto& s : rep.subjects) {
       const cell* c = nullptr;
@@ -82,17 +144,18 @@ inline std::string table(const report& rep) {
         if (x.workload == w && x.subject == s) c = &x;
       if (!c) continue;
       if (!c->figure.ok()) {
-        out += fmt::format("  {:<20} {}\n", s, c->error.empty() ? "failed" : c->error);
+        out += fmt::format("  {:<26} {}\n", s, c->error.empty() ? "failed" : c->error);
         continue;
       }
       const std::string cpu = c->cpu_ns_per_op < 0 ? "-" : fmt::format("{:.1f} us", c->cpu_ns_per_op / 1e3);
       const std::string instr =
           c->instructions_per_op < 0 ? "-" : fmt::format("{:.1f}k", c->instructions_per_op / 1e3);
-      out += fmt::format("  {:<20} {:>16} {:>7.0f}% {:>10} {:>11} {:>13} {:>13}\n", s, human(c->figure.median(), c->unit),
+      out += fmt::format("  {:<26} {:>16} {:>7.0f}% {:>10} {:>11} {:>13} {:>13}\n", s, human(c->figure.median(), c->unit),
                          c->figure.spread() * 100, ratio_text(rep.ratio(*c, "native")),
-                         ratio_text(rep.ratio(*c, "libfuse")), cpu, instr);
+                         ratio_text(rep.ratio_to_libfuse(*c)), cpu, instr);
     }
   }
+  out += pair_table(rep);
   for (auto& [s, why] : rep.unavailable) out += fmt::format("\nnot measured: {}: {}\n", s, why);
   return out;
 }
@@ -128,6 +191,14 @@ inline std::string json(const report& rep) {
                      why == rep.unavailable.end() ? "" : ", \"reason\": " + json_string(why->second));
     first = false;
   }
+  o += "\n  ],\n  \"pairs\": [";
+  first = true;
+  for (auto& p : rep.pairs) {
+    o += fmt::format("{}\n    {{\"label\": {}, \"fusexx\": {}, \"libfuse\": {}, \"geometric_mean\": {}}}", first ? "" : ",",
+                     json_string(p.label), json_string(p.fusexx), json_string(p.libfuse),
+                     json_number(rep.geometric_mean(p).first));
+    first = false;
+  }
   o += "\n  ],\n  \"results\": [";
   first = true;
   for (auto& c : rep.cells) {
@@ -140,7 +211,7 @@ inline std::string json(const report& rep) {
         first ? "" : ",", json_string(c.workload), json_string(c.subject), json_string(c.unit),
         c.lower_is_better ? "true" : "false", json_number(c.figure.ok() ? c.figure.median() : -1),
         json_number(c.figure.ok() ? c.figure.min() : -1), json_number(c.figure.ok() ? c.figure.max() : -1), runs,
-        json_number(rep.ratio(c, "native")), json_number(rep.ratio(c, "libfuse")), json_number(c.cpu_ns_per_op),
+        json_number(rep.ratio(c, "native")), json_number(rep.ratio_to_libfuse(c)), json_number(c.cpu_ns_per_op),
         json_number(c.instructions_per_op), c.error.empty() ? "" : ", \"error\": " + json_string(c.error));
     first = false;
   }

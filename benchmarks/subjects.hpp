@@ -16,6 +16,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <memory>
@@ -25,6 +26,7 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -43,6 +45,8 @@ struct subject {
   std::vector<std::string> args;  // after the program; "{source}" and "{mnt}" are replaced
   bool in_memory = false;         // serves its own contents (memfs): the suite fills it first
   std::string unavailable;        // why it is not measured, if it is not
+  std::vector<std::string> env{};  // NAME=VALUE added to the suite's environment
+  std::string versus{};           // the libfuse subject this one is compared with, if any
 };
 
 // A running FUSE server process.
@@ -99,7 +103,18 @@ class server_process {
     posix_spawn_file_actions_init(&actions);
     // The servers' own log lines would interleave with the progress display.
     posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, "/dev/null", O_WRONLY, 0);
-    const int rc = ::posix_spawn(&p->pid_, s.program.c_str(), &actions, nullptr, argv.data(), environ);
+    // The subject's own variables replace the suite's of the same name (the
+    // dynamic loader takes the last LD_LIBRARY_PATH, getenv the first).
+    std::vector<char*> envp;
+    std::vector<std::string> extra = s.env;
+    for (auto& e : extra) envp.push_back(e.data());
+    for (char** e = environ; *e; ++e) {
+      const std::string_view name(*e, std::strcspn(*e, "="));
+      const bool replaced = std::ranges::any_of(extra, [&](auto& x) { return x.starts_with(name) && x[name.size()] == '='; });
+      if (!replaced) envp.push_back(*e);
+    }
+    envp.push_back(nullptr);
+    const int rc = ::posix_spawn(&p->pid_, s.program.c_str(), &actions, nullptr, argv.data(), envp.data());
     posix_spawn_file_actions_destroy(&actions);
     if (rc != 0) {
       p->pid_ = -1;

@@ -2,15 +2,18 @@
 // directory, the same bounded workloads, figures side by side.
 //
 //   bazel run -c opt //benchmarks:suite                  # a few minutes; or: tools/dev bench
-//   bazel run -c opt //benchmarks:suite -- --seconds 0.3 --runs 5 --only libfuse,classic
+//   bazel run -c opt //benchmarks:suite -- --seconds 0.3 --runs 5 --only io_uring,libfuse-passthrough-uring
+//   bazel run -c opt //benchmarks:suite -- --libfuse ~/libfuse/build     # libfuse 3.19 from elsewhere
 //   bazel run -c opt //benchmarks:suite -- --program /path/to/myfs --only native,memfs,myfs
-//   bazel run -c opt //benchmarks:suite -- --mirror /path/to/mymirror --only native,passthrough,mymirror
+//   bazel run -c opt //benchmarks:suite -- --mirror /path/to/mymirror --only native,io_uring,mymirror
 //
-// Subjects: the native directory (the limit), the libfuse baseline
-// (benchmarks/libfuse_passthrough.cc), fusexx's passthrough example on the
-// classic transport, on io_uring, and with kernel passthrough, and memfs.
-// Entry and attribute timeouts are 0 everywhere, so every stat is a real round
-// trip; file I/O is O_DIRECT. Each cell runs --runs times (median and spread),
+// Subjects: the native directory (the limit), and five pairs of a fusexx
+// example and the libfuse 3.19 example a user would pick instead
+// (benchmarks/libfuse.hpp): memfs vs memfs_ll on the classic transport and on
+// io_uring, passthrough vs passthrough_hp on both, and both with kernel
+// passthrough. Mount options are the same on both sides; entry and attribute
+// timeouts are 0 everywhere, so every stat is a real round trip; file I/O is
+// O_DIRECT. Each cell runs --runs times (median and spread),
 // server CPU per operation comes from the scheduler's account of the server's
 // threads, and instructions per operation from callgrind on a fixed count.
 // Output: the table on stdout, and results.json, results.txt and chart.png
@@ -34,6 +37,7 @@
 
 #include <fmt/format.h>
 
+#include "benchmarks/libfuse.hpp"
 #include "benchmarks/load.hpp"
 #include "benchmarks/report.hpp"
 #include "benchmarks/runfiles.hpp"
@@ -50,7 +54,10 @@ struct settings {
   bool tiny = false;
   bool instructions = true;
   unsigned instruction_ops = 2000;
-  std::string dir_parent = "/dev/shm";  // tmpfs: the native limit is the kernel, not a disk
+  // Where the native tree (passthrough's source) is made: a disk, as users'
+  // sources are; --dir /dev/shm measures over tmpfs.
+  std::string dir_parent = "/var/tmp";
+  std::string libfuse = libfuse_build::default_dir();  // --libfuse
   std::string out;
   std::set<std::string> only;  // subject names; empty: all
   std::vector<std::string> programs;  // --program: more subjects, each filled through its mount
@@ -59,15 +66,21 @@ struct settings {
 
 const char* usage =
     "usage: suite [--seconds S] [--runs N] [--tiny] [--no-instructions] [--dir PARENT] [--out DIR]\n"
-    "             [--only SUBJECT[,SUBJECT...]] [--program PATH]... [--mirror PATH]...\n"
+    "             [--libfuse DIR] [--only SUBJECT[,SUBJECT...]] [--program PATH]... [--mirror PATH]...\n"
     "  --seconds S        length of one timed run (default 0.5)\n"
     "  --runs N           timed runs per cell: the median and spread are reported (default 3)\n"
     "  --tiny             a small tree and short runs (a smoke test, not a measurement)\n"
     "  --no-instructions  skip the callgrind phase (instructions per operation)\n"
-    "  --dir PARENT       where the native directory is made (default /dev/shm, a tmpfs)\n"
+    "  --dir PARENT       where the native directory is made (default /var/tmp, a disk here; /dev/shm: tmpfs)\n"
+    "  --libfuse DIR      a libfuse 3.19 build directory (example/memfs_ll, example/passthrough_hp, lib/):\n"
+    "                     the libfuse subjects (default: libfuse-3.19.0-rc0 in $FUSEXX_ANCHORS, else in\n"
+    "                     ../shared/anchors beside the workspace, if there)\n"
     "  --out DIR          where results.json, results.txt and chart.png go\n"
-    "  --only LIST        native, libfuse, classic, io_uring, passthrough, memfs, or a --program's name;\n"
-    "                     also (only when named) classic-nostats, io_uring-nostats: -o stats=off\n"
+    "  --only LIST        native; fusexx's memfs-classic, memfs (io_uring), classic, io_uring (passthrough),\n"
+    "                     passthrough (kernel passthrough); libfuse 3.19's libfuse-memfs, libfuse-memfs-uring,\n"
+    "                     libfuse-passthrough, libfuse-passthrough-uring, libfuse-kpassthrough; a --program's\n"
+    "                     name; also (only when named) classic-nostats, io_uring-nostats (-o stats=off) and\n"
+    "                     libfuse-3.14 (a passthrough on Debian's libfuse 3.14)\n"
     "  --program PATH     also measure the filesystem PATH serves, named after its file name (NAME-2\n"
     "                     if taken): run as `PATH -f MOUNTPOINT` (its own cache timeouts apply), the\n"
     "                     suite writes its tree through the mount, as for memfs (so it must hold files)\n"
@@ -78,38 +91,71 @@ const char* usage =
 using bench::runfile;
 
 // Subjects measured only when --only names them.
-bool opt_in(const std::string& name) { return name.ends_with("-nostats"); }
+bool opt_in(const std::string& name) { return name.ends_with("-nostats") || name == "libfuse-3.14"; }
 bool selected(const settings& cfg, const std::string& name) {
   return cfg.only.empty() ? !opt_in(name) : cfg.only.contains(name);
 }
 
 std::vector<subject> subjects(const char* argv0, const std::vector<std::string>& programs,
-                              const std::vector<std::string>& mirrors) {
+                              const std::vector<std::string>& mirrors, const libfuse_build& libfuse,
+                              const std::string& libfuse_error) {
   const std::string pt = runfile(argv0, "examples/passthrough");
   const std::string lf = runfile(argv0, "benchmarks/libfuse_passthrough");
   const std::string mf = runfile(argv0, "examples/memfs");
-  auto fusexx_pt = [&](std::string name, std::string extra) {
-    return subject{std::move(name), pt, {"-f", "-o", "source={source},timeout=0," + extra, "{mnt}"}, false, ""};
+  auto fusexx_pt = [&](std::string name, std::string extra, std::string versus = "") {
+    subject x{std::move(name), pt, {"-f", "-o", "source={source},timeout=0," + extra, "{mnt}"}, false, ""};
+    x.versus = std::move(versus);
+    return x;
+  };
+  auto fusexx_memfs = [&](std::string name, std::string transport, std::string versus) {
+    subject x{std::move(name), mf, {"-f", "-o", "entry_timeout=0,attr_timeout=0,transport=" + transport, "{mnt}"}, true, ""};
+    x.versus = std::move(versus);
+    return x;
+  };
+  // libfuse 3.19's examples, mounted as fusexx's examples mount themselves:
+  // default_permissions (the kernel checks permissions, so it revalidates
+  // each directory of a path: a GETATTR per component at timeout 0) and
+  // allow_other; entry and attribute timeouts 0 (memfs_ll's default,
+  // passthrough_hp's --nocache).
+  const std::string same = "default_permissions,allow_other";
+  auto libfuse_subject = [&](std::string name, const char* program, std::vector<std::string> args, bool in_memory) {
+    subject x{std::move(name), libfuse.program(program), std::move(args), in_memory, libfuse_error};
+    x.env = {libfuse.library_path()};
+    return x;
+  };
+  const std::vector<std::string> hp{"--foreground", "--nocache"};
+  auto with = [](std::vector<std::string> a, std::vector<std::string> more) {
+    a.insert(a.end(), more.begin(), more.end());
+    return a;
   };
   std::vector<subject> s{
       {"native", "", {}, false, ""},
-      // The same mount options fusexx's passthrough and memfs force on
-      // themselves: with default_permissions the kernel checks permissions
-      // and so revalidates each directory of a path (a GETATTR per
-      // component at timeout 0); without them libfuse would do less work.
-      {"libfuse", lf, {"-f", "-o", "source={source},timeout=0,default_permissions,allow_other", "{mnt}"}, false, ""},
-      fusexx_pt("classic", "transport=classic"),
-      fusexx_pt("io_uring", "transport=uring"),
-      // Compared with native, not libfuse: killpriv_v2 spares each write the
-      // kernel's security.capability GETXATTR, which would otherwise be the
-      // whole cost of a small passthrough write (docs/passthrough.md). The
-      // served subjects above run without it, as the libfuse baseline does.
-      fusexx_pt("passthrough", "passthrough,killpriv_v2"),
-      {"memfs", mf, {"-f", "-o", "entry_timeout=0,attr_timeout=0", "{mnt}"}, true, ""},
+      fusexx_memfs("memfs-classic", "classic", "libfuse-memfs"),
+      libfuse_subject("libfuse-memfs", "memfs_ll", {"-f", "-o", same, "{mnt}"}, true),
+      fusexx_memfs("memfs", "uring", "libfuse-memfs-uring"),
+      libfuse_subject("libfuse-memfs-uring", "memfs_ll", {"-f", "-o", "io_uring," + same, "{mnt}"}, true),
+      fusexx_pt("classic", "transport=classic", "libfuse-passthrough"),
+      libfuse_subject("libfuse-passthrough", "passthrough_hp",
+                      with(hp, {"--nopassthrough", "-o", same, "{source}", "{mnt}"}), false),
+      fusexx_pt("io_uring", "transport=uring", "libfuse-passthrough-uring"),
+      libfuse_subject("libfuse-passthrough-uring", "passthrough_hp",
+                      with(hp, {"--nopassthrough", "-o", "io_uring," + same, "{source}", "{mnt}"}), false),
+      // Kernel passthrough (reads and writes go to the backing file). fusexx
+      // asks for killpriv_v2, which spares each write the kernel's
+      // security.capability GETXATTR (docs/passthrough.md); libfuse does not
+      // ask for it by default and passthrough_hp does not either.
+      fusexx_pt("passthrough", "transport=uring,passthrough,killpriv_v2", "libfuse-kpassthrough"),
+      libfuse_subject("libfuse-kpassthrough", "passthrough_hp", with(hp, {"-o", "io_uring," + same, "{source}", "{mnt}"}),
+                      false),
       // Only when named in --only: the transports without per-opcode
       // statistics (fusexx/stats.hpp), to see what counting costs in one run.
       fusexx_pt("classic-nostats", "transport=classic,stats=off"),
       fusexx_pt("io_uring-nostats", "transport=uring,stats=off"),
+      // Only when named in --only: a passthrough written here against
+      // Debian's libfuse 3.14 (benchmarks/libfuse_passthrough.cc), the
+      // baseline before libfuse 3.19's own examples were at hand; it still
+      // tells what the distribution's libfuse does where no 3.19 build is.
+      {"libfuse-3.14", lf, {"-f", "-o", "source={source},timeout=0," + same, "{mnt}"}, false, ""},
   };
   for (auto& x : s)
     if (x.name != "native" && x.program.empty()) x.unavailable = "its program was not built next to the suite";
@@ -134,6 +180,16 @@ void progress(const std::string& line) {
   std::fflush(stderr);
 }
 
+// The pair table's column for a fusexx subject.
+std::string pair_label(const std::string& fusexx) {
+  if (fusexx == "memfs-classic") return "memfs classic";
+  if (fusexx == "memfs") return "memfs io_uring";
+  if (fusexx == "classic") return "passthrough classic";
+  if (fusexx == "io_uring") return "passthrough io_uring";
+  if (fusexx == "passthrough") return "kernel passthrough";
+  return fusexx;
+}
+
 // Runs one workload on `root` and fills its cell.
 void measure(report& rep, const settings& cfg, const tree_shape& shape, const workload& w, const subject& s,
              const std::string& root, server_process* server) {
@@ -147,13 +203,21 @@ void measure(report& rep, const settings& cfg, const tree_shape& shape, const wo
         return;
       }
   operation op = [&](unsigned t, std::uint64_t i) { return w.op(root, shape, io[t], t, i); };
+  const std::uint64_t max_ops = w.ops_per_run ? w.ops_per_run(shape) : 0;
+  auto prepare = [&] {
+    if (!w.before_run) return true;
+    if (c.error = w.before_run(root, shape, w.threads); c.error.empty()) return true;
+    c.figure.values.clear();
+    return false;
+  };
   // Every run of this cell must end within this, or the connection is aborted.
-  if (server) server->arm(std::chrono::duration<double>((cfg.seconds + 1) * (cfg.runs + 1) + 30));
-  run_for(op, w.threads, std::min(cfg.seconds, 0.2));  // warm caches and server threads
+  if (server) server->arm(std::chrono::duration<double>((cfg.seconds + 1) * (cfg.runs + 1) + 30 + (max_ops ? 300 : 0)));
+  if (prepare()) run_for(op, w.threads, std::min(cfg.seconds, 0.2), max_ops);  // warm caches and server threads
   std::vector<double> cpu;
-  for (unsigned r = 0; r < cfg.runs; ++r) {
+  for (unsigned r = 0; r < cfg.runs && c.error.empty(); ++r) {
+    if (!prepare()) break;
     const std::uint64_t cpu_before = server ? server->cpu_ns() : 0;
-    const run_result run = run_for(op, w.threads, cfg.seconds);
+    const run_result run = run_for(op, w.threads, cfg.seconds, max_ops);
     const std::uint64_t cpu_after = server ? server->cpu_ns() : 0;
     if (run.failed) {
       c.error = fmt::format("an operation failed: {}", std::strerror(run.error));
@@ -163,6 +227,7 @@ void measure(report& rep, const settings& cfg, const tree_shape& shape, const wo
     c.figure.values.push_back(run.rate() * w.per_op(shape));
     if (server && run.ops > 0) cpu.push_back(static_cast<double>(cpu_after - cpu_before) / static_cast<double>(run.ops));
   }
+  if (w.after_cell) w.after_cell(root);
   for (auto& t : io)
     if (t.fd >= 0) ::close(t.fd);
   if (server) server->disarm();
@@ -324,6 +389,12 @@ int main(int argc, char** argv) {
     else if (a == "--tiny") cfg.tiny = true;
     else if (a == "--no-instructions") cfg.instructions = false;
     else if (a == "--dir") cfg.dir_parent = value();
+    else if (a == "--libfuse") {
+      std::string d = value();
+      const char* cwd = std::getenv("BUILD_WORKING_DIRECTORY");
+      if (!d.starts_with('/') && cwd) d = std::string(cwd) + "/" + d;
+      cfg.libfuse = d;
+    }
     else if (a == "--out") cfg.out = value();
     else if (a == "--program" || a == "--mirror") {
       // Relative to where `bazel run` was called from, not to the runfiles tree.
@@ -354,12 +425,18 @@ int main(int argc, char** argv) {
   const tree_shape shape = cfg.tiny ? tree_shape::tiny() : tree_shape{};
 
   report rep;
-  std::vector<subject> all = subjects(argv[0], cfg.programs, cfg.mirrors);
+  libfuse_build libfuse;
+  const std::string libfuse_error = libfuse.open(cfg.libfuse, "/tmp");
+  std::vector<subject> all = subjects(argv[0], cfg.programs, cfg.mirrors, libfuse, libfuse_error);
   for (auto& s : all) {
     if (!selected(cfg, s.name)) continue;
     rep.subjects.push_back(s.name);
     if (!s.unavailable.empty()) rep.unavailable[s.name] = s.unavailable;
   }
+  // fusexx / libfuse per pair, when both are measured.
+  for (auto& s : all)
+    if (!s.versus.empty() && selected(cfg, s.name) && selected(cfg, s.versus))
+      rep.pairs.push_back({pair_label(s.name), s.name, s.versus});
   rep.workloads.push_back("mount time");
   for (auto& w : workloads()) rep.workloads.push_back(w.name);
   utsname u{};
@@ -369,6 +446,10 @@ int main(int argc, char** argv) {
                {"seconds_per_run", fmt::format("{}", cfg.seconds)},
                {"runs_per_cell", std::to_string(cfg.runs)},
                {"native_parent", cfg.dir_parent},
+               {"libfuse", libfuse_error.empty() ? libfuse.dir() : "not measured: " + libfuse_error},
+               {"mount_semantics",
+                "every FUSE subject default_permissions,allow_other, entry and attribute timeouts 0; fusexx's "
+                "kernel passthrough adds killpriv_v2, libfuse's does not"},
                {"stat_files", std::to_string(shape.stat_files)},
                {"dir_entries", std::to_string(shape.dir_entries)},
                {"big_file_bytes", std::to_string(shape.big_size)}};

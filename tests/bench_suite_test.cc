@@ -2,6 +2,9 @@
 // built with mounts, serves every workload and is stopped; the JSON, the text
 // table and the chart are written. Figures are never checked, only that they
 // exist.
+#include <unistd.h>
+
+#include <cstdlib>
 #include <fstream>
 #include <regex>
 #include <string>
@@ -15,11 +18,27 @@ using namespace fusexx::testing;
 
 namespace {
 
-const std::vector<std::string> subjects = {"native", "libfuse", "classic", "io_uring", "passthrough", "memfs"};
-const std::vector<std::string> workloads = {
-    "stat storm, 1 thread",         "stat storm, 2 threads",          "create + unlink",
-    "readdir of the big directory", "4 KiB random read (O_DIRECT)",   "4 KiB random write (O_DIRECT)",
-    "sequential read, 1 MiB (O_DIRECT)", "sequential write, 1 MiB (O_DIRECT)"};
+const std::vector<std::string> fusexx_subjects = {"native", "memfs-classic", "memfs", "classic", "io_uring", "passthrough"};
+// libfuse 3.19's examples, paired with fusexx's in the order above.
+const std::vector<std::string> libfuse_subjects = {"libfuse-memfs", "libfuse-memfs-uring", "libfuse-passthrough",
+                                                   "libfuse-passthrough-uring", "libfuse-kpassthrough"};
+const std::vector<std::string> workloads = {"stat storm, 1 thread",
+                                            "stat storm, 2 threads",
+                                            "create",
+                                            "unlink",
+                                            "readdir of the big directory",
+                                            "4 KiB random read (O_DIRECT)",
+                                            "4 KiB random read, 2 jobs (O_DIRECT)",
+                                            "4 KiB random write (O_DIRECT)",
+                                            "4 KiB random write, 2 jobs (O_DIRECT)",
+                                            "sequential read, 1 MiB (O_DIRECT)",
+                                            "sequential write, 1 MiB (O_DIRECT)"};
+
+// libfuse 3.19's build, as tools/dev passes it on (FUSEXX_ANCHORS: ../shared/anchors).
+bool have_libfuse() {
+  const char* a = std::getenv("FUSEXX_ANCHORS");
+  return a && *a && ::access((std::string(a) + "/libfuse-3.19.0-rc0/example/memfs_ll").c_str(), X_OK) == 0;
+}
 
 // The JSON object of one result, as the suite writes it (one line each).
 std::string result_line(const std::string& json, const std::string& workload, const std::string& subject) {
@@ -53,7 +72,17 @@ TEST_CASE("the suite measures every subject on a tiny workload and writes its re
 
   const std::string json = slurp(out + "/results.json");
   REQUIRE(json.starts_with("{"));
-  for (auto& s : subjects) {
+  std::vector<std::string> measured = fusexx_subjects;
+  if (have_libfuse()) {
+    measured.insert(measured.end(), libfuse_subjects.begin(), libfuse_subjects.end());
+  } else {
+    MESSAGE("libfuse 3.19 is not here (FUSEXX_ANCHORS): its subjects must say why they were skipped");
+    for (auto& s : libfuse_subjects) {
+      CAPTURE(s);
+      CHECK(std::regex_search(json, std::regex("\\{\"name\": \"" + s + "\", \"measured\": false, \"reason\": \"[^\"]*--libfuse")));
+    }
+  }
+  for (auto& s : measured) {
     CAPTURE(s);
     CHECK(json.find("{\"name\": \"" + s + "\", \"measured\": true}") != std::string::npos);
     for (auto& w : workloads) {
@@ -65,8 +94,14 @@ TEST_CASE("the suite measures every subject on a tiny workload and writes its re
       if (s == "native") CHECK(line.find("\"server_cpu_ns_per_op\": null") != std::string::npos);
       else CHECK(has_number(line, "server_cpu_ns_per_op"));
       if (s != "native") CHECK(has_number(line, "vs_native"));
+      // fusexx's subjects against their libfuse counterparts.
+      if (have_libfuse() && s != "native" && !s.starts_with("libfuse")) CHECK(has_number(line, "vs_libfuse"));
     }
     if (s != "native") CHECK(has_number(result_line(json, "mount time", s), "median"));
+  }
+  if (have_libfuse()) {
+    CHECK(std::regex_search(json, std::regex(R"("label": "memfs io_uring", "fusexx": "memfs", "libfuse": "libfuse-memfs-uring", "geometric_mean": [0-9.]+)")));
+    CHECK(slurp(out + "/results.txt").find("fusexx / libfuse, per pair") != std::string::npos);
   }
   const std::string table = slurp(out + "/results.txt");
   for (auto& w : workloads) CHECK(table.find(w) != std::string::npos);
@@ -74,6 +109,24 @@ TEST_CASE("the suite measures every subject on a tiny workload and writes its re
   // Every server unmounted itself; the source trees are gone.
   CHECK(no_fuse_mounts_under("/tmp/fusexx-bench-mnt-"));
   CHECK(list_dir(dir.path()) == std::vector<std::string>{".", "..", "out"});
+}
+
+TEST_CASE("a --libfuse directory without libfuse's examples: its subjects say why, the rest is measured") {
+  const std::string suite = example_binary("FUSEXX_SUITE");
+  temp_dir dir;
+  const std::string out = dir.sub("out");
+  auto r = run({suite, "--tiny", "--runs", "1", "--seconds", "0.05", "--no-instructions", "--only",
+                "native,memfs,libfuse-memfs-uring", "--libfuse", dir.path() + "/nowhere", "--dir", dir.path(), "--out",
+                out},
+               true);
+  INFO(r.out);
+  REQUIRE(r.status == 0);
+  const std::string json = slurp(out + "/results.json");
+  CHECK(json.find("{\"name\": \"libfuse-memfs-uring\", \"measured\": false, \"reason\": \"" + dir.path() +
+                  "/nowhere/example/memfs_ll: No such file or directory\"}") != std::string::npos);
+  CHECK(has_number(result_line(json, "create", "memfs"), "median"));
+  // No pair was measured: no pair table.
+  CHECK(slurp(out + "/results.txt").find("per pair") == std::string::npos);
 }
 
 TEST_CASE("bad arguments are refused with the usage text") {
