@@ -18,6 +18,7 @@
 // threads, and instructions per operation from callgrind on a fixed count.
 // Output: the table on stdout, and results.json, results.txt and chart.png
 // in --out (default ./bench-results in the directory bazel run was called from).
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/utsname.h>
 #include <unistd.h>
@@ -178,6 +179,26 @@ std::vector<subject> subjects(const char* argv0, const std::vector<std::string>&
 void progress(const std::string& line) {
   std::fprintf(stderr, "%s\n", line.c_str());
   std::fflush(stderr);
+}
+
+// A passthrough server holds an fd per node the kernel knows (libfuse's and
+// fusexx's alike), and "unlink" has 5 000 files made before each run: the
+// servers inherit this limit, raised as far as the suite may (root: up to
+// fs.nr_open, at most 2^20; others: the soft limit to the hard one).
+void raise_fd_limit() {
+  rlimit rl{};
+  if (::getrlimit(RLIMIT_NOFILE, &rl) != 0) return;
+  rlim_t want = rlim_t{1} << 20;
+  if (std::ifstream in("/proc/sys/fs/nr_open"); in) {
+    rlim_t most = 0;
+    if (in >> most && most < want) want = most;
+  }
+  if (rl.rlim_max < want) {
+    rlimit more{want, want};
+    if (::setrlimit(RLIMIT_NOFILE, &more) == 0) return;
+  }
+  rl.rlim_cur = rl.rlim_max;
+  ::setrlimit(RLIMIT_NOFILE, &rl);
 }
 
 // The pair table's column for a fusexx subject.
@@ -424,6 +445,7 @@ int main(int argc, char** argv) {
   cfg.out = std::filesystem::absolute(cfg.out).lexically_normal().string();
   const tree_shape shape = cfg.tiny ? tree_shape::tiny() : tree_shape{};
 
+  raise_fd_limit();
   report rep;
   libfuse_build libfuse;
   const std::string libfuse_error = libfuse.open(cfg.libfuse, "/tmp");

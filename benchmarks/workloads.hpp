@@ -34,7 +34,7 @@ struct tree_shape {
   unsigned stat_files = 1000;
   unsigned dir_entries = 10000;
   off_t big_size = off_t{256} << 20;
-  unsigned unlink_pool = 20000;  // files made for each thread before each run of "unlink"
+  unsigned unlink_pool = 5000;  // files made for each thread before each run of "unlink"
 
   static tree_shape tiny() { return {50, 200, off_t{4} << 20, 100}; }
 };

@@ -379,6 +379,7 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
     // the kernel has it cached: the kernel then asks LOOKUP "." / ".." (see
     // lookup). Node ids are never reused, so generation 0 suffices.
     c.want(fusexx::proto::init_flag::export_support);
+    c.want(fusexx::proto::init_flag::direct_io_allow_mmap);  // O_DIRECT opens are FOPEN_DIRECT_IO (open_file)
     if (init_wants_ & fusexx::proto::init_flag::explicit_inval_data)
       c.unwant(fusexx::proto::init_flag::auto_inval_data);
     return {};
@@ -1342,7 +1343,15 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
     // notifications drop it.)
     const bool drop = atime_from_cache_ && (flags & O_ACCMODE) != O_WRONLY && !(flags & O_NOATIME) &&
                       atime_due(i, memfs::now());
-    return fusexx::opened{.fh = new_handle(flags), .keep_cache = !drop};
+    // O_DIRECT: FOPEN_DIRECT_IO too, for the kernel lets O_DIRECT writes to
+    // one file run in parallel (FOPEN_PARALLEL_DIRECT_WRITES) only on that
+    // path; plain O_DIRECT takes the inode lock for each write, so two
+    // writers went one round trip at a time. (An extending write is still
+    // exclusive; writable shared mmap of such a file needs
+    // direct_io_allow_mmap, asked for in init.)
+    const bool direct = (flags & O_DIRECT) != 0;
+    return fusexx::opened{
+        .fh = new_handle(flags), .direct_io = direct, .keep_cache = !drop, .parallel_direct_writes = direct};
   }
 
   // Access times as tmpfs keeps them under the default relatime mount option

@@ -232,6 +232,7 @@ struct passthrough_fs : fusexx::filesystem_base<passthrough_fs> {
     c.want(f::posix_locks);
     c.want(f::flock_locks);
     c.want(f::atomic_o_trunc);  // O_TRUNC comes with OPEN: one syscall, not OPEN + SETATTR
+    c.want(f::direct_io_allow_mmap);  // O_DIRECT opens are FOPEN_DIRECT_IO (opened_file)
     killing_suidgid_ = killpriv_v2 && c.want(f::handle_killpriv_v2);
     if (writeback) c.want(f::writeback_cache);
     passthrough_on_ = false;
@@ -812,6 +813,11 @@ struct passthrough_fs : fusexx::filesystem_base<passthrough_fs> {
     // Cached pages stay valid across opens unless the attributes say the
     // file changed (auto_inval_data); with timeout=0 nothing is trusted.
     o.keep_cache = cache_timeout.count() > 0 && o.backing_id == 0;
+    // O_DIRECT: FOPEN_DIRECT_IO too, or FOPEN_PARALLEL_DIRECT_WRITES does
+    // nothing — the kernel runs O_DIRECT writes to one file in parallel only
+    // on the direct_io path; plain O_DIRECT takes the inode lock for each.
+    // Not with a backing file: FOPEN_DIRECT_IO would override passthrough.
+    o.direct_io = f->direct && o.backing_id == 0;
     o.parallel_direct_writes = true;
     o.fh = files_.add(std::move(f));
     return o;

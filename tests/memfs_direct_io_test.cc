@@ -8,6 +8,7 @@
 
 #include <fcntl.h>
 #include <liburing.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -20,6 +21,7 @@
 
 #include "examples/memfs_fs.hpp"
 #include "tests/support/memfs_mount.hpp"
+#include "tests/support/wire.hpp"
 
 using namespace fusexx;
 using namespace fusexx::testing;
@@ -129,5 +131,47 @@ TEST_CASE("a file written only with O_DIRECT has no cache to drop: at most one d
   ::close(b);
   for (int i = 0; i < 50; ++i) REQUIRE(::pwrite(fd, data.get(), 4096, off_t(i) * 4096) == 4096);
   CHECK(m.fs.counts().cache_drops.load() == 1);
+  ::close(fd);
+}
+
+// Two O_DIRECT writers of one file run in parallel only if the open is
+// FOPEN_DIRECT_IO as well as FOPEN_PARALLEL_DIRECT_WRITES: the kernel's plain
+// O_DIRECT path takes the inode lock for each write (fuse_cache_write_iter),
+// only the direct_io path may share it (fuse_direct_write_iter).
+TEST_CASE("an O_DIRECT open is direct_io with parallel direct writes; a buffered one is neither") {
+  harness<memfs_fs> h;
+  REQUIRE(h.init().error() == 0);
+  auto open_flags = [&](const char* name, int flags) {
+    auto r = h.call(proto::opcode::create, 1,
+                    wire{}.add(proto::create_in{.flags = std::uint32_t(flags), .mode = S_IFREG | 0644, .umask = 022}).name(name));
+    REQUIRE(r.error() == 0);
+    REQUIRE(r.payload.size() == sizeof(proto::entry_out) + sizeof(proto::open_out));
+    proto::open_out o;
+    std::memcpy(&o, r.payload.data() + sizeof(proto::entry_out), sizeof o);
+    return o.open_flags;
+  };
+  const auto direct = open_flags("d", O_RDWR | O_DIRECT);
+  CHECK((direct & proto::fopen::direct_io) != 0);
+  CHECK((direct & proto::fopen::parallel_direct_writes) != 0);
+  const auto buffered = open_flags("b", O_RDWR);
+  CHECK((buffered & proto::fopen::direct_io) == 0);
+  CHECK((buffered & proto::fopen::parallel_direct_writes) == 0);
+}
+
+// What FOPEN_DIRECT_IO would take away without direct_io_allow_mmap: a shared
+// writable mapping of a file opened O_DIRECT (the kernel refuses it, ENODEV).
+TEST_CASE("a file opened O_DIRECT can still be mapped shared and written through the mapping") {
+  memfs_mount m;
+  const int fd = ::open(m.path("mapped").c_str(), O_CREAT | O_RDWR | O_DIRECT, 0644);
+  REQUIRE(fd >= 0);
+  REQUIRE(::ftruncate(fd, 4096) == 0);
+  void* map = ::mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  REQUIRE_MESSAGE(map != MAP_FAILED, std::strerror(errno));
+  std::memset(map, 'm', 4096);
+  REQUIRE(::msync(map, 4096, MS_SYNC) == 0);
+  ::munmap(map, 4096);
+  aligned back(4096);
+  REQUIRE(::pread(fd, back.get(), 4096, 0) == 4096);
+  CHECK(std::string(back.get(), 4096) == std::string(4096, 'm'));
   ::close(fd);
 }
