@@ -28,42 +28,55 @@ class dir_buffer {
   // (S_IFDIR, S_IFREG, ... or a full st_mode). Returns false, adding nothing,
   // when the reply is full: stop and return, the kernel asks for more later.
   bool add(std::string_view name, ino_t st_ino, mode_t type, off_t next) noexcept {
-    entry e;
-    e.st.st_ino = st_ino;
-    e.st.st_mode = type;
-    return put(name, e, next, /*with_entry=*/false);
+    std::byte* p = claim(name);
+    if (!p) return false;
+    if (plus_) {
+      // Without a node id the kernel uses the entry like a plain dirent and
+      // takes no lookup reference.
+      std::memset(p, 0, sizeof(proto::entry_out));
+      p += sizeof(proto::entry_out);
+    }
+    put_dirent(p, name, st_ino, type, next);
+    return true;
   }
   // An entry with its attributes (for READDIRPLUS; plain READDIR uses only
   // st_ino and the type of e.st).
-  bool add(std::string_view name, const entry& e, off_t next) noexcept { return put(name, e, next, true); }
+  bool add(std::string_view name, const entry& e, off_t next) noexcept {
+    if (!plus_) return add(name, e.st.st_ino, e.st.st_mode, next);
+    std::byte* p = claim(name);
+    if (!p) return false;
+    const proto::entry_out out = e.node != 0 ? detail::encode_entry(e) : proto::entry_out{};
+    std::memcpy(p, &out, sizeof out);
+    put_dirent(p + sizeof out, name, e.st.st_ino, e.st.st_mode, next);
+    return true;
+  }
 
   std::size_t size() const noexcept { return used_; }
   bool empty() const noexcept { return used_ == 0; }
   std::span<const std::byte> bytes() const noexcept { return space_.first(used_); }
 
  private:
-  bool put(std::string_view name, const entry& e, off_t next, bool with_entry) noexcept {
+  // Room for one entry (a direntplus's entry_out, then the dirent and its
+  // name), or nullptr when the reply is full. Its last 8 bytes are zeroed
+  // first: the padding after the name goes out to the kernel, and must
+  // never carry stale bytes; everything else is written by the caller.
+  std::byte* claim(std::string_view name) noexcept {
     const std::size_t fixed = plus_ ? sizeof(proto::entry_out) + sizeof(proto::dirent) : sizeof(proto::dirent);
     const std::size_t total = proto::align8(fixed + name.size());
-    if (name.empty() || total > space_.size() - used_) return false;
+    if (name.empty() || total > space_.size() - used_) return nullptr;
     std::byte* p = space_.data() + used_;
-    std::memset(p, 0, total);  // padding goes out to the kernel: never leak stale bytes
-    if (plus_) {
-      // Without a node id the kernel uses the entry like a plain dirent and
-      // takes no lookup reference.
-      const proto::entry_out out = with_entry && e.node != 0 ? detail::encode_entry(e) : proto::entry_out{};
-      std::memcpy(p, &out, sizeof out);
-      p += sizeof out;
-    }
+    std::memset(p + total - 8, 0, 8);
+    used_ += total;
+    return p;
+  }
+  static void put_dirent(std::byte* p, std::string_view name, ino_t st_ino, mode_t mode, off_t next) noexcept {
     proto::dirent d{};
-    d.ino = e.st.st_ino;
+    d.ino = st_ino;
     d.off = static_cast<std::uint64_t>(next);
     d.namelen = static_cast<std::uint32_t>(name.size());
-    d.type = (e.st.st_mode & S_IFMT) >> 12;
+    d.type = (mode & S_IFMT) >> 12;
     std::memcpy(p, &d, sizeof d);
     std::memcpy(p + sizeof d, name.data(), name.size());
-    used_ += total;
-    return true;
   }
 
   std::span<std::byte> space_;

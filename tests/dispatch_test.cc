@@ -372,6 +372,49 @@ TEST_CASE("readdir packs aligned entries and resumes at the offset") {
   CHECK(part.payload.size() == proto::dirent_size(5));
 }
 
+// The reply buffer is reused from request to request: what dir_buffer does
+// not write itself (the padding after a name, a plain entry's entry_out in a
+// READDIRPLUS reply) must be zero, never an earlier reply's bytes.
+TEST_CASE("dir_buffer: padding and entry-less direntplus records are zero, whatever the buffer held") {
+  std::vector<std::byte> space(1024, std::byte{0xab});
+  dir_buffer plain(space, false);
+  REQUIRE(plain.add("abc", 7, S_IFREG, 1));
+  REQUIRE(plain.size() == 32);  // 24 + 3, aligned to 8
+  proto::dirent d;
+  std::memcpy(&d, space.data(), sizeof d);
+  CHECK(d.ino == 7);
+  CHECK(d.off == 1);
+  CHECK(d.namelen == 3);
+  CHECK(d.type == (S_IFREG >> 12));
+  CHECK(std::string(reinterpret_cast<const char*>(space.data()) + 24, 3) == "abc");
+  for (std::size_t i = 27; i < 32; ++i) CHECK(space[i] == std::byte{0});
+  CHECK(space[32] == std::byte{0xab});  // nothing written past the entry
+
+  std::fill(space.begin(), space.end(), std::byte{0xab});
+  dir_buffer plus(space, true);
+  entry e;
+  e.node = 42;
+  e.st.st_ino = 42;
+  e.st.st_mode = S_IFDIR | 0755;
+  REQUIRE(plus.add("dir", e, 1));
+  REQUIRE(plus.add("x", 9, S_IFREG, 2));  // no node: a plain entry, no lookup reference
+  REQUIRE(plus.size() == 160 + 160);
+  proto::entry_out first, second;
+  std::memcpy(&first, space.data(), sizeof first);
+  std::memcpy(&second, space.data() + 160, sizeof second);
+  CHECK(first.nodeid == 42);
+  CHECK(first.attr.mode == (S_IFDIR | 0755));
+  for (std::size_t i = 0; i < sizeof second; ++i) CHECK(space[160 + i] == std::byte{0});
+  std::memcpy(&d, space.data() + 160 + 128, sizeof d);
+  CHECK(d.ino == 9);
+  CHECK(d.off == 2);
+  for (std::size_t i = 160 + 128 + 24 + 1; i < 320; ++i) CHECK(space[i] == std::byte{0});
+  // Full: nothing added, nothing written.
+  dir_buffer tight(std::span<std::byte>(space.data(), 40), false);
+  CHECK(tight.add("0123456789abcdefg", 1, S_IFREG, 1) == false);
+  CHECK(tight.size() == 0);
+}
+
 TEST_CASE("getxattr: size probing and ERANGE") {
   harness<test_fs> h;
   h.init();
