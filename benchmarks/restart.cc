@@ -1,9 +1,11 @@
 // The restart benchmark: memfs serves a tree of N files while two application
 // threads run the stat and the 4 KiB read workloads, and the server is
-// upgraded (`memfs --takeover`) again and again. Printed per transport and
-// tree size, next to nothing asserted:
+// upgraded (`memfs --takeover`) again and again — or, supervised
+// (`-o supervise`, docs/restart.md "Crash recovery"), SIGKILLed again and
+// again and recovered by its keeper. Printed per transport and tree size,
+// next to nothing asserted:
 //  - takeover: how long `memfs --takeover` took to return (the successor
-//    serves);
+//    serves); for a crash, from the SIGKILL until the mount answers again;
 //  - pause: for each handover, the longest single operation of each workload
 //    that started around it (median, p99, max over the handovers);
 //  - lost: operations the workloads did not do during the handovers, against
@@ -11,6 +13,7 @@
 //
 //   bazel run -c opt //benchmarks:restart
 //   bazel run -c opt //benchmarks:restart -- --files 10000 --handovers 20 --transports classic
+//   bazel run -c opt //benchmarks:restart -- --crashes 20    (classic only: supervise serves through /dev/fuse)
 //
 // Root is needed (mounting). Each cell mounts memfs on a fresh directory and
 // unmounts it at the end.
@@ -107,6 +110,7 @@ percentiles of(std::vector<double> v) {
 }
 
 struct cell {
+  bool crashes = false;  // SIGKILLs of a supervised server, not handovers
   std::string transport;
   std::size_t files = 0;
   std::string error;
@@ -115,18 +119,34 @@ struct cell {
   unsigned handovers = 0;
 };
 
-cell measure(const std::string& memfs, const std::string& transport, std::size_t files, unsigned handovers) {
+// The server a keeper runs: its one child.
+pid_t server_of(pid_t keeper) {
+  std::FILE* f = std::fopen(fmt::format("/proc/{}/task/{}/children", keeper, keeper).c_str(), "r");
+  if (!f) return -1;
+  int pid = -1;
+  if (std::fscanf(f, "%d", &pid) != 1) pid = -1;
+  std::fclose(f);
+  return pid;
+}
+
+// `handovers` upgrades, or (crashes) that many SIGKILLs of a supervised server.
+cell measure(const std::string& memfs, const std::string& transport, std::size_t files, unsigned handovers,
+             bool crashes) {
   cell c;
+  c.crashes = crashes;
   c.transport = transport;
   c.files = files;
   ::setenv("FUSEXX_TRANSPORT", transport.c_str(), 1);
   char tmpl[] = "/tmp/fusexx-restart-XXXXXX";
   const std::string mp = ::mkdtemp(tmpl);
+  const std::string pid_file = mp + ".pid";
   auto cleanup = [&] {
     ::umount2(mp.c_str(), MNT_DETACH);
     ::rmdir(mp.c_str());
   };
-  if (run({memfs, "-o", "entry_timeout=0,attr_timeout=0", mp}) != 0) {
+  const std::string options = crashes ? "entry_timeout=0,attr_timeout=0,supervise,pid_file=" + pid_file
+                                      : "entry_timeout=0,attr_timeout=0";
+  if (run({memfs, "-o", options, mp}) != 0) {
     c.error = "memfs did not start";
     cleanup();
     return c;
@@ -195,12 +215,31 @@ cell measure(const std::string& memfs, const std::string& transport, std::size_t
     read_t.window_longest_us = 0;
     in_window = true;
     const auto started = clock_type::now();
-    const int rc = run({memfs, "--takeover", mp});
+    int rc = 0;
+    if (crashes) {
+      // The keeper (the daemon: its pid is in the pid file) starts the
+      // server again; the mount answers once the new one serves.
+      pid_t keeper = -1;
+      if (std::FILE* f = std::fopen(pid_file.c_str(), "r")) {
+        if (std::fscanf(f, "%d", &keeper) != 1) keeper = -1;
+        std::fclose(f);
+      }
+      const pid_t server = keeper > 0 ? server_of(keeper) : -1;
+      rc = server > 0 && ::kill(server, SIGKILL) == 0 ? 0 : 1;
+      for (int i = 0; rc == 0 && server_of(keeper) == server; ++i) {
+        if (i == 20000) rc = 2;  // no new server within 10 s
+        std::this_thread::sleep_for(std::chrono::microseconds(500));
+      }
+      struct stat st;
+      if (rc == 0 && ::stat(mp.c_str(), &st) != 0) rc = 3;
+    } else {
+      rc = run({memfs, "--takeover", mp});
+    }
     takeover.push_back(std::chrono::duration<double, std::milli>(clock_type::now() - started).count());
     std::this_thread::sleep_for(std::chrono::milliseconds(100));  // operations that started before it returned end
     in_window = false;
     if (rc != 0) {
-      c.error = fmt::format("handover {} failed (exit {})", h + 1, rc);
+      c.error = fmt::format("{} {} failed ({})", crashes ? "crash" : "handover", h + 1, rc);
       break;
     }
     stat_pause.push_back(double(stat_t.window_longest_us.load()) / 1000);
@@ -221,6 +260,7 @@ cell measure(const std::string& memfs, const std::string& transport, std::size_t
   ::umount2(mp.c_str(), 0);
   for (int i = 0; i < 100 && fusexx::find_fuse_mount(mp); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
   cleanup();
+  ::unlink(pid_file.c_str());
   return c;
 }
 
@@ -240,7 +280,7 @@ std::vector<std::string> split(const std::string& s) {
 int main(int argc, char** argv) {
   std::vector<std::string> transports{"classic", "uring"};
   std::vector<std::size_t> sizes{10000, 1000000};
-  unsigned handovers = 10;
+  unsigned handovers = 10, crashes = 10;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string a = argv[i], v = argv[i + 1];
     if (a == "--transports") transports = split(v);
@@ -248,8 +288,10 @@ int main(int argc, char** argv) {
       sizes.clear();
       for (auto& n : split(v)) sizes.push_back(std::stoul(n));
     } else if (a == "--handovers") handovers = static_cast<unsigned>(std::stoul(v));
+    else if (a == "--crashes") crashes = static_cast<unsigned>(std::stoul(v));
     else {
-      std::fprintf(stderr, "usage: %s [--files N,N] [--handovers N] [--transports classic,uring]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--files N,N] [--handovers N] [--crashes N] [--transports classic,uring]\n",
+                   argv[0]);
       return 2;
     }
   }
@@ -262,20 +304,24 @@ int main(int argc, char** argv) {
   for (std::size_t files : sizes)
     for (const auto& t : transports) {
       std::fprintf(stderr, "restart: %s, %zu files ...\n", t.c_str(), files);
-      cells.push_back(measure(memfs, t, files, handovers));
+      if (handovers > 0) cells.push_back(measure(memfs, t, files, handovers, false));
+      // Crash recovery serves through /dev/fuse only (docs/restart.md).
+      if (crashes > 0 && t == "classic") cells.push_back(measure(memfs, t, files, crashes, true));
     }
-  fmt::print("\nmemfs (a tree of N empty files and one {} MiB file) upgraded live while stat and 4 KiB O_DIRECT reads run (ms; lost = ops not done during the "
-             "handovers, against the rate before)\n\n", data_size >> 20);
-  fmt::print("| transport | files | handovers | takeover median / max | stat pause median / p99 / max | read pause "
-             "median / p99 / max | stat lost | read lost |\n|---|---|---|---|---|---|---|---|\n");
+  fmt::print("\nmemfs (a tree of N empty files and one {} MiB file) upgraded live (handover), or SIGKILLed under its "
+             "keeper (crash), while stat and 4 KiB O_DIRECT reads run (ms; lost = ops not done during them, against the "
+             "rate before)\n\n", data_size >> 20);
+  fmt::print("| transport | files | what | times | back in median / max | stat pause median / p99 / max | read pause "
+             "median / p99 / max | stat lost | read lost |\n|---|---|---|---|---|---|---|---|---|\n");
   for (auto& c : cells) {
+    const char* what = c.crashes ? "crash" : "handover";
     if (!c.error.empty()) {
-      fmt::print("| {} | {} | {} | {} | | | | |\n", c.transport, c.files, c.handovers, c.error);
+      fmt::print("| {} | {} | {} | {} | {} | | | | |\n", c.transport, c.files, what, c.handovers, c.error);
       continue;
     }
-    fmt::print("| {} | {} | {} | {:.1f} / {:.1f} | {:.1f} / {:.1f} / {:.1f} | {:.1f} / {:.1f} / {:.1f} | {:.1f}% | "
+    fmt::print("| {} | {} | {} | {} | {:.1f} / {:.1f} | {:.1f} / {:.1f} / {:.1f} | {:.1f} / {:.1f} / {:.1f} | {:.1f}% | "
                "{:.1f}% |\n",
-               c.transport, c.files, c.handovers, c.takeover_ms.median, c.takeover_ms.max, c.stat_pause_ms.median,
+               c.transport, c.files, what, c.handovers, c.takeover_ms.median, c.takeover_ms.max, c.stat_pause_ms.median,
                c.stat_pause_ms.p99, c.stat_pause_ms.max, c.read_pause_ms.median, c.read_pause_ms.p99,
                c.read_pause_ms.max, 100 * c.stat_lost, 100 * c.read_lost);
   }

@@ -150,10 +150,13 @@ class server_process {
   pid_t pid() const { return pid_; }
 
   // CPU time the server's threads have used so far, in nanoseconds (user and
-  // kernel: the scheduler's own account, /proc/PID/task/*/schedstat).
-  std::uint64_t cpu_ns() const {
+  // kernel: the scheduler's own account, /proc/PID/task/*/schedstat) — with
+  // its children's: a supervised server (-o supervise) is the keeper's child.
+  std::uint64_t cpu_ns() const { return cpu_ns_of(pid_, true); }
+
+  static std::uint64_t cpu_ns_of(pid_t pid, bool with_children) {
     std::uint64_t total = 0;
-    const std::string tasks = "/proc/" + std::to_string(pid_) + "/task";
+    const std::string tasks = "/proc/" + std::to_string(pid) + "/task";
     if (DIR* d = ::opendir(tasks.c_str())) {
       while (dirent* e = ::readdir(d)) {
         if (e->d_name[0] == '.') continue;
@@ -162,6 +165,10 @@ class server_process {
         if (in >> ns) total += ns;
       }
       ::closedir(d);
+    }
+    if (with_children) {
+      std::ifstream in(tasks + "/" + std::to_string(pid) + "/children");
+      for (pid_t child = 0; in >> child;) total += cpu_ns_of(child, false);
     }
     return total;
   }

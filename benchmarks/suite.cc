@@ -77,7 +77,8 @@ const char* usage =
     "                     the libfuse subjects (default: libfuse-3.19.0-rc0 in $FUSEXX_ANCHORS, else in\n"
     "                     ../shared/anchors beside the workspace, if there)\n"
     "  --out DIR          where results.json, results.txt and chart.png go\n"
-    "  --only LIST        native; fusexx's memfs-classic, memfs (io_uring), classic, io_uring (passthrough),\n"
+    "  --only LIST        native; fusexx's memfs-classic, memfs-supervised (classic, -o supervise: crash\n"
+    "                     recovery), memfs (io_uring), classic, io_uring (passthrough),\n"
     "                     passthrough (kernel passthrough); libfuse 3.19's libfuse-memfs, libfuse-memfs-uring,\n"
     "                     libfuse-passthrough, libfuse-passthrough-uring, libfuse-kpassthrough; a --program's\n"
     "                     name; also (only when named) classic-nostats, io_uring-nostats (-o stats=off) and\n"
@@ -108,8 +109,9 @@ std::vector<subject> subjects(const char* argv0, const std::vector<std::string>&
     x.versus = std::move(versus);
     return x;
   };
-  auto fusexx_memfs = [&](std::string name, std::string transport, std::string versus) {
-    subject x{std::move(name), mf, {"-f", "-o", "entry_timeout=0,attr_timeout=0,transport=" + transport, "{mnt}"}, true, ""};
+  auto fusexx_memfs = [&](std::string name, std::string transport, std::string versus, std::string extra = "") {
+    subject x{std::move(name), mf, {"-f", "-o", "entry_timeout=0,attr_timeout=0,transport=" + transport + extra, "{mnt}"},
+              true, ""};
     x.versus = std::move(versus);
     return x;
   };
@@ -133,6 +135,9 @@ std::vector<subject> subjects(const char* argv0, const std::vector<std::string>&
       {"native", "", {}, false, ""},
       fusexx_memfs("memfs-classic", "classic", "libfuse-memfs"),
       libfuse_subject("libfuse-memfs", "memfs_ll", {"-f", "-o", same, "{mnt}"}, true),
+      // Crash-tolerant memfs (-o supervise: a keeper, every change journaled;
+      // docs/restart.md): what crash recovery costs, beside memfs-classic.
+      fusexx_memfs("memfs-supervised", "classic", "", ",supervise"),
       fusexx_memfs("memfs", "uring", "libfuse-memfs-uring"),
       libfuse_subject("libfuse-memfs-uring", "memfs_ll", {"-f", "-o", "io_uring," + same, "{mnt}"}, true),
       fusexx_pt("classic", "transport=classic", "libfuse-passthrough"),
@@ -313,10 +318,15 @@ std::optional<std::uint64_t> callgrind_total(const subject& s, const std::string
   subject under{s.name, "/usr/bin/valgrind",
                 {"--tool=callgrind", "--callgrind-out-file=/dev/null", "--log-file=" + log, s.program}, false, ""};
   under.args.insert(under.args.end(), s.args.begin(), s.args.end());
-  // fusexx's automatic choice would pick io_uring, which valgrind cannot run.
+  under.env = s.env;  // libfuse's examples find their library through it
+  // fusexx's automatic choice would pick io_uring, which valgrind cannot run;
+  // the kernel-passthrough subject asks for it, and gets /dev/fuse here.
   if (s.program.ends_with("examples/passthrough"))
     for (auto& a : under.args)
-      if (a.starts_with("source=") && !a.contains("transport=")) a += ",transport=classic";
+      if (a.starts_with("source=")) {
+        if (!a.contains("transport=")) a += ",transport=classic";
+        else if (auto at = a.find("transport=uring"); at != std::string::npos) a.replace(at, 15, "transport=classic");
+      }
   const std::string mnt = make_dir("/tmp", "fusexx-bench-mnt-");
   std::chrono::duration<double> took{};
   bool ok = false;
@@ -346,7 +356,9 @@ std::optional<std::uint64_t> callgrind_total(const subject& s, const std::string
 void measure_instructions(report& rep, const settings& cfg, const tree_shape& shape, const subject& s,
                           const std::string& source) {
   if (s.program.empty() || s.in_memory || rep.unavailable.contains(s.name)) return;
-  if (s.name.starts_with("io_uring")) {
+  const bool ring = s.name.starts_with("io_uring") ||
+                    std::ranges::any_of(s.args, [](const std::string& a) { return a.starts_with("io_uring"); });
+  if (ring) {
     // Valgrind 3.19 does not model FUSE's io_uring commands (unhandled
     // ioctls, ring memory it does not know the kernel writes), so a server
     // under it never answers on the ring.

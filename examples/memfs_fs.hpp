@@ -64,11 +64,9 @@ inline constexpr std::size_t name_max = 255;
 // rounded down to a page): the rest is the caller's next call.
 inline constexpr std::uint64_t max_copy = 0x7ffff000;
 
-inline timespec now() {
-  timespec t{};
-  ::clock_gettime(CLOCK_REALTIME, &t);
-  return t;
-}
+// Stamps come from the request's time, not the clock: a crash-recovering
+// successor replays the journal at the times it was applied at.
+inline timespec now() { return fusexx::request_time(); }
 
 struct child_ref {
   ino node;
@@ -418,6 +416,11 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
   // ---- restart: a new memfs process takes the mount over (docs/restart.md) ----
   static constexpr bool restartable = true;
   static constexpr std::uint32_t snapshot_version = 1;  // of what save() writes
+  // Crash recovery under a keeper (-o supervise; docs/restart.md): memfs's
+  // state changes only through requests, under one mutex, stamped with
+  // fusexx::request_time() (memfs::now()), with node ids and handles from
+  // counters: a replay of the journal on a checkpoint rebuilds it exactly.
+  static constexpr bool crash_safe = true;
 
   // Everything: the settings the connection was negotiated with, the whole
   // tree with every file's contents and extended attributes, the lookup and

@@ -70,7 +70,10 @@ class daemon_guard {
 
   // In the child (or, in the foreground, the only process): returns the
   // guard. In the parent: waits for the child's verdict and exits with it.
-  static outcome<daemon_guard> start(const daemon_options& options) {
+  // `watch`: false for a process that must stay single-threaded (a keeper
+  // that forks its servers: restart/keeper.hpp); the forked server then
+  // calls watch_parent() itself.
+  static outcome<daemon_guard> start(const daemon_options& options, bool watch = true) {
     auto state = std::make_unique<shared>();
     state->options = options;
     if (options.foreground) return daemon_guard(std::move(state));
@@ -95,9 +98,22 @@ class daemon_guard {
     unique_fd null(::open("/dev/null", O_RDWR | O_CLOEXEC));
     if (null) ::dup2(null.get(), STDIN_FILENO);
     state->channel = std::move(child_end);
-    state->watch_parent();
+    if (watch) state->watch_parent();
     return daemon_guard(std::move(state));
   }
+
+  // Starts watching for the parent's death (after start(options, false)).
+  void watch_parent() {
+    if (state_->channel && !state_->watcher.joinable()) state_->watch_parent();
+  }
+  // A keeper, once its first server has the report to make: lets go of the
+  // channel without reporting, so the parent hears that server alone.
+  void detach() {
+    state_->done = true;
+    state_->channel.reset();
+  }
+  // The pid the pid file gets (the keeper's, for a supervised server).
+  void report_pid(pid_t pid) noexcept { state_->pid = pid; }
 
   // Raised when the parent died before commit(): give up starting.
   std::stop_token stopped() const noexcept { return state_->parent_gone.get_token(); }
@@ -109,7 +125,7 @@ class daemon_guard {
       std::string tmp = state_->options.pid_file + ".tmp";
       {
         std::ofstream out(tmp, std::ios::trunc);
-        out << ::getpid() << '\n';
+        out << (state_->pid > 0 ? state_->pid : ::getpid()) << '\n';
       }
       std::filesystem::rename(tmp, state_->options.pid_file);
       state_->wrote_pid_file = true;
@@ -142,6 +158,7 @@ class daemon_guard {
     std::jthread watcher;
     bool done = false;
     bool wrote_pid_file = false;
+    pid_t pid = 0;  // for the pid file, when not this process's
 
     // Waits for the parent's end of the channel to close (it only does when
     // the parent dies: a live parent is blocked reading it) or for finish().

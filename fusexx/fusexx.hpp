@@ -9,6 +9,7 @@
 #include "main.hpp"          // IWYU pragma: export
 #include "notify.hpp"        // IWYU pragma: export
 #include "request.hpp"       // IWYU pragma: export
+#include "request_time.hpp"  // IWYU pragma: export
 #include "result.hpp"        // IWYU pragma: export
 #include "server.hpp"        // IWYU pragma: export
 #include "task.hpp"          // IWYU pragma: export

@@ -42,6 +42,9 @@ struct command_line {
   bool help = false;
   bool show_version = false;
   bool takeover = false;  // --takeover: continue the mount's running server instead of mounting
+  bool transport_given = false;  // -o transport= (not only $FUSEXX_TRANSPORT)
+  bool supervise = false; // -o supervise: a keeper restarts the server after a crash (restart/keeper.hpp)
+  keeper_options keeper;
 };
 
 // Filesystems may take their own -o options: `outcome<bool> option(key, value)`
@@ -99,6 +102,7 @@ outcome<command_line> parse_command_line(Fs& fs, int argc, char** argv) {
         auto t = v ? parse_transport(*v) : std::nullopt;
         if (!t) return fail(EINVAL, "option transport= takes auto, classic or uring");
         cl.server.transport = *t;
+        cl.transport_given = true;
         continue;
       }
       if (key == "queue_depth") {
@@ -115,6 +119,23 @@ outcome<command_line> parse_command_line(Fs& fs, int argc, char** argv) {
       if (key == "stats") {
         if (v && *v != "on" && *v != "off") return fail(EINVAL, "option stats= takes on or off");
         cl.server.stats = !v || *v == "on";
+        continue;
+      }
+      if (key == "supervise") {
+        if (v) return fail(EINVAL, "option 'supervise' takes no value");
+        cl.supervise = true;
+        continue;
+      }
+      if (key == "supervise_restarts") {
+        auto n = v ? detail::parse_number<unsigned>(*v) : std::nullopt;
+        if (!n || *n == 0 || *n > 1000000) return fail(EINVAL, "option supervise_restarts= takes 1 to 1000000");
+        cl.keeper.restarts = *n;
+        continue;
+      }
+      if (key == "checkpoint_kb") {
+        auto n = v ? detail::parse_number<unsigned>(*v) : std::nullopt;
+        if (!n || *n < 64 || *n > (1u << 20)) return fail(EINVAL, "option checkpoint_kb= takes 64 to 1048576");
+        cl.server.checkpoint_bytes = std::uint64_t{*n} << 10;
         continue;
       }
       if (key == "threads") {
@@ -226,7 +247,12 @@ void print_usage(const char* argv0) {
       "     async_init         do not use synchronous INIT\n"
       "     pid_file=PATH      write the daemon's pid here once it serves\n"
       "     keep_stdio         keep stdout/stderr open in the background (systemd)\n"
-      "     keep_cwd           do not change to / in the background\n",
+      "     keep_cwd           do not change to / in the background\n"
+      "     supervise          a keeper process restarts the server should it crash; applications\n"
+      "                        with open files carry on (a crash_safe filesystem; /dev/fuse\n"
+      "                        transport; docs/restart.md, \"Crash recovery\")\n"
+      "     supervise_restarts=N  give up after N crashes in a row within 10 s of a start (5)\n"
+      "     checkpoint_kb=N    supervised: checkpoint once the crash journal holds N KiB (65536)\n",
       argv0);
   if constexpr (has_usage<Fs>) std::printf("\n%s", std::string(Fs::usage).c_str());
 }
@@ -278,12 +304,28 @@ inline void forget_fd_store(const std::string& mountpoint, std::size_t snapshot_
 // outside, then stop (in-flight handlers awaited, destroy()). Returns the
 // exit status.
 template <filesystem Fs>
-task<int> serve(event_loop& loop, server<Fs>& srv, daemon_guard& guard, int signals, bool takeover) {
+task<int> serve(event_loop& loop, server<Fs>& srv, daemon_guard& guard, int signals, bool takeover,
+                bool recovering = false) {
   const std::stop_token parent_gone = guard.stopped();
   result<outcome<void>> started = outcome<void>{};
   bool from_store = false;
   std::size_t stored_fds = 0;  // beside the stored snapshot
-  if constexpr (restartable<Fs>) {
+  if (srv.supervised()) {
+    if (recovering) {
+      started = co_await srv.recover_async(loop);
+    } else {
+      started = co_await srv.start_async(loop, parent_gone);
+      if (started && *started) {
+        // The first checkpoint and the keeper told: only then is a crash
+        // recoverable, so only then does start-up count as done.
+        result<outcome<void>> begun = co_await srv.begin_supervised_async(loop);
+        if (!begun || !*begun) {
+          co_await srv.stop_async(loop);
+          started = std::move(begun);
+        }
+      }
+    }
+  } else if constexpr (restartable<Fs>) {
     auto stored = offer_from_fd_store();
     if (!stored) {
       started = outcome<void>(std::unexpected(stored.error()));
@@ -323,9 +365,12 @@ task<int> serve(event_loop& loop, server<Fs>& srv, daemon_guard& guard, int sign
   // Serve until a stop signal, an unmount from outside, or a successor that
   // takes the connection over (the control socket).
   for (;;) {
-    int which = 0;
-    if (srv.control_fd() >= 0) which = co_await loop.first_ready(signals, srv.ended_fd(), srv.control_fd());
-    else which = co_await loop.first_ready(signals, srv.ended_fd());
+    // (An fd of -1, where there is no control socket or no journal, is never ready.)
+    const int which = co_await loop.first_ready(signals, srv.ended_fd(), srv.control_fd(), srv.checkpoint_fd());
+    if (which == 3) {
+      co_await srv.checkpoint_async(loop);
+      continue;
+    }
     if (which == 2) {
       // handed over: leave, the mount lives on
       if (auto handed = co_await srv.serve_control_async(loop); handed && *handed) co_return 0;
@@ -351,16 +396,10 @@ task<int> serve(event_loop& loop, server<Fs>& srv, daemon_guard& guard, int sign
   co_return 0;
 }
 
-// Serves `fs` at the command line's mountpoint until unmounted or signalled.
+// One server process: serves until unmounted, signalled or handed over;
+// supervised (`sup`), as one of its keeper's servers.
 template <filesystem Fs>
-int run(Fs& fs, const command_line& cl) {
-  if (cl.debug) log::set_level(log::level::debug);
-  // Forks (when not in the foreground) before any thread exists.
-  auto guard = daemon_guard::start(cl.daemon);
-  if (!guard) {
-    std::fprintf(stderr, "fusexx: %s\n", guard.error().message.c_str());
-    return 1;
-  }
+int serve_process(Fs& fs, const command_line& cl, daemon_guard& guard, const supervision* sup) {
   // Block the stop signals before any thread exists, so every thread inherits
   // the mask and only the signalfd below sees them.
   sigset_t stop_signals = transport::worker_signal_mask();
@@ -369,8 +408,15 @@ int run(Fs& fs, const command_line& cl) {
   unique_fd signals(::signalfd(-1, &stop_signals, SFD_CLOEXEC));
 
   server<Fs> srv(fs, cl.server);
+  if (sup)
+    if (auto r = srv.supervise(*sup); !r) {
+      if (guard.background()) guard.report(r.error());
+      else std::fprintf(stderr, "fusexx: %s\n", r.error().message.c_str());
+      return 1;
+    }
   event_loop loop;
-  const int code = loop.run(serve(loop, srv, *guard, signals.get(), cl.takeover)).value_or(1);
+  const int code =
+      loop.run(serve(loop, srv, guard, signals.get(), cl.takeover, sup && sup->recovering())).value_or(1);
   // A handler that never returned (a hung init()) cannot be joined; nothing
   // is mounted any more, so leave without waiting for it.
   if (srv.has_stuck_workers()) std::_Exit(code);
@@ -380,6 +426,54 @@ int run(Fs& fs, const command_line& cl) {
   // destructors. Leave at once.
   if (srv.handed_over()) std::_Exit(code);
   return code;
+}
+
+// Serves `fs` under a keeper (-o supervise): the keeper is this process (the
+// daemon, without -f); each server is a child it forks, again after a crash.
+template <filesystem Fs>
+int run_supervised(Fs& fs, const command_line& cl) {
+  // Forks (when not in the foreground) before any thread exists, and starts
+  // none: the keeper forks its servers.
+  auto guard = daemon_guard::start(cl.daemon, /*watch=*/false);
+  if (!guard) {
+    std::fprintf(stderr, "fusexx: %s\n", guard.error().message.c_str());
+    return 1;
+  }
+  keeper_options o = cl.keeper;
+  o.mountpoint = cl.server.mount.mountpoint;
+  o.detach_stdio = !cl.daemon.foreground && !cl.daemon.keep_stdio;
+  return keeper::run(
+      o,
+      [&](const supervision& s) {
+        if (s.incarnation == 0) {
+          // The first server makes the start-up report, and names the keeper
+          // in the pid file: the process that lives as long as the mount.
+          guard->watch_parent();
+          guard->report_pid(::getppid());
+          return serve_process(fs, cl, *guard, &s);
+        }
+        daemon_options in_foreground;
+        in_foreground.foreground = true;  // the keeper reported start-up long ago
+        auto quiet = daemon_guard::start(in_foreground);
+        return serve_process(fs, cl, *quiet, &s);
+      },
+      [&] { guard->detach(); });
+}
+
+// Serves `fs` at the command line's mountpoint until unmounted or signalled.
+template <filesystem Fs>
+int run(Fs& fs, const command_line& cl) {
+  if (cl.debug) log::set_level(log::level::debug);
+  if (cl.supervise) {
+    if constexpr (crash_safe<Fs>) return run_supervised(fs, cl);
+  }
+  // Forks (when not in the foreground) before any thread exists.
+  auto guard = daemon_guard::start(cl.daemon);
+  if (!guard) {
+    std::fprintf(stderr, "fusexx: %s\n", guard.error().message.c_str());
+    return 1;
+  }
+  return serve_process(fs, cl, *guard, nullptr);
 }
 
 template <filesystem Fs>
@@ -397,6 +491,20 @@ int main(int argc, char** argv) {
                    "save()/restore(); docs/restart.md)\n", argv[0]);
       return 2;
     }
+  }
+  if (cl->supervise) {
+    const char* why = nullptr;
+    if constexpr (!crash_safe<Fs>)
+      why = "this filesystem does not support crash recovery (it does not declare crash_safe; docs/restart.md)";
+    if (cl->takeover) why = "--takeover and -o supervise do not go together: a supervised mount's keeper restarts it";
+    if (cl->transport_given && cl->server.transport == transport_kind::uring)
+      why = "-o supervise serves through /dev/fuse: this kernel cannot resend the requests an io_uring entry holds "
+            "when its server dies (docs/restart.md, \"Crash recovery\"); leave transport= out or say classic";
+    if (why) {
+      std::fprintf(stderr, "fusexx: %s\n", why);
+      return 2;
+    }
+    cl->server.transport = transport_kind::classic;
   }
   if (cl->help) {
     print_usage<Fs>(argv[0]);

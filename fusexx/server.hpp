@@ -41,6 +41,8 @@
 #include "control.hpp"
 #include "restart/control_socket.hpp"
 #include "restart/handover.hpp"
+#include "restart/journaling.hpp"
+#include "restart/keeper.hpp"
 #include "restart/restartable.hpp"
 #include "restart/session_snapshot.hpp"
 #include "restart/snapshot.hpp"
@@ -72,6 +74,7 @@ struct server_options {
   transport::uring_options uring;
   std::chrono::milliseconds init_timeout{30000};  // the longest INIT (and init()) may take
   bool stats = true;  // per-opcode statistics for the control socket (fusexx/stats.hpp); -o stats=off
+  std::uint64_t checkpoint_bytes = std::uint64_t{64} << 20;  // supervised: a checkpoint once the journal holds this much
 };
 
 // What park() did: whether every request in flight came to an end, and which
@@ -283,6 +286,156 @@ class server {
       detail::timer_thread::instance().resume_at(clock::now(), h, &session_.scope());
   }
 
+  // ---- crash recovery under a keeper (restart/keeper.hpp, docs/restart.md) ----
+
+  // Serves under a keeper (before start_async or recover_async): every
+  // request that changes state is journaled, requests are read from the
+  // connection's own fd only (the keeper holds it; a clone would close with
+  // this process and end what was read through it), through /dev/fuse (the
+  // kernel cannot resend what an io_uring entry holds).
+  outcome<void> supervise(const supervision& s) {
+    if constexpr (!crash_safe<Fs>) {
+      return fail(EOPNOTSUPP, "this filesystem does not support crash recovery (it is not crash_safe)");
+    } else {
+      auto j = journal::map(s.journal);
+      if (!j) return std::unexpected(j.error());
+      journal_ = std::move(*j);
+      supervision_ = s;
+      generation_ = s.generation;
+      options_.transport = transport_kind::classic;
+      options_.classic.clone_fds = false;
+      options_.classic.prefault = true;
+      journaling_ = std::make_unique<detail::journaling<detail::dispatcher<Fs>>>(dispatcher_, journal_,
+                                                                                  options_.checkpoint_bytes);
+      // The first checkpoint is taken right after INIT is answered, on the
+      // thread that answered it, before it reads anything else: from then on
+      // the kernel sends requests, and each is journaled after it.
+      if (!s.recovering()) session_.after_init_reply = [this](const connection&) { first_checkpoint(); };
+      return {};
+    }
+  }
+  bool supervised() const noexcept { return static_cast<bool>(supervision_); }
+
+  // The first supervised server, once started: a checkpoint that knows how
+  // the mount was made, then the keeper is told that it serves.
+  task<outcome<void>> begin_supervised_async(event_loop& loop) {
+    if (!co_await checkpoint_async(loop))
+      co_return outcome<void>(fail(EIO, "supervise: the first checkpoint of {} could not be taken", mountpoint()));
+    if (auto r = keeper::tell_serving(supervision_); !r)
+      co_return outcome<void>(fail(EIO, "supervise: the keeper could not be told: {}", r.error().message()));
+    co_return outcome<void>{};
+  }
+
+  // A successor after a crash (instead of start_async): restores the
+  // keeper's last checkpoint, replays the journal on it, and continues the
+  // connection; requests the dead server had read come again (NOTIFY_RESEND),
+  // and those it had applied are answered from the journal.
+  task<outcome<void>> recover_async([[maybe_unused]] event_loop& loop) {
+    if constexpr (!crash_safe<Fs>) {
+      co_return outcome<void>(fail(EOPNOTSUPP, "this filesystem does not support crash recovery"));
+    } else {
+      const auto started = clock::now();
+      std::optional<transport::entry_layout> entries;
+      if (auto restored = restore_from(supervision_.checkpoint, {}, entries); !restored)
+        co_return failed(failure{restored.error().code,
+                                 fmt::format("recovery: the checkpoint: {}", restored.error().message)});
+      if (entries) co_return outcome<void>(fail(EPROTO, "recovery: the checkpoint is of an io_uring server"));
+      if (journal_.overflowed())
+        co_return outcome<void>(fail(EIO, "recovery: the crash journal overflowed (no checkpoint could be taken): the state "
+                       "cannot be rebuilt"));
+      detail::replay_report replayed;
+      if (journal_.generation() < generation_) {
+        // The keeper took a checkpoint the journal was not yet reset for:
+        // the checkpoint holds every record (it was taken parked).
+        journal_.reset(generation_);
+      } else if (journal_.generation() != generation_) {
+        co_return outcome<void>(fail(EIO, "recovery: the journal follows checkpoint {}, the keeper has {}", journal_.generation(),
+                       generation_));
+      } else {
+        replayed = journaling_->replay(session_.conn().request_buffer_size() + 4096);
+      }
+      device_ = unique_fd(::fcntl(supervision_.device, F_DUPFD_CLOEXEC, 0));
+      if (!device_) co_return outcome<void>(fail(errno, "recovery: dup: {}", std::strerror(errno)));
+      open_control_socket();
+      session_.notify().attach(transport::fd_sink(device_.get()));
+      // Requests the dead server read and did not answer come again.
+      if (auto r = session_.notify().resend(); !r) log::warn("NOTIFY_RESEND failed: {}", r.error().message());
+      start_control(device_.get());
+      start_classic_plane();
+      log::info("recovered {} in {} ms: checkpoint {} and {} journaled request(s) replayed{}", mountpoint(),
+                std::chrono::duration_cast<std::chrono::milliseconds>(clock::now() - started).count(), generation_,
+                replayed.records,
+                replayed.differing || replayed.unfinished
+                    ? fmt::format(" ({} answered differently, {} did not finish)", replayed.differing, replayed.unfinished)
+                    : std::string());
+      if (auto r = keeper::tell_serving(supervision_); !r)
+        log::warn("supervise: the keeper could not be told: {}", r.error().message());
+      watch_adopted_mount();
+      co_return outcome<void>{};
+    }
+  }
+
+  // The checkpoint at INIT (see supervise()): nothing else has been read
+  // yet, so nothing needs parking. The mount call is still under way: the
+  // mount is described as asked for (the next checkpoint, once started,
+  // says how it was made). With it the keeper gets the connection's fd.
+  void first_checkpoint() {
+    if constexpr (crash_safe<Fs>) {
+      auto sealed = write_snapshot(mount_description{options_.mount.mountpoint, mount_method::new_api, {},
+                                                     options_.mount.sync_init});
+      if (!sealed) return log::error("supervise: the checkpoint at INIT: {}", sealed.error().message);
+      if (auto sent = keeper::send_checkpoint(supervision_, sealed->memfd.get(), generation_ + 1, control_fd_); !sent)
+        return log::error("supervise: the checkpoint at INIT: {}", sent.error().message);
+      journaling_->checkpointed(++generation_);
+    }
+  }
+
+  // Readable when the journal has grown enough for a checkpoint; -1 when
+  // not supervised.
+  int checkpoint_fd() const noexcept { return journaling_ ? journaling_->checkpoint_wanted_fd() : -1; }
+
+  // A checkpoint: parked, the snapshot goes to the keeper, then the journal
+  // starts over. False when it could not be taken (a handler still running,
+  // save() failed, the keeper did not answer): the journal goes on growing,
+  // and the next record asks again.
+  task<bool> checkpoint_async(event_loop& loop) {
+    if constexpr (!crash_safe<Fs>) {
+      co_return false;
+    } else {
+      const auto started = clock::now();
+      park_report parked = co_await loop.blocking(
+          [this] { return park(std::chrono::milliseconds(500), std::chrono::milliseconds(20)); });
+      bool done = false;
+      outcome<sealed_snapshot> sealed = fail(EAGAIN, "not taken");
+      if (parked.running == 0) sealed = write_snapshot();
+      if (parked.running > 0) {
+        log::info("checkpoint postponed: {} request(s) still being handled", parked.running);
+      } else if (!sealed) {
+        log::error("checkpoint: {}", sealed.error().message);
+      } else if (!sealed->fds.empty()) {
+        log::error("checkpoint: the snapshot names {} open file(s), which the keeper cannot hold", sealed->fds.size());
+      } else {
+        const std::uint64_t next = generation_ + 1;
+        const int memfd = sealed->memfd.get();
+        const supervision* keeper_of = &supervision_;
+        outcome<void> sent = co_await loop.blocking(
+            [keeper_of, memfd, next] { return keeper::send_checkpoint(*keeper_of, memfd, next); });
+        if (!sent) {
+          log::error("checkpoint: {}", sent.error().message);
+        } else {
+          journaling_->checkpointed(next);
+          generation_ = next;
+          done = true;
+          log::debug("checkpoint {} of {} in {} us", next, mountpoint(),
+                     std::chrono::duration_cast<std::chrono::microseconds>(clock::now() - started).count());
+        }
+      }
+      if (!done) journaling_->checkpointed_failed();
+      resume();
+      co_return done;
+    }
+  }
+
   // ---- handing the connection over (docs/restart.md) ----
 
   // Readable when a client connects to the control socket (fusexx::main
@@ -331,6 +484,11 @@ class server {
       refuse("this filesystem is not restartable (it has no save()/restore())");
       co_return false;
     } else {
+      if (supervised()) {
+        refuse("this server is supervised (-o supervise): its keeper holds the connection and restarts it; a "
+               "successor cannot take it over");
+        co_return false;
+      }
       if (hello->version != handover::protocol_version) {
         refuse(fmt::format("the successor speaks handover protocol {}, this server {}", hello->version,
                            handover::protocol_version));
@@ -555,7 +713,7 @@ class server {
     if constexpr (!restartable<Fs>) {
       return false;
     } else {
-      if (uring_ || !device_ || systemd::fd_store_max() < 2) return false;
+      if (uring_ || !device_ || supervised() || systemd::fd_store_max() < 2) return false;
       auto sent = systemd::store_fd(device_.get(), systemd::device_name);
       if (!sent) return std::unexpected(sent.error());
       in_fd_store_ = *sent;
@@ -708,14 +866,23 @@ class server {
     else log::warn("no control socket: {}", l.error().message);
   }
 
+  // What the transports hand requests to: the dispatcher, or, supervised,
+  // the journal in front of it.
+  detail::request_handler handler() {
+    if (journaling_) return detail::request_handler(*journaling_);
+    return detail::request_handler(dispatcher_);
+  }
+
   // The classic data plane: readers on clones of the session fd.
   void start_classic_plane() {
     const unsigned threads =
         options_.classic.threads ? options_.classic.threads : std::max(2u, std::thread::hardware_concurrency());
     if (threads <= 1) return;
-    plane_ = std::make_unique<transport::device_readers>(
-        detail::request_handler(dispatcher_), session_, device_.get(), threads - 1,
+    auto plane = std::make_unique<transport::device_readers>(
+        handler(), session_, device_.get(), threads - 1,
         options_.classic.clone_fds ? transport::device_readers::fds::clones : transport::device_readers::fds::session);
+    plane->prefault(options_.classic.prefault);
+    plane_ = std::move(plane);
     plane_->start();
   }
 
@@ -727,14 +894,15 @@ class server {
     unique_fd memfd;
     std::vector<int> fds;
   };
-  outcome<sealed_snapshot> write_snapshot() {
+  outcome<sealed_snapshot> write_snapshot(std::optional<mount_description> mounting = std::nullopt) {
     if constexpr (!restartable<Fs>) {
       return fail(EOPNOTSUPP, "this filesystem is not restartable");
     } else {
       snapshot_writer w;
       w.str(restart_type());
       write_session(w, session_.describe(),
-                    {mount_.mountpoint(), mount_.method(), mount_.helper(), mount_.sync_init()});
+                    mounting ? *mounting
+                             : mount_description{mount_.mountpoint(), mount_.method(), mount_.helper(), mount_.sync_init()});
       write_entry_layout(w, uring_ ? std::optional(uring_->region().layout()) : std::nullopt);
       std::string why;
       auto saved = detail::fenced("save()", [&] { return result<void>(fs_.save(w)); }, result<void>(error(EIO)), &why);
@@ -815,11 +983,13 @@ class server {
   // The control channel: one reader on the session's fd, started before the
   // mount call with synchronous INIT (that call blocks until INIT is answered).
   void start_control(int fd) {
+    control_fd_ = fd;
     // Backing-file ioctls may go to any fd of the connection; this one lives
     // until stop().
     session_.backing().attach(fd);
-    control_ = std::make_unique<transport::device_readers>(detail::request_handler(dispatcher_), session_, fd, 1,
+    control_ = std::make_unique<transport::device_readers>(handler(), session_, fd, 1,
                                                            transport::device_readers::fds::session);
+    control_->prefault(options_.classic.prefault);
     control_->on_ended([this] {
       // The connection ended (unmounted from outside, or the helper went
       // away): an INIT not yet answered never will be.
@@ -895,6 +1065,13 @@ class server {
   clock::time_point started_ = clock::now();
   std::uint64_t handover_requests_ = 0;            // successors that asked (the event loop's thread only)
   std::uint64_t handover_refused_ = 0;
+  // Supervised (-o supervise): the keeper, the crash journal, and the
+  // handler that journals every request that changes state.
+  supervision supervision_{};
+  journal journal_;
+  std::unique_ptr<detail::journaling<detail::dispatcher<Fs>>> journaling_;
+  std::uint64_t generation_ = 0;  // of the last checkpoint the keeper holds
+  int control_fd_ = -1;           // the fd INIT came on (the connection's own)
 };
 
 }  // namespace fusexx

@@ -153,14 +153,7 @@ TEST_CASE_TEMPLATE("20 handovers in a row: the application sees no error, keeps 
   // request is waiting in the server at every handover (a suspended
   // handler), goes to each successor (resent, or handed over with its
   // io_uring entry), and is granted in the end, once the application lets go.
-  forked waiter = fork_child([&] {
-    const int fd = ::open((mp + "/rw").c_str(), O_RDWR);
-    struct ::flock l {};
-    l.l_type = F_WRLCK;
-    l.l_whence = SEEK_SET;
-    l.l_len = 1;
-    return fd >= 0 && ::fcntl(fd, F_SETLKW, &l) == 0 ? 0 : 1;
-  });
+  forked waiter = wait_for_application_lock(mp);
   REQUIRE(m.progresses());
 
   std::vector<double> pause_ms;

@@ -52,6 +52,9 @@ enum class kind : std::uint32_t {
   // Not a handover: a tool asks the server for its state (fusexx/control.hpp).
   query = 0x59525551,   // tool → server: text = "status" | "stats", version = control protocol
   answer = 0x57534e41,  // server → tool: text = the answer, JSON
+  // Not a handover either: a supervised server and its keeper (restart/keeper.hpp).
+  serving = 0x56524553,     // server → keeper: it serves (+ the connection's fd, from the first server)
+  checkpoint = 0x504b4843,  // server → keeper: count = generation, + the sealed snapshot; answered by ack
 };
 
 struct message {

@@ -23,6 +23,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -74,6 +75,7 @@ inline result<unique_fd> clone_device(int session_fd) {
 struct classic_options {
   unsigned threads = 0;     // 0: one per CPU, at least 2 (handlers may block)
   bool clone_fds = true;    // false: all readers share the session fd
+  bool prefault = false;    // touch every page of a read buffer when it is made (see device_readers::prefault)
 };
 
 class device_readers final : public channel {
@@ -166,6 +168,15 @@ class device_readers final : public channel {
     return static_cast<unsigned>(readers_.size());
   }
 
+  // Every page of a read buffer is touched when the buffer is made. For a
+  // server that may be killed (-o supervise): the kernel copies a request
+  // into the reader's buffer after taking it off the queue, and a copy that
+  // needs a page fault while SIGKILL is pending fails — the kernel then ends
+  // the request with EIO instead of keeping it for a resend (docs/restart.md,
+  // "What the kernel does"). Costs the buffer's whole size in memory at once
+  // (about 1 MiB per reader, and per handler that suspends holding one).
+  void prefault(bool on) noexcept { prefault_ = on; }
+
   // Called (once, on a reader thread) when a reader has seen the connection
   // end (ENODEV or ECONNABORTED: unmounted, or aborted): nothing will come through /dev/fuse
   // any more. Set it before start().
@@ -245,7 +256,11 @@ class device_readers final : public channel {
     buffer buf;
     for (;;) {
       const std::size_t wanted = write_data_offset + session_.conn().request_buffer_size();
-      if (!buf || buf.size() < wanted) buf = buffer(wanted);  // first use, taken by a handler, or INIT grew it
+      if (!buf || buf.size() < wanted) {  // first use, taken by a handler, or INIT grew it
+        buf = buffer(wanted);
+        if (prefault_ && ::madvise(buf.data(), buf.size(), 23 /* MADV_POPULATE_WRITE, 5.14 */) != 0)
+          std::memset(buf.data(), 0, buf.size());
+      }
       const std::span<std::byte> area = buf.span().subspan(write_data_offset);
       ssize_t n = ::read(r.read_fd.get(), area.data(), area.size());
       if (n == 0) {
@@ -298,6 +313,7 @@ class device_readers final : public channel {
 
   detail::request_handler handler_;
   session& session_;
+  bool prefault_ = false;
   const int session_fd_;
   const unsigned count_;
   const fds which_;

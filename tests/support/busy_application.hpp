@@ -139,6 +139,19 @@ inline void check_locks_held(const std::string& mp, pid_t app) {
   ::close(fd);
 }
 
+// A process that waits (F_SETLKW) for the POSIX lock the application holds
+// on rw's first byte; it exits 0 once it got it.
+inline forked wait_for_application_lock(const std::string& mp) {
+  return fork_child([mp] {
+    const int fd = ::open((mp + "/rw").c_str(), O_RDWR);
+    struct ::flock l {};
+    l.l_type = F_WRLCK;
+    l.l_whence = SEEK_SET;
+    l.l_len = 1;
+    return fd >= 0 && ::fcntl(fd, F_SETLKW, &l) == 0 ? 0 : 1;
+  });
+}
+
 // The files and directory the application works on, in a fresh mount.
 inline void make_application_files(const std::string& mp) {
   write_file(mp + "/fixed", pattern(8192));

@@ -54,6 +54,17 @@ inline std::vector<std::byte> make_request(proto::opcode op, std::uint64_t uniqu
   return out;
 }
 
+// INIT as the kernel on the project's machine sends it.
+inline std::vector<std::byte> kernel_init(std::uint32_t major = 7, std::uint32_t minor = 45) {
+  proto::init_in in{};
+  in.major = major;
+  in.minor = minor;
+  in.max_readahead = 131072;
+  in.flags = 0x73fffffb;
+  in.flags2 = 0x000007fd;
+  return make_request(proto::opcode::init, 2, 0, wire{}.add(in));
+}
+
 struct reply {
   proto::out_header header{};
   std::vector<std::byte> payload;
@@ -129,13 +140,7 @@ struct harness {
 
   // Answers INIT the way the kernel on the project's machine offers it.
   reply init(std::uint32_t major = 7, std::uint32_t minor = 45) {
-    proto::init_in in{};
-    in.major = major;
-    in.minor = minor;
-    in.max_readahead = 131072;
-    in.flags = 0x73fffffb;
-    in.flags2 = 0x000007fd;
-    feed(make_request(proto::opcode::init, 2, 0, wire{}.add(in)));
+    feed(kernel_init(major, minor));
     return rec.last();
   }
 };

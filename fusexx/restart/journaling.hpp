@@ -1,0 +1,361 @@
+#pragma once
+// Crash-safe serving (docs/restart.md, "Crash recovery"): the request
+// handler a supervised server gives its transport instead of the bare
+// dispatcher, and the replay a successor runs after a crash.
+//
+// Every request that changes state (journaled(): all but a few that only
+// read) is handled under one lock and recorded in the crash journal before
+// its reply leaves: the request's bytes, the time it was applied at (pinned
+// for the handler: request_time.hpp) and, for the requests that must not be
+// applied twice (keeps_reply()), the reply itself. So the journal's order is
+// the order the changes were applied in, and whatever the kernel was told is
+// in the journal. A successor restores the last checkpoint, replays the
+// records in order (the same requests at the same times give the same
+// state, and the same replies: replay() compares them), and answers a
+// resent request that was applied already from its record instead of
+// applying it again.
+//
+// A filesystem that opts in (`static constexpr bool crash_safe = true`)
+// promises what that needs: its state changes only through requests, the
+// same requests in the same order at the same request_time() give the same
+// state, and save()/restore() write and read all of it.
+#include <signal.h>
+#include <sys/uio.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <deque>
+#include <mutex>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "../buffer.hpp"
+#include "../codec.hpp"
+#include "../detail/event.hpp"
+#include "../detail/incoming.hpp"
+#include "../log.hpp"
+#include "../proto/opcodes.hpp"
+#include "../proto/version.hpp"
+#include "../request_time.hpp"
+#include "journal.hpp"
+
+namespace fusexx {
+
+// A filesystem that declares `static constexpr bool crash_safe = true` can
+// be served under a keeper (-o supervise).
+template <class Fs>
+concept crash_safe = requires {
+  { Fs::crash_safe } -> std::convertible_to<bool>;
+} && Fs::crash_safe;
+
+namespace detail {
+
+// Requests that change nothing a successor must know: not journaled (they
+// run concurrently, and are simply handled again when resent).
+constexpr bool journaled(proto::opcode op) noexcept {
+  using enum proto::opcode;
+  switch (op) {
+    case getattr: case statfs: case getxattr: case listxattr: case access: case lseek: case poll: case bmap:
+    case getlk: case statx: case interrupt: case init: case destroy: case notify_reply: case fsync: case fsyncdir:
+      return false;
+    default:
+      return true;
+  }
+}
+// Journaled requests whose reply is kept, so that a resent one is answered
+// from it: all but those that only read (their effect is an access time;
+// applying them twice is harmless, and their replies are large).
+constexpr bool keeps_reply(proto::opcode op) noexcept {
+  using enum proto::opcode;
+  return op != read && op != readdir && op != readlink;
+}
+
+// Where a test asks a supervised server to die (FUSEXX_CRASH_POINT, at the
+// FUSEXX_CRASH_AFTER'th journaled request): to check each window a real
+// crash can fall in.
+enum class crash_point : std::uint8_t {
+  none,
+  before_apply,    // a request read, nothing applied
+  before_journal,  // applied in memory, not yet journaled
+  before_reply,    // journaled, the reply not yet sent
+};
+
+// Why a reply of the replay differs from what was recorded, or nothing.
+struct replay_report {
+  std::uint64_t records = 0;
+  std::uint64_t differing = 0;
+  std::uint64_t unfinished = 0;  // a handler that suspended during the replay
+};
+
+template <class Dispatcher>
+class journaling {
+ public:
+  // `checkpoint_at`: ask for a checkpoint once the journal holds this much.
+  journaling(Dispatcher& d, journal& j, std::uint64_t checkpoint_at) : dispatcher_(d), journal_(j), checkpoint_at_(checkpoint_at) {
+    if (const char* p = std::getenv("FUSEXX_CRASH_POINT"); p && *p) {
+      const std::string_view s = p;
+      crash_ = s == "before_apply" ? crash_point::before_apply
+               : s == "before_journal" ? crash_point::before_journal
+               : s == "before_reply" ? crash_point::before_reply
+                                     : crash_point::none;
+      if (const char* n = std::getenv("FUSEXX_CRASH_AFTER")) crash_after_ = std::strtoull(n, nullptr, 10);
+      if (crash_ == crash_point::none) log::warn("FUSEXX_CRASH_POINT={} is not a crash point; ignored", s);
+      else log::info("crash test: this server dies at '{}' of its journaled request #{}", s, crash_after_);
+    }
+  }
+
+  disposition handle(incoming& in) {
+    if (in.bytes.size() < sizeof(proto::in_header)) return dispatcher_.handle(in);
+    proto::in_header h;
+    std::memcpy(&h, in.bytes.data(), sizeof h);
+    if (!applied_.empty()) {
+      if (h.unique & proto::unique_resend_bit) {
+        if (auto it = applied_.find(h.unique & ~proto::unique_resend_bit); it != applied_.end()) {
+          answer_again(in.sink, h.unique, it->second);
+          return disposition::replied;
+        }
+      } else if (!fresh_seen_.load(std::memory_order_relaxed)) {
+        // The kernel queues resent requests ahead of every newer one: once
+        // a new one has been read, every resent one has been too.
+        fresh_seen_.store(true, std::memory_order_relaxed);
+      }
+    }
+    const auto op = static_cast<proto::opcode>(h.opcode);
+    if (!journaled(op)) return dispatcher_.handle(in);
+
+    const bool crash_here = crash_ != crash_point::none && ++seen_ == crash_after_;
+    if (crash_here && crash_ == crash_point::before_apply) die("before_apply", h);
+    auto* p = new pending(*this, in, h, crash_here ? crash_ : crash_point::none);
+    std::unique_lock lock(mutex_);
+    timespec t{};
+    ::clock_gettime(CLOCK_REALTIME, &t);
+    p->time = t;
+    p->wrapper_holds_lock = true;
+    current() = p;
+    disposition d;
+    {
+      time_pin pin(t);
+      in.sink = reply_sink{p, &pending::send};
+      d = dispatcher_.handle(in);
+    }
+    current() = nullptr;
+    if (d == disposition::no_reply && !p->appended) {
+      // FORGET and the like: nothing goes back, but the change is recorded.
+      if (p->crash == crash_point::before_journal) die("before_journal", h);
+      p->record = journal_.append(h.unique, t, p->request, p->request_more, {});
+      p->appended = true;
+      after_append();
+      if (p->crash == crash_point::before_reply) die("before_reply", h);
+    }
+    if (p->wrapper_holds_lock) lock.unlock();
+    else (void)lock.release();  // the reply (below dispatcher_.handle) unlocked it already
+    if (d == disposition::no_reply) p->drop();  // no reply will come to drop its share
+    p->drop();
+    return d;
+  }
+
+  // The successor's side, before it serves: replays every record of `j` on
+  // the restored state through `d`, remembers the replies kept for resent
+  // requests, and continues the journal after its last whole record.
+  //
+  // A record may wait during the replay: a lock request is journaled when
+  // it is granted, which can be inside the handler that released the lock
+  // (memfs wakes waiters there), so before that handler's own record. Its
+  // replay then waits until the release's replay wakes it, as it did then;
+  // the replies are compared once every record has run.
+  replay_report replay(std::size_t scratch_size) {
+    replay_report report;
+    buffer buf(scratch_size);
+    std::vector<std::pair<journal::record, captured*>> kept;
+    const std::uint64_t end = journal_.for_each([&](const journal::record& r) {
+      ++report.records;
+      // Lives as long as this object: a replayed handler that waits may
+      // reply to it after the replay.
+      captured* got = &replies_.emplace_back();
+      got->sent = r.sent;
+      if (!buf) buf = buffer(scratch_size);
+      incoming in{.bytes = r.request, .scratch = buf.span(), .owner = &buf, .sink = reply_sink{got, &captured::send}};
+      // A request that was interrupted (a lock request that stopped waiting)
+      // is interrupted again, or its replay would wait — and could take the
+      // lock later, for an owner that was told EINTR.
+      if (r.reply.size() >= sizeof(proto::out_header)) {
+        proto::out_header oh;
+        std::memcpy(&oh, r.reply.data(), sizeof oh);
+        if (oh.error == -EINTR) dispatcher_.interrupt(r.unique);
+      }
+      {
+        time_pin pin(r.time);
+        (void)dispatcher_.handle(in);
+      }
+      if (!r.reply.empty()) {
+        kept.emplace_back(r, got);
+        applied_[r.unique & ~proto::unique_resend_bit].assign(r.reply.begin(), r.reply.end());
+      }
+    });
+    journal_.truncate(end);
+    for (auto& [r, got] : kept) {
+      if (!got->done) {
+        ++report.unfinished;
+        continue;
+      }
+      if (got->bytes.size() == r.reply.size() && std::memcmp(got->bytes.data(), r.reply.data(), r.reply.size()) == 0)
+        continue;
+      ++report.differing;
+      proto::in_header h;
+      std::memcpy(&h, r.request.data(), sizeof h);
+      log::warn("recovery: the replay of request {:#x} ({}) answered differently than before the crash", r.unique,
+                proto::name(static_cast<proto::opcode>(h.opcode)));
+    }
+    return report;
+  }
+
+  // A checkpoint holds everything the journal said (the server is parked).
+  // The replies kept for resent requests go once every resent request has
+  // been read (parked, every one read has been answered); until then they
+  // stay, though their records are gone.
+  void checkpointed(std::uint64_t generation) {
+    std::lock_guard lock(mutex_);
+    journal_.reset(generation);
+    if (fresh_seen_.load(std::memory_order_relaxed)) applied_.clear();
+    wanted_.reset();
+  }
+  // A checkpoint could not be taken: ask again in a second at the earliest.
+  void checkpointed_failed() {
+    not_before_.store(std::chrono::steady_clock::now().time_since_epoch().count() +
+                          std::chrono::duration_cast<std::chrono::steady_clock::duration>(std::chrono::seconds(1)).count(),
+                      std::memory_order_relaxed);
+    wanted_.reset();
+  }
+  // Readable when the journal has grown enough for a checkpoint.
+  int checkpoint_wanted_fd() const noexcept { return wanted_.fd(); }
+  journal& journal_ref() noexcept { return journal_; }
+
+ private:
+  // One journaled request on its way: shared by the handler's call and its
+  // reply, which may come later from another thread (a suspended handler).
+  struct pending {
+    pending(journaling& j, const incoming& in, const proto::in_header& h, crash_point c)
+        : owner(j), request(in.bytes), request_more(in.payload), real(in.sink), unique(h.unique),
+          op(static_cast<proto::opcode>(h.opcode)), crash(c) {}
+    journaling& owner;
+    std::span<const std::byte> request, request_more;  // alive until the reply: the frame owns the buffer
+    reply_sink real;
+    std::uint64_t unique;
+    proto::opcode op;
+    crash_point crash;
+    timespec time{};
+    journal::record_head* record = nullptr;
+    bool appended = false;
+    bool wrapper_holds_lock = false;  // only the handling thread reads and writes it
+    std::atomic<int> refs{2};         // the call and the reply
+
+    void drop() {
+      if (refs.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
+    }
+    // The reply: recorded, then sent. Inside the call (this thread holds the
+    // lock), or later from wherever the handler resumed (takes it).
+    static int send(void* self, const iovec* iov, int count) {
+      auto* p = static_cast<pending*>(self);
+      journaling& j = p->owner;
+      const bool inside = current() == p && p->wrapper_holds_lock;
+      // Not inside: resumed later elsewhere, or woken inside another
+      // journaled request's handler on this thread (memfs wakes lock
+      // waiters there: the mutex is recursive for that).
+      std::unique_lock lock(j.mutex_, std::defer_lock);
+      if (!inside) lock.lock();
+      if (p->crash == crash_point::before_journal) j.die("before_journal", p->unique, p->op);
+      const bool keep = keeps_reply(p->op);
+      p->record = j.journal_.append(p->unique, p->time, p->request, p->request_more,
+                                    keep ? std::span<const iovec>(iov, static_cast<std::size_t>(count))
+                                         : std::span<const iovec>{});
+      p->appended = true;
+      j.after_append();
+      if (inside) {
+        j.mutex_.unlock();
+        p->wrapper_holds_lock = false;
+      } else {
+        lock.unlock();
+      }
+      if (p->crash == crash_point::before_reply) j.die("before_reply", p->unique, p->op);
+      const int sent = p->real.send(p->real.context, iov, count);
+      if (sent != 0) journal::set_sent(p->record, sent);
+      p->drop();
+      return sent;
+    }
+  };
+
+  // The replay's sink: keeps the reply, and answers as the kernel did then.
+  struct captured {
+    std::int32_t sent = 0;
+    bool done = false;
+    std::vector<std::byte> bytes;
+    static int send(void* self, const iovec* iov, int count) {
+      auto* c = static_cast<captured*>(self);
+      for (int i = 0; i < count; ++i) {
+        auto* b = static_cast<const std::byte*>(iov[i].iov_base);
+        c->bytes.insert(c->bytes.end(), b, b + iov[i].iov_len);
+      }
+      c->done = true;
+      return c->sent;
+    }
+  };
+
+  static pending*& current() noexcept {
+    static thread_local pending* p = nullptr;
+    return p;
+  }
+
+  void after_append() {
+    if (journal_.overflowed() && !overflow_logged_.exchange(true))
+      log::error("the crash journal is full (no checkpoint could be taken): a crash now cannot be recovered from");
+    if (journal_.used() >= checkpoint_at_ &&
+        std::chrono::steady_clock::now().time_since_epoch().count() >= not_before_.load(std::memory_order_relaxed))
+      wanted_.set();
+  }
+
+  // A resent request that was applied before the crash: its recorded reply,
+  // echoing the unique as the kernel sent it now (with the resend bit).
+  static void answer_again(const reply_sink& sink, std::uint64_t unique, std::span<const std::byte> reply) {
+    proto::out_header oh;
+    std::memcpy(&oh, reply.data(), sizeof oh);
+    oh.unique = unique;
+    iovec iov[2] = {{&oh, sizeof oh},
+                    {const_cast<std::byte*>(reply.data() + sizeof oh), reply.size() - sizeof oh}};
+    (void)sink.send(sink.context, iov, iov[1].iov_len ? 2 : 1);
+    log::debug("<- unique={:#x} answered from the journal (applied before the crash)", unique);
+  }
+
+  [[noreturn]] void die(std::string_view where, const proto::in_header& h) {
+    die(where, h.unique, static_cast<proto::opcode>(h.opcode));
+  }
+  [[noreturn]] void die(std::string_view where, std::uint64_t unique, proto::opcode op) {
+    log::warn("crash test: dying at '{}' of request {:#x} ({})", where, unique, proto::name(op));
+    ::kill(::getpid(), SIGKILL);
+    std::abort();
+  }
+
+  Dispatcher& dispatcher_;
+  journal& journal_;
+  const std::uint64_t checkpoint_at_;
+  // One journaled request at a time: the journal's order is the order of
+  // the changes.
+  std::recursive_mutex mutex_;
+  std::deque<captured> replies_;  // the replay's, kept for handlers that reply late
+  // unique → the reply kept for it, from the replay: read concurrently
+  // (handle), changed only before serving and while parked.
+  std::unordered_map<std::uint64_t, std::vector<std::byte>> applied_;
+  std::atomic<bool> fresh_seen_{false};  // a request that was not resent has come since the replay
+  event wanted_;
+  std::atomic<bool> overflow_logged_{false};
+  std::atomic<std::chrono::steady_clock::rep> not_before_{0};  // no checkpoint asked for before (checkpointed_failed)
+  crash_point crash_ = crash_point::none;
+  std::uint64_t crash_after_ = 0;
+  std::atomic<std::uint64_t> seen_{0};
+};
+
+}  // namespace detail
+}  // namespace fusexx

@@ -1,0 +1,253 @@
+#pragma once
+// The keeper of a supervised mount (-o supervise; docs/restart.md, "Crash
+// recovery"): a small process that outlives its server.
+//
+//   keeper ── fork ──> server #0: mounts, serves, journals (restart/journaling.hpp)
+//     │   <── checkpoint {generation} + sealed snapshot memfd (+ the /dev/fuse fd,
+//     │       with the first, taken as INIT is answered)   ──> ack
+//     │   <── serving
+//     │  server #0 dies (SIGKILL, a crash, the OOM killer)
+//     └── fork ──> server #1: restores the checkpoint, replays the journal,
+//                  NOTIFY_RESEND, serves on the same connection
+//
+// The keeper holds what must survive a server: the connection's /dev/fuse
+// fd (so the kernel keeps the connection, and the requests the dead server
+// had read, for a resend), the crash journal (a memfd it creates before the
+// first server) and the last checkpoint. A supervised server reads requests
+// only from that one fd, never from clones: a clone that closes with its
+// process ends the requests read through it (ECONNABORTED).
+//
+// It is single-threaded, and forks its servers without exec: they continue
+// from the keeper's memory, the filesystem object as the command line made
+// it. A server that exits (status 0: unmounted or stopped), or one that was
+// asked to stop (a stop signal forwarded by the keeper), ends the keeper
+// with its status. One that crashes is started again, after a back-off
+// (0.1 s doubling to 2 s), unless it is the `restarts`-th crash in a row
+// of a server that did not serve for `stable` — then the keeper gives up:
+// it ends the connection (applications get ENOTCONN) and says why.
+#include <signal.h>
+#include <fcntl.h>
+#include <sys/mount.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <string>
+
+#include "../failure.hpp"
+#include "../fd.hpp"
+#include "../log.hpp"
+#include "handover.hpp"
+#include "journal.hpp"
+
+namespace fusexx {
+
+// What a supervised server gets from its keeper.
+struct supervision {
+  int sock = -1;                 // to the keeper
+  int journal = -1;              // the crash journal's memfd
+  int device = -1;               // a restart: the connection
+  int checkpoint = -1;           // a restart: the last checkpoint (a sealed snapshot)
+  std::uint64_t generation = 0;  // of that checkpoint
+  unsigned incarnation = 0;      // 0: the first server, which mounts
+
+  explicit operator bool() const noexcept { return sock >= 0; }
+  bool recovering() const noexcept { return incarnation > 0; }
+};
+
+struct keeper_options {
+  unsigned restarts = 5;                    // quick crashes in a row before giving up
+  std::chrono::milliseconds stable{10000};  // a server that served this long did not crash "quickly"
+  std::string mountpoint;                   // for the log
+  std::uint64_t journal_capacity = journal::default_capacity;
+  bool detach_stdio = false;                // a daemon: stdout and stderr to /dev/null once a server serves
+};
+
+namespace keeper {
+
+// ---- the server's side ----
+
+// Tells the keeper this server serves.
+inline result<void> tell_serving(const supervision& s) {
+  return handover::send(s.sock, {.what = handover::kind::serving, .pid = static_cast<std::uint32_t>(::getpid())});
+}
+
+// Hands the keeper a new checkpoint (the first with the connection's fd)
+// and waits until it holds it: only then may the journal start over.
+inline outcome<void> send_checkpoint(const supervision& s, int memfd, std::uint64_t generation, int device = -1) {
+  const int fds[] = {memfd, device};
+  if (auto r = handover::send(s.sock, {.what = handover::kind::checkpoint, .count = static_cast<std::uint32_t>(generation)},
+                              std::span<const int>(fds, device >= 0 ? 2 : 1));
+      !r)
+    return fail(r.error().value(), "sending the checkpoint to the keeper: {}", r.error().message());
+  auto ack = handover::receive(s.sock, std::chrono::steady_clock::now() + std::chrono::seconds(5));
+  if (!ack || ack->what != handover::kind::ack || ack->count != static_cast<std::uint32_t>(generation))
+    return fail(EIO, "the keeper did not take checkpoint {}", generation);
+  return {};
+}
+
+// ---- the keeper ----
+
+namespace detail {
+inline std::string describe(int status) {
+  if (WIFSIGNALED(status)) return fmt::format("was killed by signal {} ({})", WTERMSIG(status), ::strsignal(WTERMSIG(status)));
+  return fmt::format("exited with status {}", WEXITSTATUS(status));
+}
+inline int exit_code(int status) { return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status); }
+}  // namespace detail
+
+// Runs the keeper: starts `serve(supervision)` in a forked child (which
+// returns the child's exit status), again after each crash. Returns the
+// keeper's exit status. `first_forked` runs in the keeper once the first
+// server is forked (the daemon's start-up report is that server's to make).
+inline int run(const keeper_options& o, const std::function<int(const supervision&)>& serve,
+               const std::function<void()>& first_forked = {}) {
+  auto jfd = journal::create(o.journal_capacity);
+  if (!jfd) {
+    log::error("supervise: {}", jfd.error().message);
+    return 1;
+  }
+  sigset_t handled, old;
+  sigemptyset(&handled);
+  for (int s : {SIGCHLD, SIGTERM, SIGINT, SIGHUP}) sigaddset(&handled, s);
+  ::sigprocmask(SIG_BLOCK, &handled, &old);
+  unique_fd signals(::signalfd(-1, &handled, SFD_CLOEXEC));
+  // Mapped to see whether a server got anywhere: one that journaled a
+  // request before it died was not crashing on start.
+  auto progress = journal::map(jfd->get());
+  if (!progress) {
+    log::error("supervise: {}", progress.error().message);
+    return 1;
+  }
+  const auto journal_mark = [&] { return std::pair(progress->generation(), progress->used()); };
+  unique_fd device, checkpoint;
+  std::uint64_t generation = 0;
+  unsigned incarnation = 0, quick = 0;
+  using clock = std::chrono::steady_clock;
+
+  for (;;) {
+    int sv[2];
+    if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) {
+      log::error("supervise: socketpair: {}", std::strerror(errno));
+      return 1;
+    }
+    unique_fd mine(sv[0]), theirs(sv[1]);
+    const auto born = clock::now();
+    const auto mark = journal_mark();
+    const pid_t pid = ::fork();
+    if (pid < 0) {
+      log::error("supervise: fork: {}", std::strerror(errno));
+      return 1;
+    }
+    if (pid == 0) {
+      mine.reset();
+      signals.reset();
+      ::sigprocmask(SIG_SETMASK, &old, nullptr);
+      const supervision s{.sock = theirs.get(), .journal = jfd->get(), .device = device.get(),
+                          .checkpoint = checkpoint.get(), .generation = generation, .incarnation = incarnation};
+      std::exit(serve(s));
+    }
+    theirs.reset();
+    if (incarnation == 0 && first_forked) first_forked();
+
+    bool served = false, stopping = false, talking = true, alive = true;
+    int status = 0;
+    while (alive) {
+      pollfd p[2] = {{talking ? mine.get() : -1, POLLIN, 0}, {signals.get(), POLLIN, 0}};
+      if (::poll(p, 2, -1) < 0) {
+        if (errno == EINTR) continue;
+        log::error("supervise: poll: {}", std::strerror(errno));
+        return 1;
+      }
+      if (p[0].revents & POLLIN) {
+        auto m = handover::receive(mine.get(), clock::now() + std::chrono::seconds(1));
+        if (!m) {
+          talking = false;  // the server is gone (or said nonsense): its exit comes as SIGCHLD
+        } else if (m->what == handover::kind::serving) {
+          served = true;
+          log::info("supervise: pid {} serves {}{}", pid, o.mountpoint, incarnation ? " (recovered)" : "");
+          if (incarnation == 0 && o.detach_stdio) {
+            unique_fd null(::open("/dev/null", O_RDWR | O_CLOEXEC));
+            if (null) {
+              ::dup2(null.get(), STDOUT_FILENO);
+              ::dup2(null.get(), STDERR_FILENO);
+            }
+          }
+        } else if (m->what == handover::kind::checkpoint && !m->fds.empty()) {
+          if (!device && m->fds.size() > 1) device = std::move(m->fds[1]);
+          checkpoint = std::move(m->fds[0]);
+          generation = m->count;
+          (void)handover::send(mine.get(), {.what = handover::kind::ack, .count = m->count});
+        }
+      } else if (p[0].revents & (POLLHUP | POLLERR)) {
+        talking = false;
+      }
+      if (p[1].revents & POLLIN) {
+        signalfd_siginfo info{};
+        if (::read(signals.get(), &info, sizeof info) != sizeof info) continue;
+        if (info.ssi_signo == SIGCHLD) {
+          if (::waitpid(pid, &status, WNOHANG) == pid) alive = false;
+        } else {
+          stopping = true;  // the server unmounts; its status is the keeper's
+          ::kill(pid, static_cast<int>(info.ssi_signo));
+        }
+      }
+    }
+    const bool clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+    if (clean || stopping) return detail::exit_code(status);
+    // The first server failed to start, and said so (exited, not killed).
+    if (incarnation == 0 && !served && !WIFSIGNALED(status)) return detail::exit_code(status);
+    if (!device || !checkpoint) {
+      log::error("supervise: the server of {} {} before its first checkpoint: nothing to recover from; the mount is "
+                 "left without a server (applications get ENOTCONN)", o.mountpoint, detail::describe(status));
+      return 1;
+    }
+    // A crash "on start": before serving, or soon after without having
+    // applied a single request. Only those count towards giving up, and
+    // only those wait before the next start.
+    const auto lived = clock::now() - born;
+    quick = (!served || (lived < o.stable && journal_mark() == mark)) ? quick + 1 : 0;
+    if (quick > o.restarts) {
+      log::error("supervise: the server of {} {}: {} crashes in a row, each within {} s of a start: giving up. The "
+                 "connection is ended: applications get ENOTCONN; unmount {} and start again",
+                 o.mountpoint, detail::describe(status), quick, o.stable.count() / 1000, o.mountpoint);
+      device.reset();  // the last holder: the kernel aborts the connection
+      return 1;
+    }
+    const auto pause = std::min<clock::duration>(
+        std::chrono::milliseconds(100) * (1u << std::min(quick > 0 ? quick - 1 : 0, 5u)), std::chrono::seconds(2));
+    log::warn("supervise: the server of {} {}; starting it again{}", o.mountpoint, detail::describe(status),
+              quick > 1 ? fmt::format(" in {} ms ({} crashes in a row)",
+                                      std::chrono::duration_cast<std::chrono::milliseconds>(pause).count(), quick)
+                        : std::string());
+    if (quick > 1) {
+      // The back-off, awake to a stop signal: then nobody will serve the
+      // mount again, so the connection ends (ENOTCONN) with the keeper.
+      const auto until = clock::now() + pause;
+      for (;;) {
+        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - clock::now()).count();
+        if (left <= 0) break;
+        pollfd p{signals.get(), POLLIN, 0};
+        if (::poll(&p, 1, static_cast<int>(left)) > 0) {
+          signalfd_siginfo info{};
+          if (::read(signals.get(), &info, sizeof info) == sizeof info && info.ssi_signo != SIGCHLD) {
+            log::warn("supervise: signal {} while no server runs: {} is unmounted", info.ssi_signo, o.mountpoint);
+            if (::umount2(o.mountpoint.c_str(), MNT_DETACH) != 0)
+              log::error("supervise: unmounting {}: {}; the mount is left without a server (ENOTCONN)", o.mountpoint,
+                         std::strerror(errno));
+            return 0;
+          }
+        }
+      }
+    }
+    ++incarnation;
+  }
+}
+
+}  // namespace keeper
+}  // namespace fusexx

@@ -1,0 +1,283 @@
+// Crash recovery (docs/restart.md, "Crash recovery"): memfs served under a
+// keeper (-o supervise) is SIGKILLed again and again — at random moments,
+// and at the three moments a crash can fall between reading a request and
+// answering it — while an application process keeps files and a directory
+// open and works on them: reads with a content check, writes read back,
+// appends, create/rename/unlink, mkdir/rmdir, readdir, held locks. It must
+// see no error, and afterwards every operation is there exactly once. A
+// server that dies on every start ends with ENOTCONN and a clear line.
+// Real mounts, real processes, really killed.
+#include <doctest/doctest.h>
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <optional>
+#include <random>
+#include <set>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <fusexx/fusexx.hpp>
+
+#include "tests/support/busy_application.hpp"
+#include "tests/support/process.hpp"
+#include "tests/support/takeover.hpp"
+
+using namespace fusexx;
+using namespace fusexx::testing;
+
+namespace {
+
+// The keeper's server: its one child (the keeper forks nothing else).
+pid_t server_of(pid_t keeper) {
+  std::ifstream in("/proc/" + std::to_string(keeper) + "/task/" + std::to_string(keeper) + "/children");
+  pid_t pid = -1;
+  in >> pid;
+  return pid;
+}
+
+// An environment variable for the servers a test starts, unset again after.
+struct scoped_env {
+  std::string name;
+  scoped_env(std::string n, const std::string& value) : name(std::move(n)) { ::setenv(name.c_str(), value.c_str(), 1); }
+  ~scoped_env() { ::unsetenv(name.c_str()); }
+};
+
+// A supervised memfs on a fresh directory, with the application's files.
+struct supervised_mount {
+  temp_dir dir;
+  std::string mp = dir.path();
+  child keeper;
+
+  explicit supervised_mount(const std::string& more_options = "") {
+    keeper = start_server(example_binary("FUSEXX_MEMFS"),
+                          {"-o", "supervise,supervise_restarts=1000,entry_timeout=0,attr_timeout=0,checkpoint_kb=64" +
+                                     more_options},
+                          mp, false);
+    REQUIRE(eventually([&] { return is_fuse_mounted(mp) || process_ended(keeper.pid); }));
+    REQUIRE_MESSAGE(is_fuse_mounted(mp), output_of(keeper));
+    make_application_files(mp);
+  }
+  ~supervised_mount() {
+    if (keeper.pid > 0 && !process_ended(keeper.pid)) {
+      ::kill(keeper.pid, SIGTERM);
+      (void)wait_exit(keeper.pid);
+    }
+    if (keeper.stdout_fd >= 0) ::close(keeper.stdout_fd);
+    if (is_fuse_mounted(mp)) (void)::umount2(mp.c_str(), MNT_DETACH);
+  }
+  // Waits until the keeper runs a server other than `old`, and returns it.
+  pid_t next_server(pid_t old) {
+    pid_t now = -1;
+    REQUIRE(eventually([&] {
+      now = server_of(keeper.pid);
+      return (now > 0 && now != old) || process_ended(keeper.pid);
+    }));
+    REQUIRE_FALSE(process_ended(keeper.pid));
+    return now;
+  }
+  // The keeper stops its server on SIGTERM, which unmounts; what it said.
+  std::string stop() {
+    ::kill(keeper.pid, SIGTERM);
+    const int status = wait_exit(keeper.pid);
+    std::string said = output_of(keeper);
+    CHECK_MESSAGE(status == 0, said);
+    keeper.pid = -1;
+    CHECK_FALSE(is_fuse_mounted(mp));
+    return said;
+  }
+};
+
+// The tree the application leaves: its log holds every line it appended,
+// once each and in order; its scratch names are gone; the rest as made.
+void check_tree(const std::string& mp, std::uint64_t rounds) {
+  std::ostringstream want;
+  for (std::uint64_t i = 0; i < rounds; ++i) want << i << "\n";
+  const std::string log = slurp(mp + "/log");
+  CHECK_MESSAGE(log == want.str(), "the log has " << log.size() << " bytes, " << want.str().size() << " expected");
+  CHECK(slurp(mp + "/fixed") == pattern(8192));
+  std::set<std::string> names;
+  DIR* d = ::opendir((mp + "/d").c_str());
+  REQUIRE(d);
+  while (dirent* e = ::readdir(d)) names.insert(e->d_name);
+  ::closedir(d);
+  CHECK(names == std::set<std::string>{".", "..", "keep0", "keep1", "keep2", "keep3", "keep4"});
+}
+
+// A second application beside the busy one, in a process of its own: mkdir
+// and rmdir, and a file created in the new directory, each checked, until
+// told to stop.
+class directories {
+ public:
+  explicit directories(const std::string& mp) {
+    void* p = ::mmap(nullptr, sizeof(std::atomic<bool>), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    REQUIRE(p != MAP_FAILED);
+    stop_ = new (p) std::atomic<bool>(false);
+    proc_.emplace(fork_child([this, mp] { return loop(mp); }));
+  }
+  ~directories() {
+    proc_.reset();
+    ::munmap(stop_, sizeof(std::atomic<bool>));
+  }
+  bool running() const { return !process_ended(proc_->pid()); }
+  // Stops it; 0 when it never saw anything wrong.
+  int finish() {
+    stop_->store(true);
+    return proc_->wait();
+  }
+
+ private:
+  int loop(const std::string& mp) {
+    for (std::uint64_t i = 0; !stop_->load(); ++i) {
+      const std::string dir = mp + "/sub" + std::to_string(i % 3), file = dir + "/f";
+      struct stat sb {};
+      const auto failed = [](int step) {
+        std::fprintf(stderr, "directories: step %d failed: %s\n", step, std::strerror(errno));
+        return step;
+      };
+      if (::mkdir(dir.c_str(), 0755) != 0) return failed(1);
+      if (::stat(dir.c_str(), &sb) != 0 || !S_ISDIR(sb.st_mode)) return failed(2);
+      const int fd = ::open(file.c_str(), O_CREAT | O_EXCL | O_WRONLY, 0644);
+      if (fd < 0) return failed(3);
+      if (::write(fd, "y", 1) != 1) return failed(4);
+      if (::close(fd) != 0) return failed(5);
+      if (::unlink(file.c_str()) != 0) return failed(6);
+      if (::rmdir(dir.c_str()) != 0) return failed(7);
+      if (::stat(dir.c_str(), &sb) == 0 || errno != ENOENT) return failed(8);
+    }
+    return 0;
+  }
+  std::atomic<bool>* stop_ = nullptr;
+  std::optional<forked> proc_;
+};
+
+}  // namespace
+
+TEST_CASE("50 SIGKILLs at random moments: the application sees no error, and nothing is lost or done twice") {
+  supervised_mount m;
+  busy_application app(m.mp);
+  shared_state& st = app.state();
+  directories dirs(m.mp);
+  // A process waiting all along for the application's POSIX lock: its
+  // request is waiting in the server at every crash, resent to each new one.
+  forked waiter = wait_for_application_lock(m.mp);
+  REQUIRE(app.progresses());
+
+  std::mt19937 random(std::random_device{}());
+  pid_t server = server_of(m.keeper.pid);
+  REQUIRE(server > 0);
+  for (int kill = 1; kill <= 50; ++kill) {
+    CAPTURE(kill);
+    std::this_thread::sleep_for(std::chrono::milliseconds(random() % 120));
+    REQUIRE(::kill(server, SIGKILL) == 0);
+    server = m.next_server(server);
+    REQUIRE_MESSAGE(app.progresses(), "the application made no progress after crash " << kill);
+    REQUIRE(dirs.running());
+  }
+  check_locks_held(m.mp, app.pid());
+  CHECK_FALSE(process_ended(waiter.pid()));  // still waiting: the application holds the lock
+  CHECK_MESSAGE(dirs.finish() == 0, "the mkdir/rmdir loop saw an error");
+  app.check_unharmed();
+  CHECK_MESSAGE(waiter.wait() == 0, "the lock waiter did not get the lock once the application let go");
+  check_tree(m.mp, st.ops.load());
+  const std::string said = m.stop();
+  CHECK_MESSAGE(said.find("answered differently") == std::string::npos, said);
+  MESSAGE("50 crashes: " << st.ops.load() << " application rounds, the longest operation "
+                         << st.longest_us[0].load() / 1000 << " ms");
+}
+
+TEST_CASE("a crash at each moment between reading a request and answering it") {
+  // Every server dies at its 37th journaled request: read but not applied,
+  // applied but not journaled, or journaled but not answered. The next one
+  // must apply the first kind once, rebuild the second from the journal
+  // (it is lost with the process) and apply it once, and answer the third
+  // from the journal without applying it again.
+  for (const std::string point : {"before_journal", "before_apply", "before_reply"}) {
+    CAPTURE(point);
+    scoped_env where("FUSEXX_CRASH_POINT", point);
+    scoped_env when("FUSEXX_CRASH_AFTER", "37");
+    supervised_mount m;
+    std::uint64_t rounds = 0;
+    {
+      busy_application app(m.mp);
+      shared_state& st = app.state();
+      directories dirs(m.mp);
+      pid_t server = server_of(m.keeper.pid);
+      for (int crash = 1; crash <= 20; ++crash) {
+        CAPTURE(crash);
+        server = m.next_server(server);
+      }
+      REQUIRE(app.progresses());
+      check_locks_held(m.mp, app.pid());
+      CHECK_MESSAGE(dirs.finish() == 0, "the mkdir/rmdir loop saw an error");
+      app.check_unharmed();
+      rounds = st.ops.load();
+    }
+    check_tree(m.mp, rounds);  // (its servers go on dying at their 37th request meanwhile)
+    const std::string said = m.stop();
+    CHECK_MESSAGE(said.find("dying at '" + point) != std::string::npos, said);
+    CHECK_MESSAGE(said.find("answered differently") == std::string::npos, said);
+  }
+}
+
+TEST_CASE("a server that dies on every start: the keeper gives up, applications get ENOTCONN, the log says why") {
+  temp_dir dir;
+  const std::string mp = dir.path();
+  scoped_env where("FUSEXX_CRASH_POINT", "before_apply");
+  scoped_env when("FUSEXX_CRASH_AFTER", "1");
+  child keeper = start_server(example_binary("FUSEXX_MEMFS"), {"-o", "supervise"}, mp, false);
+  REQUIRE(eventually([&] { return is_fuse_mounted(mp) || process_ended(keeper.pid); }));
+  REQUIRE(is_fuse_mounted(mp));
+  // The first request that changes anything kills every server.
+  const auto started = std::chrono::steady_clock::now();
+  const int fd = ::open((mp + "/x").c_str(), O_CREAT | O_WRONLY, 0644);
+  const int err = errno;
+  CHECK(fd < 0);
+  CHECK_MESSAGE((err == ECONNABORTED || err == ENOTCONN), "open: " << std::strerror(err));
+  const int status = wait_exit(keeper.pid, std::chrono::seconds(30));
+  const auto took = std::chrono::steady_clock::now() - started;
+  const std::string said = output_of(keeper);
+  CHECK(status == 1);
+  CHECK_MESSAGE(said.find("6 crashes in a row") != std::string::npos, said);
+  CHECK_MESSAGE(said.find("applications get ENOTCONN") != std::string::npos, said);
+  struct stat sb {};
+  CHECK(::stat(mp.c_str(), &sb) != 0);
+  CHECK(errno == ENOTCONN);
+  MESSAGE("gave up after " << std::chrono::duration_cast<std::chrono::milliseconds>(took).count() << " ms");
+  (void)::umount2(mp.c_str(), MNT_DETACH);
+}
+
+TEST_CASE("-o supervise refuses what it cannot keep: io_uring asked for, a takeover, a filesystem that is not crash-safe") {
+  temp_dir dir;
+  const auto uring = run({example_binary("FUSEXX_MEMFS"), "-f", "-o", "supervise,transport=uring", dir.path()}, true);
+  CHECK(uring.status == 2);
+  CHECK_MESSAGE(uring.out.find("cannot resend the requests an io_uring entry holds") != std::string::npos, uring.out);
+  const auto takeover = run({example_binary("FUSEXX_MEMFS"), "-f", "--takeover", "-o", "supervise", dir.path()}, true);
+  CHECK(takeover.status == 2);
+  CHECK_MESSAGE(takeover.out.find("do not go together") != std::string::npos, takeover.out);
+  const auto hello = run({example_binary("FUSEXX_HELLO"), "-f", "-o", "supervise", dir.path()}, true);
+  CHECK(hello.status == 2);
+  CHECK_MESSAGE(hello.out.find("does not support crash recovery") != std::string::npos, hello.out);
+  CHECK_FALSE(is_fuse_mounted(dir.path()));
+}
+
+TEST_CASE("a supervised mount serves through /dev/fuse even where io_uring is the default, and stops cleanly") {
+  scoped_env transport("FUSEXX_TRANSPORT", "uring");
+  supervised_mount m;
+  CHECK(slurp(m.mp + "/fixed") == pattern(8192));
+  const std::string said = m.stop();
+  CHECK_MESSAGE(said.find("supervise") == std::string::npos, said);  // nothing to report: no crash
+}
