@@ -252,7 +252,8 @@ void print_usage(const char* argv0) {
       "                        with open files carry on (a crash_safe filesystem; /dev/fuse\n"
       "                        transport; docs/restart.md, \"Crash recovery\")\n"
       "     supervise_restarts=N  give up after N crashes in a row within 10 s of a start (5)\n"
-      "     checkpoint_kb=N    supervised: checkpoint once the crash journal holds N KiB (65536)\n",
+      "     checkpoint_kb=N    supervised: checkpoint once the crash journal holds N KiB (8192;\n"
+      "                        more for a big tree: twice its snapshot)\n",
       argv0);
   if constexpr (has_usage<Fs>) std::printf("\n%s", std::string(Fs::usage).c_str());
 }

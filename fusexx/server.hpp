@@ -17,8 +17,10 @@
 // docs/lifecycle.md has the timeline and every failure case.
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 
+#include <algorithm>
 #include <chrono>
 #include <memory>
 #include <mutex>
@@ -74,7 +76,7 @@ struct server_options {
   transport::uring_options uring;
   std::chrono::milliseconds init_timeout{30000};  // the longest INIT (and init()) may take
   bool stats = true;  // per-opcode statistics for the control socket (fusexx/stats.hpp); -o stats=off
-  std::uint64_t checkpoint_bytes = std::uint64_t{64} << 20;  // supervised: a checkpoint once the journal holds this much
+  std::uint64_t checkpoint_bytes = std::uint64_t{8} << 20;  // supervised: a checkpoint once the journal holds this much (at least)
 };
 
 // What park() did: whether every request in flight came to an end, and which
@@ -307,6 +309,9 @@ class server {
       options_.classic.prefault = true;
       journaling_ = std::make_unique<detail::journaling<detail::dispatcher<Fs>>>(dispatcher_, journal_,
                                                                                   options_.checkpoint_bytes);
+      // The journal's first checkpoint_kb stay allocated: a small workload
+      // never faults its pages in again.
+      journaling_->keep(options_.checkpoint_bytes);
       // The first checkpoint is taken right after INIT is answered, on the
       // thread that answered it, before it reads anything else: from then on
       // the kernel sends requests, and each is journaled after it.
@@ -426,6 +431,14 @@ class server {
           journaling_->checkpointed(next);
           generation_ = next;
           done = true;
+          // A checkpoint costs about the snapshot's size, so the next waits
+          // until the journal holds twice as much (at least checkpoint_kb, at
+          // most half the journal): the copies per byte written stay bounded
+          // however big the filesystem is.
+          struct stat st {};
+          const std::uint64_t size = ::fstat(memfd, &st) == 0 ? static_cast<std::uint64_t>(st.st_size) : 0;
+          journaling_->checkpoint_at(std::clamp(2 * size, options_.checkpoint_bytes,
+                                                std::max(options_.checkpoint_bytes, journal_.capacity() / 2)));
           log::debug("checkpoint {} of {} in {} us", next, mountpoint(),
                      std::chrono::duration_cast<std::chrono::microseconds>(clock::now() - started).count());
         }
@@ -899,6 +912,7 @@ class server {
       return fail(EOPNOTSUPP, "this filesystem is not restartable");
     } else {
       snapshot_writer w;
+      w.reserve(last_snapshot_size_ + last_snapshot_size_ / 8);
       w.str(restart_type());
       write_session(w, session_.describe(),
                     mounting ? *mounting
@@ -907,6 +921,7 @@ class server {
       std::string why;
       auto saved = detail::fenced("save()", [&] { return result<void>(fs_.save(w)); }, result<void>(error(EIO)), &why);
       if (!saved) return fail(EIO, "save() failed: {}", why.empty() ? saved.error().message() : why);
+      last_snapshot_size_ = w.size();
       auto memfd = w.seal();
       if (!memfd) return std::unexpected(memfd.error());
       return sealed_snapshot{std::move(*memfd), w.fds()};
@@ -1072,6 +1087,7 @@ class server {
   std::unique_ptr<detail::journaling<detail::dispatcher<Fs>>> journaling_;
   std::uint64_t generation_ = 0;  // of the last checkpoint the keeper holds
   int control_fd_ = -1;           // the fd INIT came on (the connection's own)
+  std::size_t last_snapshot_size_ = 0;
 };
 
 }  // namespace fusexx

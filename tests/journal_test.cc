@@ -52,7 +52,9 @@ struct journaled_memfs {
     if (log) j.emplace(d, *log, std::uint64_t{1} << 30);
     REQUIRE(feed(kernel_init()).error() == 0);
   }
-  reply feed(const std::vector<std::byte>& bytes) {
+  // Feeds one request; `replies`: how many replies it causes (a release
+  // answers the waiter it wakes too). Returns the last.
+  reply feed(const std::vector<std::byte>& bytes, std::size_t replies = 1) {
     if (!buf) buf = buffer(2 << 20);
     std::memcpy(buf.data(), bytes.data(), bytes.size());
     detail::incoming in{.bytes = std::span<const std::byte>(buf.data(), bytes.size()),
@@ -62,7 +64,7 @@ struct journaled_memfs {
     const std::size_t before = rec.size();
     if (j) j->handle(in);
     else d.handle(in);
-    REQUIRE(rec.size() == before + 1);
+    REQUIRE(rec.size() == before + replies);
     return rec.last();
   }
 };
@@ -194,4 +196,63 @@ TEST_CASE("journaling: a replay rebuilds memfs exactly, and a resent request is 
   CHECK(other.error() == 0);
   CHECK(other.as<proto::entry_out>().nodeid == file_node + 1);
   CHECK(records(log).size() == 4);
+}
+
+namespace {
+std::vector<std::byte> lock_request(proto::opcode op, std::uint64_t unique, std::uint64_t node, std::uint64_t fh,
+                                    std::uint64_t owner, std::uint32_t type, std::uint32_t pid) {
+  proto::lk_in in{};
+  in.fh = fh;
+  in.owner = owner;
+  in.lk = proto::file_lock{0, 0, type, pid};
+  return make_request(op, unique, node, wire{}.add(in));
+}
+}  // namespace
+
+TEST_CASE("journaling: a lock request that waited is replayed waiting, and granted by the same release") {
+  journal log = mapped(std::uint64_t{16} << 20);
+  journaled_memfs first(&log);
+  const reply file = first.feed(create_request(10, 1, "locked"));
+  REQUIRE(file.error() == 0);
+  const auto node = file.as<proto::entry_out>().nodeid;
+  proto::open_out opened{};
+  std::memcpy(&opened, file.payload.data() + sizeof(proto::entry_out), sizeof opened);
+  const std::uint64_t owner_a = 0xa, owner_b = 0xb;
+  REQUIRE(first.feed(lock_request(proto::opcode::setlk, 12, node, opened.fh, owner_a, F_WRLCK, 100)).error() == 0);
+  // B waits: its handler suspends, no reply yet; its request is journaled now.
+  const std::size_t before = first.rec.size();
+  auto waiting = lock_request(proto::opcode::setlkw, 14, node, opened.fh, owner_b, F_WRLCK, 200);
+  std::memcpy(first.buf.data(), waiting.data(), waiting.size());
+  detail::incoming in{.bytes = std::span<const std::byte>(first.buf.data(), waiting.size()),
+                      .scratch = first.buf.span().subspan(256),
+                      .owner = &first.buf,
+                      .sink = first.rec.sink()};
+  CHECK(first.j->handle(in) == detail::disposition::suspended);
+  CHECK(first.rec.size() == before);
+  CHECK(records(log).size() == 3);
+  // A lets go: B is granted inside A's handler, and answered.
+  CHECK(first.feed(lock_request(proto::opcode::setlk, 16, node, opened.fh, owner_a, F_UNLCK, 100), 2).error() == 0);
+  CHECK(first.rec.replies[before].header.unique == 14);
+  CHECK(first.rec.replies[before].error() == 0);
+  // Records: CREATE, SETLK, SETLKW (request), SETLKW (its reply, alone), SETLK unlock.
+  const auto rs = records(log);
+  REQUIRE(rs.size() == 5);
+  CHECK(rs[3].request.empty());
+  CHECK(rs[3].unique == 14);
+
+  journaled_memfs second(&log);
+  const auto report = second.j->replay(2 << 20);
+  CHECK(report.records == 4);
+  CHECK(report.differing == 0);
+  CHECK(report.unfinished == 0);
+  // B holds the lock in the rebuilt state: C's test names B's pid.
+  const reply probe = second.feed(lock_request(proto::opcode::getlk, 18, node, opened.fh, 0xc, F_WRLCK, 300));
+  REQUIRE(probe.error() == 0);
+  CHECK(probe.as<proto::lk_out>().lk.type == F_WRLCK);
+  CHECK(probe.as<proto::lk_out>().lk.pid == 200);
+  // B's request resent: answered from its reply record, not waited on again.
+  const reply again = second.feed(
+      lock_request(proto::opcode::setlkw, 14 | proto::unique_resend_bit, node, opened.fh, owner_b, F_WRLCK, 200));
+  CHECK(again.header.unique == (14 | proto::unique_resend_bit));
+  CHECK(again.error() == 0);
 }

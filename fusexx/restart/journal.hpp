@@ -14,7 +14,9 @@
 //               u32 state (committed once whole), u32 size, u64 unique,
 //               i64 sec, u32 nsec, i32 sent (what the kernel said to the reply),
 //               u32 request length, u32 reply length (0: not kept), then the
-//               request's bytes, then the reply's (out_header and payload)
+//               request's bytes, then the reply's (out_header and payload).
+//               A record without a request is the reply of one recorded
+//               earlier, whose handler had suspended.
 //
 // Appends are made by one writer at a time (the journaling handler's lock),
 // so only the last record can be incomplete: a crash half-way through one
@@ -38,7 +40,7 @@ namespace fusexx {
 
 class journal {
  public:
-  static constexpr std::uint64_t default_capacity = std::uint64_t{1} << 30;  // sparse: pages as written
+  static constexpr std::uint64_t default_capacity = std::uint64_t{16} << 30;  // sparse: pages as written
   static constexpr std::uint32_t committed_mark = 0x4d4d4f43;                // "COMM"
 
   struct header {
@@ -202,15 +204,17 @@ class journal {
   void truncate(std::uint64_t used) noexcept { head().used.store(used, std::memory_order_release); }
 
   // A checkpoint of `generation` holds everything the records said: start
-  // over empty, and give the memory of the old records back.
-  void reset(std::uint64_t generation) noexcept {
+  // over empty, and give the memory of the old records back — but for the
+  // first `keep` bytes, which the next records will fill again (a page
+  // given back costs a fault and a zeroed page when it is written again).
+  void reset(std::uint64_t generation, std::uint64_t keep = 0) noexcept {
     header& h = head();
     const std::uint64_t old = h.used.load(std::memory_order_relaxed);
     h.used.store(0, std::memory_order_release);
     h.overflowed.store(0, std::memory_order_release);
     h.generation.store(generation, std::memory_order_release);
     const std::uint64_t page = 4096;
-    const std::uint64_t from = (sizeof(header) + page - 1) & ~(page - 1);
+    const std::uint64_t from = (sizeof(header) + keep + page - 1) & ~(page - 1);
     const std::uint64_t to = (sizeof(header) + old + page - 1) & ~(page - 1);
     if (to > from)
       (void)::fallocate(fd_.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(from),

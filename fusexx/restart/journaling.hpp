@@ -31,6 +31,7 @@
 #include <mutex>
 #include <string_view>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "../buffer.hpp"
@@ -95,7 +96,8 @@ template <class Dispatcher>
 class journaling {
  public:
   // `checkpoint_at`: ask for a checkpoint once the journal holds this much.
-  journaling(Dispatcher& d, journal& j, std::uint64_t checkpoint_at) : dispatcher_(d), journal_(j), checkpoint_at_(checkpoint_at) {
+  journaling(Dispatcher& d, journal& j, std::uint64_t checkpoint_at)
+      : dispatcher_(d), journal_(j), checkpoint_at_(checkpoint_at) {
     if (const char* p = std::getenv("FUSEXX_CRASH_POINT"); p && *p) {
       const std::string_view s = p;
       crash_ = s == "before_apply" ? crash_point::before_apply
@@ -143,13 +145,18 @@ class journaling {
       d = dispatcher_.handle(in);
     }
     current() = nullptr;
-    if (d == disposition::no_reply && !p->appended) {
-      // FORGET and the like: nothing goes back, but the change is recorded.
+    if (!p->appended) {
+      // Not answered yet: FORGET and the like never will be; a handler that
+      // suspended will be, later. The request is recorded now, where its
+      // changes fall in the order (a write that waits for the kernel's
+      // cached pages to go has applied its data already; a lock request
+      // waits, and its replay will wait for the same release); the reply
+      // follows as a record of its own.
       if (p->crash == crash_point::before_journal) die("before_journal", h);
       p->record = journal_.append(h.unique, t, p->request, p->request_more, {});
       p->appended = true;
       after_append();
-      if (p->crash == crash_point::before_reply) die("before_reply", h);
+      if (d == disposition::no_reply && p->crash == crash_point::before_reply) die("before_reply", h);
     }
     if (p->wrapper_holds_lock) lock.unlock();
     else (void)lock.release();  // the reply (below dispatcher_.handle) unlocked it already
@@ -170,29 +177,38 @@ class journaling {
   replay_report replay(std::size_t scratch_size) {
     replay_report report;
     buffer buf(scratch_size);
+    // Requests that were interrupted (a lock request that stopped waiting)
+    // are interrupted again, or their replay would wait — and could take the
+    // lock later, for an owner that was told EINTR.
+    std::unordered_set<std::uint64_t> interrupted;
+    journal_.for_each([&](const journal::record& r) {
+      if (r.reply.size() < sizeof(proto::out_header)) return;
+      proto::out_header oh;
+      std::memcpy(&oh, r.reply.data(), sizeof oh);
+      if (oh.error == -EINTR) interrupted.insert(r.unique);
+    });
     std::vector<std::pair<journal::record, captured*>> kept;
+    std::unordered_map<std::uint64_t, captured*> replayed;  // unique → what its replay answered
     const std::uint64_t end = journal_.for_each([&](const journal::record& r) {
-      ++report.records;
-      // Lives as long as this object: a replayed handler that waits may
-      // reply to it after the replay.
-      captured* got = &replies_.emplace_back();
-      got->sent = r.sent;
-      if (!buf) buf = buffer(scratch_size);
-      incoming in{.bytes = r.request, .scratch = buf.span(), .owner = &buf, .sink = reply_sink{got, &captured::send}};
-      // A request that was interrupted (a lock request that stopped waiting)
-      // is interrupted again, or its replay would wait — and could take the
-      // lock later, for an owner that was told EINTR.
-      if (r.reply.size() >= sizeof(proto::out_header)) {
-        proto::out_header oh;
-        std::memcpy(&oh, r.reply.data(), sizeof oh);
-        if (oh.error == -EINTR) dispatcher_.interrupt(r.unique);
-      }
-      {
+      if (!r.request.empty()) {
+        ++report.records;
+        // Lives as long as this object: a replayed handler that waits may
+        // reply to it after the replay.
+        captured* got = &replies_.emplace_back();
+        got->sent = r.sent;
+        replayed[r.unique] = got;
+        if (!buf) buf = buffer(scratch_size);
+        incoming in{.bytes = r.request, .scratch = buf.span(), .owner = &buf, .sink = reply_sink{got, &captured::send}};
+        if (interrupted.contains(r.unique)) dispatcher_.interrupt(r.unique);
         time_pin pin(r.time);
         (void)dispatcher_.handle(in);
       }
       if (!r.reply.empty()) {
-        kept.emplace_back(r, got);
+        // With its request, or alone: the reply of one that had suspended.
+        if (auto it = replayed.find(r.unique); it != replayed.end()) {
+          if (r.request.empty()) it->second->sent = r.sent;
+          kept.emplace_back(r, it->second);
+        }
         applied_[r.unique & ~proto::unique_resend_bit].assign(r.reply.begin(), r.reply.end());
       }
     });
@@ -219,7 +235,7 @@ class journaling {
   // stay, though their records are gone.
   void checkpointed(std::uint64_t generation) {
     std::lock_guard lock(mutex_);
-    journal_.reset(generation);
+    journal_.reset(generation, keep_);
     if (fresh_seen_.load(std::memory_order_relaxed)) applied_.clear();
     wanted_.reset();
   }
@@ -230,6 +246,10 @@ class journaling {
                       std::memory_order_relaxed);
     wanted_.reset();
   }
+  // The next checkpoint once the journal holds this much.
+  void checkpoint_at(std::uint64_t bytes) noexcept { checkpoint_at_.store(bytes, std::memory_order_relaxed); }
+  // How much of the journal's memory stays allocated across checkpoints.
+  void keep(std::uint64_t bytes) noexcept { keep_ = bytes; }
   // Readable when the journal has grown enough for a checkpoint.
   int checkpoint_wanted_fd() const noexcept { return wanted_.fd(); }
   journal& journal_ref() noexcept { return journal_; }
@@ -267,13 +287,21 @@ class journaling {
       // waiters there: the mutex is recursive for that).
       std::unique_lock lock(j.mutex_, std::defer_lock);
       if (!inside) lock.lock();
-      if (p->crash == crash_point::before_journal) j.die("before_journal", p->unique, p->op);
       const bool keep = keeps_reply(p->op);
-      p->record = j.journal_.append(p->unique, p->time, p->request, p->request_more,
-                                    keep ? std::span<const iovec>(iov, static_cast<std::size_t>(count))
-                                         : std::span<const iovec>{});
-      p->appended = true;
-      j.after_append();
+      const auto reply = keep ? std::span<const iovec>(iov, static_cast<std::size_t>(count)) : std::span<const iovec>{};
+      if (!p->appended) {
+        // Answered before its handler returned: request and reply, one record.
+        if (p->crash == crash_point::before_journal) j.die("before_journal", p->unique, p->op);
+        p->record = j.journal_.append(p->unique, p->time, p->request, p->request_more, reply);
+        p->appended = true;
+        j.after_append();
+      } else if (keep) {
+        // After it suspended: the request is journaled; its reply, alone.
+        p->record = j.journal_.append(p->unique, p->time, {}, {}, reply);
+        j.after_append();
+      } else {
+        p->record = nullptr;
+      }
       if (inside) {
         j.mutex_.unlock();
         p->wrapper_holds_lock = false;
@@ -312,7 +340,7 @@ class journaling {
   void after_append() {
     if (journal_.overflowed() && !overflow_logged_.exchange(true))
       log::error("the crash journal is full (no checkpoint could be taken): a crash now cannot be recovered from");
-    if (journal_.used() >= checkpoint_at_ &&
+    if (journal_.used() >= checkpoint_at_.load(std::memory_order_relaxed) &&
         std::chrono::steady_clock::now().time_since_epoch().count() >= not_before_.load(std::memory_order_relaxed))
       wanted_.set();
   }
@@ -340,7 +368,8 @@ class journaling {
 
   Dispatcher& dispatcher_;
   journal& journal_;
-  const std::uint64_t checkpoint_at_;
+  std::atomic<std::uint64_t> checkpoint_at_;
+  std::uint64_t keep_ = 0;
   // One journaled request at a time: the journal's order is the order of
   // the changes.
   std::recursive_mutex mutex_;

@@ -199,6 +199,15 @@ inline int run(const keeper_options& o, const std::function<int(const supervisio
       }
     }
     const bool clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+    if (stopping && WIFSIGNALED(status)) {
+      // Asked to stop, it died on the way (the unmount's FORGETs are
+      // requests too): the stop is finished here, no mount left behind.
+      log::warn("supervise: the server of {} {} while stopping: the keeper unmounts it", o.mountpoint,
+                detail::describe(status));
+      if (::umount2(o.mountpoint.c_str(), MNT_DETACH) != 0 && errno != EINVAL)
+        log::error("supervise: unmounting {}: {}", o.mountpoint, std::strerror(errno));
+      return 0;
+    }
     if (clean || stopping) return detail::exit_code(status);
     // The first server failed to start, and said so (exited, not killed).
     if (incarnation == 0 && !served && !WIFSIGNALED(status)) return detail::exit_code(status);

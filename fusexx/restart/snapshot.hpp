@@ -135,6 +135,9 @@ class snapshot_writer {
   }
 
   std::size_t size() const noexcept { return payload_.size(); }
+  // Room for `n` bytes at once: a big snapshot then grows without copying
+  // itself over and over (a supervised server's checkpoints know the last size).
+  void reserve(std::size_t n) { payload_.reserve(n); }
   // The fds put with fd(), in index order: what goes beside the snapshot.
   const std::vector<int>& fds() const noexcept { return fds_; }
 
