@@ -252,7 +252,7 @@ void print_usage(const char* argv0) {
       "                        with open files carry on (a crash_safe filesystem; /dev/fuse\n"
       "                        transport; docs/restart.md, \"Crash recovery\")\n"
       "     supervise_restarts=N  give up after N crashes in a row within 10 s of a start (5)\n"
-      "     checkpoint_kb=N    supervised: checkpoint once the crash journal holds N KiB (8192;\n"
+      "     checkpoint_kb=N    supervised: checkpoint once the crash journal holds N KiB (1024;\n"
       "                        more for a big tree: twice its snapshot)\n",
       argv0);
   if constexpr (has_usage<Fs>) std::printf("\n%s", std::string(Fs::usage).c_str());
@@ -367,9 +367,14 @@ task<int> serve(event_loop& loop, server<Fs>& srv, daemon_guard& guard, int sign
   // takes the connection over (the control socket).
   for (;;) {
     // (An fd of -1, where there is no control socket or no journal, is never ready.)
-    const int which = co_await loop.first_ready(signals, srv.ended_fd(), srv.control_fd(), srv.checkpoint_fd());
+    const int which = co_await loop.first_ready(signals, srv.ended_fd(), srv.control_fd(), srv.checkpoint_fd(),
+                                                srv.checkpoint_child_fd());
     if (which == 3) {
       co_await srv.checkpoint_async(loop);
+      continue;
+    }
+    if (which == 4) {
+      srv.checkpoint_child_ended();
       continue;
     }
     if (which == 2) {

@@ -18,6 +18,8 @@
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <sys/time.h>
 
 #include <algorithm>
@@ -76,7 +78,7 @@ struct server_options {
   transport::uring_options uring;
   std::chrono::milliseconds init_timeout{30000};  // the longest INIT (and init()) may take
   bool stats = true;  // per-opcode statistics for the control socket (fusexx/stats.hpp); -o stats=off
-  std::uint64_t checkpoint_bytes = std::uint64_t{8} << 20;  // supervised: a checkpoint once the journal holds this much (at least)
+  std::uint64_t checkpoint_bytes = std::uint64_t{1} << 20;  // supervised: a checkpoint once the journal holds this much (at least)
 };
 
 // What park() did: whether every request in flight came to an end, and which
@@ -299,15 +301,17 @@ class server {
     if constexpr (!crash_safe<Fs>) {
       return fail(EOPNOTSUPP, "this filesystem does not support crash recovery (it is not crash_safe)");
     } else {
-      auto j = journal::map(s.journal);
-      if (!j) return std::unexpected(j.error());
-      journal_ = std::move(*j);
+      for (int i = 0; i < 2; ++i) {
+        auto j = journal::map(s.journals[i]);
+        if (!j) return std::unexpected(j.error());
+        journals_[i] = std::move(*j);
+      }
       supervision_ = s;
       generation_ = s.generation;
       options_.transport = transport_kind::classic;
       options_.classic.clone_fds = false;
       options_.classic.prefault = true;
-      journaling_ = std::make_unique<detail::journaling<detail::dispatcher<Fs>>>(dispatcher_, journal_,
+      journaling_ = std::make_unique<detail::journaling<detail::dispatcher<Fs>>>(dispatcher_, journals_[active_],
                                                                                   options_.checkpoint_bytes);
       // The journal's first checkpoint_kb stay allocated: a small workload
       // never faults its pages in again.
@@ -324,7 +328,7 @@ class server {
   // The first supervised server, once started: a checkpoint that knows how
   // the mount was made, then the keeper is told that it serves.
   task<outcome<void>> begin_supervised_async(event_loop& loop) {
-    if (!co_await checkpoint_async(loop))
+    if (!co_await checkpoint_async(loop, /*in_process=*/true))
       co_return outcome<void>(fail(EIO, "supervise: the first checkpoint of {} could not be taken", mountpoint()));
     if (auto r = keeper::tell_serving(supervision_); !r)
       co_return outcome<void>(fail(EIO, "supervise: the keeper could not be told: {}", r.error().message()));
@@ -345,20 +349,34 @@ class server {
         co_return failed(failure{restored.error().code,
                                  fmt::format("recovery: the checkpoint: {}", restored.error().message)});
       if (entries) co_return outcome<void>(fail(EPROTO, "recovery: the checkpoint is of an io_uring server"));
-      if (journal_.overflowed())
-        co_return outcome<void>(fail(EIO, "recovery: the crash journal overflowed (no checkpoint could be taken): the state "
-                       "cannot be rebuilt"));
-      detail::replay_report replayed;
-      if (journal_.generation() < generation_) {
-        // The keeper took a checkpoint the journal was not yet reset for:
-        // the checkpoint holds every record (it was taken parked).
-        journal_.reset(generation_);
-      } else if (journal_.generation() != generation_) {
-        co_return outcome<void>(fail(EIO, "recovery: the journal follows checkpoint {}, the keeper has {}", journal_.generation(),
-                       generation_));
-      } else {
-        replayed = journaling_->replay(session_.conn().request_buffer_size() + 4096);
+      // The records that follow the keeper's checkpoint G: the journal of
+      // generation G, then the one of G+1 if a forked checkpoint was under
+      // way (its child had not handed G+1 over). One of an older generation
+      // is covered by the checkpoint.
+      journal* after[2] = {nullptr, nullptr};
+      for (int i = 0; i < 2; ++i) {
+        const std::uint64_t g = journals_[i].generation();
+        if (g > generation_ + 1)
+          co_return outcome<void>(fail(EIO, "recovery: a journal follows checkpoint {}, the keeper has {}", g, generation_));
+        if (g >= generation_) after[g - generation_] = &journals_[i];
+        if (g >= generation_ && journals_[i].overflowed())
+          co_return outcome<void>(fail(EIO, "recovery: the crash journal overflowed (no checkpoint could be taken): "
+                                       "the state cannot be rebuilt"));
       }
+      if (after[1] && !after[0])
+        co_return outcome<void>(fail(EIO, "recovery: the journal of checkpoint {} is missing", generation_));
+      std::vector<journal*> logs;
+      for (journal* j : after)
+        if (j) logs.push_back(j);
+      if (logs.empty()) {  // nothing after the checkpoint: start the first journal over
+        journals_[0].reset(generation_);
+        logs.push_back(&journals_[0]);
+      }
+      active_ = static_cast<unsigned>(logs.back() - journals_);
+      inactive_live_ = logs.size() == 2;  // the next checkpoint must cover both: not a forked one
+      if (!inactive_live_) journals_[1 - active_].reset(0);
+      journaling_->switch_to(journals_[active_], std::nullopt);
+      detail::replay_report replayed = journaling_->replay(logs, session_.conn().request_buffer_size() + 4096);
       device_ = unique_fd(::fcntl(supervision_.device, F_DUPFD_CLOEXEC, 0));
       if (!device_) co_return outcome<void>(fail(errno, "recovery: dup: {}", std::strerror(errno)));
       open_control_socket();
@@ -392,6 +410,35 @@ class server {
       if (auto sent = keeper::send_checkpoint(supervision_, sealed->memfd.get(), generation_ + 1, control_fd_); !sent)
         return log::error("supervise: the checkpoint at INIT: {}", sent.error().message);
       journaling_->checkpointed(++generation_);
+      journals_[1 - active_].reset(0);
+    }
+  }
+
+  // A checkpoint taken by a forked child (checkpoint_async) has ended:
+  // readable pidfd; -1 when none runs.
+  int checkpoint_child_fd() const noexcept { return checkpoint_pidfd_ ? checkpoint_pidfd_.get() : -1; }
+  void checkpoint_child_ended() {
+    int status = 0;
+    if (::waitpid(checkpoint_child_pid_, &status, 0) != checkpoint_child_pid_) status = 1 << 8;
+    std::uint64_t size = 0;
+    const bool told = ::read(checkpoint_size_.get(), &size, sizeof size) == sizeof size;
+    checkpoint_pidfd_.reset();
+    checkpoint_size_.reset();
+    checkpoint_child_pid_ = -1;
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0 && told) {
+      // The keeper holds it: the journal before it is covered.
+      generation_ = checkpoint_generation_;
+      journals_[1 - active_].reset(0);
+      inactive_live_ = false;
+      next_checkpoint_after(size);
+      log::debug("checkpoint {} of {} (forked) in {} us", generation_, mountpoint(),
+                 std::chrono::duration_cast<std::chrono::microseconds>(clock::now() - checkpoint_started_).count());
+    } else {
+      // Both journals stay: the next checkpoint is taken in this process.
+      log::error("checkpoint {} of {}: its child {}", checkpoint_generation_, mountpoint(),
+                 WIFSIGNALED(status) ? fmt::format("was killed by signal {}", WTERMSIG(status))
+                                     : fmt::format("failed (status {})", WEXITSTATUS(status)));
+      journaling_->checkpointed_failed();
     }
   }
 
@@ -399,17 +446,28 @@ class server {
   // not supervised.
   int checkpoint_fd() const noexcept { return journaling_ ? journaling_->checkpoint_wanted_fd() : -1; }
 
-  // A checkpoint: parked, the snapshot goes to the keeper, then the journal
-  // starts over. False when it could not be taken (a handler still running,
-  // save() failed, the keeper did not answer): the journal goes on growing,
-  // and the next record asks again.
-  task<bool> checkpoint_async(event_loop& loop) {
+  // A checkpoint. Parked only for a moment: records go to the other
+  // journal from then on, and a forked child — the memory as it was, copied
+  // on write — writes the snapshot and hands it to the keeper while this
+  // process serves on (checkpoint_child_ended() settles it). `in_process`,
+  // or while the other journal still holds records no checkpoint covers
+  // (the last child failed; just recovered from a crash amid one): parked
+  // for the whole snapshot, and both journals start over. False when it
+  // could not be taken (a handler still running, save() failed, the keeper
+  // did not answer, one still under way): the journal goes on growing, and
+  // asks again a second later at the earliest.
+  task<bool> checkpoint_async(event_loop& loop, bool in_process = false) {
     if constexpr (!crash_safe<Fs>) {
       co_return false;
     } else {
+      if (checkpoint_pidfd_) {
+        journaling_->checkpointed_failed();
+        co_return false;
+      }
       const auto started = clock::now();
       park_report parked = co_await loop.blocking(
           [this] { return park(std::chrono::milliseconds(500), std::chrono::milliseconds(20)); });
+      if (parked.running == 0 && !in_process && !inactive_live_) co_return fork_checkpoint(started);
       bool done = false;
       outcome<sealed_snapshot> sealed = fail(EAGAIN, "not taken");
       if (parked.running == 0) sealed = write_snapshot();
@@ -429,16 +487,12 @@ class server {
           log::error("checkpoint: {}", sent.error().message);
         } else {
           journaling_->checkpointed(next);
+          journals_[1 - active_].reset(0);
+          inactive_live_ = false;
           generation_ = next;
           done = true;
-          // A checkpoint costs about the snapshot's size, so the next waits
-          // until the journal holds twice as much (at least checkpoint_kb, at
-          // most half the journal): the copies per byte written stay bounded
-          // however big the filesystem is.
           struct stat st {};
-          const std::uint64_t size = ::fstat(memfd, &st) == 0 ? static_cast<std::uint64_t>(st.st_size) : 0;
-          journaling_->checkpoint_at(std::clamp(2 * size, options_.checkpoint_bytes,
-                                                std::max(options_.checkpoint_bytes, journal_.capacity() / 2)));
+          next_checkpoint_after(::fstat(memfd, &st) == 0 ? static_cast<std::uint64_t>(st.st_size) : 0);
           log::debug("checkpoint {} of {} in {} us", next, mountpoint(),
                      std::chrono::duration_cast<std::chrono::microseconds>(clock::now() - started).count());
         }
@@ -447,6 +501,64 @@ class server {
       resume();
       co_return done;
     }
+  }
+
+  // (Parked.) Switches the records to the other journal, forks the child
+  // that writes the checkpoint, resumes.
+  bool fork_checkpoint(clock::time_point started) {
+    const std::uint64_t next = generation_ + 1;
+    const unsigned other = 1 - active_;
+    journaling_->switch_to(journals_[other], next);
+    int size_pipe[2] = {-1, -1};
+    const pid_t pid = ::pipe2(size_pipe, O_CLOEXEC) == 0 ? ::fork() : -1;
+    if (pid == 0) {
+      ::close(size_pipe[0]);
+      checkpoint_in_child(size_pipe[1], next);
+    }
+    if (pid < 0) {
+      log::error("checkpoint: fork: {}", std::strerror(errno));
+      for (int fd : size_pipe)
+        if (fd >= 0) ::close(fd);
+      journaling_->switch_to(journals_[active_], std::nullopt);  // nothing was recorded meanwhile: parked
+      journals_[other].reset(0);
+      journaling_->checkpointed_failed();
+      resume();
+      return false;
+    }
+    ::close(size_pipe[1]);
+    checkpoint_size_ = unique_fd(size_pipe[0]);
+    checkpoint_pidfd_ = unique_fd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
+    checkpoint_child_pid_ = pid;
+    checkpoint_generation_ = next;
+    checkpoint_started_ = started;
+    active_ = other;
+    inactive_live_ = true;  // until the child has handed the checkpoint over
+    resume();
+    if (!checkpoint_pidfd_) checkpoint_child_ended();  // no pidfd (before Linux 5.3): wait for it here
+    return true;
+  }
+
+  // The forked child of a checkpoint: only this thread, and the memory as it
+  // was parked. Writes the snapshot, hands it to the keeper, tells the
+  // parent its size, and leaves without running anything of the parent's.
+  [[noreturn]] void checkpoint_in_child(int size_fd, std::uint64_t generation) {
+    if (device_) ::close(device_.get());  // it must not keep the connection alive
+    auto sealed = write_snapshot();
+    if (!sealed || !sealed->fds.empty()) ::_exit(1);
+    if (!keeper::send_checkpoint(supervision_, sealed->memfd.get(), generation)) ::_exit(2);
+    const std::uint64_t size = last_snapshot_size_;
+    if (::write(size_fd, &size, sizeof size) != sizeof size) ::_exit(3);
+    ::_exit(0);
+  }
+
+  // A checkpoint costs about the snapshot's size, so the next waits until
+  // the journal holds twice as much (at least checkpoint_kb, at most half
+  // the journal): the copies per byte written stay bounded however big the
+  // filesystem is.
+  void next_checkpoint_after(std::uint64_t snapshot_size) {
+    last_snapshot_size_ = snapshot_size;
+    journaling_->checkpoint_at(std::clamp(2 * snapshot_size, options_.checkpoint_bytes,
+                                          std::max(options_.checkpoint_bytes, journals_[0].capacity() / 2)));
   }
 
   // ---- handing the connection over (docs/restart.md) ----
@@ -1083,7 +1195,14 @@ class server {
   // Supervised (-o supervise): the keeper, the crash journal, and the
   // handler that journals every request that changes state.
   supervision supervision_{};
-  journal journal_;
+  journal journals_[2];             // records go to journals_[active_]
+  unsigned active_ = 0;
+  bool inactive_live_ = false;      // the other journal holds records the keeper's checkpoint does not cover
+  unique_fd checkpoint_pidfd_;      // a forked checkpoint under way: its child,
+  unique_fd checkpoint_size_;       // and where it says the snapshot's size
+  pid_t checkpoint_child_pid_ = -1;
+  std::uint64_t checkpoint_generation_ = 0;
+  clock::time_point checkpoint_started_{};
   std::unique_ptr<detail::journaling<detail::dispatcher<Fs>>> journaling_;
   std::uint64_t generation_ = 0;  // of the last checkpoint the keeper holds
   int control_fd_ = -1;           // the fd INIT came on (the connection's own)

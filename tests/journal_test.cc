@@ -170,7 +170,8 @@ TEST_CASE("journaling: a replay rebuilds memfs exactly, and a resent request is 
   // A successor: the same starting point (here: a fresh memfs after the
   // same INIT, as the last checkpoint), then the journal replayed on it.
   journaled_memfs second(&log);
-  const auto report = second.j->replay(2 << 20);
+  journal* logs[] = {&log};
+  const auto report = second.j->replay(logs, 2 << 20);
   CHECK(report.records == 3);
   CHECK(report.differing == 0);
   CHECK(report.unfinished == 0);
@@ -241,7 +242,8 @@ TEST_CASE("journaling: a lock request that waited is replayed waiting, and grant
   CHECK(rs[3].unique == 14);
 
   journaled_memfs second(&log);
-  const auto report = second.j->replay(2 << 20);
+  journal* logs[] = {&log};
+  const auto report = second.j->replay(logs, 2 << 20);
   CHECK(report.records == 4);
   CHECK(report.differing == 0);
   CHECK(report.unfinished == 0);

@@ -51,7 +51,8 @@ class journal {
     std::atomic<std::uint64_t> generation; // the checkpoint the records follow
     std::atomic<std::uint64_t> used;       // bytes of records appended (the last may be incomplete)
     std::atomic<std::uint32_t> overflowed; // a record did not fit: the journal no longer tells the whole story
-    std::uint32_t reserved[5];
+    std::atomic<std::uint32_t> answered;   // servers that answered a request (the keeper's sign of progress)
+    std::uint32_t reserved[4];
   };
   static_assert(sizeof(header) == 64);
 
@@ -133,6 +134,9 @@ class journal {
   std::uint64_t used() const noexcept { return head().used.load(std::memory_order_acquire); }
   std::uint64_t capacity() const noexcept { return head().capacity; }
   bool overflowed() const noexcept { return head().overflowed.load(std::memory_order_acquire) != 0; }
+  // A server answered its first request (once per server).
+  void note_answered() noexcept { head().answered.fetch_add(1, std::memory_order_release); }
+  std::uint32_t answered() const noexcept { return head().answered.load(std::memory_order_acquire); }
 
   // Appends one record (the caller holds the writers' lock). Returns where
   // it is, for set_sent(); nullptr when it did not fit: the journal is then

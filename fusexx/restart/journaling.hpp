@@ -29,6 +29,7 @@
 #include <cstring>
 #include <deque>
 #include <mutex>
+#include <optional>
 #include <string_view>
 #include <unordered_map>
 #include <unordered_set>
@@ -97,7 +98,7 @@ class journaling {
  public:
   // `checkpoint_at`: ask for a checkpoint once the journal holds this much.
   journaling(Dispatcher& d, journal& j, std::uint64_t checkpoint_at)
-      : dispatcher_(d), journal_(j), checkpoint_at_(checkpoint_at) {
+      : dispatcher_(d), journal_(&j), checkpoint_at_(checkpoint_at) {
     if (const char* p = std::getenv("FUSEXX_CRASH_POINT"); p && *p) {
       const std::string_view s = p;
       crash_ = s == "before_apply" ? crash_point::before_apply
@@ -127,7 +128,11 @@ class journaling {
       }
     }
     const auto op = static_cast<proto::opcode>(h.opcode);
-    if (!journaled(op)) return dispatcher_.handle(in);
+    if (!journaled(op)) {
+      const disposition d = dispatcher_.handle(in);
+      note_progress();
+      return d;
+    }
 
     const bool crash_here = crash_ != crash_point::none && ++seen_ == crash_after_;
     if (crash_here && crash_ == crash_point::before_apply) die("before_apply", h);
@@ -153,7 +158,7 @@ class journaling {
       // waits, and its replay will wait for the same release); the reply
       // follows as a record of its own.
       if (p->crash == crash_point::before_journal) die("before_journal", h);
-      p->record = journal_.append(h.unique, t, p->request, p->request_more, {});
+      p->record = journal_->append(h.unique, t, p->request, p->request_more, {});
       p->appended = true;
       after_append();
       if (d == disposition::no_reply && p->crash == crash_point::before_reply) die("before_reply", h);
@@ -162,6 +167,7 @@ class journaling {
     else (void)lock.release();  // the reply (below dispatcher_.handle) unlocked it already
     if (d == disposition::no_reply) p->drop();  // no reply will come to drop its share
     p->drop();
+    note_progress();
     return d;
   }
 
@@ -174,22 +180,26 @@ class journaling {
   // (memfs wakes waiters there), so before that handler's own record. Its
   // replay then waits until the release's replay wakes it, as it did then;
   // the replies are compared once every record has run.
-  replay_report replay(std::size_t scratch_size) {
+  //
+  // `logs`: the journals to replay, in order (a checkpoint taken by a
+  // forked child leaves records in two: those before it, those after).
+  replay_report replay(std::span<journal* const> logs, std::size_t scratch_size) {
     replay_report report;
     buffer buf(scratch_size);
     // Requests that were interrupted (a lock request that stopped waiting)
     // are interrupted again, or their replay would wait — and could take the
     // lock later, for an owner that was told EINTR.
     std::unordered_set<std::uint64_t> interrupted;
-    journal_.for_each([&](const journal::record& r) {
-      if (r.reply.size() < sizeof(proto::out_header)) return;
-      proto::out_header oh;
-      std::memcpy(&oh, r.reply.data(), sizeof oh);
-      if (oh.error == -EINTR) interrupted.insert(r.unique);
-    });
+    for (journal* log : logs)
+      log->for_each([&](const journal::record& r) {
+        if (r.reply.size() < sizeof(proto::out_header)) return;
+        proto::out_header oh;
+        std::memcpy(&oh, r.reply.data(), sizeof oh);
+        if (oh.error == -EINTR) interrupted.insert(r.unique);
+      });
     std::vector<std::pair<journal::record, captured*>> kept;
     std::unordered_map<std::uint64_t, captured*> replayed;  // unique → what its replay answered
-    const std::uint64_t end = journal_.for_each([&](const journal::record& r) {
+    const auto each = [&](const journal::record& r) {
       if (!r.request.empty()) {
         ++report.records;
         // Lives as long as this object: a replayed handler that waits may
@@ -211,8 +221,8 @@ class journaling {
         }
         applied_[r.unique & ~proto::unique_resend_bit].assign(r.reply.begin(), r.reply.end());
       }
-    });
-    journal_.truncate(end);
+    };
+    for (journal* log : logs) log->truncate(log->for_each(each));
     for (auto& [r, got] : kept) {
       if (!got->done) {
         ++report.unfinished;
@@ -235,8 +245,18 @@ class journaling {
   // stay, though their records are gone.
   void checkpointed(std::uint64_t generation) {
     std::lock_guard lock(mutex_);
-    journal_.reset(generation, keep_);
+    journal_->reset(generation, keep_);
     if (fresh_seen_.load(std::memory_order_relaxed)) applied_.clear();
+    wanted_.reset();
+  }
+  // Records go to `next` from now on (the server is parked): emptied first
+  // for the checkpoint of `generation` that a forked child is about to
+  // take, or, undoing that switch, as they are.
+  void switch_to(journal& next, std::optional<std::uint64_t> generation) {
+    std::lock_guard lock(mutex_);
+    if (generation) next.reset(*generation, keep_);
+    journal_ = &next;
+    if (generation && fresh_seen_.load(std::memory_order_relaxed)) applied_.clear();
     wanted_.reset();
   }
   // A checkpoint could not be taken: ask again in a second at the earliest.
@@ -252,7 +272,7 @@ class journaling {
   void keep(std::uint64_t bytes) noexcept { keep_ = bytes; }
   // Readable when the journal has grown enough for a checkpoint.
   int checkpoint_wanted_fd() const noexcept { return wanted_.fd(); }
-  journal& journal_ref() noexcept { return journal_; }
+  journal& journal_ref() noexcept { return *journal_; }
 
  private:
   // One journaled request on its way: shared by the handler's call and its
@@ -292,12 +312,12 @@ class journaling {
       if (!p->appended) {
         // Answered before its handler returned: request and reply, one record.
         if (p->crash == crash_point::before_journal) j.die("before_journal", p->unique, p->op);
-        p->record = j.journal_.append(p->unique, p->time, p->request, p->request_more, reply);
+        p->record = j.journal_->append(p->unique, p->time, p->request, p->request_more, reply);
         p->appended = true;
         j.after_append();
       } else if (keep) {
         // After it suspended: the request is journaled; its reply, alone.
-        p->record = j.journal_.append(p->unique, p->time, {}, {}, reply);
+        p->record = j.journal_->append(p->unique, p->time, {}, {}, reply);
         j.after_append();
       } else {
         p->record = nullptr;
@@ -337,10 +357,20 @@ class journaling {
     return p;
   }
 
+  // The keeper tells a server that crashes on start from one that served:
+  // the first request this one got through marks the journal.
+  void note_progress() {
+    if (noted_.load(std::memory_order_relaxed)) return;
+    if (!noted_.exchange(true)) {
+      std::lock_guard lock(mutex_);
+      journal_->note_answered();
+    }
+  }
+
   void after_append() {
-    if (journal_.overflowed() && !overflow_logged_.exchange(true))
+    if (journal_->overflowed() && !overflow_logged_.exchange(true))
       log::error("the crash journal is full (no checkpoint could be taken): a crash now cannot be recovered from");
-    if (journal_.used() >= checkpoint_at_.load(std::memory_order_relaxed) &&
+    if (journal_->used() >= checkpoint_at_.load(std::memory_order_relaxed) &&
         std::chrono::steady_clock::now().time_since_epoch().count() >= not_before_.load(std::memory_order_relaxed))
       wanted_.set();
   }
@@ -367,7 +397,7 @@ class journaling {
   }
 
   Dispatcher& dispatcher_;
-  journal& journal_;
+  journal* journal_;  // where records go: changed only with every reader parked
   std::atomic<std::uint64_t> checkpoint_at_;
   std::uint64_t keep_ = 0;
   // One journaled request at a time: the journal's order is the order of
@@ -377,7 +407,8 @@ class journaling {
   // unique → the reply kept for it, from the replay: read concurrently
   // (handle), changed only before serving and while parked.
   std::unordered_map<std::uint64_t, std::vector<std::byte>> applied_;
-  std::atomic<bool> fresh_seen_{false};  // a request that was not resent has come since the replay
+  std::atomic<bool> fresh_seen_{false};
+  std::atomic<bool> noted_{false};  // note_progress() was done  // a request that was not resent has come since the replay
   event wanted_;
   std::atomic<bool> overflow_logged_{false};
   std::atomic<std::chrono::steady_clock::rep> not_before_{0};  // no checkpoint asked for before (checkpointed_failed)

@@ -23,8 +23,9 @@
 // asked to stop (a stop signal forwarded by the keeper), ends the keeper
 // with its status. One that crashes is started again, after a back-off
 // (0.1 s doubling to 2 s), unless it is the `restarts`-th crash in a row
-// of a server that did not serve for `stable` — then the keeper gives up:
-// it ends the connection (applications get ENOTCONN) and says why.
+// of a server that did not answer a request within `stable`, or the
+// 10 × `restarts`-th within a minute — then the keeper gives up: it ends the
+// connection (applications get ENOTCONN) and says why.
 #include <signal.h>
 #include <fcntl.h>
 #include <sys/mount.h>
@@ -36,6 +37,7 @@
 #include <chrono>
 #include <cstdint>
 #include <cstring>
+#include <deque>
 #include <functional>
 #include <string>
 
@@ -50,7 +52,7 @@ namespace fusexx {
 // What a supervised server gets from its keeper.
 struct supervision {
   int sock = -1;                 // to the keeper
-  int journal = -1;              // the crash journal's memfd
+  int journals[2] = {-1, -1};    // the crash journal's two memfds (restart/journaling.hpp: one each side of a forked checkpoint)
   int device = -1;               // a restart: the connection
   int checkpoint = -1;           // a restart: the last checkpoint (a sealed snapshot)
   std::uint64_t generation = 0;  // of that checkpoint
@@ -107,27 +109,30 @@ inline int exit_code(int status) { return WIFEXITED(status) ? WEXITSTATUS(status
 // server is forked (the daemon's start-up report is that server's to make).
 inline int run(const keeper_options& o, const std::function<int(const supervision&)>& serve,
                const std::function<void()>& first_forked = {}) {
-  auto jfd = journal::create(o.journal_capacity);
-  if (!jfd) {
-    log::error("supervise: {}", jfd.error().message);
-    return 1;
-  }
+  outcome<unique_fd> jfds[2] = {journal::create(o.journal_capacity), journal::create(o.journal_capacity)};
+  for (auto& j : jfds)
+    if (!j) {
+      log::error("supervise: {}", j.error().message);
+      return 1;
+    }
   sigset_t handled, old;
   sigemptyset(&handled);
   for (int s : {SIGCHLD, SIGTERM, SIGINT, SIGHUP}) sigaddset(&handled, s);
   ::sigprocmask(SIG_BLOCK, &handled, &old);
   unique_fd signals(::signalfd(-1, &handled, SFD_CLOEXEC));
-  // Mapped to see whether a server got anywhere: one that journaled a
+  // Mapped to see whether a server got anywhere: one that answered a
   // request before it died was not crashing on start.
-  auto progress = journal::map(jfd->get());
-  if (!progress) {
-    log::error("supervise: {}", progress.error().message);
-    return 1;
-  }
-  const auto journal_mark = [&] { return std::pair(progress->generation(), progress->used()); };
+  outcome<journal> progress[2] = {journal::map(jfds[0]->get()), journal::map(jfds[1]->get())};
+  for (auto& j : progress)
+    if (!j) {
+      log::error("supervise: {}", j.error().message);
+      return 1;
+    }
+  const auto journal_mark = [&] { return progress[0]->answered() + progress[1]->answered(); };
   unique_fd device, checkpoint;
   std::uint64_t generation = 0;
   unsigned incarnation = 0, quick = 0;
+  std::deque<std::chrono::steady_clock::time_point> crashes;  // within the last minute
   using clock = std::chrono::steady_clock;
 
   for (;;) {
@@ -148,7 +153,7 @@ inline int run(const keeper_options& o, const std::function<int(const supervisio
       mine.reset();
       signals.reset();
       ::sigprocmask(SIG_SETMASK, &old, nullptr);
-      const supervision s{.sock = theirs.get(), .journal = jfd->get(), .device = device.get(),
+      const supervision s{.sock = theirs.get(), .journals = {jfds[0]->get(), jfds[1]->get()}, .device = device.get(),
                           .checkpoint = checkpoint.get(), .generation = generation, .incarnation = incarnation};
       std::exit(serve(s));
     }
@@ -217,10 +222,23 @@ inline int run(const keeper_options& o, const std::function<int(const supervisio
       return 1;
     }
     // A crash "on start": before serving, or soon after without having
-    // applied a single request. Only those count towards giving up, and
+    // answered a single request. Only those count towards giving up, and
     // only those wait before the next start.
     const auto lived = clock::now() - born;
     quick = (!served || (lived < o.stable && journal_mark() == mark)) ? quick + 1 : 0;
+    // And however much each got done: a request that kills every server
+    // that takes it, beside others that succeed, must not make the keeper
+    // start servers for ever. More than ten times the limit in a minute
+    // is a loop.
+    crashes.push_back(clock::now());
+    while (!crashes.empty() && clock::now() - crashes.front() > std::chrono::minutes(1)) crashes.pop_front();
+    if (crashes.size() > 10 * std::size_t{o.restarts}) {
+      log::error("supervise: the server of {} {}: {} crashes within a minute: giving up. The connection is ended: "
+                 "applications get ENOTCONN; unmount {} and start again",
+                 o.mountpoint, detail::describe(status), crashes.size(), o.mountpoint);
+      device.reset();
+      return 1;
+    }
     if (quick > o.restarts) {
       log::error("supervise: the server of {} {}: {} crashes in a row, each within {} s of a start: giving up. The "
                  "connection is ended: applications get ENOTCONN; unmount {} and start again",

@@ -168,13 +168,14 @@ class device_readers final : public channel {
     return static_cast<unsigned>(readers_.size());
   }
 
-  // Every page of a read buffer is touched when the buffer is made. For a
-  // server that may be killed (-o supervise): the kernel copies a request
-  // into the reader's buffer after taking it off the queue, and a copy that
-  // needs a page fault while SIGKILL is pending fails — the kernel then ends
-  // the request with EIO instead of keeping it for a resend (docs/restart.md,
-  // "What the kernel does"). Costs the buffer's whole size in memory at once
-  // (about 1 MiB per reader, and per handler that suspends holding one).
+  // Read buffers are buffer::pinned: every page touched when made, and
+  // none shared copy-on-write with a forked child. For a server that may be
+  // killed (-o supervise): the kernel copies a request into the reader's
+  // buffer after taking it off the queue, and a copy that needs a page fault
+  // while SIGKILL is pending fails — the kernel then ends the request with
+  // EIO instead of keeping it for a resend (docs/restart.md, "What the
+  // kernel does"). Costs the buffer's whole size in memory at once (about
+  // 1 MiB per reader, and per handler that suspends holding one).
   void prefault(bool on) noexcept { prefault_ = on; }
 
   // Called (once, on a reader thread) when a reader has seen the connection
@@ -256,11 +257,8 @@ class device_readers final : public channel {
     buffer buf;
     for (;;) {
       const std::size_t wanted = write_data_offset + session_.conn().request_buffer_size();
-      if (!buf || buf.size() < wanted) {  // first use, taken by a handler, or INIT grew it
-        buf = buffer(wanted);
-        if (prefault_ && ::madvise(buf.data(), buf.size(), 23 /* MADV_POPULATE_WRITE, 5.14 */) != 0)
-          std::memset(buf.data(), 0, buf.size());
-      }
+      if (!buf || buf.size() < wanted)  // first use, taken by a handler, or INIT grew it
+        buf = prefault_ ? buffer::pinned(wanted) : buffer(wanted);
       const std::span<std::byte> area = buf.span().subspan(write_data_offset);
       ssize_t n = ::read(r.read_fd.get(), area.data(), area.size());
       if (n == 0) {
