@@ -1,9 +1,9 @@
-// The restart benchmark: memfs serves a tree of N files while two application
-// threads run the stat and the 4 KiB read workloads, and the server is
-// upgraded (`memfs --takeover`) again and again — or, supervised
-// (`-o supervise`, docs/restart.md "Crash recovery"), SIGKILLed again and
-// again and recovered by its keeper. Printed per transport and tree size,
-// next to nothing asserted:
+// The restart benchmark: memfs (or passthrough, mirroring a fresh directory)
+// serves a tree of N files while two application threads run the stat and
+// the 4 KiB read workloads, and the server is upgraded (`memfs --takeover`)
+// again and again — or, supervised (`-o supervise`, docs/restart.md "Crash
+// recovery"), SIGKILLed again and again and recovered by its keeper. Printed
+// per filesystem, transport and tree size, next to nothing asserted:
 //  - takeover: how long `memfs --takeover` took to return (the successor
 //    serves); for a crash, from the SIGKILL until the mount answers again;
 //  - pause: for each handover, the longest single operation of each workload
@@ -14,9 +14,11 @@
 //   bazel run -c opt //benchmarks:restart
 //   bazel run -c opt //benchmarks:restart -- --files 10000 --handovers 20 --transports classic
 //   bazel run -c opt //benchmarks:restart -- --crashes 20    (classic only: supervise serves through /dev/fuse)
+//   bazel run -c opt //benchmarks:restart -- --fs memfs,passthrough --files 10000
 //
-// Root is needed (mounting). Each cell mounts memfs on a fresh directory and
-// unmounts it at the end.
+// Root is needed (mounting). Each cell mounts the filesystem on a fresh
+// directory (passthrough: of a fresh source directory beside it, on the
+// same filesystem as /tmp) and unmounts it at the end.
 #include <fcntl.h>
 #include <spawn.h>
 #include <sys/mount.h>
@@ -109,7 +111,15 @@ percentiles of(std::vector<double> v) {
   return {v[v.size() / 2], v[std::min(v.size() - 1, v.size() * 99 / 100)], v.back()};
 }
 
+// A filesystem under test: memfs holds the tree itself, passthrough mirrors
+// a source directory (a supervised passthrough is recovered by redo).
+struct filesystem {
+  std::string name, program;
+  bool mirror = false;
+};
+
 struct cell {
+  std::string fs;
   bool crashes = false;  // SIGKILLs of a supervised server, not handovers
   std::string transport;
   std::size_t files = 0;
@@ -130,24 +140,28 @@ pid_t server_of(pid_t keeper) {
 }
 
 // `handovers` upgrades, or (crashes) that many SIGKILLs of a supervised server.
-cell measure(const std::string& memfs, const std::string& transport, std::size_t files, unsigned handovers,
+cell measure(const filesystem& fs, const std::string& transport, std::size_t files, unsigned handovers,
              bool crashes) {
   cell c;
+  c.fs = fs.name;
   c.crashes = crashes;
   c.transport = transport;
   c.files = files;
   ::setenv("FUSEXX_TRANSPORT", transport.c_str(), 1);
   char tmpl[] = "/tmp/fusexx-restart-XXXXXX";
   const std::string mp = ::mkdtemp(tmpl);
-  const std::string pid_file = mp + ".pid";
+  const std::string pid_file = mp + ".pid", source = mp + ".source";
   auto cleanup = [&] {
     ::umount2(mp.c_str(), MNT_DETACH);
     ::rmdir(mp.c_str());
+    std::error_code ec;
+    if (fs.mirror) std::filesystem::remove_all(source, ec);
   };
-  const std::string options = crashes ? "entry_timeout=0,attr_timeout=0,supervise,pid_file=" + pid_file
-                                      : "entry_timeout=0,attr_timeout=0";
-  if (run({memfs, "-o", options, mp}) != 0) {
-    c.error = "memfs did not start";
+  if (fs.mirror) ::mkdir(source.c_str(), 0755);
+  const std::string base = fs.mirror ? "source=" + source + ",timeout=0" : "entry_timeout=0,attr_timeout=0";
+  const std::string options = crashes ? base + ",supervise,pid_file=" + pid_file : base;
+  if (run({fs.program, "-o", options, mp}) != 0) {
+    c.error = fs.name + " did not start";
     cleanup();
     return c;
   }
@@ -233,7 +247,7 @@ cell measure(const std::string& memfs, const std::string& transport, std::size_t
       struct stat st;
       if (rc == 0 && ::stat(mp.c_str(), &st) != 0) rc = 3;
     } else {
-      rc = run({memfs, "--takeover", mp});
+      rc = run({fs.program, "--takeover", "-o", base, mp});
     }
     takeover.push_back(std::chrono::duration<double, std::milli>(clock_type::now() - started).count());
     std::this_thread::sleep_for(std::chrono::milliseconds(100));  // operations that started before it returned end
@@ -281,47 +295,60 @@ int main(int argc, char** argv) {
   std::vector<std::string> transports{"classic", "uring"};
   std::vector<std::size_t> sizes{10000, 1000000};
   unsigned handovers = 10, crashes = 10;
+  std::vector<std::string> filesystems{"memfs"};
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string a = argv[i], v = argv[i + 1];
     if (a == "--transports") transports = split(v);
+    else if (a == "--fs") filesystems = split(v);
     else if (a == "--files") {
       sizes.clear();
       for (auto& n : split(v)) sizes.push_back(std::stoul(n));
     } else if (a == "--handovers") handovers = static_cast<unsigned>(std::stoul(v));
     else if (a == "--crashes") crashes = static_cast<unsigned>(std::stoul(v));
     else {
-      std::fprintf(stderr, "usage: %s [--files N,N] [--handovers N] [--crashes N] [--transports classic,uring]\n",
+      std::fprintf(stderr,
+                   "usage: %s [--fs memfs,passthrough] [--files N,N] [--handovers N] [--crashes N] "
+                   "[--transports classic,uring]\n",
                    argv[0]);
       return 2;
     }
   }
-  const std::string memfs = runfile(argv[0], "examples/memfs");
-  if (memfs.empty()) {
-    std::fprintf(stderr, "restart: examples/memfs not found next to %s (run it with bazel run)\n", argv[0]);
-    return 2;
+  std::vector<filesystem> under_test;
+  for (const auto& name : filesystems) {
+    if (name != "memfs" && name != "passthrough") {
+      std::fprintf(stderr, "restart: --fs takes memfs and passthrough, not %s\n", name.c_str());
+      return 2;
+    }
+    filesystem fs{name, runfile(argv[0], "examples/" + name), name == "passthrough"};
+    if (fs.program.empty()) {
+      std::fprintf(stderr, "restart: examples/%s not found next to %s (run it with bazel run)\n", name.c_str(), argv[0]);
+      return 2;
+    }
+    under_test.push_back(fs);
   }
   std::vector<cell> cells;
-  for (std::size_t files : sizes)
-    for (const auto& t : transports) {
-      std::fprintf(stderr, "restart: %s, %zu files ...\n", t.c_str(), files);
-      if (handovers > 0) cells.push_back(measure(memfs, t, files, handovers, false));
-      // Crash recovery serves through /dev/fuse only (docs/restart.md).
-      if (crashes > 0 && t == "classic") cells.push_back(measure(memfs, t, files, crashes, true));
-    }
-  fmt::print("\nmemfs (a tree of N empty files and one {} MiB file) upgraded live (handover), or SIGKILLed under its "
-             "keeper (crash), while stat and 4 KiB O_DIRECT reads run (ms; lost = ops not done during them, against the "
-             "rate before)\n\n", data_size >> 20);
-  fmt::print("| transport | files | what | times | back in median / max | stat pause median / p99 / max | read pause "
-             "median / p99 / max | stat lost | read lost |\n|---|---|---|---|---|---|---|---|---|\n");
+  for (const auto& fs : under_test)
+    for (std::size_t files : sizes)
+      for (const auto& t : transports) {
+        std::fprintf(stderr, "restart: %s, %s, %zu files ...\n", fs.name.c_str(), t.c_str(), files);
+        if (handovers > 0) cells.push_back(measure(fs, t, files, handovers, false));
+        // Crash recovery serves through /dev/fuse only (docs/restart.md).
+        if (crashes > 0 && t == "classic") cells.push_back(measure(fs, t, files, crashes, true));
+      }
+  fmt::print("\nA tree of N empty files and one {} MiB file, upgraded live (handover), or SIGKILLed under its keeper "
+             "(crash), while stat and 4 KiB O_DIRECT reads run (ms; lost = ops not done during them, against the rate "
+             "before)\n\n", data_size >> 20);
+  fmt::print("| filesystem | transport | files | what | times | back in median / max | stat pause median / p99 / max | "
+             "read pause median / p99 / max | stat lost | read lost |\n|---|---|---|---|---|---|---|---|---|---|\n");
   for (auto& c : cells) {
     const char* what = c.crashes ? "crash" : "handover";
     if (!c.error.empty()) {
-      fmt::print("| {} | {} | {} | {} | {} | | | | |\n", c.transport, c.files, what, c.handovers, c.error);
+      fmt::print("| {} | {} | {} | {} | {} | {} | | | | |\n", c.fs, c.transport, c.files, what, c.handovers, c.error);
       continue;
     }
-    fmt::print("| {} | {} | {} | {} | {:.1f} / {:.1f} | {:.1f} / {:.1f} / {:.1f} | {:.1f} / {:.1f} / {:.1f} | {:.1f}% | "
-               "{:.1f}% |\n",
-               c.transport, c.files, what, c.handovers, c.takeover_ms.median, c.takeover_ms.max, c.stat_pause_ms.median,
+    fmt::print("| {} | {} | {} | {} | {} | {:.1f} / {:.1f} | {:.1f} / {:.1f} / {:.1f} | {:.1f} / {:.1f} / {:.1f} | "
+               "{:.1f}% | {:.1f}% |\n",
+               c.fs, c.transport, c.files, what, c.handovers, c.takeover_ms.median, c.takeover_ms.max, c.stat_pause_ms.median,
                c.stat_pause_ms.p99, c.stat_pause_ms.max, c.read_pause_ms.median, c.read_pause_ms.p99,
                c.read_pause_ms.max, 100 * c.stat_lost, 100 * c.read_lost);
   }

@@ -78,7 +78,7 @@ const char* usage =
     "                     ../shared/anchors beside the workspace, if there)\n"
     "  --out DIR          where results.json, results.txt and chart.png go\n"
     "  --only LIST        native; fusexx's memfs-classic, memfs-supervised (classic, -o supervise: crash\n"
-    "                     recovery), memfs (io_uring), classic, io_uring (passthrough),\n"
+    "                     recovery), memfs (io_uring), classic, passthrough-supervised, io_uring (passthrough),\n"
     "                     passthrough (kernel passthrough); libfuse 3.19's libfuse-memfs, libfuse-memfs-uring,\n"
     "                     libfuse-passthrough, libfuse-passthrough-uring, libfuse-kpassthrough; a --program's\n"
     "                     name; also (only when named) classic-nostats, io_uring-nostats (-o stats=off) and\n"
@@ -141,6 +141,10 @@ std::vector<subject> subjects(const char* argv0, const std::vector<std::string>&
       fusexx_memfs("memfs", "uring", "libfuse-memfs-uring"),
       libfuse_subject("libfuse-memfs-uring", "memfs_ll", {"-f", "-o", "io_uring," + same, "{mnt}"}, true),
       fusexx_pt("classic", "transport=classic", "libfuse-passthrough"),
+      // Crash-tolerant passthrough (-o supervise: a keeper sharing its fd
+      // table, an intent and an outcome journaled per change): its cost
+      // beside classic.
+      fusexx_pt("passthrough-supervised", "transport=classic,supervise"),
       libfuse_subject("libfuse-passthrough", "passthrough_hp",
                       with(hp, {"--nopassthrough", "-o", same, "{source}", "{mnt}"}), false),
       fusexx_pt("io_uring", "transport=uring", "libfuse-passthrough-uring"),

@@ -108,8 +108,14 @@ struct open_dir {
   };
   std::optional<held_entry> held;
   std::mutex mutex;
+  // A successor recovering from a crash: the directory's fd, not yet a
+  // stream (passthrough_fs::recovered() checks it is still this directory).
+  int adopted = -1;
+  dev_t dev = 0;
+  ino_t ino = 0;
   ~open_dir() {
     if (dir) ::closedir(dir);
+    else if (adopted >= 0) ::close(adopted);
   }
 };
 
@@ -261,7 +267,12 @@ struct passthrough_fs : fusexx::filesystem_base<passthrough_fs> {
 
   // ---- restart: a new passthrough process takes the mount over (docs/restart.md) ----
   static constexpr bool restartable = true;
-  static constexpr std::uint32_t snapshot_version = 1;  // of what save() writes
+  static constexpr std::uint32_t snapshot_version = 2;  // of what save() writes
+  // Crash recovery (-o supervise): the tree is on disk and the open files
+  // in the fd table the servers share with their keeper; each change of the
+  // tables is noted in the crash journal, and redone by a successor.
+  static constexpr bool crash_safe = true;
+  static constexpr fusexx::recovery_model recovery = fusexx::recovery_model::redo;
 
   // What INIT settled (it does not come again), every inode the kernel
   // holds, and the open files and directories. Their fds go beside the
@@ -287,7 +298,12 @@ struct passthrough_fs : fusexx::filesystem_base<passthrough_fs> {
     w.u64(dirs_.size());
     dirs_.for_each([&](std::uint64_t fh, const open_dir& d) {
       w.u64(fh);
-      w.fd(::dirfd(d.dir));
+      const int fd = d.dir ? ::dirfd(d.dir) : d.adopted;
+      struct stat st {};
+      if (::fstat(fd, &st) != 0) st = {};
+      w.fd(fd);
+      w.u64(st.st_dev);
+      w.u64(st.st_ino);
       w.i64(d.offset);
       w.boolean(d.held.has_value());
       if (!d.held) return;
@@ -345,13 +361,16 @@ struct passthrough_fs : fusexx::filesystem_base<passthrough_fs> {
     }
     if (!r.count(count, 21)) return fusexx::error(EBADMSG);
     for (std::uint64_t k = 0; k < count; ++k) {
-      std::uint64_t fh = 0;
+      std::uint64_t fh = 0, dev = 0, ino = 0;
       std::int64_t offset = 0;
       bool held = false;
       fusexx::unique_fd fd;
-      if (!r.u64(fh) || !r.fd(fd) || !r.i64(offset) || !r.boolean(held)) return fusexx::error(EBADMSG);
+      if (!r.u64(fh) || !r.fd(fd) || !r.u64(dev) || !r.u64(ino) || !r.i64(offset) || !r.boolean(held))
+        return fusexx::error(EBADMSG);
       auto d = std::make_unique<open_dir>();
       d->offset = offset;
+      d->dev = static_cast<dev_t>(dev);
+      d->ino = static_cast<ino_t>(ino);
       if (held) {
         open_dir::held_entry e;
         std::uint64_t ino = 0;
@@ -361,15 +380,108 @@ struct passthrough_fs : fusexx::filesystem_base<passthrough_fs> {
         e.next = next;
         d->held = std::move(e);
       }
-      d->dir = ::fdopendir(fd.get());
-      if (!d->dir) return fusexx::last_error();
-      (void)fd.release();
-      // The open file is the predecessor's, positioned past what its stream
-      // had buffered: this stream goes on from where the kernel will ask.
-      ::seekdir(d->dir, d->held ? d->held->next : d->offset);
+      if (r.fds_are_numbers()) {
+        d->adopted = fd.release();  // checked, and made a stream, by recovered()
+      } else {
+        d->dir = ::fdopendir(fd.get());
+        if (!d->dir) return fusexx::last_error();
+        (void)fd.release();
+        // The open file is the predecessor's, positioned past what its stream
+        // had buffered: this stream goes on from where the kernel will ask.
+        ::seekdir(d->dir, d->held ? d->held->next : d->offset);
+      }
       if (!dirs_.place(fh, std::move(d))) return fusexx::error(EBADMSG);
     }
     return {};
+  }
+
+  // ---- crash recovery (-o supervise; fusexx/restart/journal_note.hpp) ----
+  // One request's note: the changes it made to the tables, redone on the
+  // checkpoint's (no fd is opened or closed: the dead server did that).
+  bool redo(std::span<const std::byte> note) {
+    namespace n = passthrough::notes;
+    if (note.size() % sizeof(n::entry) != 0) return false;
+    for (std::size_t at = 0; at < note.size(); at += sizeof(n::entry)) {
+      n::entry e;
+      std::memcpy(&e, note.data() + at, sizeof e);
+      bool ok = true;
+      switch (e.what) {
+        case n::kind::ref: ok = table_->redo_reference(e.id, e.fd, e.a, e.b, static_cast<std::uint32_t>(e.c)); break;
+        case n::kind::forget: ok = table_->redo_forget(e.id, e.a); break;
+        case n::kind::backing: ok = table_->redo_backing(e.id, static_cast<fusexx::backing_id>(e.a), static_cast<unsigned>(e.b)); break;
+        case n::kind::file: {
+          inode* i = table_->find(e.a);
+          if (!i || e.fd < 0) return false;
+          auto f = std::make_unique<open_file>();
+          f->node = i;
+          f->direct = e.flag;
+          f->backing = static_cast<fusexx::backing_id>(e.b);
+          ok = files_.place(e.id, std::move(f));  // (fd -1 until placed: a refused one must not close it)
+          if (ok) files_.at(e.id).fd = e.fd;
+          break;
+        }
+        case n::kind::file_closed: {
+          auto f = files_.take(e.id);
+          ok = f != nullptr;
+          if (f) f->fd = -1;  // closed by the dead server
+          break;
+        }
+        case n::kind::dir: {
+          if (e.fd < 0) return false;
+          auto d = std::make_unique<open_dir>();
+          d->dev = static_cast<dev_t>(e.a);
+          d->ino = static_cast<ino_t>(e.b);
+          ok = dirs_.place(e.id, std::move(d));
+          if (ok) dirs_.at(e.id).adopted = e.fd;
+          break;
+        }
+        case n::kind::dir_closed: {
+          auto d = dirs_.take(e.id);
+          ok = d != nullptr;
+          if (d) d->adopted = -1, d->dir = nullptr;  // closed by the dead server (the stream's memory went with it)
+          break;
+        }
+        default: return false;
+      }
+      if (!ok) return false;
+    }
+    return true;
+  }
+
+  // After the redo: every fd must still be the file it was (a server that
+  // closed one died before noting it, and the number may be reused), the
+  // directories become streams again, and every open file may hold POSIX
+  // locks (so a FLUSH drops them: a dead server's flag is not known).
+  std::vector<int> recovered() {
+    std::vector<int> held;
+    table_->check_fds(held);
+    files_.for_each([&](std::uint64_t fh, open_file& f) {
+      struct stat st {};
+      if (f.fd >= 0 && ::fstat(f.fd, &st) == 0 && st.st_dev == f.node->dev && st.st_ino == f.node->ino) {
+        held.push_back(f.fd);
+      } else {
+        fusexx::log::warn("passthrough: recovery: the fd of open file {} is no longer its file", fh);
+        f.fd = -1;
+      }
+      f.posix_locked = true;
+    });
+    dirs_.for_each([&](std::uint64_t fh, open_dir& d) {
+      if (d.dir) return held.push_back(::dirfd(d.dir));
+      struct stat st {};
+      if (d.adopted >= 0 && ::fstat(d.adopted, &st) == 0 && st.st_dev == d.dev && st.st_ino == d.ino &&
+          (d.dir = ::fdopendir(d.adopted))) {
+        held.push_back(d.adopted);
+        d.adopted = -1;
+        // Positioned wherever the dead server's stream left it: the next
+        // READDIR seeks to the offset it asks for.
+        d.offset = -1;
+        d.held.reset();
+      } else {
+        fusexx::log::warn("passthrough: recovery: the fd of open directory {} is no longer its directory", fh);
+        d.adopted = -1;
+      }
+    });
+    return held;
   }
 
   // ---- names ----
@@ -436,7 +548,8 @@ struct passthrough_fs : fusexx::filesystem_base<passthrough_fs> {
     const std::string n(name);
     {
       passthrough::as_caller creds(r);
-      if (::mknodat(at(parent).fd, n.c_str(), mode, rdev) != 0) return fusexx::last_error();
+      if (::mknodat(at(parent).fd, n.c_str(), mode, rdev) != 0 && !made_before_crash(parent, n, mode & S_IFMT))
+        return fusexx::last_error();
     }
     return lookup_at(at(parent), n);
   }
@@ -445,7 +558,8 @@ struct passthrough_fs : fusexx::filesystem_base<passthrough_fs> {
     const std::string n(name);
     {
       passthrough::as_caller creds(r);
-      if (::mkdirat(at(parent).fd, n.c_str(), mode) != 0) return fusexx::last_error();
+      if (::mkdirat(at(parent).fd, n.c_str(), mode) != 0 && !made_before_crash(parent, n, S_IFDIR))
+        return fusexx::last_error();
     }
     return lookup_at(at(parent), n);
   }
@@ -454,7 +568,9 @@ struct passthrough_fs : fusexx::filesystem_base<passthrough_fs> {
     const std::string n(name);
     {
       passthrough::as_caller creds(r);
-      if (::symlinkat(std::string(target).c_str(), at(parent).fd, n.c_str()) != 0) return fusexx::last_error();
+      if (::symlinkat(std::string(target).c_str(), at(parent).fd, n.c_str()) != 0 &&
+          !made_before_crash(parent, n, S_IFLNK))
+        return fusexx::last_error();
     }
     return lookup_at(at(parent), n);
   }
@@ -466,25 +582,33 @@ struct passthrough_fs : fusexx::filesystem_base<passthrough_fs> {
       // AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH; the /proc link does not.
       if (errno != ENOENT && errno != EPERM) return fusexx::last_error();
       if (::linkat(AT_FDCWD, passthrough::proc_path(i.fd).c_str(), at(new_parent).fd, n.c_str(),
-                   AT_SYMLINK_FOLLOW) != 0)
+                   AT_SYMLINK_FOLLOW) != 0 &&
+          !made_before_crash(new_parent, n, i.type, &i))
         return fusexx::last_error();
     }
     return lookup_at(at(new_parent), n);
   }
 
+  // (A resend after a crash that finds the name gone: the crashed server
+  // removed it.)
   result<void> unlink(request&, ino parent, std::string_view name) {
-    if (::unlinkat(at(parent).fd, std::string(name).c_str(), 0) != 0) return fusexx::last_error();
+    if (::unlinkat(at(parent).fd, std::string(name).c_str(), 0) != 0 && !gone_before_crash()) return fusexx::last_error();
     return {};
   }
   result<void> rmdir(request&, ino parent, std::string_view name) {
-    if (::unlinkat(at(parent).fd, std::string(name).c_str(), AT_REMOVEDIR) != 0) return fusexx::last_error();
+    if (::unlinkat(at(parent).fd, std::string(name).c_str(), AT_REMOVEDIR) != 0 && !gone_before_crash())
+      return fusexx::last_error();
     return {};
   }
 
   result<void> rename(request&, ino parent, std::string_view name, ino new_parent, std::string_view new_name,
                       unsigned flags) {
+    // An exchange resent after a crash cannot tell whether it was done (both
+    // names exist either way): it is taken as done, never done twice.
+    if ((flags & RENAME_EXCHANGE) && fusexx::maybe_applied()) return {};
     if (::renameat2(at(parent).fd, std::string(name).c_str(), at(new_parent).fd, std::string(new_name).c_str(),
-                    flags) != 0)
+                    flags) != 0 &&
+        !gone_before_crash())
       return fusexx::last_error();
     return {};
   }
@@ -521,7 +645,7 @@ struct passthrough_fs : fusexx::filesystem_base<passthrough_fs> {
       // The kernel sends CREATE for a name it saw missing; if the file has
       // appeared since, open it as the caller asked (O_TRUNC then empties an
       // existing file, which is when suid/sgid may have to go).
-      if (fd < 0 && errno == EEXIST && !(flags & O_EXCL)) {
+      if (fd < 0 && errno == EEXIST && (!(flags & O_EXCL) || fusexx::maybe_applied())) {
         fd = ::openat(at(parent).fd, n.c_str(), backing_flags(flags) | O_NOFOLLOW);
         existed = fd >= 0;
       }
@@ -595,11 +719,15 @@ struct passthrough_fs : fusexx::filesystem_base<passthrough_fs> {
 
   result<void> release(request& r, ino, fhandle fh, int) {
     std::unique_ptr<open_file> f = files_.take(fh);
+    passthrough::note(passthrough::notes::kind::file_closed, fh, -1, 0, 0, 0);
     if (f && f->backing) drop_backing(r.backing(), *f->node);
     return {};
   }
 
   result<void> fallocate(request&, ino, fhandle fh, int mode, off_t offset, off_t length) {
+    // Collapsing or inserting a range twice moves the data twice: one resent
+    // after a crash is taken as done (the others do the same thing again).
+    if ((mode & (FALLOC_FL_COLLAPSE_RANGE | FALLOC_FL_INSERT_RANGE)) && fusexx::maybe_applied()) return {};
     if (::fallocate(file(fh).fd, mode, offset, length) != 0) return fusexx::last_error();
     return {};
   }
@@ -668,8 +796,11 @@ struct passthrough_fs : fusexx::filesystem_base<passthrough_fs> {
       ::close(fd);
       return fusexx::error(e);
     }
+    struct stat st {};
+    (void)::fstat(fd, &st);
     fusexx::opened o;
     o.fh = dirs_.add(std::move(d));
+    passthrough::note(passthrough::notes::kind::dir, o.fh, fd, st.st_dev, st.st_ino, 0);
     return o;
   }
 
@@ -682,6 +813,7 @@ struct passthrough_fs : fusexx::filesystem_base<passthrough_fs> {
 
   result<void> releasedir(request&, ino, fhandle fh, int) {
     dirs_.take(fh);
+    passthrough::note(passthrough::notes::kind::dir_closed, fh, -1, 0, 0, 0);
     return {};
   }
 
@@ -709,13 +841,21 @@ struct passthrough_fs : fusexx::filesystem_base<passthrough_fs> {
   }
   result<void> setxattr(request&, ino id, std::string_view name, std::span<const std::byte> value, int flags) {
     const std::string path = passthrough::proc_path(at(id).fd);
-    if (::setxattr(path.c_str(), std::string(name).c_str(), value.data(), value.size(), flags) != 0)
-      return fusexx::last_error();
+    if (::setxattr(path.c_str(), std::string(name).c_str(), value.data(), value.size(), flags) != 0) {
+      // XATTR_CREATE resent after a crash: done if the value is there.
+      const int e = errno;
+      if (e == EEXIST && fusexx::maybe_applied()) {
+        auto now = read_sized([&](char* buf, std::size_t size) { return ::getxattr(path.c_str(), std::string(name).c_str(), buf, size); });
+        if (now && now->size() == value.size() && std::memcmp(now->data(), value.data(), value.size()) == 0) return {};
+      }
+      return fusexx::error(e);
+    }
     return {};
   }
   result<void> removexattr(request&, ino id, std::string_view name) {
     const std::string path = passthrough::proc_path(at(id).fd);
-    if (::removexattr(path.c_str(), std::string(name).c_str()) != 0) return fusexx::last_error();
+    if (::removexattr(path.c_str(), std::string(name).c_str()) != 0 && !(errno == ENODATA && fusexx::maybe_applied()))
+      return fusexx::last_error();
     return {};
   }
 
@@ -723,6 +863,20 @@ struct passthrough_fs : fusexx::filesystem_base<passthrough_fs> {
   inode& at(ino id) { return table_->at(id); }
   open_file& file(fhandle fh) const { return files_.at(fh); }
   open_dir& dir(fhandle fh) const { return dirs_.at(fh); }
+
+  // A request resent after a crash that may have done it (maybe_applied):
+  // its name exists, as what it makes (and, for a link, as `same`) — the
+  // crashed server made it. (The one case this takes wrongly: another
+  // process made that very name in the source in the same moment.)
+  bool made_before_crash(ino parent, const std::string& name, mode_t type, const inode* same = nullptr) {
+    if (errno != EEXIST || !fusexx::maybe_applied()) return false;
+    struct stat st {};
+    if (::fstatat(at(parent).fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) return false;
+    if (same) return st.st_dev == same->dev && st.st_ino == same->ino;
+    return (st.st_mode & S_IFMT) == (type ? type : S_IFREG);
+  }
+  // ENOENT of a removal (or rename) resent after a crash that may have done it.
+  static bool gone_before_crash() { return errno == ENOENT && fusexx::maybe_applied(); }
 
   static fusexx::result<std::size_t> transferred(ssize_t n) {
     if (n < 0) return fusexx::last_error();
@@ -757,8 +911,13 @@ struct passthrough_fs : fusexx::filesystem_base<passthrough_fs> {
   // The flags to open the backing file with: the kernel's, except that the
   // writeback cache needs to read what it writes (no O_WRONLY) and does
   // O_APPEND itself, and that the /proc link must be followed.
+  //
+  // Supervised, O_APPEND goes too: a write is then at the offset the kernel
+  // chose (its idea of the end of the file), so a write resent after a
+  // crash that may have applied it lands where it did, not after it again.
   int backing_flags(int flags) const {
     flags &= ~(O_NOFOLLOW | O_CREAT | O_EXCL | O_NOCTTY);
+    if (fusexx::journal_notes_wanted()) flags &= ~O_APPEND;
     if (writeback) {
       if ((flags & O_ACCMODE) == O_WRONLY) flags = (flags & ~O_ACCMODE) | O_RDWR;
       flags &= ~O_APPEND;
@@ -820,6 +979,8 @@ struct passthrough_fs : fusexx::filesystem_base<passthrough_fs> {
     o.direct_io = f->direct && o.backing_id == 0;
     o.parallel_direct_writes = true;
     o.fh = files_.add(std::move(f));
+    passthrough::note(passthrough::notes::kind::file, o.fh, fd, i.id, static_cast<std::uint64_t>(o.backing_id), 0,
+                      (flags & O_DIRECT) != 0);
     return o;
   }
 
@@ -830,6 +991,7 @@ struct passthrough_fs : fusexx::filesystem_base<passthrough_fs> {
     std::lock_guard g(i.backing_mutex);
     if (i.backing != 0) {
       ++i.backing_users;
+      note_backing(i);
       return i.backing;
     }
     // Under killpriv_v2 a set-id file is served through the server: its
@@ -860,15 +1022,22 @@ struct passthrough_fs : fusexx::filesystem_base<passthrough_fs> {
     }
     i.backing = *id;
     i.backing_users = 1;
+    note_backing(i);
     passthrough_opens_.fetch_add(1);
     return i.backing;
   }
   void drop_backing(fusexx::backing_files& backing, inode& i) {
     std::lock_guard g(i.backing_mutex);
-    if (i.backing == 0 || --i.backing_users > 0) return;
-    if (auto r = backing.close(i.backing); !r)
-      fusexx::log::warn("passthrough: closing backing id {} failed: {}", i.backing, r.error().message());
-    i.backing = 0;
+    if (i.backing == 0) return;
+    if (--i.backing_users == 0) {
+      if (auto r = backing.close(i.backing); !r)
+        fusexx::log::warn("passthrough: closing backing id {} failed: {}", i.backing, r.error().message());
+      i.backing = 0;
+    }
+    note_backing(i);
+  }
+  static void note_backing(const inode& i) {
+    passthrough::note(passthrough::notes::kind::backing, i.id, -1, static_cast<std::uint64_t>(i.backing), i.backing_users, 0);
   }
 
   // Says once why kernel passthrough is not used.
@@ -926,6 +1095,7 @@ struct passthrough_fs : fusexx::filesystem_base<passthrough_fs> {
   // if the entry does not fit after all.
   result<void> fill_dir(inode& parent, open_dir& d, off_t offset, fusexx::dir_buffer& out) {
     std::lock_guard g(d.mutex);
+    if (!d.dir) return fusexx::error(EBADF);  // lost in a crash (recovered())
     if (offset != d.offset) {
       ::seekdir(d.dir, offset);
       d.offset = offset;

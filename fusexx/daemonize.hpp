@@ -108,10 +108,15 @@ class daemon_guard {
   }
   // A keeper, once its first server has the report to make: lets go of the
   // channel without reporting, so the parent hears that server alone.
-  void detach() {
+  // `shared`: the first server shares this process's fd table (closing
+  // the channel here would close it there), so it is only let go of.
+  void detach(bool shared = false) {
     state_->done = true;
-    state_->channel.reset();
+    if (shared) (void)state_->channel.release();
+    else state_->channel.reset();
   }
+  // The channel to the parent (-1: none).
+  int channel_fd() const noexcept { return state_->channel ? state_->channel.get() : -1; }
   // The pid the pid file gets (the keeper's, for a supervised server).
   void report_pid(pid_t pid) noexcept { state_->pid = pid; }
 

@@ -10,6 +10,7 @@
 #include "notify.hpp"        // IWYU pragma: export
 #include "request.hpp"       // IWYU pragma: export
 #include "request_time.hpp"  // IWYU pragma: export
+#include "restart/journal_note.hpp"  // IWYU pragma: export
 #include "result.hpp"        // IWYU pragma: export
 #include "server.hpp"        // IWYU pragma: export
 #include "task.hpp"          // IWYU pragma: export

@@ -448,6 +448,10 @@ int run_supervised(Fs& fs, const command_line& cl) {
   keeper_options o = cl.keeper;
   o.mountpoint = cl.server.mount.mountpoint;
   o.detach_stdio = !cl.daemon.foreground && !cl.daemon.keep_stdio;
+  // A filesystem rebuilt by redo keeps its open files in the fd table its
+  // servers share with the keeper (journal_note.hpp).
+  o.share_fds = recovery_of<Fs>() == recovery_model::redo;
+  if (o.share_fds) o.given_to_first = guard->channel_fd();
   return keeper::run(
       o,
       [&](const supervision& s) {
@@ -463,16 +467,32 @@ int run_supervised(Fs& fs, const command_line& cl) {
         auto quiet = daemon_guard::start(in_foreground);
         return serve_process(fs, cl, *quiet, &s);
       },
-      [&] { guard->detach(); });
+      [&] { guard->detach(o.share_fds); });
 }
 
 // Serves `fs` at the command line's mountpoint until unmounted or signalled.
 template <filesystem Fs>
-int run(Fs& fs, const command_line& cl) {
-  if (cl.debug) log::set_level(log::level::debug);
-  if (cl.supervise) {
-    if constexpr (crash_safe<Fs>) return run_supervised(fs, cl);
+int run(Fs& fs, const command_line& given) {
+  if (given.debug) log::set_level(log::level::debug);
+  if (given.supervise) {
+    const char* why = nullptr;
+    if constexpr (!crash_safe<Fs>)
+      why = "this filesystem does not support crash recovery (it does not declare crash_safe; docs/restart.md)";
+    if (given.takeover) why = "--takeover and -o supervise do not go together: a supervised mount's keeper restarts it";
+    if (given.transport_given && given.server.transport == transport_kind::uring)
+      why = "-o supervise serves through /dev/fuse: this kernel cannot resend the requests an io_uring entry holds "
+            "when its server dies (docs/restart.md, \"Crash recovery\"); leave transport= out or say classic";
+    if (why) {
+      std::fprintf(stderr, "fusexx: %s\n", why);
+      return 2;
+    }
+    if constexpr (crash_safe<Fs>) {
+      command_line cl = given;
+      cl.server.transport = transport_kind::classic;
+      return run_supervised(fs, cl);
+    }
   }
+  const command_line& cl = given;
   // Forks (when not in the foreground) before any thread exists.
   auto guard = daemon_guard::start(cl.daemon);
   if (!guard) {
@@ -497,20 +517,6 @@ int main(int argc, char** argv) {
                    "save()/restore(); docs/restart.md)\n", argv[0]);
       return 2;
     }
-  }
-  if (cl->supervise) {
-    const char* why = nullptr;
-    if constexpr (!crash_safe<Fs>)
-      why = "this filesystem does not support crash recovery (it does not declare crash_safe; docs/restart.md)";
-    if (cl->takeover) why = "--takeover and -o supervise do not go together: a supervised mount's keeper restarts it";
-    if (cl->transport_given && cl->server.transport == transport_kind::uring)
-      why = "-o supervise serves through /dev/fuse: this kernel cannot resend the requests an io_uring entry holds "
-            "when its server dies (docs/restart.md, \"Crash recovery\"); leave transport= out or say classic";
-    if (why) {
-      std::fprintf(stderr, "fusexx: %s\n", why);
-      return 2;
-    }
-    cl->server.transport = transport_kind::classic;
   }
   if (cl->help) {
     print_usage<Fs>(argv[0]);

@@ -312,7 +312,8 @@ class server {
       options_.classic.clone_fds = false;
       options_.classic.prefault = true;
       journaling_ = std::make_unique<detail::journaling<detail::dispatcher<Fs>>>(dispatcher_, journals_[active_],
-                                                                                  options_.checkpoint_bytes);
+                                                                                  options_.checkpoint_bytes,
+                                                                                  recovery_of<Fs>());
       // The journal's first checkpoint_kb stay allocated: a small workload
       // never faults its pages in again.
       journaling_->keep(options_.checkpoint_bytes);
@@ -324,6 +325,9 @@ class server {
     }
   }
   bool supervised() const noexcept { return static_cast<bool>(supervision_); }
+  // A checkpoint of a redo filesystem names its fds by number: its servers
+  // share the keeper's fd table (restart/keeper.hpp).
+  bool fds_by_number() const noexcept { return supervised() && recovery_of<Fs>() == recovery_model::redo; }
 
   // The first supervised server, once started: a checkpoint that knows how
   // the mount was made, then the keeper is told that it serves.
@@ -376,7 +380,25 @@ class server {
       inactive_live_ = logs.size() == 2;  // the next checkpoint must cover both: not a forked one
       if (!inactive_live_) journals_[1 - active_].reset(0);
       journaling_->switch_to(journals_[active_], std::nullopt);
-      detail::replay_report replayed = journaling_->replay(logs, session_.conn().request_buffer_size() + 4096);
+      detail::replay_report replayed;
+      if constexpr (recovery_of<Fs>() == recovery_model::redo) {
+        static_assert(redo_recoverable<Fs>, "fusexx: a filesystem recovered by redo needs bool redo(std::span<const "
+                                            "std::byte>) and std::vector<int> recovered() (journal_note.hpp)");
+        std::vector<std::vector<std::byte>> rerun;
+        replayed = journaling_->redo(logs, [this](std::span<const std::byte> note) { return fs_.redo(note); }, rerun);
+        // What the filesystem holds now is what the notes said; it checks
+        // each fd is still the file it was, and whatever else the servers
+        // before left open goes.
+        std::vector<int> held = fs_.recovered();
+        std::sort(held.begin(), held.end());
+        std::size_t closed = 0;
+        for (int fd : supervision_.leftovers)
+          if (!std::binary_search(held.begin(), held.end(), fd)) closed += ::close(fd) == 0;
+        if (closed) log::debug("recovery: {} fd(s) the servers before left open were closed", closed);
+        for (const auto& request : rerun) journaling_->run_again(request, session_.conn().request_buffer_size() + 4096);
+      } else {
+        replayed = journaling_->replay(logs, session_.conn().request_buffer_size() + 4096);
+      }
       device_ = unique_fd(::fcntl(supervision_.device, F_DUPFD_CLOEXEC, 0));
       if (!device_) co_return outcome<void>(fail(errno, "recovery: dup: {}", std::strerror(errno)));
       open_control_socket();
@@ -1024,6 +1046,7 @@ class server {
       return fail(EOPNOTSUPP, "this filesystem is not restartable");
     } else {
       snapshot_writer w;
+      if (fds_by_number()) w.fds_by_number();
       w.reserve(last_snapshot_size_ + last_snapshot_size_ / 8);
       w.str(restart_type());
       write_session(w, session_.describe(),
@@ -1046,6 +1069,7 @@ class server {
                              std::optional<transport::entry_layout>& entries) {
     auto r = snapshot_reader::open(snapshot_fd);
     if (!r) return std::unexpected(r.error());
+    if (fds_by_number()) r->fds_by_number();
     r->attach_fds(std::move(snapshot_fds));
     std::string type;
     session_description d;

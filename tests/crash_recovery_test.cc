@@ -1,5 +1,7 @@
-// Crash recovery (docs/restart.md, "Crash recovery"): memfs served under a
-// keeper (-o supervise) is SIGKILLed again and again — at random moments,
+// Crash recovery (docs/restart.md, "Crash recovery"): memfs (rebuilt by
+// replay) and passthrough (rebuilt by redo, its open files kept in the fd
+// table its servers share with the keeper) served under a keeper
+// (-o supervise) are SIGKILLed again and again — at random moments,
 // and at the three moments a crash can fall between reading a request and
 // answering it — while an application process keeps files and a directory
 // open and works on them: reads with a content check, writes read back,
@@ -56,15 +58,25 @@ struct scoped_env {
   ~scoped_env() { ::unsetenv(name.c_str()); }
 };
 
-// A supervised memfs on a fresh directory, with the application's files.
+// The filesystems under test.
+enum class subject { memfs, passthrough };
+constexpr subject subjects[] = {subject::memfs, subject::passthrough};
+std::string name_of(subject s) { return s == subject::memfs ? "memfs" : "passthrough"; }
+
+// A supervised filesystem on a fresh directory (passthrough: of a fresh
+// source directory), with the application's files.
 struct supervised_mount {
   temp_dir dir;
+  temp_dir source;
   std::string mp = dir.path();
   child keeper;
 
-  explicit supervised_mount(const std::string& more_options = "") {
-    keeper = start_server(example_binary("FUSEXX_MEMFS"),
-                          {"-o", "supervise,supervise_restarts=1000,entry_timeout=0,attr_timeout=0,checkpoint_kb=64" +
+  explicit supervised_mount(subject fs, const std::string& more_options = "") {
+    const bool memfs = fs == subject::memfs;
+    keeper = start_server(example_binary(memfs ? "FUSEXX_MEMFS" : "FUSEXX_PASSTHROUGH"),
+                          {"-o", "supervise,supervise_restarts=1000,checkpoint_kb=64," +
+                                     (memfs ? std::string("entry_timeout=0,attr_timeout=0")
+                                            : "timeout=0,source=" + source.path()) +
                                      more_options},
                           mp, false);
     REQUIRE(eventually([&] { return is_fuse_mounted(mp) || process_ended(keeper.pid); }));
@@ -164,10 +176,10 @@ class directories {
   std::optional<forked> proc_;
 };
 
-}  // namespace
-
-TEST_CASE("50 SIGKILLs at random moments: the application sees no error, and nothing is lost or done twice") {
-  supervised_mount m;
+// The application, a mkdir/rmdir loop and a lock waiter on `fs` while its
+// server is killed 50 times at random moments.
+void random_kills(subject fs) {
+  supervised_mount m(fs);
   busy_application app(m.mp);
   shared_state& st = app.state();
   directories dirs(m.mp);
@@ -187,7 +199,7 @@ TEST_CASE("50 SIGKILLs at random moments: the application sees no error, and not
     REQUIRE_MESSAGE(app.progresses(), "the application made no progress after crash " << kill);
     REQUIRE(dirs.running());
   }
-  check_locks_held(m.mp, app.pid());
+  check_locks_held(m.mp, fs == subject::memfs ? app.pid() : 0);  // passthrough: OFD locks have no pid
   CHECK_FALSE(process_ended(waiter.pid()));  // still waiting: the application holds the lock
   CHECK_MESSAGE(dirs.finish() == 0, "the mkdir/rmdir loop saw an error");
   app.check_unharmed();
@@ -195,8 +207,18 @@ TEST_CASE("50 SIGKILLs at random moments: the application sees no error, and not
   check_tree(m.mp, st.ops.load());
   const std::string said = m.stop();
   CHECK_MESSAGE(said.find("answered differently") == std::string::npos, said);
-  MESSAGE("50 crashes: " << st.ops.load() << " application rounds, the longest operation "
-                         << st.longest_us[0].load() / 1000 << " ms");
+  MESSAGE(name_of(fs) << ", 50 crashes: " << st.ops.load() << " application rounds, the longest operation "
+                       << st.longest_us[0].load() / 1000 << " ms");
+}
+
+}  // namespace
+
+TEST_CASE("50 SIGKILLs at random moments: the application sees no error, and nothing is lost or done twice") {
+  for (const subject fs : subjects) {
+    const std::string fs_name = name_of(fs);
+    CAPTURE(fs_name);
+    random_kills(fs);
+  }
 }
 
 TEST_CASE("a crash at each moment between reading a request and answering it") {
@@ -205,11 +227,16 @@ TEST_CASE("a crash at each moment between reading a request and answering it") {
   // must apply the first kind once, rebuild the second from the journal
   // (it is lost with the process) and apply it once, and answer the third
   // from the journal without applying it again.
+  // (passthrough: the second is in doubt — on disk, not in the journal —
+  // and its resend must find out from the disk that it was done.)
+  for (const subject fs : subjects)
   for (const std::string point : {"before_journal", "before_apply", "before_reply"}) {
+    const std::string fs_name = name_of(fs);
+    CAPTURE(fs_name);
     CAPTURE(point);
     scoped_env where("FUSEXX_CRASH_POINT", point);
     scoped_env when("FUSEXX_CRASH_AFTER", "37");
-    supervised_mount m;
+    supervised_mount m(fs);
     std::uint64_t rounds = 0;
     {
       busy_application app(m.mp);
@@ -221,7 +248,7 @@ TEST_CASE("a crash at each moment between reading a request and answering it") {
         server = m.next_server(server);
       }
       REQUIRE(app.progresses());
-      check_locks_held(m.mp, app.pid());
+      check_locks_held(m.mp, fs == subject::memfs ? app.pid() : 0);
       CHECK_MESSAGE(dirs.finish() == 0, "the mkdir/rmdir loop saw an error");
       app.check_unharmed();
       rounds = st.ops.load();
@@ -276,7 +303,7 @@ TEST_CASE("-o supervise refuses what it cannot keep: io_uring asked for, a takeo
 
 TEST_CASE("a supervised mount serves through /dev/fuse even where io_uring is the default, and stops cleanly") {
   scoped_env transport("FUSEXX_TRANSPORT", "uring");
-  supervised_mount m;
+  supervised_mount m(subject::memfs);
   CHECK(slurp(m.mp + "/fixed") == pattern(8192));
   const std::string said = m.stop();
   CHECK_MESSAGE(said.find("supervise") == std::string::npos, said);  // nothing to report: no crash

@@ -7,6 +7,7 @@
 #include <doctest/doctest.h>
 
 #include <cstring>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -14,6 +15,8 @@
 #include <fusexx/restart/journaling.hpp>
 
 #include "examples/memfs_fs.hpp"
+#include "examples/passthrough_fs.hpp"
+#include "tests/support/process.hpp"
 #include "tests/support/wire.hpp"
 
 using namespace fusexx;
@@ -38,18 +41,21 @@ std::vector<journal::record> records(const journal& j, std::uint64_t* end = null
   return out;
 }
 
-// memfs behind a dispatcher and, when given a journal, the journaling
-// handler, fed requests the way the classic transport feeds them.
-struct journaled_memfs {
-  memfs_fs fs;
+// A filesystem behind a dispatcher and, when given a journal, the
+// journaling handler (replay or redo, as the filesystem says), fed requests
+// the way the classic transport feeds them.
+template <class Fs>
+struct journaled {
+  Fs fs;
   fusexx::session state;
-  detail::dispatcher<memfs_fs> d{fs, state};
-  std::optional<detail::journaling<detail::dispatcher<memfs_fs>>> j;
+  detail::dispatcher<Fs> d{fs, state};
+  std::optional<detail::journaling<detail::dispatcher<Fs>>> j;
   recorder rec;
   buffer buf{2 << 20};
 
-  explicit journaled_memfs(journal* log) {
-    if (log) j.emplace(d, *log, std::uint64_t{1} << 30);
+  explicit journaled(journal* log, const std::function<void(Fs&)>& setup = {}) {
+    if (setup) setup(fs);
+    if (log) j.emplace(d, *log, std::uint64_t{1} << 30, recovery_of<Fs>());
     REQUIRE(feed(kernel_init()).error() == 0);
   }
   // Feeds one request; `replies`: how many replies it causes (a release
@@ -68,6 +74,7 @@ struct journaled_memfs {
     return rec.last();
   }
 };
+using journaled_memfs = journaled<memfs_fs>;
 
 std::vector<std::byte> mkdir_request(std::uint64_t unique, std::uint64_t parent, const char* name) {
   return make_request(proto::opcode::mkdir, unique, parent, wire{}.add(proto::mkdir_in{0755, 022}).name(name));
@@ -257,4 +264,76 @@ TEST_CASE("journaling: a lock request that waited is replayed waiting, and grant
       lock_request(proto::opcode::setlkw, 14 | proto::unique_resend_bit, node, opened.fh, owner_b, F_WRLCK, 200));
   CHECK(again.header.unique == (14 | proto::unique_resend_bit));
   CHECK(again.error() == 0);
+}
+
+TEST_CASE("journaling (redo): passthrough's notes rebuild its tables in a successor sharing the fd table, and a "
+          "change under way at the crash is found done on disk") {
+  temp_dir source;
+  journal log = mapped(std::uint64_t{16} << 20);
+  const auto setup = [&](passthrough_fs& fs) {
+    fs.source = source.path();
+    REQUIRE(fs.open_source());
+  };
+  auto first = std::make_unique<journaled<passthrough_fs>>(&log, setup);
+  const reply dir = first->feed(mkdir_request(10, 1, "dir"));
+  REQUIRE(dir.error() == 0);
+  const auto dir_node = dir.as<proto::entry_out>().nodeid;
+  const reply file = first->feed(create_request(12, dir_node, "file"));
+  REQUIRE(file.error() == 0);
+  const auto file_node = file.as<proto::entry_out>().nodeid;
+  proto::open_out opened{};
+  std::memcpy(&opened, file.payload.data() + sizeof(proto::entry_out), sizeof opened);
+  REQUIRE(first->feed(write_request(14, file_node, opened.fh, "hello, redo")).error() == 0);
+  // Each: its intent (the request, before it is applied), then its outcome
+  // (the reply, and the note of what changed in the tables).
+  const auto written = records(log);
+  REQUIRE(written.size() == 6);
+  CHECK(written[0].request.size() > 0);
+  CHECK(written[1].request.empty());
+  CHECK(written[1].note.size() > 0);    // MKDIR: a new node
+  CHECK(written[5].note.empty());       // WRITE: nothing in the tables
+  CHECK(written[4].request.size() == sizeof(proto::in_header) + sizeof(proto::write_in));  // its data stays out
+  // The server dies with a MKDIR under way: its intent journaled and the
+  // directory made on disk, no outcome.
+  const auto doubt = mkdir_request(16, 1, "made");
+  REQUIRE(log.append(16, timespec{}, doubt, {}, {}));
+  REQUIRE(::mkdir((source.path() + "/made").c_str(), 0755) == 0);
+
+  // The successor: a fresh passthrough of the same source (the checkpoint
+  // at INIT held nothing more), in this process, so in the same fd table —
+  // as the keeper's servers share its table.
+  journaled<passthrough_fs> second(&log, setup);
+  journal* logs[] = {&log};
+  std::vector<std::vector<std::byte>> rerun;
+  const auto report = second.j->redo(logs, [&](std::span<const std::byte> note) { return second.fs.redo(note); }, rerun);
+  CHECK(report.records == 4);
+  CHECK(report.differing == 0);
+  CHECK(rerun.empty());
+  const std::vector<int> held = second.fs.recovered();
+  CHECK(second.fs.live_inodes() == 2);  // dir and file
+  CHECK(second.fs.open_files() == 1);
+  // The first server's end, without closing what the second now holds
+  // (here one process plays both, and the first would close its fds).
+  std::vector<std::pair<int, int>> saved;
+  for (int fd : held) saved.emplace_back(fd, ::dup(fd));
+  first.reset();
+  for (auto [fd, copy] : saved) {
+    REQUIRE(::dup2(copy, fd) == fd);
+    ::close(copy);
+  }
+
+  // The resent CREATE: answered from the journal, nothing applied again.
+  const reply again = second.feed(create_request(12 | proto::unique_resend_bit, dir_node, "file"));
+  CHECK(again.header.unique == (12 | proto::unique_resend_bit));
+  CHECK(again.payload == file.payload);
+  // The resent MKDIR that was under way: done on disk, so answered as done
+  // (the entry of the directory the crashed server made), not EEXIST.
+  const reply made = second.feed(mkdir_request(16 | proto::unique_resend_bit, 1, "made"));
+  CHECK(made.error() == 0);
+  CHECK(made.as<proto::entry_out>().nodeid != 0);
+  // A new MKDIR of that name is what it always is.
+  CHECK(second.feed(mkdir_request(18, 1, "made")).error() == EEXIST);
+  // The handle the kernel holds is the first server's open file, still.
+  REQUIRE(second.feed(write_request(20, file_node, opened.fh, "HELLO")).error() == 0);
+  CHECK(slurp(source.path() + "/dir/file") == "HELLO, redo");
 }

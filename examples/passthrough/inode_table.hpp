@@ -28,6 +28,29 @@
 
 namespace passthrough {
 
+// What a supervised passthrough notes in the crash journal for each change
+// of its tables (fusexx/restart/journal_note.hpp): fixed-size entries,
+// redone in order by a successor (passthrough_fs::redo).
+namespace notes {
+enum class kind : std::uint8_t { ref = 1, forget, file, file_closed, dir, dir_closed, backing };
+struct entry {
+  kind what;
+  std::uint8_t flag;
+  std::uint16_t unused;
+  std::int32_t fd;
+  std::uint64_t id, a, b, c;
+};
+static_assert(sizeof(entry) == 40);
+}  // namespace notes
+
+// Notes one change, when a supervised server handles a journaled request.
+inline void note(notes::kind what, std::uint64_t id, int fd, std::uint64_t a, std::uint64_t b, std::uint64_t c,
+                 bool flag = false) {
+  if (!fusexx::journal_notes_wanted()) return;
+  const notes::entry e{what, flag, 0, fd, id, a, b, c};
+  fusexx::journal_note(std::as_bytes(std::span(&e, 1)));
+}
+
 struct inode {
   fusexx::ino id = 0;  // the node id the kernel knows it by
   int fd = -1;         // O_PATH|O_NOFOLLOW to the backing object
@@ -77,6 +100,7 @@ class inode_table {
     if (st.st_dev == root_.dev && st.st_ino == root_.ino) {
       ::close(fd);
       ++root_.lookups;
+      note(notes::kind::ref, root_.id, -1, 0, 0, 0);
       return root_;
     }
     auto [it, fresh] = by_key_.try_emplace(key{st.st_dev, st.st_ino}, 0);
@@ -84,6 +108,7 @@ class inode_table {
       ::close(fd);
       inode& i = inodes_.at(it->second);
       ++i.lookups;
+      note(notes::kind::ref, i.id, -1, 0, 0, 0);
       return i;
     }
     auto made = std::make_unique<inode>();
@@ -99,6 +124,7 @@ class inode_table {
       by_key_.erase(it);
       throw;
     }
+    note(notes::kind::ref, i.id, fd, i.dev, i.ino, i.type);
     return i;
   }
 
@@ -109,11 +135,76 @@ class inode_table {
     inode& i = at(id);
     const bool sane = i.lookups >= n;
     i.lookups = sane ? i.lookups - n : 0;
+    note(notes::kind::forget, id, -1, n, 0, 0);
     if (i.lookups == 0 && &i != &root_) {
       by_key_.erase(key{i.dev, i.ino});
       inodes_.take(id);
     }
     return sane;
+  }
+
+  // ---- crash recovery (redo: fusexx/restart/journal_note.hpp) ----
+  // The notes of reference() and forget(), redone on a restored table. No
+  // fd is opened or closed here: the dead server did that, in the fd table
+  // its successor shares; a closed one's entry simply goes.
+  bool redo_reference(fusexx::ino id, int fd, std::uint64_t dev, std::uint64_t ino, std::uint32_t type) {
+    std::lock_guard g(mutex_);
+    if (inode* i = find(id)) {
+      ++i->lookups;
+      return fd < 0;
+    }
+    if (fd < 0) return false;
+    auto made = std::make_unique<inode>();
+    made->id = id;
+    made->dev = static_cast<dev_t>(dev);
+    made->ino = static_cast<ino_t>(ino);
+    made->type = static_cast<mode_t>(type) & S_IFMT;
+    made->lookups = 1;
+    const key k{made->dev, made->ino};
+    if (!by_key_.try_emplace(k, id).second) return false;
+    if (!inodes_.place(id, std::move(made))) {  // (no fd yet: a refused one must not close it)
+      by_key_.erase(k);
+      return false;
+    }
+    inodes_.at(id).fd = fd;
+    return true;
+  }
+  bool redo_forget(fusexx::ino id, std::uint64_t n) {
+    std::lock_guard g(mutex_);
+    inode* i = find(id);
+    if (!i) return false;
+    i->lookups = i->lookups >= n ? i->lookups - n : 0;
+    if (i->lookups == 0 && i != &root_) {
+      by_key_.erase(key{i->dev, i->ino});
+      i->fd = -1;  // closed by the server that forgot it
+      inodes_.take(id);
+    }
+    return true;
+  }
+  bool redo_backing(fusexx::ino id, fusexx::backing_id backing, unsigned users) {
+    inode* i = find(id);
+    if (!i) return false;
+    std::lock_guard g(i->backing_mutex);
+    i->backing = backing;
+    i->backing_users = users;
+    return true;
+  }
+  // After the redo: each inode's fd must still be its object (a server that
+  // closed one died before noting it, and the number may be another file's
+  // now); one that is not keeps no fd. Adds the fds held to `held`.
+  void check_fds(std::vector<int>& held) {
+    std::lock_guard g(mutex_);
+    const auto check = [&](inode& i) {
+      struct stat st {};
+      if (i.fd >= 0 && ::fstat(i.fd, &st) == 0 && st.st_dev == i.dev && st.st_ino == i.ino) {
+        held.push_back(i.fd);
+      } else {
+        fusexx::log::warn("passthrough: recovery: the fd of node {} is no longer its file", i.id);
+        i.fd = -1;
+      }
+    };
+    check(root_);
+    inodes_.for_each([&](std::uint64_t, inode& i) { check(i); });
   }
 
   // The connection ended: no FORGET will come for what the kernel held.

@@ -13,10 +13,13 @@
 //   offset 64   record, record, ...   each 8-byte aligned:
 //               u32 state (committed once whole), u32 size, u64 unique,
 //               i64 sec, u32 nsec, i32 sent (what the kernel said to the reply),
-//               u32 request length, u32 reply length (0: not kept), then the
-//               request's bytes, then the reply's (out_header and payload).
-//               A record without a request is the reply of one recorded
-//               earlier, whose handler had suspended.
+//               u32 request length, u32 reply length (0: not kept),
+//               u32 note length, u32 reserved, then the request's bytes, the
+//               reply's (out_header and payload) and the note's.
+//               A record without a request is the outcome of one recorded
+//               earlier: its reply, and the filesystem's note of what it
+//               changed (a handler that had suspended; or, for a filesystem
+//               recovered by redo, every request: journaling.hpp).
 //
 // Appends are made by one writer at a time (the journaling handler's lock),
 // so only the last record can be incomplete: a crash half-way through one
@@ -42,6 +45,7 @@ class journal {
  public:
   static constexpr std::uint64_t default_capacity = std::uint64_t{16} << 30;  // sparse: pages as written
   static constexpr std::uint32_t committed_mark = 0x4d4d4f43;                // "COMM"
+  static constexpr std::uint32_t format_version = 2;
 
   struct header {
     char magic[8];
@@ -65,8 +69,10 @@ class journal {
     std::int32_t sent;                 // 0, or -errno the kernel answered the reply with
     std::uint32_t request_len;
     std::uint32_t reply_len;           // out_header + payload; 0 when the reply is not kept
+    std::uint32_t note_len;            // the filesystem's note (journaling.hpp: journal_note)
+    std::uint32_t reserved;
   };
-  static_assert(sizeof(record_head) == 40);
+  static_assert(sizeof(record_head) == 48);
 
   // One record as read back.
   struct record {
@@ -75,6 +81,7 @@ class journal {
     std::int32_t sent;
     std::span<const std::byte> request;
     std::span<const std::byte> reply;  // empty when not kept
+    std::span<const std::byte> note;   // empty when none
   };
 
   journal() = default;
@@ -100,7 +107,7 @@ class journal {
       return fail(errno, "sizing the crash journal to {} bytes: {}", capacity, std::strerror(errno));
     header h{};
     std::memcpy(h.magic, "fusexxJL", 8);
-    h.version = 1;
+    h.version = format_version;
     h.header_size = sizeof(header);
     h.capacity = capacity;
     if (::pwrite(fd.get(), &h, sizeof h, 0) != static_cast<ssize_t>(sizeof h))
@@ -112,7 +119,7 @@ class journal {
   static outcome<journal> map(int fd) {
     header h{};
     if (::pread(fd, &h, sizeof h, 0) != static_cast<ssize_t>(sizeof h) || std::memcmp(h.magic, "fusexxJL", 8) != 0 ||
-        h.version != 1 || h.header_size != sizeof(header))
+        h.version != format_version || h.header_size != sizeof(header))
       return fail(EBADMSG, "the crash journal is not one (bad header)");
     struct stat st {};
     if (::fstat(fd, &st) != 0 || static_cast<std::uint64_t>(st.st_size) < sizeof(header) + h.capacity)
@@ -142,14 +149,15 @@ class journal {
   // it is, for set_sent(); nullptr when it did not fit: the journal is then
   // marked overflowed, and a successor will refuse to recover from it.
   record_head* append(std::uint64_t unique, timespec t, std::span<const std::byte> request,
-                      std::span<const std::byte> request_more, std::span<const iovec> reply) {
+                      std::span<const std::byte> request_more, std::span<const iovec> reply,
+                      std::span<const std::byte> note = {}) {
     std::size_t reply_len = 0;
     for (const auto& v : reply) reply_len += v.iov_len;
     const std::size_t request_len = request.size() + request_more.size();
-    const std::size_t size = (sizeof(record_head) + request_len + reply_len + 7) & ~std::size_t{7};
+    const std::size_t size = (sizeof(record_head) + request_len + reply_len + note.size() + 7) & ~std::size_t{7};
     header& h = head();
     const std::uint64_t at = h.used.load(std::memory_order_relaxed);
-    if (at + size > h.capacity || request_len > UINT32_MAX || reply_len > UINT32_MAX) {
+    if (at + size > h.capacity || request_len > UINT32_MAX || reply_len > UINT32_MAX || note.size() > UINT32_MAX) {
       h.overflowed.store(1, std::memory_order_release);
       return nullptr;
     }
@@ -161,6 +169,7 @@ class journal {
     r->nsec = static_cast<std::uint32_t>(t.tv_nsec);
     r->request_len = static_cast<std::uint32_t>(request_len);
     r->reply_len = static_cast<std::uint32_t>(reply_len);
+    r->note_len = static_cast<std::uint32_t>(note.size());
     std::byte* q = p + sizeof(record_head);
     if (!request.empty()) std::memcpy(q, request.data(), request.size());
     q += request.size();
@@ -170,6 +179,7 @@ class journal {
       std::memcpy(q, v.iov_base, v.iov_len);
       q += v.iov_len;
     }
+    if (!note.empty()) std::memcpy(q, note.data(), note.size());
     h.used.store(at + size, std::memory_order_release);
     r->state.store(committed_mark, std::memory_order_release);
     return r;
@@ -190,14 +200,15 @@ class journal {
       auto* r = reinterpret_cast<const record_head*>(records() + at);
       if (r->state.load(std::memory_order_acquire) != committed_mark) break;
       if (r->size < sizeof(record_head) || at + r->size > used ||
-          sizeof(record_head) + std::uint64_t{r->request_len} + r->reply_len > r->size)
+          sizeof(record_head) + std::uint64_t{r->request_len} + r->reply_len + r->note_len > r->size)
         break;  // not a record this code wrote: stop at the last sound one
       const std::byte* q = records() + at + sizeof(record_head);
       f(record{.unique = r->unique,
                .time = timespec{static_cast<time_t>(r->sec), static_cast<long>(r->nsec)},
                .sent = std::atomic_ref<const std::int32_t>(r->sent).load(std::memory_order_acquire),
                .request = {q, r->request_len},
-               .reply = {q + r->request_len, r->reply_len}});
+               .reply = {q + r->request_len, r->reply_len},
+               .note = {q + r->request_len + r->reply_len, r->note_len}});
       at += r->size;
     }
     return at;

@@ -44,6 +44,7 @@
 #include "../proto/version.hpp"
 #include "../request_time.hpp"
 #include "journal.hpp"
+#include "journal_note.hpp"
 
 namespace fusexx {
 
@@ -58,12 +59,16 @@ namespace detail {
 
 // Requests that change nothing a successor must know: not journaled (they
 // run concurrently, and are simply handled again when resent).
-constexpr bool journaled(proto::opcode op) noexcept {
+// Under redo (journal_note.hpp) the requests that only read are not
+// journaled either: the disk keeps their access times.
+constexpr bool journaled(proto::opcode op, recovery_model model = recovery_model::replay) noexcept {
   using enum proto::opcode;
   switch (op) {
     case getattr: case statfs: case getxattr: case listxattr: case access: case lseek: case poll: case bmap:
     case getlk: case statx: case interrupt: case init: case destroy: case notify_reply: case fsync: case fsyncdir:
       return false;
+    case read: case readdir: case readlink:
+      return model == recovery_model::replay;
     default:
       return true;
   }
@@ -97,8 +102,8 @@ template <class Dispatcher>
 class journaling {
  public:
   // `checkpoint_at`: ask for a checkpoint once the journal holds this much.
-  journaling(Dispatcher& d, journal& j, std::uint64_t checkpoint_at)
-      : dispatcher_(d), journal_(&j), checkpoint_at_(checkpoint_at) {
+  journaling(Dispatcher& d, journal& j, std::uint64_t checkpoint_at, recovery_model model = recovery_model::replay)
+      : dispatcher_(d), journal_(&j), checkpoint_at_(checkpoint_at), model_(model) {
     if (const char* p = std::getenv("FUSEXX_CRASH_POINT"); p && *p) {
       const std::string_view s = p;
       crash_ = s == "before_apply" ? crash_point::before_apply
@@ -115,12 +120,15 @@ class journaling {
     if (in.bytes.size() < sizeof(proto::in_header)) return dispatcher_.handle(in);
     proto::in_header h;
     std::memcpy(&h, in.bytes.data(), sizeof h);
-    if (!applied_.empty()) {
+    bool maybe_applied = false;
+    if (!applied_.empty() || !in_doubt_.empty()) {
       if (h.unique & proto::unique_resend_bit) {
         if (auto it = applied_.find(h.unique & ~proto::unique_resend_bit); it != applied_.end()) {
           answer_again(in.sink, h.unique, it->second);
           return disposition::replied;
         }
+        maybe_applied = in_doubt_.contains(h.unique & ~proto::unique_resend_bit);
+        if (maybe_applied) log::debug("-> unique={:#x} was under way at the crash: handled as maybe applied", h.unique);
       } else if (!fresh_seen_.load(std::memory_order_relaxed)) {
         // The kernel queues resent requests ahead of every newer one: once
         // a new one has been read, every resent one has been too.
@@ -128,7 +136,7 @@ class journaling {
       }
     }
     const auto op = static_cast<proto::opcode>(h.opcode);
-    if (!journaled(op)) {
+    if (!journaled(op, model_)) {
       const disposition d = dispatcher_.handle(in);
       note_progress();
       return d;
@@ -143,14 +151,36 @@ class journaling {
     p->time = t;
     p->wrapper_holds_lock = true;
     current() = p;
+    journal_context context;
+    if (model_ == recovery_model::redo) {
+      // Redo: the intent first. A crash from here until the outcome is
+      // recorded leaves the request in doubt (its change may be on disk);
+      // its resend is handled with maybe_applied(). The data of a write
+      // stays out: the resend brings it again.
+      const bool write = op == proto::opcode::write;
+      const auto intent = write ? p->request.first(std::min(p->request.size(), sizeof h + sizeof(proto::write_in)))
+                                : p->request;
+      p->record = journal_->append(h.unique, t, intent, write ? std::span<const std::byte>{} : p->request_more, {});
+      p->appended = true;
+      after_append();
+      context = {.note = &p->note, .maybe_applied = maybe_applied};
+    }
     disposition d;
     {
       time_pin pin(t);
       in.sink = reply_sink{p, &pending::send};
+      journal_context* outer = std::exchange(journal_now, model_ == recovery_model::redo ? &context : nullptr);
       d = dispatcher_.handle(in);
+      journal_now = outer;
     }
     current() = nullptr;
-    if (!p->appended) {
+    if (model_ == recovery_model::redo && d == disposition::no_reply) {
+      // FORGET and the like: no reply, but an outcome (the note).
+      if (p->crash == crash_point::before_journal) die("before_journal", h);
+      p->record = journal_->append(h.unique, t, {}, {}, {}, p->note);
+      after_append();
+      if (p->crash == crash_point::before_reply) die("before_reply", h);  // (no reply: right after the outcome)
+    } else if (!p->appended) {
       // Not answered yet: FORGET and the like never will be; a handler that
       // suspended will be, later. The request is recorded now, where its
       // changes fall in the order (a write that waits for the kernel's
@@ -239,6 +269,54 @@ class journaling {
     return report;
   }
 
+  // The successor's side for a redo filesystem (journal_note.hpp), before
+  // it serves: hands each outcome's note to `redo(note)` (false: it could
+  // not be redone) in the order they were recorded, remembers the replies
+  // kept for resent requests, and continues the journal after its last
+  // whole record. A request whose intent has no outcome was under way at
+  // the crash: its resend will be handled with maybe_applied(); those that
+  // get no reply and are not resent (FORGET) are returned, to be run again
+  // (run_again) once the filesystem has checked what it holds.
+  template <class Redo>
+  replay_report redo(std::span<journal* const> logs, Redo&& redo, std::vector<std::vector<std::byte>>& rerun) {
+    replay_report report;
+    // unique (without the resend bit: a resend's outcome settles the
+    // original's intent too) → the intent's request
+    std::unordered_map<std::uint64_t, std::vector<std::byte>> under_way;
+    const auto each = [&](const journal::record& r) {
+      const std::uint64_t unique = r.unique & ~proto::unique_resend_bit;
+      if (!r.request.empty()) {
+        ++report.records;
+        under_way[unique].assign(r.request.begin(), r.request.end());
+        return;
+      }
+      under_way.erase(unique);
+      if (!r.note.empty() && !redo(r.note)) {
+        ++report.differing;
+        log::warn("recovery: the note of request {:#x} could not be redone", r.unique);
+      }
+      if (!r.reply.empty()) applied_[unique].assign(r.reply.begin(), r.reply.end());
+    };
+    for (journal* log : logs) log->truncate(log->for_each(each));
+    for (auto& [unique, request] : under_way) {
+      if (request.size() < sizeof(proto::in_header)) continue;
+      proto::in_header h;
+      std::memcpy(&h, request.data(), sizeof h);
+      const auto op = static_cast<proto::opcode>(h.opcode);
+      if (op == proto::opcode::forget || op == proto::opcode::batch_forget) rerun.push_back(std::move(request));
+      else in_doubt_.insert(unique);
+    }
+    return report;
+  }
+  // Runs a request again that was under way at the crash and gets no reply
+  // (redo()'s `rerun`), journaled like any other.
+  void run_again(std::span<const std::byte> request, std::size_t scratch_size) {
+    buffer buf(scratch_size);
+    captured ignored;
+    incoming in{.bytes = request, .scratch = buf.span(), .owner = &buf, .sink = reply_sink{&ignored, &captured::send}};
+    (void)handle(in);
+  }
+
   // A checkpoint holds everything the journal said (the server is parked).
   // The replies kept for resent requests go once every resent request has
   // been read (parked, every one read has been answered); until then they
@@ -246,7 +324,7 @@ class journaling {
   void checkpointed(std::uint64_t generation) {
     std::lock_guard lock(mutex_);
     journal_->reset(generation, keep_);
-    if (fresh_seen_.load(std::memory_order_relaxed)) applied_.clear();
+    if (fresh_seen_.load(std::memory_order_relaxed)) forget_resent();
     wanted_.reset();
   }
   // Records go to `next` from now on (the server is parked): emptied first
@@ -256,7 +334,7 @@ class journaling {
     std::lock_guard lock(mutex_);
     if (generation) next.reset(*generation, keep_);
     journal_ = &next;
-    if (generation && fresh_seen_.load(std::memory_order_relaxed)) applied_.clear();
+    if (generation && fresh_seen_.load(std::memory_order_relaxed)) forget_resent();
     wanted_.reset();
   }
   // A checkpoint could not be taken: ask again in a second at the earliest.
@@ -291,6 +369,7 @@ class journaling {
     journal::record_head* record = nullptr;
     bool appended = false;
     bool wrapper_holds_lock = false;  // only the handling thread reads and writes it
+    std::vector<std::byte> note;      // redo: what the filesystem noted (journal_note)
     std::atomic<int> refs{2};         // the call and the reply
 
     void drop() {
@@ -309,7 +388,12 @@ class journaling {
       if (!inside) lock.lock();
       const bool keep = keeps_reply(p->op);
       const auto reply = keep ? std::span<const iovec>(iov, static_cast<std::size_t>(count)) : std::span<const iovec>{};
-      if (!p->appended) {
+      if (j.model_ == recovery_model::redo) {
+        // The outcome: the reply, and what the filesystem noted.
+        if (p->crash == crash_point::before_journal) j.die("before_journal", p->unique, p->op);
+        p->record = j.journal_->append(p->unique, p->time, {}, {}, reply, p->note);
+        j.after_append();
+      } else if (!p->appended) {
         // Answered before its handler returned: request and reply, one record.
         if (p->crash == crash_point::before_journal) j.die("before_journal", p->unique, p->op);
         p->record = j.journal_->append(p->unique, p->time, p->request, p->request_more, reply);
@@ -355,6 +439,12 @@ class journaling {
   static pending*& current() noexcept {
     static thread_local pending* p = nullptr;
     return p;
+  }
+
+  // Every resent request has been read: what was kept for them can go.
+  void forget_resent() {
+    applied_.clear();
+    in_doubt_.clear();
   }
 
   // The keeper tells a server that crashes on start from one that served:
@@ -407,6 +497,9 @@ class journaling {
   // unique → the reply kept for it, from the replay: read concurrently
   // (handle), changed only before serving and while parked.
   std::unordered_map<std::uint64_t, std::vector<std::byte>> applied_;
+  // Redo: uniques of requests under way at the crash (maybe applied).
+  std::unordered_set<std::uint64_t> in_doubt_;
+  const recovery_model model_;
   std::atomic<bool> fresh_seen_{false};
   std::atomic<bool> noted_{false};  // note_progress() was done  // a request that was not resent has come since the replay
   event wanted_;

@@ -26,20 +26,26 @@
 // of a server that did not answer a request within `stable`, or the
 // 10 × `restarts`-th within a minute — then the keeper gives up: it ends the
 // connection (applications get ENOTCONN) and says why.
-#include <signal.h>
+#include <dirent.h>
 #include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/syscall.h>
 #include <sys/mount.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <charconv>
 #include <chrono>
 #include <cstdint>
 #include <cstring>
 #include <deque>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "../failure.hpp"
 #include "../fd.hpp"
@@ -57,6 +63,11 @@ struct supervision {
   int checkpoint = -1;           // a restart: the last checkpoint (a sealed snapshot)
   std::uint64_t generation = 0;  // of that checkpoint
   unsigned incarnation = 0;      // 0: the first server, which mounts
+  // Sharing the keeper's fd table (keeper_options::share_fds): the fds that
+  // were open when this server started and are not the keeper's — those of
+  // the servers before it. Once recovered, it closes those its filesystem
+  // does not hold.
+  std::vector<int> leftovers;
 
   explicit operator bool() const noexcept { return sock >= 0; }
   bool recovering() const noexcept { return incarnation > 0; }
@@ -68,6 +79,14 @@ struct keeper_options {
   std::string mountpoint;                   // for the log
   std::uint64_t journal_capacity = journal::default_capacity;
   bool detach_stdio = false;                // a daemon: stdout and stderr to /dev/null once a server serves
+  // Servers share the keeper's fd table (clone(CLONE_FILES)): what a
+  // server opens stays open when it dies — the O_PATH fds and open files of
+  // a filesystem recovered by redo (journal_note.hpp), with their offsets
+  // and locks — and its successor finds each at the same number. Nothing
+  // of the keeper's may then be closed by a server, nor a server's by the
+  // keeper.
+  bool share_fds = false;
+  int given_to_first = -1;  // an fd the first server takes over and closes (the daemon's start-up channel)
 };
 
 namespace keeper {
@@ -96,6 +115,27 @@ inline outcome<void> send_checkpoint(const supervision& s, int memfd, std::uint6
 // ---- the keeper ----
 
 namespace detail {
+// The fds this process has open, in order.
+inline std::vector<int> open_fds() {
+  std::vector<int> fds;
+  DIR* d = ::opendir("/proc/self/fd");
+  if (!d) return fds;
+  while (dirent* e = ::readdir(d)) {
+    int fd = -1;
+    auto [p, ec] = std::from_chars(e->d_name, e->d_name + std::strlen(e->d_name), fd);
+    if (ec == std::errc{} && *p == '\0' && fd != ::dirfd(d)) fds.push_back(fd);
+  }
+  ::closedir(d);
+  std::sort(fds.begin(), fds.end());
+  return fds;
+}
+// A child like fork()'s, sharing this process's fd table when `share`.
+// The keeper is single-threaded, so nothing glibc's fork() would reset
+// after it (locks held by other threads) needs resetting.
+inline pid_t spawn(bool share) {
+  if (!share) return ::fork();
+  return static_cast<pid_t>(::syscall(SYS_clone, CLONE_FILES | SIGCHLD, nullptr, nullptr, nullptr, nullptr));
+}
 inline std::string describe(int status) {
   if (WIFSIGNALED(status)) return fmt::format("was killed by signal {} ({})", WTERMSIG(status), ::strsignal(WTERMSIG(status)));
   return fmt::format("exited with status {}", WEXITSTATUS(status));
@@ -134,6 +174,12 @@ inline int run(const keeper_options& o, const std::function<int(const supervisio
   unsigned incarnation = 0, quick = 0;
   std::deque<std::chrono::steady_clock::time_point> crashes;  // within the last minute
   using clock = std::chrono::steady_clock;
+  // Sharing the fd table: the keeper's own fds, from before any server.
+  std::vector<int> keepers;
+  if (o.share_fds) {
+    keepers = detail::open_fds();
+    std::erase(keepers, o.given_to_first);
+  }
 
   for (;;) {
     int sv[2];
@@ -144,20 +190,34 @@ inline int run(const keeper_options& o, const std::function<int(const supervisio
     unique_fd mine(sv[0]), theirs(sv[1]);
     const auto born = clock::now();
     const auto mark = journal_mark();
-    const pid_t pid = ::fork();
+    const pid_t pid = detail::spawn(o.share_fds);
     if (pid < 0) {
       log::error("supervise: fork: {}", std::strerror(errno));
       return 1;
     }
     if (pid == 0) {
-      mine.reset();
-      signals.reset();
+      supervision s{.sock = theirs.get(), .journals = {jfds[0]->get(), jfds[1]->get()}, .device = device.get(),
+                    .checkpoint = checkpoint.get(), .generation = generation, .incarnation = incarnation, .leftovers = {}};
+      if (o.share_fds) {
+        // The keeper's fds are its own (closing one here closes it there);
+        // whatever else is open was left by the servers before.
+        std::vector<int> mine_too = keepers;
+        for (int fd : {mine.get(), theirs.get(), device.get(), checkpoint.get()})
+          if (fd >= 0) mine_too.push_back(fd);
+        for (int fd : detail::open_fds())
+          if (std::find(mine_too.begin(), mine_too.end(), fd) == mine_too.end()) s.leftovers.push_back(fd);
+        (void)mine.release();
+        (void)signals.release();
+      } else {
+        mine.reset();
+        signals.reset();
+      }
       ::sigprocmask(SIG_SETMASK, &old, nullptr);
-      const supervision s{.sock = theirs.get(), .journals = {jfds[0]->get(), jfds[1]->get()}, .device = device.get(),
-                          .checkpoint = checkpoint.get(), .generation = generation, .incarnation = incarnation};
       std::exit(serve(s));
     }
-    theirs.reset();
+    // Shared, the server's end stays open until it has died (closing it
+    // here would close it there).
+    if (!o.share_fds) theirs.reset();
     if (incarnation == 0 && first_forked) first_forked();
 
     bool served = false, stopping = false, talking = true, alive = true;

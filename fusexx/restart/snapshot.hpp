@@ -130,9 +130,15 @@ class snapshot_writer {
   // (the writer is used while the server is parked, and the filesystem
   // closes nothing then).
   void fd(int fd) {
+    if (by_number_) return u32(static_cast<std::uint32_t>(fd));
     u32(static_cast<std::uint32_t>(fds_.size()));
     fds_.push_back(fd);
   }
+  // A checkpoint of a server that shares its fd table with its keeper
+  // (restart/keeper.hpp): the fds stay where they are, and fd() writes
+  // their numbers; a successor in the same table reads them back as they
+  // are (snapshot_reader::fds_by_number).
+  void fds_by_number() noexcept { by_number_ = true; }
 
   std::size_t size() const noexcept { return payload_.size(); }
   // Room for `n` bytes at once: a big snapshot then grows without copying
@@ -186,6 +192,7 @@ class snapshot_writer {
 
   std::vector<std::byte> payload_;
   std::vector<int> fds_;
+  bool by_number_ = false;
 };
 
 // Reads a snapshot back. open() checks the header and the checksum; every
@@ -295,10 +302,21 @@ class snapshot_reader {
   // fails the reader (a corrupt snapshot, or fds lost on the way).
   bool fd(unique_fd& out) {
     std::uint32_t index = 0;
+    if (by_number_) {
+      // A number in the fd table this process shares with its keeper:
+      // nothing checks here that it is still the file it was (the
+      // filesystem does, after the redo: docs/restart.md).
+      if (!get(index) || index > static_cast<std::uint32_t>(INT32_MAX)) return fail();
+      out.reset(static_cast<int>(index));
+      return true;
+    }
     if (!get(index) || index >= fds_.size() || !fds_[index]) return fail();
     out = std::move(fds_[index]);
     return true;
   }
+  // fd() reads numbers (snapshot_writer::fds_by_number).
+  void fds_by_number() noexcept { by_number_ = true; }
+  bool fds_are_numbers() const noexcept { return by_number_; }
   // The fds that came beside the snapshot, in index order.
   void attach_fds(std::vector<unique_fd> fds) { fds_ = std::move(fds); }
   // Fds that came and nobody took (closed with the reader).
@@ -328,6 +346,7 @@ class snapshot_reader {
   std::span<const std::byte> all_;
   std::size_t at_ = 0;
   bool ok_ = true;
+  bool by_number_ = false;
   std::vector<unique_fd> fds_;
 };
 
