@@ -20,6 +20,8 @@
 #include <sys/signalfd.h>
 
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -452,7 +454,7 @@ int run_supervised(Fs& fs, const command_line& cl) {
   // servers share with the keeper (journal_note.hpp).
   o.share_fds = recovery_of<Fs>() == recovery_model::redo;
   if (o.share_fds) o.given_to_first = guard->channel_fd();
-  return keeper::run(
+  const int status = keeper::run(
       o,
       [&](const supervision& s) {
         if (s.incarnation == 0) {
@@ -468,6 +470,15 @@ int run_supervised(Fs& fs, const command_line& cl) {
         return serve_process(fs, cl, *quiet, &s);
       },
       [&] { guard->detach(o.share_fds); });
+  // The pid file names the keeper (its first server wrote it): gone with
+  // the keeper, whichever server was the last.
+  if (!cl.daemon.pid_file.empty()) {
+    std::ifstream in(cl.daemon.pid_file);
+    pid_t named = -1;
+    std::error_code ignored;
+    if (in >> named && named == ::getpid()) std::filesystem::remove(cl.daemon.pid_file, ignored);
+  }
+  return status;
 }
 
 // Serves `fs` at the command line's mountpoint until unmounted or signalled.

@@ -310,7 +310,7 @@ class server {
       generation_ = s.generation;
       options_.transport = transport_kind::classic;
       options_.classic.clone_fds = false;
-      options_.classic.prefault = true;
+      options_.classic.pinned_buffers = true;
       journaling_ = std::make_unique<detail::journaling<detail::dispatcher<Fs>>>(dispatcher_, journals_[active_],
                                                                                   options_.checkpoint_bytes,
                                                                                   recovery_of<Fs>());
@@ -1028,7 +1028,7 @@ class server {
     auto plane = std::make_unique<transport::device_readers>(
         handler(), session_, device_.get(), threads - 1,
         options_.classic.clone_fds ? transport::device_readers::fds::clones : transport::device_readers::fds::session);
-    plane->prefault(options_.classic.prefault);
+    plane->pinned_buffers(options_.classic.pinned_buffers);
     plane_ = std::move(plane);
     plane_->start();
   }
@@ -1140,7 +1140,7 @@ class server {
     session_.backing().attach(fd);
     control_ = std::make_unique<transport::device_readers>(handler(), session_, fd, 1,
                                                            transport::device_readers::fds::session);
-    control_->prefault(options_.classic.prefault);
+    control_->pinned_buffers(options_.classic.pinned_buffers);
     control_->on_ended([this] {
       // The connection ended (unmounted from outside, or the helper went
       // away): an INIT not yet answered never will be.

@@ -308,3 +308,36 @@ TEST_CASE("a supervised mount serves through /dev/fuse even where io_uring is th
   const std::string said = m.stop();
   CHECK_MESSAGE(said.find("supervise") == std::string::npos, said);  // nothing to report: no crash
 }
+
+TEST_CASE("a supervised passthrough as a daemon: started, recovered after a crash, stopped by SIGTERM to its keeper") {
+  // Without -f the keeper is the daemon; its servers share its fd table,
+  // the start-up channel included (the first server reports on it).
+  temp_dir dir, source;
+  const std::string mp = dir.sub("mnt"), pid_file = dir.path() + "/keeper.pid";
+  const auto started =
+      run({example_binary("FUSEXX_PASSTHROUGH"), "-o", "supervise,timeout=0,source=" + source.path() + ",pid_file=" + pid_file, mp},
+          true);
+  REQUIRE_MESSAGE(started.status == 0, started.out);
+  REQUIRE(is_fuse_mounted(mp));
+  const std::string pid_text = slurp(pid_file);
+  REQUIRE(!pid_text.starts_with("<error"));
+  const pid_t keeper = std::stoi(pid_text);
+  const pid_t server = server_of(keeper);
+  REQUIRE(server > 0);
+  // A file open across the crash: written before, read and written after.
+  const int fd = ::open((mp + "/f").c_str(), O_CREAT | O_RDWR, 0644);
+  REQUIRE(fd >= 0);
+  REQUIRE(::write(fd, "before ", 7) == 7);
+  REQUIRE(::kill(server, SIGKILL) == 0);
+  REQUIRE(eventually([&] { return server_of(keeper) > 0 && server_of(keeper) != server; }));
+  REQUIRE(::write(fd, "after", 5) == 5);
+  char back[12] = {};
+  CHECK(::pread(fd, back, sizeof back, 0) == 12);
+  CHECK(std::string(back, 12) == "before after");
+  ::close(fd);
+  CHECK(slurp(source.path() + "/f") == "before after");
+  REQUIRE(::kill(keeper, SIGTERM) == 0);
+  CHECK(eventually([&] { return process_ended(keeper); }));
+  CHECK_FALSE(is_fuse_mounted(mp));
+  CHECK(eventually([&] { return ::access(pid_file.c_str(), F_OK) != 0; }));
+}

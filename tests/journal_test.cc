@@ -76,6 +76,14 @@ struct journaled {
 };
 using journaled_memfs = journaled<memfs_fs>;
 
+// The open handle in a CREATE reply (after its entry).
+proto::open_out opened_of(const reply& created) {
+  proto::open_out o{};
+  REQUIRE(created.payload.size() >= sizeof(proto::entry_out) + sizeof o);
+  std::memcpy(&o, created.payload.data() + sizeof(proto::entry_out), sizeof o);
+  return o;
+}
+
 std::vector<std::byte> mkdir_request(std::uint64_t unique, std::uint64_t parent, const char* name) {
   return make_request(proto::opcode::mkdir, unique, parent, wire{}.add(proto::mkdir_in{0755, 022}).name(name));
 }
@@ -167,8 +175,7 @@ TEST_CASE("journaling: a replay rebuilds memfs exactly, and a resent request is 
   const reply file = first.feed(create_request(12, dir_node, "file"));
   REQUIRE(file.error() == 0);
   const auto file_node = file.as<proto::entry_out>().nodeid;
-  proto::open_out opened{};
-  std::memcpy(&opened, file.payload.data() + sizeof(proto::entry_out), sizeof opened);
+  const proto::open_out opened = opened_of(file);
   REQUIRE(first.feed(write_request(14, file_node, opened.fh, "hello, journal")).error() == 0);
   // Not journaled: only reads.
   const reply attrs = first.feed(getattr_request(16, file_node));
@@ -223,8 +230,7 @@ TEST_CASE("journaling: a lock request that waited is replayed waiting, and grant
   const reply file = first.feed(create_request(10, 1, "locked"));
   REQUIRE(file.error() == 0);
   const auto node = file.as<proto::entry_out>().nodeid;
-  proto::open_out opened{};
-  std::memcpy(&opened, file.payload.data() + sizeof(proto::entry_out), sizeof opened);
+  const proto::open_out opened = opened_of(file);
   const std::uint64_t owner_a = 0xa, owner_b = 0xb;
   REQUIRE(first.feed(lock_request(proto::opcode::setlk, 12, node, opened.fh, owner_a, F_WRLCK, 100)).error() == 0);
   // B waits: its handler suspends, no reply yet; its request is journaled now.
@@ -281,8 +287,7 @@ TEST_CASE("journaling (redo): passthrough's notes rebuild its tables in a succes
   const reply file = first->feed(create_request(12, dir_node, "file"));
   REQUIRE(file.error() == 0);
   const auto file_node = file.as<proto::entry_out>().nodeid;
-  proto::open_out opened{};
-  std::memcpy(&opened, file.payload.data() + sizeof(proto::entry_out), sizeof opened);
+  const proto::open_out opened = opened_of(file);
   REQUIRE(first->feed(write_request(14, file_node, opened.fh, "hello, redo")).error() == 0);
   // Each: its intent (the request, before it is applied), then its outcome
   // (the reply, and the note of what changed in the tables).

@@ -31,6 +31,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <ctime>
@@ -144,6 +145,11 @@ class journal {
   // A server answered its first request (once per server).
   void note_answered() noexcept { head().answered.fetch_add(1, std::memory_order_release); }
   std::uint32_t answered() const noexcept { return head().answered.load(std::memory_order_acquire); }
+  // The same, read from the memfd without mapping it (the keeper).
+  static std::uint32_t answered_in(int fd) noexcept {
+    std::uint32_t n = 0;
+    return ::pread(fd, &n, sizeof n, offsetof(header, answered)) == sizeof n ? n : 0;
+  }
 
   // Appends one record (the caller holds the writers' lock). Returns where
   // it is, for set_sent(); nullptr when it did not fit: the journal is then

@@ -67,7 +67,10 @@ inline bool journal_notes_wanted() noexcept { return detail::journal_now && deta
 // Adds `bytes` to the note of the request being handled (nothing when none
 // is: not supervised, or outside a journaled request). The note is
 // journaled with the request's reply, and handed to Fs::redo(note) by a
-// successor, in the order the requests were answered.
+// successor, in the order the requests were answered. Only the handler's
+// synchronous part can note: a coroutine that resumes after suspending runs
+// outside its request's context (passthrough's lock retries change no
+// table).
 inline void journal_note(std::span<const std::byte> bytes) {
   if (!journal_notes_wanted()) return;
   detail::journal_now->note->insert(detail::journal_now->note->end(), bytes.begin(), bytes.end());

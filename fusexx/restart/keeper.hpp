@@ -160,15 +160,9 @@ inline int run(const keeper_options& o, const std::function<int(const supervisio
   for (int s : {SIGCHLD, SIGTERM, SIGINT, SIGHUP}) sigaddset(&handled, s);
   ::sigprocmask(SIG_BLOCK, &handled, &old);
   unique_fd signals(::signalfd(-1, &handled, SFD_CLOEXEC));
-  // Mapped to see whether a server got anywhere: one that answered a
-  // request before it died was not crashing on start.
-  outcome<journal> progress[2] = {journal::map(jfds[0]->get()), journal::map(jfds[1]->get())};
-  for (auto& j : progress)
-    if (!j) {
-      log::error("supervise: {}", j.error().message);
-      return 1;
-    }
-  const auto journal_mark = [&] { return progress[0]->answered() + progress[1]->answered(); };
+  // Whether a server got anywhere: one that answered a request before it
+  // died was not crashing on start (each marks a journal's header once).
+  const auto journal_mark = [&] { return journal::answered_in(jfds[0]->get()) + journal::answered_in(jfds[1]->get()); };
   unique_fd device, checkpoint;
   std::uint64_t generation = 0;
   unsigned incarnation = 0, quick = 0;

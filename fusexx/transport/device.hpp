@@ -23,7 +23,6 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <sys/ioctl.h>
-#include <sys/mman.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -75,7 +74,7 @@ inline result<unique_fd> clone_device(int session_fd) {
 struct classic_options {
   unsigned threads = 0;     // 0: one per CPU, at least 2 (handlers may block)
   bool clone_fds = true;    // false: all readers share the session fd
-  bool prefault = false;    // touch every page of a read buffer when it is made (see device_readers::prefault)
+  bool pinned_buffers = false;  // read buffers of their own, faulted in, kept from forks (see device_readers::pinned_buffers)
 };
 
 class device_readers final : public channel {
@@ -176,7 +175,7 @@ class device_readers final : public channel {
   // EIO instead of keeping it for a resend (docs/restart.md, "What the
   // kernel does"). Costs the buffer's whole size in memory at once (about
   // 1 MiB per reader, and per handler that suspends holding one).
-  void prefault(bool on) noexcept { prefault_ = on; }
+  void pinned_buffers(bool on) noexcept { pinned_ = on; }
 
   // Called (once, on a reader thread) when a reader has seen the connection
   // end (ENODEV or ECONNABORTED: unmounted, or aborted): nothing will come through /dev/fuse
@@ -258,7 +257,7 @@ class device_readers final : public channel {
     for (;;) {
       const std::size_t wanted = write_data_offset + session_.conn().request_buffer_size();
       if (!buf || buf.size() < wanted)  // first use, taken by a handler, or INIT grew it
-        buf = prefault_ ? buffer::pinned(wanted) : buffer(wanted);
+        buf = pinned_ ? buffer::pinned(wanted) : buffer(wanted);
       const std::span<std::byte> area = buf.span().subspan(write_data_offset);
       ssize_t n = ::read(r.read_fd.get(), area.data(), area.size());
       if (n == 0) {
@@ -311,7 +310,7 @@ class device_readers final : public channel {
 
   detail::request_handler handler_;
   session& session_;
-  bool prefault_ = false;
+  bool pinned_ = false;
   const int session_fd_;
   const unsigned count_;
   const fds which_;
