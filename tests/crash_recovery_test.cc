@@ -44,12 +44,7 @@ using namespace fusexx::testing;
 namespace {
 
 // The keeper's server: its one child (the keeper forks nothing else).
-pid_t server_of(pid_t keeper) {
-  std::ifstream in("/proc/" + std::to_string(keeper) + "/task/" + std::to_string(keeper) + "/children");
-  pid_t pid = -1;
-  in >> pid;
-  return pid;
-}
+pid_t server_of(pid_t keeper) { return first_child_of(keeper); }
 
 // An environment variable for the servers a test starts, unset again after.
 struct scoped_env {

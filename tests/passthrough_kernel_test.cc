@@ -18,12 +18,14 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <memory>
 #include <new>
 #include <random>
 #include <set>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -288,4 +290,65 @@ TEST_CASE("without killpriv_v2 the kernel clears suid/sgid itself, and asks for 
     for (int i = 0; i < 50; ++i) REQUIRE(::pwrite(f.fd, "0123456789", 10, i * 10) == 10);
   }
   CHECK(m.fs.served_getxattrs() - getxattrs >= 50);
+}
+
+TEST_CASE("kernel passthrough under -o supervise: an open file's I/O goes on while no server runs, and after a crash") {
+  temp_dir dir;
+  const std::string source = dir.sub("source"), mp = dir.sub("mnt");
+  write_file(source + "/data", "0123456789");
+  struct keeper_process {  // ended whatever happens
+    child c;
+    ~keeper_process() {
+      if (c.pid > 0 && !process_ended(c.pid)) {
+        ::kill(c.pid, SIGCONT);
+        ::kill(c.pid, SIGTERM);
+        (void)wait_exit(c.pid);
+      }
+      if (c.stdout_fd >= 0) ::close(c.stdout_fd);
+    }
+  } keeper{start_server(passthrough_binary(),
+                        {"-o", "supervise,source=" + source + ",passthrough,killpriv_v2,timeout=0"}, mp, false)};
+  REQUIRE(eventually([&] { return is_fuse_mounted(mp) || process_ended(keeper.c.pid); }));
+  REQUIRE(is_fuse_mounted(mp));
+  fd_guard f{::open((mp + "/data").c_str(), O_RDWR)};
+  REQUIRE(f.fd >= 0);
+  // A first write, with the server there: the kernel asks once whether the
+  // file has security.capability (a GETXATTR), then marks the inode S_NOSEC.
+  REQUIRE(::pwrite(f.fd, "0", 1, 0) == 1);
+  // No server at all for a while: the keeper stopped, its server killed.
+  const pid_t server = first_child_of(keeper.c.pid);
+  REQUIRE(server > 0);
+  REQUIRE(::kill(keeper.c.pid, SIGSTOP) == 0);
+  REQUIRE(::kill(server, SIGKILL) == 0);
+  REQUIRE(eventually([&] { return process_ended(server); }));
+  // The open file's reads and writes go from the kernel to the source file:
+  // they need no server (one that went through the server would wait).
+  std::atomic<bool> done{false};
+  std::string seen;
+  std::jthread io([&] {
+    char buf[10] = {};
+    if (::pwrite(f.fd, "abc", 3, 0) == 3 && ::pread(f.fd, buf, 10, 0) == 10) seen.assign(buf, 10);
+    done = true;
+  });
+  const bool without_server = eventually([&] { return done.load(); }, std::chrono::seconds(5));
+  ::kill(keeper.c.pid, SIGCONT);  // (and so a blocked one ends too)
+  io.join();
+  CHECK_MESSAGE(without_server, "the open file's I/O waited for a server");
+  CHECK(seen == "abc3456789");
+  // The successor knows the open file and its backing id: the same handle
+  // goes on, its release is served, and new opens work as before.
+  REQUIRE(eventually([&] { const pid_t s = first_child_of(keeper.c.pid); return s > 0 && s != server; }));
+  REQUIRE(::pwrite(f.fd, "XY", 2, 8) == 2);
+  ::close(std::exchange(f.fd, -1));
+  CHECK(slurp(mp + "/data") == "abc34567XY");
+  CHECK(slurp(source + "/data") == "abc34567XY");
+  write_file(mp + "/new", "fresh");
+  CHECK(slurp(source + "/new") == "fresh");
+  ::kill(keeper.c.pid, SIGTERM);
+  CHECK(wait_exit(keeper.c.pid) == 0);
+  keeper.c.pid = -1;
+  const std::string said = output_of(keeper.c);
+  CHECK_MESSAGE(said.find("could not be redone") == std::string::npos, said);
+  CHECK_MESSAGE(said.find("passthrough is off") == std::string::npos, said);
+  CHECK_FALSE(is_fuse_mounted(mp));
 }

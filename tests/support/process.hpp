@@ -266,6 +266,15 @@ inline std::string example_binary(const char* env_name) {
   return std::filesystem::absolute(p).string();
 }
 
+// The first child of `parent` (a supervised mount's keeper has one: its
+// server), or -1.
+inline pid_t first_child_of(pid_t parent) {
+  std::ifstream in("/proc/" + std::to_string(parent) + "/task/" + std::to_string(parent) + "/children");
+  pid_t pid = -1;
+  in >> pid;
+  return pid;
+}
+
 // True once `pid` has exited (gone, or a zombie nobody has reaped yet).
 inline bool process_ended(pid_t pid) {
   std::string stat = slurp("/proc/" + std::to_string(pid) + "/stat");
