@@ -19,7 +19,9 @@
 //
 // It is single-threaded, and forks its servers without exec: they continue
 // from the keeper's memory, the filesystem object as the command line made
-// it. A server that exits (status 0: unmounted or stopped), or one that was
+// it. For a filesystem rebuilt by redo (journal_note.hpp) the fork shares
+// the keeper's fd table (clone(CLONE_FILES)), so the files a server opened
+// outlive it. A server that exits (status 0: unmounted or stopped), or one that was
 // asked to stop (a stop signal forwarded by the keeper), ends the keeper
 // with its status. One that crashes is started again, after a back-off
 // (0.1 s doubling to 2 s), unless it is the `restarts`-th crash in a row
