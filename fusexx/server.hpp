@@ -407,12 +407,14 @@ class server {
       if (auto r = session_.notify().resend(); !r) log::warn("NOTIFY_RESEND failed: {}", r.error().message());
       start_control(device_.get());
       start_classic_plane();
-      log::info("recovered {} in {} ms: checkpoint {} and {} journaled request(s) replayed{}", mountpoint(),
+      constexpr bool redone = recovery_of<Fs>() == recovery_model::redo;
+      log::info("recovered {} in {} ms: checkpoint {} and {} journaled request(s) {}{}", mountpoint(),
                 std::chrono::duration_cast<std::chrono::milliseconds>(clock::now() - started).count(), generation_,
-                replayed.records,
-                replayed.differing || replayed.unfinished
-                    ? fmt::format(" ({} answered differently, {} did not finish)", replayed.differing, replayed.unfinished)
-                    : std::string());
+                replayed.records, redone ? "redone" : "replayed",
+                !replayed.differing && !replayed.unfinished ? std::string()
+                : redone ? fmt::format(" ({} note(s) could not be redone)", replayed.differing)
+                         : fmt::format(" ({} answered differently, {} did not finish)", replayed.differing,
+                                       replayed.unfinished));
       if (auto r = keeper::tell_serving(supervision_); !r)
         log::warn("supervise: the keeper could not be told: {}", r.error().message());
       watch_adopted_mount();

@@ -144,8 +144,8 @@ class journal {
   bool overflowed() const noexcept { return head().overflowed.load(std::memory_order_acquire) != 0; }
   // A server answered its first request (once per server).
   void note_answered() noexcept { head().answered.fetch_add(1, std::memory_order_release); }
-  std::uint32_t answered() const noexcept { return head().answered.load(std::memory_order_acquire); }
-  // The same, read from the memfd without mapping it (the keeper).
+  // How many servers marked it (note_answered), read from the memfd
+  // without mapping it (the keeper).
   static std::uint32_t answered_in(int fd) noexcept {
     std::uint32_t n = 0;
     return ::pread(fd, &n, sizeof n, offsetof(header, answered)) == sizeof n ? n : 0;
