@@ -17,14 +17,18 @@
 // except SIGTERM to a server whose connection is in a service manager's fd
 // store: it leaves the mount to the store (docs/restart.md, "The systemd way").
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/signalfd.h>
+#include <sys/stat.h>
 
+#include <charconv>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include "daemonize.hpp"
@@ -360,6 +364,8 @@ task<int> serve(event_loop& loop, server<Fs>& srv, daemon_guard& guard, int sign
     srv.mark_in_fd_store();
     (void)systemd::remove_fd(systemd::snapshot_name);
     systemd::remove_snapshot_fds(stored_fds);
+  } else if (srv.supervised() && srv.kept_by_fd_store()) {
+    srv.mark_in_fd_store();  // its first checkpoint stored the connection
   } else if (auto pushed = srv.push_to_fd_store(); !pushed) {
     log::warn("the connection was not put in the fd store: {}", pushed.error().message);
   }
@@ -391,6 +397,10 @@ task<int> serve(event_loop& loop, server<Fs>& srv, daemon_guard& guard, int sign
         // on in its fd store, for the next start (or ends with the store).
         if (info.ssi_signo == SIGTERM && srv.in_fd_store()) {
           (void)systemd::notify("STOPPING=1");
+          if (srv.supervised()) {  // the store is the keeper: the next start recovers
+            co_await srv.leave_supervised_async(loop);
+            co_return 0;
+          }
           if (auto left = co_await srv.leave_to_fd_store_async(loop); left && *left) co_return 0;
         }
         log::info("signal {}: unmounting {}", info.ssi_signo, srv.mountpoint());
@@ -400,7 +410,7 @@ task<int> serve(event_loop& loop, server<Fs>& srv, daemon_guard& guard, int sign
   }
   co_await srv.stop_async(loop);
   // The mount is gone: the store must not keep its dead connection.
-  if (srv.in_fd_store()) (void)systemd::remove_fd(systemd::device_name);
+  if (srv.in_fd_store() && !srv.supervised()) (void)systemd::remove_fd(systemd::device_name);
   co_return 0;
 }
 
@@ -481,6 +491,156 @@ int run_supervised(Fs& fs, const command_line& cl) {
   return status;
 }
 
+// -o supervise with systemd's fd store as the keeper (docs/restart.md,
+// "systemd as the keeper"): this process is the server, and the unit's store
+// holds what must outlive it — the connection, the two crash journals, the
+// last checkpoint and the restart history. After a crash the service manager
+// (Restart=on-failure) starts this program again with them, and it recovers
+// as a fusexx keeper's successor does. A start with nothing stored mounts.
+namespace detail {
+// Everything the store holds for a supervised mount, named.
+struct stored_supervision {
+  unique_fd device, journals[2], restarts, checkpoint;
+  std::uint64_t generation = 0;
+  std::vector<std::string> stale;  // older checkpoints, and entries fusexx does not know
+};
+inline outcome<stored_supervision> take_stored_supervision() {
+  auto fds = systemd::listen_fds();
+  if (!fds) return std::unexpected(fds.error());
+  stored_supervision out;
+  out.device = systemd::take(*fds, systemd::device_name);
+  for (unsigned i = 0; i < 2; ++i) out.journals[i] = systemd::take(*fds, systemd::journal_name(i));
+  out.restarts = systemd::take(*fds, systemd::restarts_name);
+  for (auto& f : *fds) {
+    if (!f.fd) continue;
+    std::uint64_t g = 0;
+    const std::string_view digits = std::string_view(f.name).substr(
+        f.name.starts_with(systemd::checkpoint_prefix) ? systemd::checkpoint_prefix.size() : f.name.size());
+    const auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), g);
+    if (digits.empty() || ec != std::errc{} || end != digits.data() + digits.size()) {
+      log::warn("the fd store holds '{}', which a supervised fusexx server does not use: removed", f.name);
+      out.stale.push_back(f.name);
+    } else if (!out.checkpoint || g > out.generation) {
+      if (out.checkpoint) out.stale.push_back(systemd::checkpoint_name(out.generation));
+      out.checkpoint = std::move(f.fd);
+      out.generation = g;
+    } else {
+      out.stale.push_back(f.name);
+    }
+  }
+  for (const auto& name : out.stale)
+    if (systemd::valid_fd_name(name)) (void)systemd::remove_fd(name);
+  return out;
+}
+// The store keeps nothing of a supervised mount any more: once this process
+// exits, the connection (if any is left) is aborted.
+inline void forget_stored_supervision(const restart_history* h) {
+  (void)systemd::remove_fd(systemd::device_name);
+  for (unsigned i = 0; i < 2; ++i) (void)systemd::remove_fd(systemd::journal_name(i));
+  if (h) {
+    (void)systemd::remove_fd(systemd::checkpoint_name(h->checkpoint));
+    if (h->checkpoint > 0) (void)systemd::remove_fd(systemd::checkpoint_name(h->checkpoint - 1));
+  }
+  (void)systemd::remove_fd(systemd::restarts_name);
+}
+}  // namespace detail
+
+inline constexpr unsigned min_store_for_supervise = 6;
+
+template <filesystem Fs>
+int run_supervised_by_store(Fs& fs, const command_line& cl) {
+  const std::string& mp = cl.server.mount.mountpoint;
+  const auto refuse = [&](int code, const std::string& why) {
+    std::fprintf(stderr, "fusexx: %s\n", why.c_str());
+    return code;
+  };
+  auto stored = detail::take_stored_supervision();
+  if (!stored) return refuse(1, stored.error().message);
+  const bool recovering = static_cast<bool>(stored->device);
+  if (recovering && (!stored->journals[0] || !stored->journals[1] || !stored->checkpoint || !stored->restarts)) {
+    detail::forget_stored_supervision(nullptr);
+    if (stored->checkpoint) (void)systemd::remove_fd(systemd::checkpoint_name(stored->generation));
+    return refuse(keeper::gave_up_status,
+                  fmt::format("the fd store holds the connection of {} but not {}: it was not served with -o supervise "
+                              "(or FileDescriptorStoreMax= was lowered), and cannot be recovered. Applications get "
+                              "ENOTCONN; unmount {} and start again",
+                              mp, !stored->checkpoint ? "a checkpoint" : !stored->restarts ? "the restart history"
+                                                                                         : "both crash journals",
+                              mp));
+  }
+  if (!recovering) {
+    // A fresh mount: whatever a supervised mount before left goes.
+    if (stored->checkpoint) (void)systemd::remove_fd(systemd::checkpoint_name(stored->generation));
+    detail::forget_stored_supervision(nullptr);
+    for (unsigned i = 0; i < 2; ++i) {
+      auto j = journal::create(cl.keeper.journal_capacity);
+      if (!j) return refuse(1, "supervise: " + j.error().message);
+      stored->journals[i] = std::move(*j);
+    }
+    stored->restarts = unique_fd(::memfd_create("fusexx-restarts", MFD_CLOEXEC));
+    if (!stored->restarts || ::ftruncate(stored->restarts.get(), sizeof(restart_history)) != 0)
+      return refuse(1, fmt::format("supervise: the restart history: {}", std::strerror(errno)));
+    auto kept = systemd::store_fd(stored->journals[0].get(), systemd::journal_name(0));
+    if (kept && *kept) kept = systemd::store_fd(stored->journals[1].get(), systemd::journal_name(1));
+    if (kept && *kept) kept = systemd::store_fd(stored->restarts.get(), systemd::restarts_name);
+    if (kept && *kept) kept = systemd::barrier();
+    if (!kept || !*kept) {
+      detail::forget_stored_supervision(nullptr);
+      return refuse(1, "supervise: the fd store did not take the crash journals: " +
+                           (kept ? std::string("no service manager") : kept.error().message));
+    }
+  }
+  void* mapped = ::mmap(nullptr, sizeof(restart_history), PROT_READ | PROT_WRITE, MAP_SHARED, stored->restarts.get(), 0);
+  struct stat st {};
+  if (mapped == MAP_FAILED || ::fstat(stored->restarts.get(), &st) != 0 ||
+      static_cast<std::size_t>(st.st_size) < sizeof(restart_history)) {
+    detail::forget_stored_supervision(nullptr);
+    return refuse(keeper::gave_up_status, fmt::format("supervise: the stored restart history of {} is unusable", mp));
+  }
+  restart_history& history = *static_cast<restart_history*>(mapped);
+  const auto journal_mark = [&] {
+    return journal::answered_in(stored->journals[0].get()) + journal::answered_in(stored->journals[1].get());
+  };
+  keeper_options o = cl.keeper;
+  if (recovering) history.checkpoint = stored->generation;  // the one recovered from: removed should it give up
+  if (recovering && history.left) {
+    log::info("supervise: continuing {} (its server before left on SIGTERM)", mp);
+  } else if (recovering) {
+    // The server before died: counted as the fusexx keeper counts it.
+    const bool quick = !history.served ||
+                       (keeper::monotonic_ms() - history.started_ms < o.stable.count() && journal_mark() == history.mark);
+    const keeper::crash_verdict v = keeper::count_crash(history, quick, o.restarts, o.stable, mp, "died (killed or crashed)");
+    if (v.give_up) {
+      log::error("{}", v.why);
+      detail::forget_stored_supervision(&history);
+      return keeper::gave_up_status;
+    }
+    log::warn("{}", v.why);
+    if (history.quick > 1) std::this_thread::sleep_for(v.pause);
+  }
+  history.started_ms = keeper::monotonic_ms();
+  history.mark = journal_mark();
+  history.served = 0;
+  history.left = 0;
+
+  supervision s{.sock = -1, .journals = {stored->journals[0].get(), stored->journals[1].get()},
+                .device = stored->device.get(), .checkpoint = stored->checkpoint.get(),
+                .generation = stored->generation, .incarnation = recovering ? 1u : 0u, .leftovers = {},
+                .fd_store = true, .history = &history};
+  auto guard = daemon_guard::start(cl.daemon);
+  if (!guard) return refuse(1, guard.error().message);
+  const int code = serve_process(fs, cl, *guard, &s);
+  // Here only when it did not leave to the store: unmounted, stopped, or a
+  // start that failed. The store must not keep a connection nobody will
+  // serve; a recovery that failed must not be tried again.
+  detail::forget_stored_supervision(&history);
+  if (recovering && code != 0) {
+    log::error("supervise: {} could not be recovered: applications get ENOTCONN; unmount {} and start again", mp, mp);
+    return keeper::gave_up_status;
+  }
+  return code;
+}
+
 // Serves `fs` at the command line's mountpoint until unmounted or signalled.
 template <filesystem Fs>
 int run(Fs& fs, const command_line& given) {
@@ -500,6 +660,23 @@ int run(Fs& fs, const command_line& given) {
     if constexpr (crash_safe<Fs>) {
       command_line cl = given;
       cl.server.transport = transport_kind::classic;
+      // Under a service manager with a store, the store is the keeper.
+      if (const unsigned store = systemd::fd_store_max(); store > 0) {
+        if constexpr (recovery_of<Fs>() == recovery_model::redo) {
+          std::fprintf(stderr, "fusexx: -o supervise: this filesystem is rebuilt by redo: its open files live in the fd "
+                       "table its servers share with the fusexx keeper, which systemd's fd store cannot be (it would "
+                       "need every file it opens). Set FileDescriptorStoreMax=0, and the keeper runs as the "
+                       "service's main process (docs/restart.md, \"systemd as the keeper\")\n");
+          return 2;
+        }
+        if (store < min_store_for_supervise) {
+          std::fprintf(stderr, "fusexx: -o supervise under systemd needs FileDescriptorStoreMax=%u or more (the "
+                       "connection, two crash journals, two checkpoints while one replaces the other, the restart "
+                       "history); the unit says %u\n", min_store_for_supervise, store);
+          return 2;
+        }
+        return run_supervised_by_store(fs, cl);
+      }
       return run_supervised(fs, cl);
     }
   }

@@ -325,6 +325,8 @@ class server {
     }
   }
   bool supervised() const noexcept { return static_cast<bool>(supervision_); }
+  // The keeper is systemd's fd store (fusexx::main under a unit with one).
+  bool kept_by_fd_store() const noexcept { return supervision_.fd_store; }
   // A checkpoint of a redo filesystem names its fds by number: its servers
   // share the keeper's fd table (restart/keeper.hpp).
   bool fds_by_number() const noexcept { return supervised() && recovery_of<Fs>() == recovery_model::redo; }
@@ -445,7 +447,20 @@ class server {
     int status = 0;
     if (::waitpid(checkpoint_child_pid_, &status, 0) != checkpoint_child_pid_) status = 1 << 8;
     std::uint64_t size = 0;
-    const bool told = ::read(checkpoint_size_.get(), &size, sizeof size) == sizeof size;
+    auto said = receive_with_fds(checkpoint_size_.get(), sizeof size);
+    bool told = said && said->data.size() == sizeof size;
+    if (told) std::memcpy(&size, said->data.data(), sizeof size);
+    // systemd's store as the keeper hears only this process (NotifyAccess=
+    // main): the child handed the checkpoint here, to be stored from here.
+    if (told && supervision_.fd_store && WIFEXITED(status) && WEXITSTATUS(status) == 0) {
+      outcome<void> stored = said->fds.size() == 1
+                                 ? keeper::send_checkpoint(supervision_, said->fds[0].get(), checkpoint_generation_)
+                                 : outcome<void>(fail(EPROTO, "the child sent no checkpoint"));
+      if (!stored) {
+        log::error("checkpoint {}: {}", checkpoint_generation_, stored.error().message);
+        told = false;
+      }
+    }
     checkpoint_pidfd_.reset();
     checkpoint_size_.reset();
     checkpoint_child_pid_ = -1;
@@ -533,8 +548,8 @@ class server {
     const std::uint64_t next = generation_ + 1;
     const unsigned other = 1 - active_;
     journaling_->switch_to(journals_[other], next);
-    int size_pipe[2] = {-1, -1};
-    const pid_t pid = ::pipe2(size_pipe, O_CLOEXEC) == 0 ? ::fork() : -1;
+    int size_pipe[2] = {-1, -1};  // the child's word: the snapshot's size (and the store's keeper: the snapshot)
+    const pid_t pid = ::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, size_pipe) == 0 ? ::fork() : -1;
     if (pid == 0) {
       ::close(size_pipe[0]);
       checkpoint_in_child(size_pipe[1], next);
@@ -569,9 +584,13 @@ class server {
     if (device_) ::close(device_.get());  // it must not keep the connection alive
     auto sealed = write_snapshot();
     if (!sealed || !sealed->fds.empty()) ::_exit(1);
-    if (!keeper::send_checkpoint(supervision_, sealed->memfd.get(), generation)) ::_exit(2);
+    // The store's keeper hears only the main process: the parent stores it.
+    const bool by_parent = supervision_.fd_store;
+    if (!by_parent && !keeper::send_checkpoint(supervision_, sealed->memfd.get(), generation)) ::_exit(2);
     const std::uint64_t size = last_snapshot_size_;
-    if (::write(size_fd, &size, sizeof size) != sizeof size) ::_exit(3);
+    const int memfd[] = {sealed->memfd.get()};
+    if (!send_with_fds(size_fd, std::as_bytes(std::span(&size, 1)), by_parent ? memfd : std::span<const int>{}))
+      ::_exit(3);
     ::_exit(0);
   }
 
@@ -912,6 +931,23 @@ class server {
               std::chrono::duration_cast<std::chrono::milliseconds>(clock::now() - started).count());
     co_await leave_async(loop);
     co_return true;
+  }
+
+  // The end of a server whose keeper is systemd's fd store, on SIGTERM (a
+  // stop or restart of the service): it leaves, neither unmounting nor
+  // writing a snapshot — the store holds the connection, the checkpoint and
+  // the journal, from which the next start recovers as after a crash. It
+  // waits a moment for the handlers under way (so that the next start has
+  // fewer requests to take again), and says it left on purpose (not a crash
+  // towards giving up).
+  task<void> leave_supervised_async(event_loop& loop) {
+    park_report parked = co_await loop.blocking([this] { return park(std::chrono::seconds(2)); });
+    if (parked.running > 0)
+      log::info("leaving {} with {} request(s) under way: the next start takes them again", mountpoint(),
+                parked.running);
+    if (supervision_.history) supervision_.history->left = 1;
+    log::info("left {} to the service manager's fd store (its checkpoint and journal)", mountpoint());
+    co_await leave_async(loop);
   }
 
   // Blocks until the server has ended (unmounted from outside, or stop()).

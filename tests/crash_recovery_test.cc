@@ -21,6 +21,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <future>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
@@ -35,6 +36,7 @@
 #include <fusexx/fusexx.hpp>
 
 #include "tests/support/busy_application.hpp"
+#include "tests/support/fake_systemd.hpp"
 #include "tests/support/process.hpp"
 #include "tests/support/takeover.hpp"
 
@@ -272,7 +274,7 @@ TEST_CASE("a server that dies on every start: the keeper gives up, applications 
   const int status = wait_exit(keeper.pid, std::chrono::seconds(30));
   const auto took = std::chrono::steady_clock::now() - started;
   const std::string said = output_of(keeper);
-  CHECK(status == 1);
+  CHECK(status == keeper::gave_up_status);
   CHECK_MESSAGE(said.find("6 crashes in a row") != std::string::npos, said);
   CHECK_MESSAGE(said.find("applications get ENOTCONN") != std::string::npos, said);
   struct stat sb {};
@@ -335,4 +337,140 @@ TEST_CASE("a supervised passthrough as a daemon: started, recovered after a cras
   CHECK(eventually([&] { return process_ended(keeper); }));
   CHECK_FALSE(is_fuse_mounted(mp));
   CHECK(eventually([&] { return ::access(pid_file.c_str(), F_OK) != 0; }));
+}
+
+// ---- systemd's fd store as the keeper ----
+
+namespace {
+
+// memfs -o supervise as a unit with a store (Type=notify, Restart=on-failure,
+// RestartPreventExitStatus=3, FileDescriptorStoreMax=8), run by the test
+// double of the service manager.
+struct stored_mount {
+  temp_dir dir;
+  std::string mp = dir.path();
+  fake_systemd svc;
+
+  explicit stored_mount(const std::string& options = "", unsigned store = 8)
+      : svc({example_binary("FUSEXX_MEMFS"), "-f", "-o",
+             "supervise,checkpoint_kb=64,entry_timeout=0,attr_timeout=0" + options, dir.path()},
+            {.fd_store_max = store}) {
+    REQUIRE(svc.ok());
+    svc.keep_reading();
+    REQUIRE(svc.start());
+  }
+  ~stored_mount() {
+    if (is_fuse_mounted(mp)) (void)::umount2(mp.c_str(), MNT_DETACH);
+  }
+  void started() {
+    REQUIRE_MESSAGE(eventually([&] { return svc.ready() || process_ended(svc.main_pid()); }), svc.output());
+    REQUIRE_MESSAGE(svc.ready(), svc.output());
+    REQUIRE(is_fuse_mounted(mp));
+  }
+  // What the store holds, by kind: the connection, journals, checkpoints, history.
+  std::string store_kinds() {
+    std::set<std::string> kinds;
+    for (const auto& n : svc.names()) kinds.insert(n.substr(0, n.find('.')));
+    std::string out;
+    for (const auto& k : kinds) out += k + " ";
+    return out;
+  }
+};
+
+}  // namespace
+
+TEST_CASE("systemd's fd store as the keeper: 20 SIGKILLs and a restart while an application works; nothing lost or done twice") {
+  stored_mount m(",supervise_restarts=1000");
+  m.started();
+  // Everything a successor needs is in the store, nothing more: the
+  // connection, both journals, one checkpoint, the restart history.
+  CHECK(eventually([&] { return m.svc.count("fusexx-dev") == 1 && m.svc.names().size() == 5; }));
+  CHECK(m.store_kinds() == "fusexx-checkpoint fusexx-dev fusexx-journal fusexx-restarts ");
+  make_application_files(m.mp);
+  std::uint64_t rounds = 0;
+  {
+    busy_application app(m.mp);
+    shared_state& st = app.state();
+    directories dirs(m.mp);
+    REQUIRE(app.progresses());
+    std::mt19937 random(std::random_device{}());
+    for (int kill = 1; kill <= 20; ++kill) {
+      CAPTURE(kill);
+      std::this_thread::sleep_for(std::chrono::milliseconds(random() % 120));
+      REQUIRE(::kill(m.svc.main_pid(), SIGKILL) == 0);
+      const int status = m.svc.wait_main();
+      REQUIRE(status == 128 + SIGKILL);
+      REQUIRE(m.svc.restart_on_failure(status, {keeper::gave_up_status}));  // a crash: started again, with the store
+      REQUIRE_MESSAGE(app.progresses(), "no progress after crash " << kill << "\n" << m.svc.output());
+      REQUIRE(dirs.running());
+    }
+    // `systemctl restart` (an upgrade): SIGTERM, the server leaves, the next
+    // start continues from the same checkpoint and journal.
+    CHECK(m.svc.restart() == 0);
+    REQUIRE(app.progresses());
+    check_locks_held(m.mp, app.pid());
+    CHECK_MESSAGE(dirs.finish() == 0, "the mkdir/rmdir loop saw an error");
+    app.check_unharmed();
+    rounds = st.ops.load();
+  }
+  check_tree(m.mp, rounds);
+  // Unmounted: the server ends (status 0: no restart) and empties the store.
+  REQUIRE(::umount2(m.mp.c_str(), 0) == 0);
+  CHECK(m.svc.wait_main() == 0);
+  CHECK_FALSE(m.svc.restart_on_failure(0));
+  const std::string said = m.svc.output();
+  // 20 crashes counted; the restart was not one (its server left on SIGTERM).
+  std::size_t died = 0;
+  for (std::size_t at = 0; (at = said.find("died (killed or crashed)", at)) != std::string::npos; ++at) ++died;
+  CHECK_MESSAGE(died == 20, said);
+  CHECK_MESSAGE(said.find("answered differently") == std::string::npos, said);
+  CHECK_MESSAGE(m.svc.names().empty(), m.store_kinds());
+  CHECK_MESSAGE(m.svc.ignored().empty(), m.svc.ignored().front());
+  MESSAGE("the store as keeper, 20 crashes: " << rounds << " application rounds, " << m.svc.barriers() << " barriers");
+}
+
+TEST_CASE("systemd's fd store as the keeper: a server that dies on every start gives up, status 3, ENOTCONN") {
+  scoped_env where("FUSEXX_CRASH_POINT", "before_apply");
+  scoped_env when("FUSEXX_CRASH_AFTER", "1");
+  stored_mount m;
+  m.started();
+  // The first request that changes anything kills every server; the
+  // application waits meanwhile, on a thread of its own.
+  auto opened = std::async(std::launch::async, [&] {
+    const int fd = ::open((m.mp + "/x").c_str(), O_CREAT | O_WRONLY, 0644);
+    return fd >= 0 ? 0 : errno;
+  });
+  int status = 0, starts = 1;
+  for (;;) {
+    status = m.svc.wait_main();
+    if (!m.svc.restart_on_failure(status, {keeper::gave_up_status})) break;
+    REQUIRE(++starts < 20);
+  }
+  const std::string said = m.svc.output();
+  CHECK_MESSAGE(status == keeper::gave_up_status, said);
+  CHECK_MESSAGE(said.find("6 crashes in a row") != std::string::npos, said);
+  CHECK_MESSAGE(said.find("applications get ENOTCONN") != std::string::npos, said);
+  REQUIRE(opened.wait_for(std::chrono::seconds(30)) == std::future_status::ready);
+  const int err = opened.get();
+  CHECK_MESSAGE((err == ECONNABORTED || err == ENOTCONN), "open: " << std::strerror(err));
+  struct stat sb {};
+  CHECK(::stat(m.mp.c_str(), &sb) != 0);
+  CHECK(errno == ENOTCONN);
+  CHECK(m.svc.names().empty());
+}
+
+TEST_CASE("systemd's fd store as the keeper refuses a store too small and a filesystem rebuilt by redo") {
+  {
+    stored_mount m("", 4);
+    CHECK(m.svc.wait_main() == 2);
+    CHECK_MESSAGE(m.svc.output().find("FileDescriptorStoreMax=6 or more") != std::string::npos, m.svc.output());
+    CHECK_FALSE(is_fuse_mounted(m.mp));
+  }
+  temp_dir dir, source;
+  fake_systemd svc({example_binary("FUSEXX_PASSTHROUGH"), "-f", "-o", "supervise,source=" + source.path(), dir.path()},
+                   {.fd_store_max = 8});
+  REQUIRE(svc.start());
+  CHECK(svc.wait_main() == 2);
+  CHECK_MESSAGE(svc.output().find("FileDescriptorStoreMax=0") != std::string::npos, svc.output());
+  CHECK_FALSE(is_fuse_mounted(dir.path()));
 }

@@ -27,7 +27,10 @@
 // (0.1 s doubling to 2 s), unless it is the `restarts`-th crash in a row
 // of a server that did not answer a request within `stable`, or the
 // 10 × `restarts`-th within a minute — then the keeper gives up: it ends the
-// connection (applications get ENOTCONN) and says why.
+// connection (applications get ENOTCONN), says why, and exits with
+// keeper::gave_up_status. systemd's fd store can be the keeper instead
+// (fusexx::main under a unit with a store): the same checkpoints and
+// journals are stored there, and the same count decides.
 #include <dirent.h>
 #include <fcntl.h>
 #include <sched.h>
@@ -44,7 +47,6 @@
 #include <chrono>
 #include <cstdint>
 #include <cstring>
-#include <deque>
 #include <functional>
 #include <string>
 #include <vector>
@@ -54,8 +56,25 @@
 #include "../log.hpp"
 #include "handover.hpp"
 #include "journal.hpp"
+#include "systemd.hpp"
 
 namespace fusexx {
+
+// What a keeper remembers of its servers' crashes. Plain data: systemd's fd
+// store as the keeper keeps it in a memfd that outlives each server.
+struct restart_history {
+  std::uint32_t quick = 0;           // crashes in a row of servers that got nowhere
+  std::uint32_t in_window = 0;       // crashes since window_start
+  std::int64_t window_start_ms = 0;  // CLOCK_MONOTONIC
+  // The store's keeper only (the fusexx keeper sees its servers): the
+  // server started last — when, the journals' progress then, whether it
+  // came to serve, and whether it left on purpose (SIGTERM) rather than died.
+  std::int64_t started_ms = 0;
+  std::uint64_t mark = 0;
+  std::uint32_t served = 0;
+  std::uint32_t left = 0;
+  std::uint64_t checkpoint = 0;  // the generation of the one in the store
+};
 
 // What a supervised server gets from its keeper.
 struct supervision {
@@ -70,8 +89,13 @@ struct supervision {
   // the servers before it. Once recovered, it closes those its filesystem
   // does not hold.
   std::vector<int> leftovers;
+  // The keeper is systemd's fd store (restart/systemd.hpp): checkpoints go
+  // there, not to `sock`, and `history` (a shared mapping of the store's
+  // "fusexx-restarts" memfd) is where this server says it serves.
+  bool fd_store = false;
+  restart_history* history = nullptr;
 
-  explicit operator bool() const noexcept { return sock >= 0; }
+  explicit operator bool() const noexcept { return sock >= 0 || fd_store; }
   bool recovering() const noexcept { return incarnation > 0; }
 };
 
@@ -93,16 +117,91 @@ struct keeper_options {
 
 namespace keeper {
 
+// ---- when a keeper gives up ----
+
+// The exit status of a keeper that gave up (the crash-on-every-start case):
+// a unit says RestartPreventExitStatus=3, so that the service manager does
+// not start the server once more on a connection that has ended.
+inline constexpr int gave_up_status = 3;
+
+inline std::int64_t monotonic_ms() {
+  timespec ts{};
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  return std::int64_t{ts.tv_sec} * 1000 + ts.tv_nsec / 1'000'000;
+}
+
+struct crash_verdict {
+  bool give_up = false;
+  std::string why;                   // the log line
+  std::chrono::milliseconds pause{0};  // before the next start
+};
+
+// Counts a server's crash (`how`: "was killed by signal 9 (Killed)"). A
+// `quick` one — before it served, or soon after without answering a
+// request — counts towards `restarts` in a row, and is followed by a
+// back-off (0.1 s doubling to 2 s). However much each server got done,
+// more than 10 x `restarts` crashes within a minute is a loop (a request
+// that kills every server that takes it, beside others that succeed):
+// giving up then too.
+inline crash_verdict count_crash(restart_history& h, bool quick, unsigned restarts, std::chrono::milliseconds stable,
+                                 const std::string& mountpoint, const std::string& how) {
+  const std::int64_t now_ms = monotonic_ms();
+  if (h.in_window == 0 || now_ms - h.window_start_ms > 60'000) {
+    h.window_start_ms = now_ms;
+    h.in_window = 0;
+  }
+  ++h.in_window;
+  h.quick = quick ? h.quick + 1 : 0;
+  crash_verdict v;
+  if (h.in_window > 10 * std::uint64_t{restarts}) {
+    v.give_up = true;
+    v.why = fmt::format("supervise: the server of {} {}: {} crashes within a minute: giving up. The connection is "
+                        "ended: applications get ENOTCONN; unmount {} and start again",
+                        mountpoint, how, h.in_window, mountpoint);
+  } else if (h.quick > restarts) {
+    v.give_up = true;
+    v.why = fmt::format("supervise: the server of {} {}: {} crashes in a row, each within {} s of a start: giving up. "
+                        "The connection is ended: applications get ENOTCONN; unmount {} and start again",
+                        mountpoint, how, h.quick, stable.count() / 1000, mountpoint);
+  } else {
+    v.pause = std::min<std::chrono::milliseconds>(
+        std::chrono::milliseconds(100) * (1u << std::min(h.quick > 0 ? h.quick - 1 : 0, 5u)), std::chrono::seconds(2));
+    v.why = fmt::format("supervise: the server of {} {}; starting it again{}", mountpoint, how,
+                        h.quick > 1 ? fmt::format(" in {} ms ({} crashes in a row)", v.pause.count(), h.quick)
+                                    : std::string());
+  }
+  return v;
+}
+
 // ---- the server's side ----
 
 // Tells the keeper this server serves.
 inline result<void> tell_serving(const supervision& s) {
+  if (s.fd_store) {
+    if (s.history) s.history->served = 1;
+    return {};
+  }
   return handover::send(s.sock, {.what = handover::kind::serving, .pid = static_cast<std::uint32_t>(::getpid())});
+}
+
+// systemd's store as the keeper: the checkpoint (the first with the
+// connection's fd) is stored under its generation, the manager has handled
+// it once the barrier returns, and then the one before goes.
+inline outcome<void> store_checkpoint(int memfd, std::uint64_t generation, int device, restart_history* history) {
+  auto stored = device >= 0 ? systemd::store_fd(device, systemd::device_name) : outcome<bool>(true);
+  if (stored && *stored) stored = systemd::store_fd(memfd, systemd::checkpoint_name(generation));
+  if (stored && *stored) stored = systemd::barrier();
+  if (!stored) return fail(stored.error().code.value(), "storing checkpoint {}: {}", generation, stored.error().message);
+  if (!*stored) return fail(EIO, "storing checkpoint {}: no service manager ($NOTIFY_SOCKET)", generation);
+  if (history) history->checkpoint = generation;
+  if (generation > 0) (void)systemd::remove_fd(systemd::checkpoint_name(generation - 1));
+  return {};
 }
 
 // Hands the keeper a new checkpoint (the first with the connection's fd)
 // and waits until it holds it: only then may the journal start over.
 inline outcome<void> send_checkpoint(const supervision& s, int memfd, std::uint64_t generation, int device = -1) {
+  if (s.fd_store) return store_checkpoint(memfd, generation, device, s.history);
   const int fds[] = {memfd, device};
   if (auto r = handover::send(s.sock, {.what = handover::kind::checkpoint, .count = static_cast<std::uint32_t>(generation)},
                               std::span<const int>(fds, device >= 0 ? 2 : 1));
@@ -167,8 +266,8 @@ inline int run(const keeper_options& o, const std::function<int(const supervisio
   const auto journal_mark = [&] { return journal::answered_in(jfds[0]->get()) + journal::answered_in(jfds[1]->get()); };
   unique_fd device, checkpoint;
   std::uint64_t generation = 0;
-  unsigned incarnation = 0, quick = 0;
-  std::deque<std::chrono::steady_clock::time_point> crashes;  // within the last minute
+  unsigned incarnation = 0;
+  restart_history history;
   using clock = std::chrono::steady_clock;
   // Sharing the fd table: the keeper's own fds, from before any server.
   std::vector<int> keepers;
@@ -280,34 +379,16 @@ inline int run(const keeper_options& o, const std::function<int(const supervisio
     // A crash "on start": before serving, or soon after without having
     // answered a single request. Only those count towards giving up, and
     // only those wait before the next start.
-    const auto lived = clock::now() - born;
-    quick = (!served || (lived < o.stable && journal_mark() == mark)) ? quick + 1 : 0;
-    // And however much each got done: a request that kills every server
-    // that takes it, beside others that succeed, must not make the keeper
-    // start servers for ever. More than ten times the limit in a minute
-    // is a loop.
-    crashes.push_back(clock::now());
-    while (!crashes.empty() && clock::now() - crashes.front() > std::chrono::minutes(1)) crashes.pop_front();
-    if (crashes.size() > 10 * std::size_t{o.restarts}) {
-      log::error("supervise: the server of {} {}: {} crashes within a minute: giving up. The connection is ended: "
-                 "applications get ENOTCONN; unmount {} and start again",
-                 o.mountpoint, detail::describe(status), crashes.size(), o.mountpoint);
-      device.reset();
-      return 1;
-    }
-    if (quick > o.restarts) {
-      log::error("supervise: the server of {} {}: {} crashes in a row, each within {} s of a start: giving up. The "
-                 "connection is ended: applications get ENOTCONN; unmount {} and start again",
-                 o.mountpoint, detail::describe(status), quick, o.stable.count() / 1000, o.mountpoint);
+    const bool quick_crash = !served || (clock::now() - born < o.stable && journal_mark() == mark);
+    const crash_verdict v = count_crash(history, quick_crash, o.restarts, o.stable, o.mountpoint, detail::describe(status));
+    if (v.give_up) {
+      log::error("{}", v.why);
       device.reset();  // the last holder: the kernel aborts the connection
-      return 1;
+      return gave_up_status;
     }
-    const auto pause = std::min<clock::duration>(
-        std::chrono::milliseconds(100) * (1u << std::min(quick > 0 ? quick - 1 : 0, 5u)), std::chrono::seconds(2));
-    log::warn("supervise: the server of {} {}; starting it again{}", o.mountpoint, detail::describe(status),
-              quick > 1 ? fmt::format(" in {} ms ({} crashes in a row)",
-                                      std::chrono::duration_cast<std::chrono::milliseconds>(pause).count(), quick)
-                        : std::string());
+    log::warn("{}", v.why);
+    const auto pause = v.pause;
+    const unsigned quick = history.quick;
     if (quick > 1) {
       // The back-off, awake to a stop signal: then nobody will serve the
       // mount again, so the connection ends (ENOTCONN) with the keeper.

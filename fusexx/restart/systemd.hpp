@@ -27,18 +27,26 @@
 //    unless it came with FDPOLL=0. The manager sets $FDSTORE to
 //    FileDescriptorStoreMax= in the service's environment (service_spawn),
 //    so a service can tell whether its store is enabled.
+//    A message that is just "BARRIER=1" with one fd (sd_notify_barrier) is
+//    dropped before any unit sees it (manager_process_barrier_fd): closing
+//    that fd is the manager's answer that everything sent before it was
+//    handled.
 //  - src/basic/fd-util.c @ d858a84a336af6853ba55d5754d1ddb55e5f782d
 //    fdname_is_valid: printable ASCII without ':', at most 255 characters.
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <algorithm>
 #include <cstddef>
+#include <cstdint>
 #include <cstdlib>
 #include <charconv>
+#include <chrono>
 #include <cstring>
 #include <optional>
 #include <span>
@@ -63,6 +71,17 @@ inline constexpr std::string_view snapshot_name = "fusexx-snapshot";
 // manager keeps no order among fds of one name, so the index is in it.
 inline constexpr std::string_view snapshot_fd_prefix = "fusexx-fd.";
 inline std::string snapshot_fd_name(std::size_t index) { return std::string(snapshot_fd_prefix) + std::to_string(index); }
+// Crash recovery with the store as the keeper (-o supervise under a unit
+// with a store; docs/restart.md, "systemd as the keeper"): the two crash
+// journals, each checkpoint under its generation (the newest wins; an
+// older one is removed once the newer is stored), and the restart history.
+inline constexpr std::string_view journal_prefix = "fusexx-journal.";
+inline constexpr std::string_view checkpoint_prefix = "fusexx-checkpoint.";
+inline constexpr std::string_view restarts_name = "fusexx-restarts";
+inline std::string journal_name(unsigned index) { return std::string(journal_prefix) + std::to_string(index); }
+inline std::string checkpoint_name(std::uint64_t generation) {
+  return std::string(checkpoint_prefix) + std::to_string(generation);
+}
 
 // As systemd's fdname_is_valid(): printable ASCII, no ':' (the separator of
 // $LISTEN_FDNAMES), at most 255 characters.
@@ -114,6 +133,28 @@ inline outcome<bool> notify(std::string_view state, std::span<const int> fds = {
     return fail(sent.error().value(), "notifying the service manager ({}): {}", std::getenv("NOTIFY_SOCKET"),
                 sent.error().message());
   return true;
+}
+
+// As sd_notify_barrier(): returns once the manager has handled every
+// notification this process sent before (it closes the pipe end sent with
+// "BARRIER=1"). False when there is no manager; ETIMEDOUT after `limit`.
+inline outcome<bool> barrier(std::chrono::milliseconds limit = std::chrono::seconds(5)) {
+  int p[2];
+  if (::pipe2(p, O_CLOEXEC) != 0) return fail(errno, "barrier: pipe: {}", std::strerror(errno));
+  unique_fd read_end(p[0]), write_end(p[1]);
+  const int fds[] = {write_end.get()};
+  auto sent = notify("BARRIER=1", fds);
+  if (!sent || !*sent) return sent;
+  write_end.reset();  // the manager's copy is the last
+  pollfd w{read_end.get(), 0, 0};  // POLLHUP comes unasked
+  const auto until = std::chrono::steady_clock::now() + limit;
+  for (;;) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - std::chrono::steady_clock::now());
+    const int r = ::poll(&w, 1, static_cast<int>(std::max<long long>(left.count(), 0)));
+    if (r > 0) return true;
+    if (r == 0) return fail(ETIMEDOUT, "the service manager did not answer a barrier within {} ms", limit.count());
+    if (errno != EINTR) return fail(errno, "barrier: poll: {}", std::strerror(errno));
+  }
 }
 
 // FileDescriptorStoreMax= as the manager told this service ($FDSTORE), 0

@@ -6,7 +6,10 @@
 //    manager_dispatch_notify_fd: one AF_UNIX SOCK_DGRAM socket with
 //    SO_PASSCRED; a message without SCM_CREDENTIALS, of NOTIFY_BUFFER_MAX
 //    (4096) bytes or more, or with a NUL before its last byte is ignored, and
-//    the fds beside an ignored message are closed.
+//    the fds beside an ignored message are closed. manager_process_barrier_fd:
+//    a message with BARRIER=1 is dropped (its fds closed: the sender's
+//    sd_notify_barrier() sees its pipe hang up) before any unit sees it, so
+//    from any process of the service.
 //  - src/core/service.c @ 8017ed7e0e0ffaafcf9856f963928ca2a21340b6:
 //    service_notify_message_authorized (NotifyAccess=main, the default once
 //    FileDescriptorStoreMax= > 0: only the main process is heard);
@@ -25,6 +28,10 @@
 //    after fork, before exec). service_release_resources: once the service
 //    is dead with no job left (a stop, not a restart) the store is closed,
 //    unless FileDescriptorStorePreserve=yes.
+//    service_shall_restart: RestartPreventExitStatus= first, then Restart=
+//    (on-failure: any end but exit status 0). service_release_resources with
+//    FileDescriptorStorePreserve=restart (the default): the store is kept
+//    while a restart is to come, closed once the unit is inactive or failed.
 //  - A stop or restart sends SIGTERM (KillSignal=) to the main process and
 //    waits for it to exit; notifications it sent before exiting are still
 //    read (the manager dispatches the notify socket before SIGCHLD).
@@ -40,7 +47,9 @@
 
 #include <atomic>
 #include <cstring>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <fusexx/fd.hpp>
@@ -81,6 +90,7 @@ class fake_systemd {
   // Kills the service's process, then closes the store: a connection only
   // the store held is aborted (so nothing waits on it for ever).
   ~fake_systemd() {
+    reader_ = {};  // stopped and joined
     if (main_pid_ > 0) {
       ::kill(main_pid_, SIGKILL);
       ::waitpid(main_pid_, nullptr, 0);
@@ -93,8 +103,21 @@ class fake_systemd {
   pid_t main_pid() const { return main_pid_; }
   const std::string& notify_socket() const { return address_; }
 
+  // From now on notifications are read as they come, on a thread of the
+  // manager's own (as its event loop does): a service that waits for the
+  // manager (a barrier) needs it.
+  void keep_reading() {
+    reader_ = std::jthread([this](std::stop_token stop) {
+      while (!stop.stop_requested()) {
+        pollfd p{sock_.get(), POLLIN, 0};
+        if (::poll(&p, 1, 20) > 0) receive();
+      }
+    });
+  }
+
   // `systemctl start`: the service's process, with the store passed in.
   bool start() {
+    std::lock_guard lock(mutex_);
     if (main_pid_ > 0) return false;
     sweep();
     // Everything the child needs is built here: after fork() it only calls
@@ -161,6 +184,19 @@ class fake_systemd {
     return true;
   }
 
+  // After the main process ended (wait_main's status), as Restart=on-failure
+  // with RestartPreventExitStatus=`prevent`: started again with the store,
+  // unless it exited 0 or with a prevented status — then the unit is
+  // inactive or failed and its store closed (unless preserved). True when
+  // started again.
+  bool restart_on_failure(int status, std::initializer_list<int> prevent = {}) {
+    const bool again = status != 0 && std::ranges::find(prevent, status) == prevent.end();
+    if (again) return start();
+    std::lock_guard lock(mutex_);
+    if (!options_.fd_store_preserve) store_.clear();
+    return false;
+  }
+
   // SIGTERM to the main process, waiting until it exited; its exit status.
   int terminate() {
     if (main_pid_ <= 0) return -1;
@@ -176,6 +212,7 @@ class fake_systemd {
   // `systemctl stop`: the store is closed afterwards unless preserved.
   int stop() {
     const int status = terminate();
+    std::lock_guard lock(mutex_);
     if (!options_.fd_store_preserve) store_.clear();
     return status;
   }
@@ -195,12 +232,14 @@ class fake_systemd {
       ::waitpid(main_pid_, &status, 0);
     }
     receive();  // what it sent before exiting (still from the main pid)
+    std::lock_guard lock(mutex_);
     main_pid_ = -1;
     return !ended ? -1 : WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
   }
 
   // Reads every notification waiting, as the manager does.
   void receive() {
+    std::lock_guard lock(mutex_);
     for (;;) {
       char buf[systemd::notify_buffer_max + 1];
       alignas(cmsghdr) char control[CMSG_SPACE(sizeof(ucred)) + CMSG_SPACE(sizeof(int) * 768)];
@@ -239,11 +278,15 @@ class fake_systemd {
         ignored_.push_back("embedded NUL");
         continue;
       }
+      const std::string text(buf, static_cast<std::size_t>(n));
+      if (contains(split(text), "BARRIER=1")) {  // from anyone; its fds close here
+        ++barriers_;
+        continue;
+      }
       if (cred->pid != main_pid_) {  // NotifyAccess=main
         ignored_.push_back("from pid " + std::to_string(cred->pid) + ", not the main pid");
         continue;
       }
-      const std::string text(buf, static_cast<std::size_t>(n));
       messages_.push_back(text);
       handle(split(text), std::move(fds));
     }
@@ -251,6 +294,7 @@ class fake_systemd {
 
   // Drops stored fds that poll POLLHUP or POLLERR (on_fd_store_io).
   void sweep() {
+    std::lock_guard lock(mutex_);
     std::erase_if(store_, [](const stored& s) {
       if (!s.poll) return false;
       pollfd p{s.fd.get(), 0, 0};
@@ -259,11 +303,13 @@ class fake_systemd {
   }
 
   std::vector<std::string> names() const {
+    std::lock_guard lock(mutex_);
     std::vector<std::string> out;
     for (auto& s : store_) out.push_back(s.name);
     return out;
   }
   std::size_t count(std::string_view name) const {
+    std::lock_guard lock(mutex_);
     return static_cast<std::size_t>(std::ranges::count_if(store_, [&](const stored& s) { return s.name == name; }));
   }
   const stored* find(std::string_view name) const {
@@ -277,10 +323,12 @@ class fake_systemd {
       if (s.name == name) s.fd = std::move(fd);
   }
   void forget(std::string_view name) {
+    std::lock_guard lock(mutex_);
     std::erase_if(store_, [&](const stored& s) { return s.name == name; });
   }
   void clear_store() { store_.clear(); }  // systemctl clean --what=fdstore
 
+  std::size_t barriers() const { return barriers_; }
   bool ready() const { return ready_; }
   bool stopping() const { return stopping_; }
   const std::vector<std::string>& messages() const { return messages_; }
@@ -357,7 +405,10 @@ class fake_systemd {
   pid_t main_pid_ = -1;
   std::vector<stored> store_;
   std::vector<std::string> messages_, ignored_;
-  bool ready_ = false, stopping_ = false;
+  std::atomic<bool> ready_ = false, stopping_ = false;
+  std::atomic<std::size_t> barriers_ = 0;
+  mutable std::recursive_mutex mutex_;  // the reading thread (keep_reading) and the test's
+  std::jthread reader_;                 // last: stopped before the rest goes
 };
 
 }  // namespace fusexx::testing
