@@ -369,7 +369,9 @@ task<int> serve(event_loop& loop, server<Fs>& srv, daemon_guard& guard, int sign
   } else if (auto pushed = srv.push_to_fd_store(); !pushed) {
     log::warn("the connection was not put in the fd store: {}", pushed.error().message);
   }
-  (void)systemd::notify("READY=1");  // Type=notify: serving
+  // Type=notify: serving. A fusexx keeper's server is not the main process,
+  // which alone the manager hears: its keeper says it instead.
+  if (!srv.supervised() || srv.kept_by_fd_store()) (void)systemd::notify("READY=1");
 
   // Serve until a stop signal, an unmount from outside, or a successor that
   // takes the connection over (the control socket).

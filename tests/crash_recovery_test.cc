@@ -474,3 +474,69 @@ TEST_CASE("systemd's fd store as the keeper refuses a store too small and a file
   CHECK_MESSAGE(svc.output().find("FileDescriptorStoreMax=0") != std::string::npos, svc.output());
   CHECK_FALSE(is_fuse_mounted(dir.path()));
 }
+
+TEST_CASE("under systemd without a store the fusexx keeper is the main process: it says READY=1, a crash of passthrough is recovered, SIGTERM unmounts") {
+  temp_dir dir, source;
+  const std::string mp = dir.path();
+  fake_systemd svc({example_binary("FUSEXX_PASSTHROUGH"), "-f", "-o", "supervise,timeout=0,source=" + source.path(), mp},
+                   {.fd_store_max = 0});
+  REQUIRE(svc.ok());
+  svc.keep_reading();
+  REQUIRE(svc.start());
+  REQUIRE_MESSAGE(eventually([&] { return svc.ready() || process_ended(svc.main_pid()); }), svc.output());
+  REQUIRE_MESSAGE(svc.ready(), svc.output());  // from the keeper: the manager hears only the main process
+  REQUIRE(is_fuse_mounted(mp));
+  const pid_t server = first_child_of(svc.main_pid());
+  REQUIRE(server > 0);
+  const int fd = ::open((mp + "/f").c_str(), O_CREAT | O_RDWR, 0644);
+  REQUIRE(fd >= 0);
+  REQUIRE(::write(fd, "before ", 7) == 7);
+  REQUIRE(::kill(server, SIGKILL) == 0);
+  REQUIRE(eventually([&] { return first_child_of(svc.main_pid()) > 0 && first_child_of(svc.main_pid()) != server; }));
+  REQUIRE(::write(fd, "after", 5) == 5);
+  char back[12] = {};
+  CHECK(::pread(fd, back, sizeof back, 0) == 12);
+  CHECK(std::string(back, 12) == "before after");
+  ::close(fd);
+  CHECK(svc.terminate() == 0);  // systemctl stop: the keeper passes SIGTERM on, the server unmounts
+  CHECK_FALSE(is_fuse_mounted(mp));
+  CHECK(slurp(source.path() + "/f") == "before after");
+  CHECK(svc.stopping());
+  // Its servers said nothing to the manager (it would have ignored them).
+  CHECK_MESSAGE(svc.ignored().empty(), svc.ignored().front());
+}
+
+TEST_CASE("-o supervise,auto_unmount: a crash is recovered, not unmounted; once keeper and server are gone the mount goes") {
+  temp_dir dir;
+  const std::string mp = dir.path();
+  child keeper = start_server(example_binary("FUSEXX_MEMFS"), {"-o", "supervise,auto_unmount"}, mp, false);
+  REQUIRE(eventually([&] { return is_fuse_mounted(mp) || process_ended(keeper.pid); }));
+  REQUIRE_MESSAGE(is_fuse_mounted(mp), output_of(keeper));
+  {
+    std::ofstream(mp + "/f") << "kept";
+  }
+  const pid_t first = server_of(keeper.pid);
+  REQUIRE(first > 0);
+  REQUIRE(::kill(first, SIGKILL) == 0);
+  pid_t second = -1;
+  REQUIRE(eventually([&] {
+    second = server_of(keeper.pid);
+    return second > 0 && second != first;
+  }));
+  // The watcher of the first server saw it die, and found the connection
+  // served again (statfs answered by the successor): nothing unmounted.
+  CHECK(slurp(mp + "/f") == "kept");
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  CHECK(is_fuse_mounted(mp));
+  CHECK(slurp(mp + "/f") == "kept");
+  // The keeper killed (its server serves on, unsupervised), then the server:
+  // nobody holds the connection, the kernel ends it, the successor's watcher
+  // unmounts.
+  REQUIRE(::kill(keeper.pid, SIGKILL) == 0);
+  (void)wait_exit(keeper.pid);
+  CHECK(slurp(mp + "/f") == "kept");
+  REQUIRE(::kill(second, SIGKILL) == 0);
+  CHECK(eventually([&] { return !is_fuse_mounted(mp); }, std::chrono::seconds(10)));
+  if (keeper.stdout_fd >= 0) ::close(keeper.stdout_fd);
+  if (is_fuse_mounted(mp)) (void)::umount2(mp.c_str(), MNT_DETACH);
+}

@@ -330,6 +330,9 @@ inline int run(const keeper_options& o, const std::function<int(const supervisio
           talking = false;  // the server is gone (or said nonsense): its exit comes as SIGCHLD
         } else if (m->what == handover::kind::serving) {
           served = true;
+          // Under systemd (Type=notify) the keeper is the main process, the
+          // only one the manager hears (NotifyAccess=main).
+          if (incarnation == 0) (void)systemd::notify("READY=1");
           log::info("supervise: pid {} serves {}{}", pid, o.mountpoint, incarnation ? " (recovered)" : "");
           if (incarnation == 0 && o.detach_stdio) {
             unique_fd null(::open("/dev/null", O_RDWR | O_CLOEXEC));
@@ -354,6 +357,7 @@ inline int run(const keeper_options& o, const std::function<int(const supervisio
           if (::waitpid(pid, &status, WNOHANG) == pid) alive = false;
         } else {
           stopping = true;  // the server unmounts; its status is the keeper's
+          (void)systemd::notify("STOPPING=1");
           ::kill(pid, static_cast<int>(info.ssi_signo));
         }
       }
