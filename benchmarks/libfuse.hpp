@@ -54,14 +54,17 @@ class libfuse_build {
     std::string tmpl = scratch_parent + "/fusexx-bench-libfuse-XXXXXX";
     if (!::mkdtemp(tmpl.data())) return fmt::format("mkdtemp in {}: {}", scratch_parent, std::strerror(errno));
     libs_ = tmpl;
-    std::error_code ec;
-    for (const auto& e : std::filesystem::directory_iterator(dir_ + "/lib", ec)) {
-      if (!e.is_regular_file(ec) && !e.is_symlink(ec)) continue;
+    std::error_code listing;
+    for (const auto& e : std::filesystem::directory_iterator(dir_ + "/lib", listing)) {
+      std::error_code kind;  // an entry that cannot be looked at is skipped, not linked
+      if (!e.is_regular_file(kind) && !e.is_symlink(kind)) continue;
       std::filesystem::path target = e.path();
       if (const std::string named = flattened_link(e.path()); !named.empty()) target = e.path().parent_path() / named;
-      std::filesystem::create_symlink(target, std::filesystem::path(libs_) / e.path().filename(), ec);
+      std::error_code linked;  // each link's own outcome: a later success must not hide it
+      std::filesystem::create_symlink(target, std::filesystem::path(libs_) / e.path().filename(), linked);
+      if (linked) return fmt::format("linking {} in {}: {}", e.path().string(), libs_, linked.message());
     }
-    if (ec) return fmt::format("{}/lib: {}", dir_, ec.message());
+    if (listing) return fmt::format("{}/lib: {}", dir_, listing.message());
     return "";
   }
   ~libfuse_build() {

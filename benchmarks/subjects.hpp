@@ -47,6 +47,7 @@ struct subject {
   std::string unavailable;        // why it is not measured, if it is not
   std::vector<std::string> env{};  // NAME=VALUE added to the suite's environment
   std::string versus{};           // the libfuse subject this one is compared with, if any
+  std::string pair{};             // that pair's name in the report ("memfs classic"); with `versus`
 };
 
 // A running FUSE server process.

@@ -104,15 +104,19 @@ std::vector<subject> subjects(const char* argv0, const std::vector<std::string>&
   const std::string pt = runfile(argv0, "examples/passthrough");
   const std::string lf = runfile(argv0, "benchmarks/libfuse_passthrough");
   const std::string mf = runfile(argv0, "examples/memfs");
-  auto fusexx_pt = [&](std::string name, std::string extra, std::string versus = "") {
+  // `versus`: the libfuse subject it is paired with, and `pair` the pair's name.
+  auto fusexx_pt = [&](std::string name, std::string extra, std::string versus = "", std::string pair = "") {
     subject x{std::move(name), pt, {"-f", "-o", "source={source},timeout=0," + extra, "{mnt}"}, false, ""};
     x.versus = std::move(versus);
+    x.pair = std::move(pair);
     return x;
   };
-  auto fusexx_memfs = [&](std::string name, std::string transport, std::string versus, std::string extra = "") {
+  auto fusexx_memfs = [&](std::string name, std::string transport, std::string versus = "", std::string pair = "",
+                          std::string extra = "") {
     subject x{std::move(name), mf, {"-f", "-o", "entry_timeout=0,attr_timeout=0,transport=" + transport + extra, "{mnt}"},
               true, ""};
     x.versus = std::move(versus);
+    x.pair = std::move(pair);
     return x;
   };
   // libfuse 3.19's examples, mounted as fusexx's examples mount themselves:
@@ -133,28 +137,28 @@ std::vector<subject> subjects(const char* argv0, const std::vector<std::string>&
   };
   std::vector<subject> s{
       {"native", "", {}, false, ""},
-      fusexx_memfs("memfs-classic", "classic", "libfuse-memfs"),
+      fusexx_memfs("memfs-classic", "classic", "libfuse-memfs", "memfs classic"),
       libfuse_subject("libfuse-memfs", "memfs_ll", {"-f", "-o", same, "{mnt}"}, true),
       // Crash-tolerant memfs (-o supervise: a keeper, every change journaled;
       // docs/restart.md): what crash recovery costs, beside memfs-classic.
-      fusexx_memfs("memfs-supervised", "classic", "", ",supervise"),
-      fusexx_memfs("memfs", "uring", "libfuse-memfs-uring"),
+      fusexx_memfs("memfs-supervised", "classic", "", "", ",supervise"),
+      fusexx_memfs("memfs", "uring", "libfuse-memfs-uring", "memfs io_uring"),
       libfuse_subject("libfuse-memfs-uring", "memfs_ll", {"-f", "-o", "io_uring," + same, "{mnt}"}, true),
-      fusexx_pt("classic", "transport=classic", "libfuse-passthrough"),
+      fusexx_pt("classic", "transport=classic", "libfuse-passthrough", "passthrough classic"),
       // Crash-tolerant passthrough (-o supervise: a keeper sharing its fd
       // table, an intent and an outcome journaled per change): its cost
       // beside classic.
       fusexx_pt("passthrough-supervised", "transport=classic,supervise"),
       libfuse_subject("libfuse-passthrough", "passthrough_hp",
                       with(hp, {"--nopassthrough", "-o", same, "{source}", "{mnt}"}), false),
-      fusexx_pt("io_uring", "transport=uring", "libfuse-passthrough-uring"),
+      fusexx_pt("io_uring", "transport=uring", "libfuse-passthrough-uring", "passthrough io_uring"),
       libfuse_subject("libfuse-passthrough-uring", "passthrough_hp",
                       with(hp, {"--nopassthrough", "-o", "io_uring," + same, "{source}", "{mnt}"}), false),
       // Kernel passthrough (reads and writes go to the backing file). fusexx
       // asks for killpriv_v2, which spares each write the kernel's
       // security.capability GETXATTR (docs/passthrough.md); libfuse does not
       // ask for it by default and passthrough_hp does not either.
-      fusexx_pt("passthrough", "transport=uring,passthrough,killpriv_v2", "libfuse-kpassthrough"),
+      fusexx_pt("passthrough", "transport=uring,passthrough,killpriv_v2", "libfuse-kpassthrough", "kernel passthrough"),
       libfuse_subject("libfuse-kpassthrough", "passthrough_hp", with(hp, {"-o", "io_uring," + same, "{source}", "{mnt}"}),
                       false),
       // Only when named in --only: the transports without per-opcode
@@ -208,16 +212,6 @@ void raise_fd_limit() {
   }
   rl.rlim_cur = rl.rlim_max;
   ::setrlimit(RLIMIT_NOFILE, &rl);
-}
-
-// The pair table's column for a fusexx subject.
-std::string pair_label(const std::string& fusexx) {
-  if (fusexx == "memfs-classic") return "memfs classic";
-  if (fusexx == "memfs") return "memfs io_uring";
-  if (fusexx == "classic") return "passthrough classic";
-  if (fusexx == "io_uring") return "passthrough io_uring";
-  if (fusexx == "passthrough") return "kernel passthrough";
-  return fusexx;
 }
 
 // Runs one workload on `root` and fills its cell.
@@ -474,7 +468,7 @@ int main(int argc, char** argv) {
   // fusexx / libfuse per pair, when both are measured.
   for (auto& s : all)
     if (!s.versus.empty() && selected(cfg, s.name) && selected(cfg, s.versus))
-      rep.pairs.push_back({pair_label(s.name), s.name, s.versus});
+      rep.pairs.push_back({s.pair, s.name, s.versus});
   rep.workloads.push_back("mount time");
   for (auto& w : workloads()) rep.workloads.push_back(w.name);
   utsname u{};
