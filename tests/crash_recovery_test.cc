@@ -417,6 +417,7 @@ TEST_CASE("systemd's fd store as the keeper: 20 SIGKILLs and a restart while an 
   // Unmounted: the server ends (status 0: no restart) and empties the store.
   REQUIRE(::umount2(m.mp.c_str(), 0) == 0);
   CHECK(m.svc.wait_main() == 0);
+  CHECK_MESSAGE(m.svc.names().empty(), m.store_kinds());  // by the server, before the manager closes it
   CHECK_FALSE(m.svc.restart_on_failure(0));
   const std::string said = m.svc.output();
   // 20 crashes counted; the restart was not one (its server left on SIGTERM).
@@ -424,7 +425,6 @@ TEST_CASE("systemd's fd store as the keeper: 20 SIGKILLs and a restart while an 
   for (std::size_t at = 0; (at = said.find("died (killed or crashed)", at)) != std::string::npos; ++at) ++died;
   CHECK_MESSAGE(died == 20, said);
   CHECK_MESSAGE(said.find("answered differently") == std::string::npos, said);
-  CHECK_MESSAGE(m.svc.names().empty(), m.store_kinds());
   CHECK_MESSAGE(m.svc.ignored().empty(), m.svc.ignored().front());
   MESSAGE("the store as keeper, 20 crashes: " << rounds << " application rounds, " << m.svc.barriers() << " barriers");
 }
@@ -441,8 +441,10 @@ TEST_CASE("systemd's fd store as the keeper: a server that dies on every start g
     return fd >= 0 ? 0 : errno;
   });
   int status = 0, starts = 1;
+  std::vector<std::string> left;  // in the store once the last server ended
   for (;;) {
     status = m.svc.wait_main();
+    left = m.svc.names();
     if (!m.svc.restart_on_failure(status, {keeper::gave_up_status})) break;
     REQUIRE(++starts < 20);
   }
@@ -456,7 +458,34 @@ TEST_CASE("systemd's fd store as the keeper: a server that dies on every start g
   struct stat sb {};
   CHECK(::stat(m.mp.c_str(), &sb) != 0);
   CHECK(errno == ENOTCONN);
-  CHECK(m.svc.names().empty());
+  CHECK(left.empty());  // the server emptied it before it exited
+}
+
+TEST_CASE("systemd's fd store as the keeper: a corrupt checkpoint in the store is refused with the reason, status 3, the store emptied") {
+  stored_mount m;
+  m.started();
+  {
+    std::ofstream(m.mp + "/f") << "data";
+  }
+  std::string checkpoint;
+  for (const auto& n : m.svc.names())
+    if (n.starts_with("fusexx-checkpoint.")) checkpoint = n;
+  REQUIRE(!checkpoint.empty());
+  // What was stored under that name is replaced by a memfd of nonsense.
+  unique_fd junk(::memfd_create("junk", MFD_CLOEXEC));
+  REQUIRE(::write(junk.get(), "not a snapshot", 14) == 14);
+  m.svc.replace(checkpoint, std::move(junk));
+  REQUIRE(::kill(m.svc.main_pid(), SIGKILL) == 0);
+  REQUIRE(m.svc.restart_on_failure(m.svc.wait_main(), {keeper::gave_up_status}));
+  const int status = m.svc.wait_main();
+  CHECK(m.svc.names().empty());  // emptied by the server itself, before the manager closes it
+  const std::string said = m.svc.output();
+  CHECK_MESSAGE(status == keeper::gave_up_status, said);
+  CHECK_MESSAGE(said.find("recovery: the checkpoint") != std::string::npos, said);
+  CHECK_MESSAGE(said.find("could not be recovered: applications get ENOTCONN") != std::string::npos, said);
+  CHECK_FALSE(m.svc.restart_on_failure(status, {keeper::gave_up_status}));
+  struct stat sb {};
+  CHECK(eventually([&] { return ::stat(m.mp.c_str(), &sb) != 0 && errno == ENOTCONN; }));
 }
 
 TEST_CASE("systemd's fd store as the keeper refuses a store too small and a filesystem rebuilt by redo") {

@@ -319,6 +319,7 @@ class fake_systemd {
   }
   // Replaces the stored fd named `name` (a test corrupting the store).
   void replace(std::string_view name, unique_fd fd) {
+    std::lock_guard lock(mutex_);
     for (auto& s : store_)
       if (s.name == name) s.fd = std::move(fd);
   }
@@ -326,7 +327,10 @@ class fake_systemd {
     std::lock_guard lock(mutex_);
     std::erase_if(store_, [&](const stored& s) { return s.name == name; });
   }
-  void clear_store() { store_.clear(); }  // systemctl clean --what=fdstore
+  void clear_store() {
+    std::lock_guard lock(mutex_);
+    store_.clear();
+  }  // systemctl clean --what=fdstore
 
   std::size_t barriers() const { return barriers_; }
   bool ready() const { return ready_; }
