@@ -1115,8 +1115,8 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
     // Past the largest file: what the kernel itself answers a write that
     // starts at its limit (generic_write_check_limits).
     if (!memfs::file_data::fits(off, data.size())) return fusexx::error(EFBIG);
-    if (!reserve_space(i->data.blocks_needed(off, data.size()))) return fusexx::error(ENOSPC);
-    i->data.write(off, data);
+    if (!i->data.write(off, data, [this](std::uint64_t blocks) { return reserve_space(blocks); }))
+      return fusexx::error(ENOSPC);
     if ((fh & fh_direct) && !(flags & fusexx::proto::write_flag::cache)) {
       drop_cache = std::exchange(i->maybe_cached, false);
     } else {

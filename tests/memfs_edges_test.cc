@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <random>
 #include <string>
 #include <vector>
 
@@ -88,4 +89,78 @@ TEST_CASE("memfs: a huge sparse range costs what its blocks cost") {
   CHECK(err(::lseek(fd, 0, SEEK_DATA)) == ENXIO);
   ::close(fd);
   ::close(out);
+}
+
+// memfs's file bytes (examples/memfs/file_data.hpp) against the plainest
+// model: a vector of bytes and a set of blocks that take space. Random
+// writes (within a block, across several, whole blocks, into holes and over
+// data), truncations, punched holes, reservations and zeroed ranges; after
+// each, every byte read back, the size and the blocks in use must agree —
+// and a write whose blocks the limit refuses changes nothing.
+TEST_CASE("memfs file data: random writes, truncates, holes and reservations read back as a flat model does") {
+  using memfs::file_data;
+  constexpr std::size_t span = 64 * 4096;  // the model covers offsets below this
+  std::mt19937_64 random(20261201);
+  for (int round = 0; round < 40; ++round) {
+    file_data d;
+    std::vector<std::byte> model;
+    std::vector<bool> taken(span / 4096);  // blocks that take space
+    auto count_taken = [&] { return std::uint64_t(std::count(taken.begin(), taken.end(), true)); };
+    for (int op = 0; op < 200; ++op) {
+      const std::size_t off = random() % span;
+      std::size_t len = std::min<std::size_t>(span - off, random() % 3 == 0 ? random() % (9 * 4096) : random() % 600);
+      if (random() % 4 == 0) len = std::min<std::size_t>(span - off, 4096 * (1 + random() % 5));  // whole-ish blocks
+      const unsigned kind = random() % 10;
+      if (kind < 5) {  // write, sometimes refused by the limit
+        std::vector<std::byte> data(len);
+        for (auto& b : data) b = std::byte(random() % 255 + 1);
+        const bool refuse = random() % 8 == 0;
+        std::uint64_t asked = ~0ull;
+        const bool done = d.write(off_t(off), data, [&](std::uint64_t n) {
+          asked = n;
+          return !refuse;
+        });
+        if (len > 0) {
+          std::uint64_t adds = 0;
+          for (std::size_t b = off / 4096; b <= (off + len - 1) / 4096; ++b) adds += !taken[b];
+          CHECK(asked == adds);
+        }
+        CHECK(done == (!refuse || len == 0));
+        if (done) {
+          if (model.size() < off + len) model.resize(off + len);
+          std::copy(data.begin(), data.end(), model.begin() + std::ptrdiff_t(off));
+          for (std::size_t b = off / 4096; len > 0 && b <= (off + len - 1) / 4096; ++b) taken[b] = true;
+        }
+      } else if (kind == 5) {  // truncate
+        d.truncate(off_t(off));
+        if (off < model.size())  // shrinking drops the blocks past the end (growing keeps reserved ones there)
+          for (std::size_t b = (off + 4095) / 4096; b < taken.size(); ++b) taken[b] = false;
+        model.resize(off);
+      } else if (kind == 6) {  // punch a hole
+        d.punch_hole(off_t(off), len);
+        const std::size_t end = std::min(off + len, model.size());
+        if (off < end) std::fill(model.begin() + std::ptrdiff_t(off), model.begin() + std::ptrdiff_t(end), std::byte{0});
+        for (std::size_t b = (off + 4095) / 4096; (b + 1) * 4096 <= off + len; ++b) taken[b] = false;
+      } else if (kind == 7 && len > 0) {  // reserve (fallocate), growing the size
+        d.reserve(off_t(off), len, /*keep_size=*/false);
+        if (model.size() < off + len) model.resize(off + len);
+        for (std::size_t b = off / 4096; b <= (off + len - 1) / 4096; ++b) taken[b] = true;
+      } else if (kind == 8 && len > 0) {  // zero a range, keeping its space
+        d.zero_range(off_t(off), len, /*keep_size=*/true);
+        const std::size_t end = std::min(off + len, model.size());
+        if (off < end) std::fill(model.begin() + std::ptrdiff_t(off), model.begin() + std::ptrdiff_t(end), std::byte{0});
+        for (std::size_t b = off / 4096; b <= (off + len - 1) / 4096; ++b) taken[b] = true;
+      }
+      REQUIRE(d.size() == off_t(model.size()));
+      REQUIRE(d.allocated_blocks() == count_taken());
+      // Read back from a random start with a buffer full of junk: every
+      // byte must be the model's (zeros in holes), none left as it was.
+      const std::size_t at = model.empty() ? 0 : random() % (model.size() + 1);
+      std::vector<std::byte> back(random() % (12 * 4096) + 1, std::byte{0xEE});
+      const std::size_t n = d.read(off_t(at), back);
+      REQUIRE(n == std::min(back.size(), model.size() - std::min(at, model.size())));
+      for (std::size_t k = 0; k < n; ++k)
+        if (back[k] != model[at + k]) FAIL("byte " << at + k << " read back wrong in round " << round << ", op " << op);
+    }
+  }
 }

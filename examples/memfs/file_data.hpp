@@ -55,29 +55,53 @@ class file_data {
   std::size_t read(off_t off, std::span<std::byte> into) const {
     if (off < 0 || off >= size_) return 0;
     const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(into.size(), pos(size_ - off)));
-    std::memset(into.data(), 0, n);
-    // Copy only the written blocks in range; holes and reserved blocks stay zero.
+    // The written blocks in range are copied; what lies between them (holes,
+    // reserved blocks) is zeroed: each byte is written once.
     const pos from = pos(off), to = from + n;
+    pos filled = from;
     for (auto it = blocks_.lower_bound(key(from / bs)); it != blocks_.end(); ++it) {
       const pos start = pos(it->first) * bs;
       if (start >= to) break;
       if (!it->second) continue;
       const pos a = std::max(from, start), z = std::min(to, start + bs);
+      if (a > filled) std::memset(into.data() + (filled - from), 0, std::size_t(a - filled));
       std::memcpy(into.data() + (a - from), it->second.get() + (a - start), std::size_t(z - a));
+      filled = z;
     }
+    if (to > filled) std::memset(into.data() + (filled - from), 0, std::size_t(to - filled));
     return n;
   }
 
-  // The range must fit().
-  void write(off_t off, std::span<const std::byte> data) {
+  // Writes `data` at `off` (the range must fit()). `take(n)` is asked first
+  // for the n blocks the write adds (the space limit) and may refuse: then
+  // nothing changes, and the answer is false. One search of the block tree,
+  // then a walk along it: a 1 MiB write is one lookup, not 256.
+  template <class Take>
+  bool write(off_t off, std::span<const std::byte> data, Take&& take) {
     const pos from = pos(off), end = from + data.size();
-    for (pos at = from; at < end;) {
-      const pos start = at / bs * bs;
-      const pos to = std::min(end, start + bs);
-      std::memcpy(written(key(at / bs)) + (at - start), data.data() + (at - from), std::size_t(to - at));
-      at = to;
+    if (data.empty()) {
+      grow_to(end);
+      return true;
+    }
+    const pos first = from / bs, last = (end - 1) / bs;
+    const auto start = blocks_.lower_bound(key(first));
+    std::uint64_t there = 0;
+    for (auto it = start; it != blocks_.end() && pos(it->first) <= last; ++it) ++there;
+    if (!take((last - first + 1) - there)) return false;
+    auto it = start;
+    for (pos b = first; b <= last; ++b, ++it) {
+      if (it == blocks_.end() || pos(it->first) != b) it = blocks_.emplace_hint(it, key(b), block{});
+      const pos bstart = b * bs, a = std::max(from, bstart), z = std::min(end, bstart + bs);
+      if (!it->second)  // a block written whole needs no zeros first
+        it->second = (a == bstart && z == bstart + bs) ? std::make_unique_for_overwrite<std::byte[]>(std::size_t(bs))
+                                                       : std::make_unique<std::byte[]>(std::size_t(bs));
+      std::memcpy(it->second.get() + (a - bstart), data.data() + (a - from), std::size_t(z - a));
     }
     grow_to(end);
+    return true;
+  }
+  void write(off_t off, std::span<const std::byte> data) {
+    (void)write(off, data, [](std::uint64_t) { return true; });
   }
 
   void truncate(off_t size) {
