@@ -99,7 +99,7 @@ TEST_CASE("memfs: a huge sparse range costs what its blocks cost") {
 // and a write whose blocks the limit refuses changes nothing.
 TEST_CASE("memfs file data: random writes, truncates, holes and reservations read back as a flat model does") {
   using memfs::file_data;
-  constexpr std::size_t span = 64 * 4096;  // the model covers offsets below this
+  constexpr std::size_t span = 200 * 4096;  // the model covers offsets below this (200 blocks)
   std::mt19937_64 random(20261201);
   for (int round = 0; round < 40; ++round) {
     file_data d;
@@ -110,6 +110,7 @@ TEST_CASE("memfs file data: random writes, truncates, holes and reservations rea
       const std::size_t off = random() % span;
       std::size_t len = std::min<std::size_t>(span - off, random() % 3 == 0 ? random() % (9 * 4096) : random() % 600);
       if (random() % 4 == 0) len = std::min<std::size_t>(span - off, 4096 * (1 + random() % 5));  // whole-ish blocks
+      if (random() % 10 == 0) len = std::min<std::size_t>(span - off, random() % (80 * 4096));  // long ranges
       const unsigned kind = random() % 10;
       if (kind < 5) {  // write, sometimes refused by the limit
         std::vector<std::byte> data(len);
@@ -161,6 +162,41 @@ TEST_CASE("memfs file data: random writes, truncates, holes and reservations rea
       REQUIRE(n == std::min(back.size(), model.size() - std::min(at, model.size())));
       for (std::size_t k = 0; k < n; ++k)
         if (back[k] != model[at + k]) FAIL("byte " << at + k << " read back wrong in round " << round << ", op " << op);
+      // SEEK_DATA and SEEK_HOLE from there: every byte before the answer is
+      // in a hole (zeros) or in data, as asked; the hole is at a block
+      // boundary or the end of the file.
+      if (const auto data = d.seek_data(off_t(at))) {
+        REQUIRE(*data >= off_t(at));
+        REQUIRE(*data < d.size());
+        for (std::size_t k = at; k < std::size_t(*data); ++k)
+          if (model[k] != std::byte{0}) FAIL("SEEK_DATA skipped data at " << k << " in round " << round << ", op " << op);
+      } else if (at < model.size()) {
+        for (std::size_t k = at; k < model.size(); ++k)
+          if (model[k] != std::byte{0}) FAIL("SEEK_DATA found no data, but " << k << " holds some, round " << round);
+      }
+      if (const auto hole = d.seek_hole(off_t(at))) {
+        REQUIRE(*hole >= off_t(at));
+        REQUIRE(*hole <= d.size());
+        CHECK((*hole == d.size() || *hole % 4096 == 0 || *hole == off_t(at)));
+      }
+    }
+    // A snapshot of the file (a handover) restores the same bytes and space.
+    fusexx::snapshot_writer w;
+    d.save(w);
+    auto r = fusexx::snapshot_reader::from_bytes(w.seal_to_bytes());
+    REQUIRE(r);
+    file_data back;
+    REQUIRE(back.restore(*r));
+    CHECK(back.size() == d.size());
+    CHECK(back.allocated_blocks() == d.allocated_blocks());
+    std::vector<std::byte> all(model.size()), again(model.size());
+    CHECK(d.read(0, all) == model.size());
+    CHECK(back.read(0, again) == model.size());
+    CHECK(all == again);
+    CHECK(std::equal(all.begin(), all.end(), model.begin(), model.end()));
+    for (off_t at = 0; at < d.size(); at += 4096 * 7) {
+      CHECK(back.seek_data(at) == d.seek_data(at));
+      CHECK(back.seek_hole(at) == d.seek_hole(at));
     }
   }
 }
