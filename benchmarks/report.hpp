@@ -22,7 +22,7 @@ struct cell {
   bool lower_is_better = false;  // mount time
   std::string subject;
   samples figure;                // in `unit`, per run
-  double cpu_ns_per_op = -1;     // server CPU per operation, median over runs; <0: none
+  samples cpu;                   // server CPU per operation (ns), per run; none for native
   double instructions_per_op = -1;  // from callgrind on a fixed count; <0: not measured
   std::string error;             // why there is no figure
 };
@@ -147,7 +147,7 @@ inline std::string table(const report& rep) {
         out += fmt::format("  {:<26} {}\n", s, c->error.empty() ? "failed" : c->error);
         continue;
       }
-      const std::string cpu = c->cpu_ns_per_op < 0 ? "-" : fmt::format("{:.1f} us", c->cpu_ns_per_op / 1e3);
+      const std::string cpu = c->cpu.ok() ? fmt::format("{:.1f} us", c->cpu.median() / 1e3) : "-";
       const std::string instr =
           c->instructions_per_op < 0 ? "-" : fmt::format("{:.1f}k", c->instructions_per_op / 1e3);
       out += fmt::format("  {:<26} {:>16} {:>7.0f}% {:>10} {:>11} {:>13} {:>13}\n", s, human(c->figure.median(), c->unit),
@@ -211,7 +211,7 @@ inline std::string json(const report& rep) {
         first ? "" : ",", json_string(c.workload), json_string(c.subject), json_string(c.unit),
         c.lower_is_better ? "true" : "false", json_number(c.figure.ok() ? c.figure.median() : -1),
         json_number(c.figure.ok() ? c.figure.min() : -1), json_number(c.figure.ok() ? c.figure.max() : -1), runs,
-        json_number(rep.ratio(c, "native")), json_number(rep.ratio_to_libfuse(c)), json_number(c.cpu_ns_per_op),
+        json_number(rep.ratio(c, "native")), json_number(rep.ratio_to_libfuse(c)), json_number(c.cpu.ok() ? c.cpu.median() : -1),
         json_number(c.instructions_per_op), c.error.empty() ? "" : ", \"error\": " + json_string(c.error));
     first = false;
   }

@@ -13,7 +13,8 @@
 // io_uring, passthrough vs passthrough_hp on both, and both with kernel
 // passthrough. Mount options are the same on both sides; entry and attribute
 // timeouts are 0 everywhere, so every stat is a real round trip; file I/O is
-// O_DIRECT. Each cell runs --runs times (median and spread),
+// O_DIRECT. The suite goes round --runs times, mounting every subject afresh
+// each round for one run of each cell (median and spread over the rounds),
 // server CPU per operation comes from the scheduler's account of the server's
 // threads, and instructions per operation from callgrind on a fixed count.
 // Output: the table on stdout, and results.json, results.txt and chart.png
@@ -214,50 +215,49 @@ void raise_fd_limit() {
   ::setrlimit(RLIMIT_NOFILE, &rl);
 }
 
-// Runs one workload on `root` and fills its cell.
-void measure(report& rep, const settings& cfg, const tree_shape& shape, const workload& w, const subject& s,
-             const std::string& root, server_process* server) {
+// One run of one workload on `root`, after a short warm-up, added to its cell.
+void measure_run(report& rep, const settings& cfg, const tree_shape& shape, const workload& w, const subject& s,
+                 const std::string& root, server_process* server) {
   cell& c = rep.at(w.name, s.name);
   c.unit = w.unit;
+  if (!c.error.empty()) return;  // it failed in an earlier round
+  auto fail = [&](std::string why) {
+    c.error = std::move(why);
+    c.figure.values.clear();
+    c.cpu.values.clear();
+  };
   std::vector<io_thread> io(w.threads);
   if (w.uses_big_file)
     for (auto& t : io)
-      if (auto e = open_io_thread(root, t, w.writes_big_file); !e.empty()) {
-        c.error = e;
-        return;
-      }
+      if (auto e = open_io_thread(root, t, w.writes_big_file); !e.empty()) fail(e);
   operation op = [&](unsigned t, std::uint64_t i) { return w.op(root, shape, io[t], t, i); };
   const std::uint64_t max_ops = w.ops_per_run ? w.ops_per_run(shape) : 0;
   auto prepare = [&] {
+    if (!c.error.empty()) return false;
     if (!w.before_run) return true;
-    if (c.error = w.before_run(root, shape, w.threads); c.error.empty()) return true;
-    c.figure.values.clear();
-    return false;
+    if (auto e = w.before_run(root, shape, w.threads); !e.empty()) fail(e);
+    return c.error.empty();
   };
-  // Every run of this cell must end within this, or the connection is aborted.
-  if (server) server->arm(std::chrono::duration<double>((cfg.seconds + 1) * (cfg.runs + 1) + 30 + (max_ops ? 300 : 0)));
+  // The warm-up and the run must end within this, or the connection is aborted.
+  if (server) server->arm(std::chrono::duration<double>((cfg.seconds + 1) * 2 + 30 + (max_ops ? 300 : 0)));
   if (prepare()) run_for(op, w.threads, std::min(cfg.seconds, 0.2), max_ops);  // warm caches and server threads
-  std::vector<double> cpu;
-  for (unsigned r = 0; r < cfg.runs && c.error.empty(); ++r) {
-    if (!prepare()) break;
+  if (prepare()) {
     const std::uint64_t cpu_before = server ? server->cpu_ns() : 0;
     const run_result run = run_for(op, w.threads, cfg.seconds, max_ops);
     const std::uint64_t cpu_after = server ? server->cpu_ns() : 0;
     if (run.failed) {
-      c.error = fmt::format("an operation failed: {}", std::strerror(run.error));
-      c.figure.values.clear();
-      break;
+      fail(fmt::format("an operation failed: {}", std::strerror(run.error)));
+    } else {
+      c.figure.values.push_back(run.rate() * w.per_op(shape));
+      if (server && run.ops > 0)
+        c.cpu.values.push_back(static_cast<double>(cpu_after - cpu_before) / static_cast<double>(run.ops));
     }
-    c.figure.values.push_back(run.rate() * w.per_op(shape));
-    if (server && run.ops > 0) cpu.push_back(static_cast<double>(cpu_after - cpu_before) / static_cast<double>(run.ops));
   }
-  if (w.after_cell) w.after_cell(root);
+  if (w.after_run) w.after_run(root);
   for (auto& t : io)
     if (t.fd >= 0) ::close(t.fd);
   if (server) server->disarm();
-  if (!cpu.empty()) c.cpu_ns_per_op = samples{cpu}.median();
-  progress(fmt::format("  {:<36} {:>16}  ±{:.0f}%", w.name, c.figure.ok() ? human(c.figure.median(), w.unit) : c.error,
-                       c.figure.spread() * 100));
+  progress(fmt::format("  {:<36} {:>16}", w.name, c.error.empty() ? human(c.figure.values.back(), w.unit) : c.error));
 }
 
 std::string make_dir(const std::string& parent, const std::string& prefix) {
@@ -268,41 +268,40 @@ std::string make_dir(const std::string& parent, const std::string& prefix) {
 
 std::string probe_of(const subject& s) { return s.in_memory ? "" : "s/f0"; }
 
-// Serves every workload of one subject, plus its mount times.
-void measure_subject(report& rep, const settings& cfg, const tree_shape& shape, const subject& s,
-                     const std::string& source) {
+// One round of one subject: a fresh mount (a sample of its mount time), the
+// tree written through it if it keeps its own contents, then one run of every
+// workload, and the unmount.
+void measure_round(report& rep, const settings& cfg, const tree_shape& shape, const subject& s,
+                   const std::string& source, unsigned round) {
   const auto all = workloads();
+  const std::string of = fmt::format("round {}/{}", round + 1, cfg.runs);
   if (s.program.empty()) {
-    progress(fmt::format("[{}] the native directory {}", s.name, source));
-    for (auto& w : all) measure(rep, cfg, shape, w, s, source, nullptr);
+    progress(fmt::format("[{}] {}: the native directory {}", s.name, of, source));
+    for (auto& w : all) measure_run(rep, cfg, shape, w, s, source, nullptr);
     return;
   }
   const std::string mnt = make_dir("/tmp", "fusexx-bench-mnt-");
-  // memfs keeps its own contents: give it an empty source so nothing is mirrored.
   cell& mount = rep.at("mount time", s.name);
   mount.unit = "ms";
   mount.lower_is_better = true;
-  for (unsigned r = 0; r < cfg.runs; ++r) {
-    std::chrono::duration<double> took{};
-    std::string error;
-    auto server = server_process::start(s, source, mnt, probe_of(s), took, error);
-    if (!server) {
-      mount.error = error;
-      rep.unavailable[s.name] = error;
-      progress(fmt::format("[{}] not measured: {}", s.name, error));
-      break;
-    }
+  std::chrono::duration<double> took{};
+  std::string error;
+  if (auto server = server_process::start(s, source, mnt, probe_of(s), took, error); !server) {
+    mount.error = error;
+    mount.figure.values.clear();
+    rep.unavailable[s.name] = error;
+    progress(fmt::format("[{}] not measured: {}", s.name, error));
+  } else {
     mount.figure.values.push_back(took.count());
-    if (r + 1 < cfg.runs) continue;  // earlier starts only time the mount
-    progress(fmt::format("[{}] mounted in {:.1f} ms (pid {})", s.name, took.count() * 1e3, server->pid()));
+    progress(fmt::format("[{}] {}: mounted in {:.1f} ms (pid {})", s.name, of, took.count() * 1e3, server->pid()));
     server->arm(std::chrono::minutes(5));
-    if (s.in_memory)
-      if (auto e = prepare_tree(mnt, shape); !e.empty()) {
-        rep.unavailable[s.name] = "filling it failed: " + e;
-        break;
-      }
+    std::string fill_error = s.in_memory ? prepare_tree(mnt, shape) : "";
     server->disarm();
-    for (auto& w : all) measure(rep, cfg, shape, w, s, mnt, server.get());
+    if (!fill_error.empty()) {
+      rep.unavailable[s.name] = "filling it failed: " + fill_error;
+    } else {
+      for (auto& w : all) measure_run(rep, cfg, shape, w, s, mnt, server.get());
+    }
   }
   ::rmdir(mnt.c_str());
 }
@@ -499,13 +498,21 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "suite: %s\n", e.c_str());
     status = 1;
   } else {
+    std::vector<const subject*> order;
     for (auto& s : all) {
       if (!selected(cfg, s.name)) continue;
-      if (!s.unavailable.empty()) {
-        progress(fmt::format("[{}] not measured: {}", s.name, s.unavailable));
-        continue;
-      }
-      measure_subject(rep, cfg, shape, s, s.in_memory ? empty : source);
+      if (!s.unavailable.empty()) progress(fmt::format("[{}] not measured: {}", s.name, s.unavailable));
+      else order.push_back(&s);
+    }
+    // Rounds: each subject is mounted afresh once per round and gets one run
+    // of every cell, so a cell's runs are spread over the whole suite, and a
+    // drift of the machine (the host's disk cache, its other guests) falls on
+    // both sides of a pair alike; odd rounds go in reverse, so neither side
+    // of a pair always goes first.
+    for (unsigned round = 0; round < cfg.runs; ++round) {
+      for (const subject* s : order)
+        if (!rep.unavailable.contains(s->name)) measure_round(rep, cfg, shape, *s, s->in_memory ? empty : source, round);
+      std::ranges::reverse(order);
     }
     if (cfg.instructions) {
       if (::access("/usr/bin/valgrind", X_OK) != 0) {

@@ -92,8 +92,8 @@ struct workload {
   // `ops_per_run` operations per thread if its time has not ended it first.
   std::function<std::string(const std::string& root, const tree_shape&, unsigned threads)> before_run = nullptr;
   std::function<std::uint64_t(const tree_shape&)> ops_per_run = nullptr;
-  // Untimed, after the cell: tidies what it left (created files).
-  std::function<void(const std::string& root)> after_cell = nullptr;
+  // Untimed, after each run: tidies what it left (created files).
+  std::function<void(const std::string& root)> after_run = nullptr;
 };
 
 // Removes every file in `dir` (not the directory).
@@ -143,7 +143,7 @@ inline std::vector<workload> workloads() {
     return "";
   };
   unlink.ops_per_run = [](const tree_shape& shape) { return std::uint64_t{shape.unlink_pool}; };
-  unlink.after_cell = [](const std::string& root) { empty_dir(root + "/c"); };
+  unlink.after_run = [](const std::string& root) { empty_dir(root + "/c"); };
   w.push_back(std::move(unlink));
   w.push_back({"readdir of the big directory", "entries/s", [](const tree_shape& s) { return double(s.dir_entries); }, 1, false,
                [](const std::string& root, const tree_shape& shape, io_thread&, unsigned, std::uint64_t) {
