@@ -30,6 +30,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <regex>
 #include <set>
 #include <sstream>
@@ -62,15 +63,19 @@ struct settings {
   std::string libfuse = libfuse_build::default_dir();  // --libfuse
   std::string out;
   std::set<std::string> only;  // subject names; empty: all
+  std::optional<std::regex> cells;  // --cells: the workloads whose names it finds; none: all
   std::vector<std::string> programs;  // --program: more subjects, each filled through its mount
   std::vector<std::string> mirrors;   // --mirror: more subjects, each serving the native tree
 };
 
 const char* usage =
     "usage: suite [--seconds S] [--runs N] [--tiny] [--no-instructions] [--dir PARENT] [--out DIR]\n"
-    "             [--libfuse DIR] [--only SUBJECT[,SUBJECT...]] [--program PATH]... [--mirror PATH]...\n"
+    "             [--libfuse DIR] [--only SUBJECT[,SUBJECT...]] [--cells REGEX] [--program PATH]... [--mirror PATH]...\n"
     "  --seconds S        length of one timed run (default 0.5)\n"
-    "  --runs N           timed runs per cell: the median and spread are reported (default 3)\n"
+    "  --runs N           rounds: each mounts every subject afresh for one timed run of each cell; the\n"
+    "                     median and spread over them are reported (default 3)\n"
+    "  --cells REGEX      only the workloads whose names REGEX finds, e.g. 'stat storm|create' (mount time\n"
+    "                     is always measured)\n"
     "  --tiny             a small tree and short runs (a smoke test, not a measurement)\n"
     "  --no-instructions  skip the callgrind phase (instructions per operation)\n"
     "  --dir PARENT       where the native directory is made (default /var/tmp, a disk here; /dev/shm: tmpfs)\n"
@@ -92,6 +97,13 @@ const char* usage =
     "                     figures, and the writing ones say why they were not measured\n";
 
 using bench::runfile;
+
+// The workloads --cells chose (all without it).
+std::vector<workload> chosen_workloads(const settings& cfg) {
+  auto all = workloads();
+  if (cfg.cells) std::erase_if(all, [&](const workload& w) { return !std::regex_search(w.name, *cfg.cells); });
+  return all;
+}
 
 // Subjects measured only when --only names them.
 bool opt_in(const std::string& name) { return name.ends_with("-nostats") || name == "libfuse-3.14"; }
@@ -273,7 +285,7 @@ std::string probe_of(const subject& s) { return s.in_memory ? "" : "s/f0"; }
 // workload, and the unmount.
 void measure_round(report& rep, const settings& cfg, const tree_shape& shape, const subject& s,
                    const std::string& source, unsigned round) {
-  const auto all = workloads();
+  const auto all = chosen_workloads(cfg);
   const std::string of = fmt::format("round {}/{}", round + 1, cfg.runs);
   if (s.program.empty()) {
     progress(fmt::format("[{}] {}: the native directory {}", s.name, of, source));
@@ -433,6 +445,14 @@ int main(int argc, char** argv) {
       if (!p.starts_with('/') && cwd) p = std::string(cwd) + "/" + p;
       (a == "--program" ? cfg.programs : cfg.mirrors).push_back(p);
     }
+    else if (a == "--cells") {
+      try {
+        cfg.cells.emplace(value());
+      } catch (const std::regex_error& e) {
+        std::fprintf(stderr, "--cells: not a regular expression: %s\n", e.what());
+        return 2;
+      }
+    }
     else if (a == "--only") {
       std::stringstream list(value());
       for (std::string s; std::getline(list, s, ',');) cfg.only.insert(s);
@@ -440,6 +460,10 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "%s", usage);
       return a == "-h" || a == "--help" ? 0 : 2;
     }
+  }
+  if (chosen_workloads(cfg).empty()) {
+    std::fprintf(stderr, "--cells: no workload's name matches\n");
+    return 2;
   }
   if (cfg.seconds <= 0 || cfg.runs == 0) {
     std::fprintf(stderr, "--seconds and --runs must be positive\n%s", usage);
@@ -469,7 +493,7 @@ int main(int argc, char** argv) {
     if (!s.versus.empty() && selected(cfg, s.name) && selected(cfg, s.versus))
       rep.pairs.push_back({s.pair, s.name, s.versus});
   rep.workloads.push_back("mount time");
-  for (auto& w : workloads()) rep.workloads.push_back(w.name);
+  for (auto& w : chosen_workloads(cfg)) rep.workloads.push_back(w.name);
   utsname u{};
   ::uname(&u);
   rep.facts = {{"kernel", u.release},

@@ -132,6 +132,32 @@ TEST_CASE("a --libfuse directory without libfuse's examples: its subjects say wh
   CHECK(slurp(out + "/results.txt").find("per pair") == std::string::npos);
 }
 
+TEST_CASE("--cells measures only the workloads whose names it finds") {
+  const std::string suite = example_binary("FUSEXX_SUITE");
+  temp_dir dir;
+  const std::string out = dir.sub("out");
+  auto r = run({suite, "--tiny", "--runs", "2", "--seconds", "0.05", "--no-instructions", "--only", "native,memfs",
+                "--cells", "create|readdir", "--dir", dir.path(), "--out", out},
+               true);
+  INFO(r.out);
+  REQUIRE(r.status == 0);
+  const std::string json = slurp(out + "/results.json");
+  CHECK(has_number(result_line(json, "create", "memfs"), "median"));
+  CHECK(has_number(result_line(json, "readdir of the big directory", "native"), "median"));
+  CHECK(has_number(result_line(json, "mount time", "memfs"), "median"));  // always: it is the mount
+  CHECK(json.find("stat storm") == std::string::npos);
+  CHECK(json.find("4 KiB random read") == std::string::npos);
+  // Two rounds: memfs was mounted twice, once per round.
+  CHECK(std::regex_search(result_line(json, "mount time", "memfs"), std::regex(R"("runs": \[[0-9.e+-]+, [0-9.e+-]+\])")));
+
+  r = run({suite, "--cells", "(unclosed"}, true);
+  CHECK(r.status == 2);
+  CHECK(r.out.find("--cells: not a regular expression") != std::string::npos);
+  r = run({suite, "--cells", "no workload is called this"}, true);
+  CHECK(r.status == 2);
+  CHECK(r.out.find("--cells: no workload's name matches") != std::string::npos);
+}
+
 TEST_CASE("bad arguments are refused with the usage text") {
   const std::string suite = example_binary("FUSEXX_SUITE");
   auto r = run({suite, "--runs", "0"}, true);
