@@ -21,6 +21,7 @@
 #include "detail/handler_scope.hpp"
 #include "detail/init_gate.hpp"
 #include "detail/node_table.hpp"
+#include "detail/striped_count.hpp"
 #include "interrupts.hpp"
 #include "notify.hpp"
 #include "proto/abi.hpp"
@@ -33,22 +34,23 @@ namespace fusexx {
 using session_phase = detail::init_gate::phase;
 
 // What the session counts; readable from any thread (tests, benchmarks, -d).
+// Every serving thread adds to these on each request: striped, not shared.
 struct session_counters {
-  std::atomic<std::uint64_t> requests{0};
-  std::atomic<std::uint64_t> errors_sent{0};
-  std::atomic<std::uint64_t> malformed{0};
-  std::atomic<std::uint64_t> interrupts{0};
-  std::atomic<std::uint64_t> forgets{0};
-  std::atomic<std::uint64_t> in_flight{0};  // requests whose handler is still running
-  std::atomic<std::uint64_t> via_device{0};  // requests read from /dev/fuse
-  std::atomic<std::uint64_t> via_ring{0};    // requests that arrived through io_uring
+  detail::striped_count requests{};
+  detail::striped_count errors_sent{};
+  detail::striped_count malformed{};
+  detail::striped_count interrupts{};
+  detail::striped_count forgets{};
+  detail::striped_count in_flight{};  // requests whose handler is still running
+  detail::striped_count via_device{};  // requests read from /dev/fuse
+  detail::striped_count via_ring{};    // requests that arrived through io_uring
   // io_uring REGISTERs the kernel answered EAGAIN (INIT not processed yet) and
   // that were submitted again.
-  std::atomic<std::uint64_t> register_retries{0};
+  detail::striped_count register_retries{};
   // Replies the kernel refused because the request was gone (interrupted, or
   // the connection ended); a refused entry or open was given back to the
   // filesystem (forget, release).
-  std::atomic<std::uint64_t> replies_refused{0};
+  detail::striped_count replies_refused{};
 };
 
 // A connection as plain data: what the kernel negotiated and what it holds.

@@ -14,6 +14,8 @@
 #include <map>
 #include <numeric>
 #include <set>
+#include <thread>
+#include <vector>
 
 #include <fusexx/fusexx.hpp>
 
@@ -110,6 +112,36 @@ std::uint64_t total_lookups(const session_description& d) {
 }
 
 }  // namespace
+
+TEST_CASE("session counters: threads add on stripes of their own, and the sum is exact") {
+  session_counters c;
+  constexpr int threads = 24, adds = 20000;  // more threads than stripes: some share one
+  {
+    std::vector<std::jthread> pool;
+    for (int t = 0; t < threads; ++t)
+      pool.emplace_back([&] {
+        for (int i = 0; i < adds; ++i) {
+          c.requests.fetch_add(1, std::memory_order_relaxed);
+          c.in_flight.fetch_add(1, std::memory_order_relaxed);
+          c.in_flight.fetch_sub(1, std::memory_order_relaxed);
+        }
+      });
+  }
+  CHECK(c.requests.load() == std::uint64_t{threads} * adds);
+  CHECK(c.in_flight.load() == 0);
+
+  // A request counted in flight on one thread and finished on another: the
+  // second thread's stripe goes below zero, the sum stays right.
+  std::jthread([&] { c.in_flight.fetch_add(2); }).join();
+  std::jthread([&] { c.in_flight.fetch_sub(1); }).join();
+  CHECK(c.in_flight.load() == 1);
+  // Seen before its addition, a subtraction alone reads as 0, not 2^64 - 1.
+  detail::striped_count alone;
+  std::jthread([&] { alone.fetch_sub(1); }).join();
+  CHECK(alone.load() == 0);
+  const std::uint64_t as_number = c.requests;  // reads like the atomic it replaced
+  CHECK(as_number == std::uint64_t{threads} * adds);
+}
 
 TEST_CASE("accepted entries and opens are what the kernel holds; FORGET and RELEASE give them back") {
   refusing h;
