@@ -466,6 +466,13 @@ class uring_plane final : public channel {
         rc = io_uring_register_files(&ring, &fuse_fd, 1);
         if (rc < 0) io_uring_queue_exit(&ring);
       }
+      // Entering the ring by its registered index spares each
+      // io_uring_enter() the fget()/fput() of the ring's fd, which a
+      // multi-threaded process pays (its fd table is shared). Only this
+      // thread enters this ring (commits from elsewhere are handed to it),
+      // and a registration holds for the registering thread alone, as it
+      // must. Without it (an older kernel) the plain fd serves.
+      if (rc == 0) (void)io_uring_register_ring_fd(&ring);
       {
         std::lock_guard lock(mutex);
         setup_done = true;
