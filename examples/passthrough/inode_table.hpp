@@ -96,16 +96,20 @@ class inode_table {
   // the table takes over) whose attributes are `st`. If the object already
   // has an inode, `fd` is closed and that inode is used.
   inode& reference(int fd, const struct stat& st) {
+    // The fd of an object the table already has is closed after the lock:
+    // every LOOKUP takes this lock, and a close(2) under it would make the
+    // other serving threads wait for a system call.
+    fusexx::unique_fd surplus;
     std::lock_guard g(mutex_);
     if (st.st_dev == root_.dev && st.st_ino == root_.ino) {
-      ::close(fd);
+      surplus = fusexx::unique_fd(fd);
       ++root_.lookups;
       note(notes::kind::ref, root_.id, -1, 0, 0, 0);
       return root_;
     }
     auto [it, fresh] = by_key_.try_emplace(key{st.st_dev, st.st_ino}, 0);
     if (!fresh) {
-      ::close(fd);
+      surplus = fusexx::unique_fd(fd);
       inode& i = inodes_.at(it->second);
       ++i.lookups;
       note(notes::kind::ref, i.id, -1, 0, 0, 0);
