@@ -91,7 +91,7 @@ build() {
   local name="$1"
   "$CXX" -std=c++23 -O1 -g -fno-omit-frame-pointer \
     -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-    -I"$ROOT" "$ROOT/tests/fuzz/${name}_fuzz.cc" -o "$out/bin/$name" -lfmt -luring \
+    -I"$ROOT" "$ROOT/tests/fuzz/${name}_fuzz.cc" -o "$out/bin/$name" -lfmt -luring -labsl_raw_logging_internal \
     >"$out/logs/$name.build" 2>&1
 }
 declare -A built=()
