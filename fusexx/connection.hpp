@@ -6,8 +6,8 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <fstream>
 
+#include "detail/kernel_file.hpp"
 #include "proto/abi.hpp"
 
 namespace fusexx {
@@ -61,9 +61,8 @@ class connection {
 
   // The kernel clamps max_pages to this; asking for more only wastes buffer space.
   static std::uint32_t kernel_max_pages_limit() {
-    std::ifstream in("/proc/sys/fs/fuse/max_pages_limit");
-    std::uint32_t limit = 0;
-    if (in >> limit && limit > 0) return limit;
+    const auto limit = detail::read_kernel_number("/proc/sys/fs/fuse/max_pages_limit");
+    if (limit && *limit > 0 && *limit <= UINT32_MAX) return static_cast<std::uint32_t>(*limit);
     return 256;  // FUSE_MAX_MAX_PAGES, the limit before the sysctl existed
   }
 

@@ -3,14 +3,14 @@
 // A server's start and stop, and fusexx::main's whole life, are coroutines
 // (task<T>) that await what the lifecycle waits for — a file descriptor
 // becoming readable (a signalfd, an eventfd a session or transport sets), a
-// deadline, or a blocking call that must stay blocking (a mount call that
-// waits for synchronous INIT, the fusermount3 helper) run on its own thread:
+// deadline, or a blocking call that must stay blocking (an unmount that
+// waits for DESTROY, joining a channel's threads) run on its own thread:
 //
 //   event_loop loop;
 //   int code = loop.run(serve(loop, ...));               // until the coroutine ends
 //   ... inside a coroutine on the loop:
 //   int which = co_await loop.first_ready_until(deadline, signals, ended);   // index, or -1 at the deadline
-//   auto m = co_await loop.blocking([&] { return mount::create(...); });
+//   co_await loop.blocking([&] { plane.stop(deadline); });
 //
 // Everything the loop resumes runs on the loop's thread; only blocking()'s
 // function runs elsewhere.
@@ -115,7 +115,7 @@ class event_loop {
 
   // A call running on a thread of its own: `fd()` is readable once it has
   // returned; get() then gives what it returned. For calls that must block
-  // (a mount call, a join) while the loop goes on serving everything else.
+  // (an unmount, a join) while the loop goes on serving everything else.
   template <class R>
   class pending {
    public:

@@ -4,9 +4,10 @@
 // plane (classic readers on cloned fds, or io_uring queues).
 //
 // Its lifecycle is two coroutines on an event loop (fusexx/event_loop.hpp):
-//   start_async: mount (on a thread: the mount call blocks for synchronous
-//     INIT), awaiting it | the INIT deadline | cancellation; with asynchronous
-//     INIT, then INIT answered | deadline | cancelled; then the data plane.
+//   start_async: mount (the mount call blocks for synchronous INIT; a
+//     watchdog answers INIT with an error at the deadline or on cancellation,
+//     and the call returns); with asynchronous INIT, then INIT answered |
+//     deadline | cancelled; then the data plane.
 //   stop_async:  unmount and end the connection where possible; the channels
 //     stop taking requests; every handler still in flight is interrupted and
 //     awaited; destroy(); close.
@@ -33,6 +34,7 @@
 
 #include "detail/event.hpp"
 #include "detail/timer_thread.hpp"
+#include "detail/watchdog.hpp"
 #include "dispatch.hpp"
 #include "event_loop.hpp"
 #include "failure.hpp"
@@ -132,51 +134,39 @@ class server {
   // named objects: GCC 12 mishandles temporaries that live across a co_await.)
   task<outcome<void>> start_async(event_loop& loop, const std::stop_token& cancel) {
     auto& gate = session_.init();
-    const auto deadline = clock::now() + options_.init_timeout;
-    detail::event cancelled;
-    std::stop_callback on_cancel(cancel, [&] { cancelled.set(); });
     std::stop_source abandon_mount;
-    bool gave_up = false;
-    // Refuses INIT (answering it now if it is waiting, so a mount call that
-    // blocks on it fails) and makes a mount that waits on the helper give up.
-    // `which`: -1 the deadline passed, else start-up was cancelled.
-    auto give_up = [&](int which) {
-      gave_up = true;
-      if (which < 0)
+    if (auto r = plan_transport(); !r) co_return failed(r.error());
+    mount_hooks hooks{.serve_init = [this](int fd) { start_control(fd); },
+                      .await_init = [this] { return session_.init().wait() == session_phase::serving; },
+                      .in_mount_call = [this](bool inside) { session_.init().set_mount_in_progress(inside); }};
+    // Until INIT is answered, a watchdog gives up at the deadline or when
+    // start-up is cancelled: it refuses INIT (answering it now if it is
+    // waiting, so a mount call that blocks on it fails) and makes a mount
+    // that waits on the helper give up.
+    detail::watchdog give_up(clock::now() + options_.init_timeout, cancel, [&](detail::watchdog::reason why) {
+      if (why == detail::watchdog::reason::deadline)
         gate.abandon(ETIMEDOUT, fmt::format("INIT was not answered within {} ms (a hanging init()?)",
                                             options_.init_timeout.count()));
       else
         gate.abandon(ECANCELED, "start-up was cancelled");
       abandon_mount.request_stop();
-    };
-
-    if (auto r = plan_transport(); !r) co_return failed(r.error());
-    mount_hooks hooks{.serve_init = [this](int fd) { start_control(fd); },
-                      .await_init = [this] { return session_.init().wait() == session_phase::serving; },
-                      .in_mount_call = [this](bool inside) { session_.init().set_mount_in_progress(inside); }};
+    });
     // The mount call blocks (fsconfig's CMD_CREATE until synchronous INIT is
-    // answered, the helper until it is done): it runs on a thread, while the
-    // lifecycle awaits it | the deadline | cancellation. Giving up makes the
-    // call return (INIT is answered with the error), so it is then awaited.
-    auto mounting =
-        event_loop::spawn([&] { return mount::create(options_.mount, device_, hooks, abandon_mount.get_token()); });
-    while (!mounting->ready()) {
-      if (gave_up) co_await loop.first_ready(mounting->fd());
-      else if (const int which = co_await loop.first_ready_until(deadline, mounting->fd(), cancelled.fd()); which != 0)
-        give_up(which);
-    }
-    outcome<mount> mounted = mounting->get();
+    // answered, the helper until it is done). It is made right here, on the
+    // loop's thread: nothing else waits on the loop before the server serves,
+    // and the watchdog makes the call return.
+    outcome<mount> mounted = mount::create(options_.mount, device_, hooks, abandon_mount.get_token());
     gate.set_mount_in_progress(false);
     if (!mounted) {
+      give_up.disarm();
       const failure why = mounted.error();
       co_return co_await abort_start(loop, why);
     }
     mount_ = std::move(*mounted);
 
     // With asynchronous INIT (mount(2), the classic helper) INIT comes now.
-    while (gate.current() == session_phase::waiting && !gave_up)
-      if (const int which = co_await loop.first_ready_until(deadline, gate.settled().fd(), cancelled.fd()); which != 0)
-        give_up(which);
+    if (gate.current() == session_phase::waiting) co_await loop.first_ready(gate.settled().fd());
+    give_up.disarm();
     if (gate.wait() != session_phase::serving) {
       const failure why{std::error_code(ENOTCONN, std::system_category()),
                         "the connection ended before INIT was answered"};

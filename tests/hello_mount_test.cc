@@ -49,6 +49,15 @@ TEST_CASE("hello: stat, readdir, read and errors through the kernel") {
   CHECK(entry->source == "hello-test");
   CHECK(entry->options.find("nosuid") != std::string::npos);
   CHECK(entry->options.find("nodev") != std::string::npos);
+  // The connection's number, which the mount reads from its own fd (not
+  // from mountinfo), is the one mountinfo and fusectl give.
+  REQUIRE(fuse_connection_id(*entry));
+  CHECK(srv.status().connection == *fuse_connection_id(*entry));
+  CHECK(::access(fmt::format("/sys/fs/fuse/connections/{}", srv.status().connection).c_str(), F_OK) == 0);
+  // A mount's root is one; a directory that is not, is certainly not.
+  CHECK(detail::might_be_mount_root(dir.path()));
+  temp_dir plain;
+  CHECK_FALSE(detail::might_be_mount_root(plain.path()));
 
   // Everything below runs on another thread than the server's workers.
   std::thread([&] {
@@ -91,6 +100,42 @@ TEST_CASE("hello: stat, readdir, read and errors through the kernel") {
   CHECK(srv.session().counters().malformed.load() == 0);
   srv.stop();
   CHECK_FALSE(is_fuse_mounted(dir.path()));
+}
+
+TEST_CASE("mountinfo lines are read as proc(5) lays them out") {
+  // Optional fields (any number, up to "-"), escaped spaces and backslashes,
+  // other filesystems, and two FUSE mounts stacked on one path: the topmost
+  // (last) counts.
+  const std::string text =
+      "22 27 0:21 / /proc rw,relatime shared:12 - proc proc rw\n"
+      "61 27 0:45 / /mnt/a\\040b rw,nosuid,nodev,relatime shared:33 master:1 - fuse.memfs my\\040fs "
+      "rw,user_id=0,group_id=0,allow_other\n"
+      "62 61 0:46 / /mnt/a\\040b rw,relatime - fuseblk /dev/loop0 rw,user_id=0\n"
+      "63 27 8:1 / /mnt/c rw,relatime - ext4 /dev/sda1 rw\n"
+      "64 27 0:47 / /mnt/short rw - fuse\n";  // a truncated line: skipped
+  auto a = find_fuse_mount_in(text, "/mnt/a b");
+  REQUIRE(a);
+  CHECK(a->fstype == "fuseblk");
+  CHECK(a->device == "0:46");
+  CHECK(a->source == "/dev/loop0");
+  CHECK(a->options == "rw,relatime");
+  CHECK(fuse_connection_id(*a) == 46u);
+  auto lower = find_fuse_mount_in(text.substr(0, text.find("62 61")), "/mnt/a b");
+  REQUIRE(lower);
+  CHECK(lower->fstype == "fuse.memfs");
+  CHECK(lower->source == "my fs");
+  CHECK(lower->super_options == "rw,user_id=0,group_id=0,allow_other");
+  CHECK_FALSE(find_fuse_mount_in(text, "/mnt/c"));      // not FUSE
+  CHECK_FALSE(find_fuse_mount_in(text, "/mnt/short"));  // no fields after "-"
+  CHECK_FALSE(find_fuse_mount_in(text, "/mnt/a"));
+  CHECK_FALSE(find_fuse_mount_in("", "/"));
+  // And the kernel's own files read whole.
+  CHECK(detail::read_kernel_number("/proc/sys/kernel/pid_max").value_or(0) > 0);
+  CHECK_FALSE(detail::read_kernel_number("/proc/self/comm"));  // not a number
+  CHECK_FALSE(detail::read_kernel_file("/proc/no-such-file"));
+  auto mounts = detail::read_kernel_file("/proc/self/mountinfo");
+  REQUIRE(mounts);
+  CHECK(mounts->find(" / / ") != std::string::npos);
 }
 
 TEST_CASE("hello: two threads read concurrently") {

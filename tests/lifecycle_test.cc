@@ -6,10 +6,12 @@
 
 #include <csignal>
 #include <cstring>
+#include <mutex>
 #include <set>
 #include <sstream>
 #include <stdexcept>
 #include <thread>
+#include <vector>
 
 #include <fusexx/fusexx.hpp>
 
@@ -131,6 +133,84 @@ TEST_CASE("an init() that hangs fails the mount with ETIMEDOUT at its deadline")
     });
     CHECK(status == 0);
     CHECK_FALSE(is_fuse_mounted(dir.path()));
+  }
+}
+
+TEST_CASE("cancelling start-up while init() hangs fails the mount with ECANCELED") {
+  for (bool sync : {true, false}) {
+    CAPTURE(sync);
+    temp_dir dir;
+    int status = in_child([&] {
+      startup_fs fs;
+      fs.on_init = [] {
+        std::this_thread::sleep_for(std::chrono::seconds(30));
+        return result<void>{};
+      };
+      auto opts = options_for(dir.path(), sync);
+      opts.init_timeout = std::chrono::seconds(60);
+      auto* srv = new server<startup_fs>(fs, opts);  // never destroyed: its worker is stuck
+      std::stop_source cancel;
+      std::jthread canceller([&] {
+        std::this_thread::sleep_for(std::chrono::milliseconds(200));
+        cancel.request_stop();
+      });
+      auto r = srv->start(cancel.get_token());
+      if (r) return 10;
+      if (r.error().code.value() != ECANCELED) return 11;
+      if (is_fuse_mounted(dir.path())) return 12;
+      std::_Exit(0);
+    });
+    CHECK(status == 0);
+    CHECK_FALSE(is_fuse_mounted(dir.path()));
+  }
+}
+
+TEST_CASE("the start-up watchdog fires once, at its deadline or on cancellation, and never once disarmed") {
+  using detail::watchdog;
+  using clock = watchdog::clock;
+  std::mutex m;
+  std::vector<watchdog::reason> fired;
+  auto record = [&](watchdog::reason r) {
+    std::lock_guard lock(m);
+    fired.push_back(r);
+  };
+  auto count = [&] {
+    std::lock_guard lock(m);
+    return fired.size();
+  };
+  SUBCASE("the deadline") {
+    std::stop_source never;
+    watchdog w(clock::now() + std::chrono::milliseconds(50), never.get_token(), record);
+    while (count() == 0) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    w.disarm();
+    REQUIRE(fired.size() == 1);
+    CHECK(fired[0] == watchdog::reason::deadline);
+  }
+  SUBCASE("cancelled, before and after it started") {
+    std::size_t expected = 0;
+    for (bool early : {true, false}) {
+      std::stop_source cancel;
+      if (early) cancel.request_stop();
+      watchdog w(clock::now() + std::chrono::hours(1), cancel.get_token(), record);
+      cancel.request_stop();
+      ++expected;
+      while (count() < expected) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      w.disarm();
+    }
+    REQUIRE(fired.size() == 2);
+    CHECK(fired[0] == watchdog::reason::cancelled);
+    CHECK(fired[1] == watchdog::reason::cancelled);
+  }
+  SUBCASE("disarmed first: never fires, and disarm does not wait for the deadline") {
+    std::stop_source cancel;
+    const auto began = clock::now();
+    {
+      watchdog w(clock::now() + std::chrono::hours(1), cancel.get_token(), record);
+      w.disarm();
+      cancel.request_stop();  // after disarm: nothing
+    }
+    CHECK(clock::now() - began < std::chrono::minutes(1));
+    CHECK(count() == 0);
   }
 }
 

@@ -25,6 +25,7 @@
 #include <cerrno>
 #include <fstream>
 #include <functional>
+#include <optional>
 #include <stop_token>
 #include <cstdio>
 #include <cstring>
@@ -146,8 +147,12 @@ class mount {
   // create() without the auto_unmount watcher.
   static outcome<mount> mount_only(const mount_options& opts, unique_fd& device, const mount_hooks& hooks,
                                    std::stop_token cancel);
-  mount(std::string mp, mount_method m, bool sync, std::string helper)
-      : mountpoint_(std::move(mp)), helper_(std::move(helper)), method_(m), sync_init_(sync), active_(true) {
+  // `connection`: the connection's number where the mounter knows it, else
+  // it is looked up in mountinfo.
+  mount(std::string mp, mount_method m, bool sync, std::string helper, std::optional<unsigned> connection = {})
+      : connection_id_(connection), mountpoint_(std::move(mp)), helper_(std::move(helper)), method_(m),
+        sync_init_(sync), active_(true) {
+    if (connection_id_) return;
     if (auto e = find_fuse_mount(mountpoint_)) connection_id_ = fuse_connection_id(*e);
   }
 
@@ -188,6 +193,16 @@ inline outcome<mode_t> check_mountpoint(const std::string& path) {
   if (!S_ISDIR(st.st_mode) && !S_ISREG(st.st_mode))
     return fail(ENOTDIR, "cannot use mountpoint {}: not a directory or regular file", path);
   return st.st_mode & S_IFMT;
+}
+
+// False only when `path` is certainly not the root of a mount (statx says
+// so): mountinfo then need not be read, which costs the kernel ~50 us to
+// write out on every mount (docs/benchmarks.md, mount time).
+inline bool might_be_mount_root(const std::string& path) {
+  struct statx x {};
+  if (::statx(AT_FDCWD, path.c_str(), 0, STATX_TYPE, &x) != 0) return true;
+  if (!(x.stx_attributes_mask & STATX_ATTR_MOUNT_ROOT)) return true;  // before Linux 5.8
+  return (x.stx_attributes & STATX_ATTR_MOUNT_ROOT) != 0;
 }
 
 // What /etc/fuse.conf allows a user, read as fusermount3 reads it (libfuse
@@ -248,7 +263,7 @@ inline outcome<mode_t> check_root_type(const mount_options& o) {
   if (!at) return at;
   // A live FUSE mount there already (a dead one fails the stat above): say
   // what it is, rather than hide it under a second one.
-  if (auto there = find_fuse_mount(o.mountpoint)) {
+  if (auto there = might_be_mount_root(o.mountpoint) ? find_fuse_mount(o.mountpoint) : std::nullopt) {
     const std::string same = o.subtype.empty() ? "" : "fuse." + o.subtype;
     return fail(EBUSY, "cannot mount on {}: it is already a FUSE mount ({}, source '{}'){}", o.mountpoint,
                 there->fstype, there->source,
@@ -305,9 +320,22 @@ inline constexpr unsigned move_mount_f_empty_path = 0x4;
 // ENOSYS: no new mount API here; the caller falls back to mount(2).
 // `before_attach`, if given, runs between fsmount and move_mount (the mount
 // exists but is not yet visible); returning false drops it.
-inline outcome<void> mount_new_api(const mount_options& o, int dev, mode_t root_mode,
-                                   const std::function<bool()>& before_attach = {},
-                                   const mount_hooks* hooks = nullptr) {
+// The connection's number (its directory in /sys/fs/fuse/connections),
+// read from a mount of it: FUSE superblocks are anonymous devices (major 0)
+// and the kernel names the connection after the minor. AT_STATX_DONT_SYNC:
+// from the root's cached attributes, without a request to the server.
+inline std::optional<unsigned> connection_of_mount(int mount_fd) {
+  struct statx x {};
+  if (::statx(mount_fd, "", AT_EMPTY_PATH | AT_STATX_DONT_SYNC, 0, &x) != 0 || x.stx_dev_major != 0)
+    return std::nullopt;
+  return x.stx_dev_minor;
+}
+
+// Mounts with fsopen/fsconfig/fsmount/move_mount; returns the connection's
+// number (as connection_of_mount), where it could be read.
+inline outcome<std::optional<unsigned>> mount_new_api(const mount_options& o, int dev, mode_t root_mode,
+                                                      const std::function<bool()>& before_attach = {},
+                                                      const mount_hooks* hooks = nullptr) {
   const char* type = o.blkdev ? "fuseblk" : "fuse";
   if (o.blkdev && o.fsname.empty()) return fail(EINVAL, "blkdev needs the block device as fsname=");
   unique_fd fs(sys_fsopen(type, fsopen_cloexec));
@@ -335,7 +363,7 @@ inline outcome<void> mount_new_api(const mount_options& o, int dev, mode_t root_
   if (r && o.default_permissions) r = set_flag("default_permissions");
   if (r && o.max_read) r = set("max_read", std::to_string(*o.max_read));
   if (r && o.blksize) r = set("blksize", std::to_string(*o.blksize));
-  if (!r) return r;
+  if (!r) return std::unexpected(r.error());
   int created;
   {
     mount_call_scope inside(hooks);
@@ -361,7 +389,7 @@ inline outcome<void> mount_new_api(const mount_options& o, int dev, mode_t root_
     return fail(ENOTCONN, "cannot mount {}: INIT failed before the mount was attached", o.mountpoint);
   if (sys_move_mount(mnt.get(), "", AT_FDCWD, o.mountpoint.c_str(), move_mount_f_empty_path) != 0)
     return fail(errno, "cannot mount on {}: {}", o.mountpoint, std::strerror(errno));
-  return {};
+  return connection_of_mount(mnt.get());
 }
 
 inline outcome<void> mount_legacy(const mount_options& o, int dev, mode_t root_mode,
@@ -658,9 +686,15 @@ inline outcome<mount> mount::mount_only(const mount_options& opts, unique_fd& de
       return !hooks.await_init || hooks.await_init();
     };
   mount_method method = opts.legacy_mount_api ? mount_method::legacy : mount_method::new_api;
-  outcome<void> r = opts.legacy_mount_api
-                        ? detail::mount_legacy(opts, device.get(), *root_mode, &hooks)
-                        : detail::mount_new_api(opts, device.get(), *root_mode, before_attach, &hooks);
+  std::optional<unsigned> connection;
+  outcome<void> r;
+  if (opts.legacy_mount_api) {
+    r = detail::mount_legacy(opts, device.get(), *root_mode, &hooks);
+  } else if (auto made = detail::mount_new_api(opts, device.get(), *root_mode, before_attach, &hooks)) {
+    connection = *made;
+  } else {
+    r = std::unexpected(made.error());
+  }
   if (!r && method == mount_method::new_api && r.error().code.value() == ENOSYS) {
     log::debug("no new mount API ({}); using mount(2)", r.error().message);
     r = detail::mount_legacy(opts, device.get(), *root_mode, &hooks);
@@ -670,7 +704,7 @@ inline outcome<mount> mount::mount_only(const mount_options& opts, unique_fd& de
   if (!sync && method == mount_method::legacy) hooks.serve_init(device.get());
   log::debug("mounted {} ({}, {} INIT)", opts.mountpoint, method == mount_method::new_api ? "new mount API" : "mount(2)",
              sync ? "synchronous" : "asynchronous");
-  return mount(opts.mountpoint, method, sync, {});
+  return mount(opts.mountpoint, method, sync, {}, connection);
 }
 
 inline outcome<void> mount::watch() {

@@ -7,8 +7,10 @@
 
 #include <fstream>
 #include <optional>
-#include <sstream>
 #include <string>
+#include <string_view>
+
+#include "../detail/kernel_file.hpp"
 
 namespace fusexx {
 
@@ -46,27 +48,40 @@ inline std::string unescape_mount_field(const std::string& s) {
   return out;
 }
 
+// The last (topmost) FUSE mount at `path` that `mountinfo` (the text of a
+// /proc/PID/mountinfo) lists, if any.
+inline std::optional<mount_entry> find_fuse_mount_in(std::string_view mountinfo, const std::string& path) {
+  std::optional<mount_entry> found;
+  // A line: ID PARENT MAJOR:MINOR ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - TYPE SOURCE SUPER_OPTIONS
+  // (proc(5)); fields are separated by one space, and spaces within them escaped.
+  detail::for_each_part(mountinfo, '\n', [&](std::string_view line) {
+    std::string_view field[9];
+    int n = 0;
+    bool past_dash = false;
+    detail::for_each_part(line, ' ', [&](std::string_view f) {
+      if (n < 6) field[n++] = f;
+      else if (!past_dash) past_dash = f == "-";
+      else if (n < 9) field[n++] = f;
+    });
+    if (n < 9) return;
+    const std::string_view type = field[6];
+    if (type != "fuse" && !type.starts_with("fuse.") && type != "fuseblk" && !type.starts_with("fuseblk.")) return;
+    std::string mountpoint = unescape_mount_field(std::string(field[4]));
+    if (mountpoint != path) return;
+    found = mount_entry{.mountpoint = std::move(mountpoint),
+                        .device = std::string(field[2]),
+                        .fstype = std::string(type),
+                        .source = unescape_mount_field(std::string(field[7])),
+                        .options = std::string(field[5]),
+                        .super_options = std::string(field[8])};
+  });
+  return found;
+}
+
 // The last (topmost) FUSE mount at `path`, if any.
 inline std::optional<mount_entry> find_fuse_mount(const std::string& path) {
-  std::ifstream in("/proc/self/mountinfo");
-  std::string line;
-  std::optional<mount_entry> found;
-  while (std::getline(in, line)) {
-    std::istringstream fields(line);
-    std::string id, parent, devno, root, mp, opts, field;
-    fields >> id >> parent >> devno >> root >> mp >> opts;
-    while (fields >> field && field != "-") {
-    }
-    mount_entry e;
-    fields >> e.fstype >> e.source >> e.super_options;
-    e.mountpoint = unescape_mount_field(mp);
-    e.device = devno;
-    e.options = opts;
-    e.source = unescape_mount_field(e.source);
-    if (e.mountpoint == path && (e.fstype == "fuse" || e.fstype.starts_with("fuse.") ||
-                                  e.fstype == "fuseblk" || e.fstype.starts_with("fuseblk."))) found = std::move(e);
-  }
-  return found;
+  auto text = detail::read_kernel_file("/proc/self/mountinfo");
+  return text ? find_fuse_mount_in(*text, path) : std::nullopt;
 }
 
 // The FUSE connection's number: its directory in /sys/fs/fuse/connections.

@@ -27,6 +27,9 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
 
 #include <array>
 #include <bit>
@@ -90,7 +93,14 @@ __attribute__((target("sse4.2"))) inline std::uint32_t crc32c_sse42(std::span<co
 
 inline std::uint32_t crc32c(std::span<const std::byte> data, std::uint32_t crc = 0) {
 #if defined(__x86_64__)
-  static const bool hardware = __builtin_cpu_supports("sse4.2");
+  // Asked with cpuid on first use: __builtin_cpu_supports would link
+  // libgcc's CPU model, whose constructor runs cpuid at every program's
+  // start — a trap to the hypervisor each time in a VM, ~80 us of a mount's
+  // start-up on the benchmark machine (docs/benchmarks.md, mount time).
+  static const bool hardware = [] {
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    return __get_cpuid(1, &a, &b, &c, &d) && (c & bit_SSE4_2) != 0;
+  }();
   if (hardware) return crc32c_sse42(data, crc);
 #endif
   return crc32c_portable(data, crc);

@@ -50,7 +50,6 @@
 #include <condition_variable>
 #include <coroutine>
 #include <cstring>
-#include <fstream>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -63,6 +62,7 @@
 #include "../buffer.hpp"
 #include "../detail/fire_and_forget.hpp"
 #include "../detail/incoming.hpp"
+#include "../detail/kernel_file.hpp"
 #include "../fd.hpp"
 #include "../log.hpp"
 #include "../proto/abi.hpp"
@@ -80,9 +80,9 @@ struct uring_options {
 // The number of CPUs the kernel counts as possible (it makes one queue each
 // and expects queue ids 0..n-1).
 inline unsigned possible_cpu_count() {
-  std::ifstream in("/sys/devices/system/cpu/possible");
-  std::string ranges;
-  if (!(in >> ranges)) return std::max(1u, std::thread::hardware_concurrency());
+  const auto text = detail::read_kernel_file("/sys/devices/system/cpu/possible");
+  const std::string ranges = text ? text->substr(0, text->find_first_of(" \n")) : std::string();
+  if (ranges.empty()) return std::max(1u, std::thread::hardware_concurrency());
   unsigned highest = 0;
   std::size_t pos = 0;
   while (pos < ranges.size()) {
@@ -99,9 +99,9 @@ inline unsigned possible_cpu_count() {
 // Why FUSE over io_uring cannot be used here, or empty if nothing is known
 // against it (the kernel still has to offer it in INIT).
 inline std::string uring_unavailable_reason() {
-  std::ifstream param("/sys/module/fuse/parameters/enable_uring");
-  char value = 0;
-  if (!(param >> value)) return "this kernel has no FUSE-over-io_uring (no enable_uring parameter)";
+  const auto param = detail::read_kernel_file("/sys/module/fuse/parameters/enable_uring");
+  const char value = param && !param->empty() ? param->front() : 0;
+  if (!param) return "this kernel has no FUSE-over-io_uring (no enable_uring parameter)";
   if (value != 'Y' && value != 'y' && value != '1')
     return "FUSE-over-io_uring is switched off (/sys/module/fuse/parameters/enable_uring is N; as root: echo Y > it)";
   return {};
