@@ -136,8 +136,8 @@ TEST_CASE("--cells measures only the workloads whose names it finds") {
   const std::string suite = example_binary("FUSEXX_SUITE");
   temp_dir dir;
   const std::string out = dir.sub("out");
-  auto r = run({suite, "--tiny", "--runs", "2", "--seconds", "0.05", "--no-instructions", "--only", "native,memfs",
-                "--cells", "create|readdir", "--dir", dir.path(), "--out", out},
+  auto r = run({suite, "--tiny", "--runs", "2", "--mounts", "3", "--seconds", "0.05", "--no-instructions", "--only",
+                "native,memfs", "--cells", "create|readdir", "--dir", dir.path(), "--out", out},
                true);
   INFO(r.out);
   REQUIRE(r.status == 0);
@@ -147,8 +147,10 @@ TEST_CASE("--cells measures only the workloads whose names it finds") {
   CHECK(has_number(result_line(json, "mount time", "memfs"), "median"));  // always: it is the mount
   CHECK(json.find("stat storm") == std::string::npos);
   CHECK(json.find("4 KiB random read") == std::string::npos);
-  // Two rounds: memfs was mounted twice, once per round.
-  CHECK(std::regex_search(result_line(json, "mount time", "memfs"), std::regex(R"("runs": \[[0-9.e+-]+, [0-9.e+-]+\])")));
+  // Two rounds of three starts each: six samples of memfs's mount time.
+  CHECK(std::regex_search(result_line(json, "mount time", "memfs"),
+                          std::regex(R"("runs": \[([0-9.e+-]+, ){5}[0-9.e+-]+\])")));
+  CHECK(r.out.find("(the last of 3 starts;") != std::string::npos);
 
   r = run({suite, "--cells", "(unclosed"}, true);
   CHECK(r.status == 2);
@@ -163,6 +165,9 @@ TEST_CASE("bad arguments are refused with the usage text") {
   auto r = run({suite, "--runs", "0"}, true);
   CHECK(r.status == 2);
   CHECK(r.out.find("usage: suite") != std::string::npos);
+  r = run({suite, "--mounts", "0"}, true);
+  CHECK(r.status == 2);
+  CHECK(r.out.find("--mounts must be positive") != std::string::npos);
   r = run({suite, "--frobnicate"}, true);
   CHECK(r.status == 2);
 }
