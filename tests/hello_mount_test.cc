@@ -54,6 +54,8 @@ TEST_CASE("hello: stat, readdir, read and errors through the kernel") {
   REQUIRE(fuse_connection_id(*entry));
   CHECK(srv.status().connection == *fuse_connection_id(*entry));
   CHECK(::access(fmt::format("/sys/fs/fuse/connections/{}", srv.status().connection).c_str(), F_OK) == 0);
+  // /proc/self/mounts counts it, as fusermount3 counts against mount_max.
+  CHECK(detail::count_fuse_mounts() >= 1);
   // A mount's root is one; a directory that is not, is certainly not.
   CHECK(detail::might_be_mount_root(dir.path()));
   temp_dir plain;

@@ -33,6 +33,7 @@
 #include <utility>
 #include <vector>
 
+#include "../detail/kernel_file.hpp"
 #include "../fd.hpp"
 #include "../fd_passing.hpp"
 #include "../log.hpp"
@@ -231,11 +232,16 @@ inline fuse_conf read_fuse_conf(const char* path = "/etc/fuse.conf") {
 // FUSE mounts in this mount namespace, counted as fusermount3 counts them
 // against mount_max (types "fuse" and "fuse.*", whoever mounted them).
 inline int count_fuse_mounts() {
-  std::ifstream in("/proc/self/mounts");
-  std::string source, target, type, rest;
+  // A line: SOURCE TARGET TYPE OPTIONS 0 0 (fstab(5); spaces within fields escaped).
   int n = 0;
-  while (in >> source >> target >> type && std::getline(in, rest))
-    if (type == "fuse" || type.starts_with("fuse.")) ++n;
+  const auto table = read_kernel_file("/proc/self/mounts");
+  if (!table) return n;
+  for_each_part(*table, '\n', [&](std::string_view line) {
+    int field = 0;
+    for_each_part(line, ' ', [&](std::string_view f) {
+      if (field++ == 2 && (f == "fuse" || f.starts_with("fuse."))) ++n;
+    });
+  });
   return n;
 }
 

@@ -17,10 +17,10 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstring>
-#include <fstream>
 #include <string>
 #include <vector>
 
+#include "../detail/kernel_file.hpp"
 #include "../failure.hpp"
 #include "../fd.hpp"
 #include "../mount/mountinfo.hpp"
@@ -75,14 +75,15 @@ inline outcome<unique_fd> listen_control(unsigned connection) {
 inline std::vector<std::string> control_socket_candidates(unsigned connection) {
   std::vector<std::string> names{control_socket_name(connection)};
   const std::string prefix = "@" + control_socket_name(connection) + ".";
-  std::ifstream in("/proc/net/unix");
-  std::string line;
-  while (std::getline(in, line)) {
+  const auto table = detail::read_kernel_file("/proc/net/unix");
+  if (!table) return names;
+  detail::for_each_part(*table, '\n', [&](std::string_view line) {
     const auto at = line.rfind(' ');
-    if (at == std::string::npos) continue;
-    const std::string path = line.substr(at + 1);
-    if (path.starts_with(prefix) && std::ranges::find(names, path.substr(1)) == names.end()) names.push_back(path.substr(1));
-  }
+    if (at == std::string_view::npos) return;
+    const std::string_view path = line.substr(at + 1);
+    if (path.starts_with(prefix) && std::ranges::find(names, path.substr(1)) == names.end())
+      names.emplace_back(path.substr(1));
+  });
   return names;
 }
 
