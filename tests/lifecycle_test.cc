@@ -7,6 +7,7 @@
 #include <csignal>
 #include <cstring>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <stdexcept>
@@ -110,28 +111,45 @@ TEST_CASE("an init() that throws fails the mount with EIO and the exception's te
   CHECK_FALSE(is_fuse_mounted(dir.path()));
 }
 
+namespace {
+
+// Starts a server whose init() hangs, in a child process (the hung init()
+// keeps its thread, which the child abandons by exiting, as fusexx::main
+// does), with INIT deadline `timeout`, and cancels the start after `cancel_after`
+// if given. 0 when start() failed with `expected` and left nothing mounted.
+int start_with_hung_init(const std::string& mp, bool sync, std::chrono::milliseconds timeout,
+                         std::optional<std::chrono::milliseconds> cancel_after, int expected) {
+  return in_child([&] {
+    startup_fs fs;
+    fs.on_init = [] {
+      std::this_thread::sleep_for(std::chrono::seconds(30));
+      return result<void>{};
+    };
+    auto opts = options_for(mp, sync);
+    opts.init_timeout = timeout;
+    auto* srv = new server<startup_fs>(fs, opts);  // never destroyed: its worker is stuck
+    std::stop_source cancel;
+    std::jthread canceller;
+    if (cancel_after)
+      canceller = std::jthread([&] {
+        std::this_thread::sleep_for(*cancel_after);
+        cancel.request_stop();
+      });
+    auto r = srv->start(cancel.get_token());
+    if (r) return 10;
+    if (r.error().code.value() != expected) return 11;
+    if (is_fuse_mounted(mp)) return 12;
+    std::_Exit(0);
+  });
+}
+
+}  // namespace
+
 TEST_CASE("an init() that hangs fails the mount with ETIMEDOUT at its deadline") {
   for (bool sync : {true, false}) {
     CAPTURE(sync);
     temp_dir dir;
-    // In a child process: the hung init() keeps its thread, which the child
-    // abandons by exiting, as fusexx::main does.
-    int status = in_child([&] {
-      startup_fs fs;
-      fs.on_init = [] {
-        std::this_thread::sleep_for(std::chrono::seconds(30));
-        return result<void>{};
-      };
-      auto opts = options_for(dir.path(), sync);
-      opts.init_timeout = std::chrono::milliseconds(300);
-      auto* srv = new server<startup_fs>(fs, opts);  // never destroyed: its worker is stuck
-      auto r = srv->start();
-      if (r) return 10;
-      if (r.error().code.value() != ETIMEDOUT) return 11;
-      if (is_fuse_mounted(dir.path())) return 12;
-      std::_Exit(0);
-    });
-    CHECK(status == 0);
+    CHECK(start_with_hung_init(dir.path(), sync, std::chrono::milliseconds(300), std::nullopt, ETIMEDOUT) == 0);
     CHECK_FALSE(is_fuse_mounted(dir.path()));
   }
 }
@@ -140,27 +158,8 @@ TEST_CASE("cancelling start-up while init() hangs fails the mount with ECANCELED
   for (bool sync : {true, false}) {
     CAPTURE(sync);
     temp_dir dir;
-    int status = in_child([&] {
-      startup_fs fs;
-      fs.on_init = [] {
-        std::this_thread::sleep_for(std::chrono::seconds(30));
-        return result<void>{};
-      };
-      auto opts = options_for(dir.path(), sync);
-      opts.init_timeout = std::chrono::seconds(60);
-      auto* srv = new server<startup_fs>(fs, opts);  // never destroyed: its worker is stuck
-      std::stop_source cancel;
-      std::jthread canceller([&] {
-        std::this_thread::sleep_for(std::chrono::milliseconds(200));
-        cancel.request_stop();
-      });
-      auto r = srv->start(cancel.get_token());
-      if (r) return 10;
-      if (r.error().code.value() != ECANCELED) return 11;
-      if (is_fuse_mounted(dir.path())) return 12;
-      std::_Exit(0);
-    });
-    CHECK(status == 0);
+    CHECK(start_with_hung_init(dir.path(), sync, std::chrono::minutes(1), std::chrono::milliseconds(200), ECANCELED) ==
+          0);
     CHECK_FALSE(is_fuse_mounted(dir.path()));
   }
 }
