@@ -34,12 +34,14 @@
 #include <cerrno>
 #include <chrono>
 #include <climits>
+#include <mutex>
 #include <ctime>
 #include <cstring>
 #include <string>
 #include <thread>
 #include <utility>
 
+#include "../detail/fork_guard.hpp"
 #include "../failure.hpp"
 #include "../fd.hpp"
 
@@ -151,9 +153,13 @@ inline outcome<unmount_watcher> unmount_watcher::fork_for(const std::string& mou
   int p[2];
   if (::pipe2(p, O_CLOEXEC) != 0) return fail(errno, "auto_unmount: pipe: {}", std::strerror(errno));
   unique_fd read_end(p[0]), write_end(p[1]);
-  const pid_t pid = ::fork();
+  pid_t pid;
+  {
+    std::unique_lock no_rings_half_made(detail::fork_guard());
+    pid = ::fork();
+    if (pid == 0) detail::watch_and_unmount(read_end.get(), mountpoint.c_str(), helper.empty() ? nullptr : argv);
+  }
   if (pid < 0) return fail(errno, "auto_unmount: cannot start the watcher: {}", std::strerror(errno));
-  if (pid == 0) detail::watch_and_unmount(read_end.get(), mountpoint.c_str(), helper.empty() ? nullptr : argv);
   return unmount_watcher(std::move(write_end), pid);
 }
 

@@ -53,6 +53,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <shared_mutex>
 #include <string>
 #include <thread>
 #include <utility>
@@ -61,6 +62,7 @@
 #include "../async_io.hpp"
 #include "../buffer.hpp"
 #include "../detail/fire_and_forget.hpp"
+#include "../detail/fork_guard.hpp"
 #include "../detail/incoming.hpp"
 #include "../detail/kernel_file.hpp"
 #include "../fd.hpp"
@@ -460,8 +462,12 @@ class uring_plane final : public channel {
       io_uring_params params{};
       params.flags = IORING_SETUP_SQE128;  // FUSE's URING_CMD needs the 80-byte command area
       const unsigned depth = std::max(8u, static_cast<unsigned>(entries.size()) * 2 + 16);
-      int rc = io_uring_queue_init_params(depth, &ring, &params);
-      if (rc == 0) keep_from_children(ring);
+      int rc;
+      {
+        std::shared_lock no_fork(detail::fork_guard());  // until the mappings are marked
+        rc = io_uring_queue_init_params(depth, &ring, &params);
+        if (rc == 0) keep_from_children(ring);
+      }
       if (rc == 0) {
         rc = io_uring_register_files(&ring, &fuse_fd, 1);
         if (rc < 0) io_uring_queue_exit(&ring);
