@@ -2,6 +2,7 @@
 // The suite's report: a table per workload (median, spread, ratio to native
 // and to the libfuse baseline, server CPU per operation), the same figures as
 // JSON, and a chart drawn by gnuplot when it is installed.
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -81,6 +82,38 @@ struct report {
     }
     return {n ? std::exp(log_sum / n) : -1.0, n};
   }
+  // The ratio round by round (>1: c wins): the i-th run of each side comes
+  // from the same round, where the two subjects of a pair run one right after
+  // the other, so a drift of this VM that a round saw falls on both sides.
+  // Empty when either side has no figure or their runs do not line up.
+  std::vector<double> round_ratios(const cell& c, const std::string& reference) const {
+    const cell* r = find(c.workload, reference);
+    if (!r || !c.figure.ok() || r->figure.values.size() != c.figure.values.size()) return {};
+    std::vector<double> out;
+    for (std::size_t i = 0; i < c.figure.values.size(); ++i) {
+      const double mine = c.figure.values[i], theirs = r->figure.values[i];
+      if (mine <= 0 || theirs <= 0) return {};
+      out.push_back(c.lower_is_better ? theirs / mine : mine / theirs);
+    }
+    return out;
+  }
+  // A pair's geometric mean over its throughput cells, round by round: the
+  // range of these says how far the mean itself moves with this VM's noise.
+  // Empty unless every cell of the mean has the same rounds.
+  std::vector<double> round_geometric_means(const pairing& p) const {
+    std::vector<double> log_sums;
+    unsigned cells = 0;
+    for (auto& w : workloads) {
+      const cell* c = find(w, p.fusexx);
+      if (!c || c->lower_is_better || ratio(*c, p.libfuse) <= 0) continue;
+      const auto rounds = round_ratios(*c, p.libfuse);
+      if (rounds.empty() || (cells > 0 && rounds.size() != log_sums.size())) return {};
+      if (cells++ == 0) log_sums.assign(rounds.size(), 0.0);
+      for (std::size_t i = 0; i < rounds.size(); ++i) log_sums[i] += std::log(rounds[i]);
+    }
+    for (auto& l : log_sums) l = std::exp(l / cells);
+    return log_sums;
+  }
   // How many times better `c` is than `reference` (>1: c wins), or <0.
   double ratio(const cell& c, const std::string& reference) const {
     const cell* r = find(c.workload, reference);
@@ -100,6 +133,14 @@ inline std::string human(double v, const std::string& unit) {
 
 inline std::string ratio_text(double r) { return r < 0 ? "-" : fmt::format("{:.2f}x", r); }
 
+// "0.93x 0.71-1.12": the ratio of the medians and the range of the rounds'.
+inline std::string ratio_with_rounds(double r, const std::vector<double>& rounds) {
+  if (r < 0) return "-";
+  if (rounds.size() < 2) return ratio_text(r);
+  const auto [lo, hi] = std::ranges::minmax(rounds);
+  return fmt::format("{:.2f}x {:.2f}-{:.2f}", r, lo, hi);
+}
+
 // fusexx / libfuse per pair and workload (>1: fusexx better), as
 // docs/benchmarks.md shows it; "" when no pair was measured.
 inline std::string pair_table(const report& rep) {
@@ -107,7 +148,9 @@ inline std::string pair_table(const report& rep) {
   for (auto& p : rep.pairs)
     if (!rep.unavailable.contains(p.fusexx) && !rep.unavailable.contains(p.libfuse)) measured.push_back(&p);
   if (measured.empty()) return "";
-  std::string out = "\nfusexx / libfuse, per pair (>1: fusexx better; the vs libfuse column above)\n";
+  std::string out =
+      "\nfusexx / libfuse, per pair (>1: fusexx better): the vs libfuse column above, then the lowest and highest\n"
+      "of the same ratio taken round by round (each round runs the two sides of a pair one after the other)\n";
   out += fmt::format("  {:<40}", "workload");
   for (auto* p : measured) out += fmt::format(" {:>22}", p->label);
   out += "\n";
@@ -115,7 +158,8 @@ inline std::string pair_table(const report& rep) {
     out += fmt::format("  {:<40}", w);
     for (auto* p : measured) {
       const cell* c = rep.find(w, p->fusexx);
-      out += fmt::format(" {:>22}", ratio_text(c ? rep.ratio(*c, p->libfuse) : -1));
+      out += fmt::format(" {:>22}", c ? ratio_with_rounds(rep.ratio(*c, p->libfuse), rep.round_ratios(*c, p->libfuse))
+                                      : "-");
     }
     out += "\n";
   }
@@ -124,7 +168,35 @@ inline std::string pair_table(const report& rep) {
     const auto [g, n] = rep.geometric_mean(*p);
     out += fmt::format(" {:>22}", g < 0 ? "-" : fmt::format("{} ({} cells)", ratio_text(g), n));
   }
-  return out + "\n";
+  out += fmt::format("\n  {:<40}", "  the same, round by round");
+  for (auto* p : measured) {
+    const auto rounds = rep.round_geometric_means(*p);
+    std::string text = "-";
+    if (rounds.size() >= 2) {
+      const auto [lo, hi] = std::ranges::minmax(rounds);
+      text = fmt::format("{:.2f}-{:.2f}", lo, hi);
+    }
+    out += fmt::format(" {:>22}", text);
+  }
+  out += "\n";
+  // The cells below 1.00x, told apart by their rounds: with this VM's noise a
+  // ratio under 1 that some rounds contradict is a lead, a loss in every
+  // round is a finding.
+  std::string behind, mixed;
+  for (auto* p : measured)
+    for (auto& w : rep.workloads) {
+      const cell* c = rep.find(w, p->fusexx);
+      if (!c) continue;
+      const double r = rep.ratio(*c, p->libfuse);
+      const auto rounds = rep.round_ratios(*c, p->libfuse);
+      if (r < 0 || r >= 1 || rounds.size() < 2) continue;
+      const auto won = std::ranges::count_if(rounds, [](double x) { return x >= 1; });
+      (won == 0 ? behind : mixed) +=
+          fmt::format("\n    {}, {}: {} ({} of {} rounds won)", p->label, w, ratio_text(r), won, rounds.size());
+    }
+  if (!behind.empty()) out += "\nbelow 1.00x and behind in every round:" + behind + "\n";
+  if (!mixed.empty()) out += "\nbelow 1.00x, but ahead in some rounds:" + mixed + "\n";
+  return out;
 }
 
 inline std::string table(const report& rep) {
@@ -174,6 +246,11 @@ inline std::string json_string(const std::string& s) {
 }
 
 inline std::string json_number(double v) { return v < 0 ? "null" : fmt::format("{:.6g}", v); }
+inline std::string json_numbers(const std::vector<double>& vs) {
+  std::string o;
+  for (double v : vs) o += (o.empty() ? "" : ", ") + json_number(v);
+  return o;
+}
 
 inline std::string json(const report& rep) {
   std::string o = "{\n  \"facts\": {";
@@ -194,25 +271,28 @@ inline std::string json(const report& rep) {
   o += "\n  ],\n  \"pairs\": [";
   first = true;
   for (auto& p : rep.pairs) {
-    o += fmt::format("{}\n    {{\"label\": {}, \"fusexx\": {}, \"libfuse\": {}, \"geometric_mean\": {}}}", first ? "" : ",",
-                     json_string(p.label), json_string(p.fusexx), json_string(p.libfuse),
-                     json_number(rep.geometric_mean(p).first));
+    o += fmt::format(
+        "{}\n    {{\"label\": {}, \"fusexx\": {}, \"libfuse\": {}, \"geometric_mean\": {}, \"geometric_mean_rounds\": [{}]}}",
+        first ? "" : ",", json_string(p.label), json_string(p.fusexx), json_string(p.libfuse),
+        json_number(rep.geometric_mean(p).first), json_numbers(rep.round_geometric_means(p)));
     first = false;
   }
   o += "\n  ],\n  \"results\": [";
   first = true;
   for (auto& c : rep.cells) {
-    std::string runs;
-    for (double v : c.figure.values) runs += (runs.empty() ? "" : ", ") + json_number(v);
+    const std::string versus = rep.versus(c.subject);
+    const std::string rounds =
+        versus.empty() ? "" : ", \"vs_libfuse_rounds\": [" + json_numbers(rep.round_ratios(c, versus)) + "]";
     o += fmt::format(
         "{}\n    {{\"workload\": {}, \"subject\": {}, \"unit\": {}, \"lower_is_better\": {}, \"median\": {}, "
         "\"min\": {}, \"max\": {}, \"runs\": [{}], \"vs_native\": {}, \"vs_libfuse\": {}, \"server_cpu_ns_per_op\": {}, "
-        "\"server_instructions_per_op\": {}{}}}",
+        "\"server_instructions_per_op\": {}{}{}}}",
         first ? "" : ",", json_string(c.workload), json_string(c.subject), json_string(c.unit),
         c.lower_is_better ? "true" : "false", json_number(c.figure.ok() ? c.figure.median() : -1),
-        json_number(c.figure.ok() ? c.figure.min() : -1), json_number(c.figure.ok() ? c.figure.max() : -1), runs,
+        json_number(c.figure.ok() ? c.figure.min() : -1), json_number(c.figure.ok() ? c.figure.max() : -1),
+        json_numbers(c.figure.values),
         json_number(rep.ratio(c, "native")), json_number(rep.ratio_to_libfuse(c)), json_number(c.cpu.ok() ? c.cpu.median() : -1),
-        json_number(c.instructions_per_op), c.error.empty() ? "" : ", \"error\": " + json_string(c.error));
+        json_number(c.instructions_per_op), rounds, c.error.empty() ? "" : ", \"error\": " + json_string(c.error));
     first = false;
   }
   return o + "\n  ]\n}\n";

@@ -1,9 +1,11 @@
 // The benchmark suite runs end to end on a tiny workload: every subject it was
 // built with mounts, serves every workload and is stopped; the JSON, the text
 // table and the chart are written. Figures are never checked, only that they
-// exist.
+// exist. The report's arithmetic (ratios per pair, round by round) is checked
+// on figures made up here.
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdlib>
 #include <fstream>
 #include <regex>
@@ -12,6 +14,7 @@
 
 #include <doctest/doctest.h>
 
+#include "benchmarks/report.hpp"
 #include "tests/support/process.hpp"
 
 using namespace fusexx::testing;
@@ -97,14 +100,17 @@ TEST_CASE("the suite measures every subject on a tiny workload and writes its re
       else CHECK(has_number(line, "server_cpu_ns_per_op"));
       if (s != "native") CHECK(has_number(line, "vs_native"));
       // fusexx's subjects against their libfuse counterparts.
-      if (have_libfuse() && s != "native" && !s.ends_with("-supervised") && !s.starts_with("libfuse"))
+      if (have_libfuse() && s != "native" && !s.ends_with("-supervised") && !s.starts_with("libfuse")) {
         CHECK(has_number(line, "vs_libfuse"));
+        CHECK(std::regex_search(line, std::regex(R"("vs_libfuse_rounds": \[[0-9.e+-]+, [0-9.e+-]+\])")));
+      }
     }
     if (s != "native") CHECK(has_number(result_line(json, "mount time", s), "median"));
   }
   if (have_libfuse()) {
     CHECK(std::regex_search(json, std::regex(R"("label": "memfs io_uring", "fusexx": "memfs", "libfuse": "libfuse-memfs-uring", "geometric_mean": [0-9.]+)")));
     CHECK(slurp(out + "/results.txt").find("fusexx / libfuse, per pair") != std::string::npos);
+    CHECK(std::regex_search(json, std::regex(R"("label": "kernel passthrough", [^\n]*"geometric_mean_rounds": \[[0-9.e+-]+, [0-9.e+-]+\])")));
   }
   const std::string table = slurp(out + "/results.txt");
   for (auto& w : workloads) CHECK(table.find(w) != std::string::npos);
@@ -193,3 +199,81 @@ TEST_CASE("the callgrind phase counts server instructions per operation") {
   CHECK(has_number(result_line(json, "4 KiB random read (O_DIRECT)", "classic"), "server_instructions_per_op"));
 }
 #endif
+
+namespace {
+
+// A report of one pair over two throughput workloads and the mount time, with
+// the runs given round by round.
+bench::report made_up_report(std::vector<double> fast_fx, std::vector<double> fast_lf, std::vector<double> slow_fx,
+                             std::vector<double> slow_lf) {
+  bench::report rep;
+  rep.subjects = {"fx", "lf"};
+  rep.pairs = {{"the pair", "fx", "lf"}};
+  rep.workloads = {"mount time", "fast", "slow"};
+  auto put = [&](const std::string& w, const std::string& s, std::vector<double> runs, bool lower = false) {
+    bench::cell& c = rep.at(w, s);
+    c.unit = lower ? "ms" : "ops/s";
+    c.lower_is_better = lower;
+    c.figure.values = std::move(runs);
+  };
+  put("mount time", "fx", {0.002, 0.004}, true);
+  put("mount time", "lf", {0.004, 0.004}, true);
+  put("fast", "fx", std::move(fast_fx));
+  put("fast", "lf", std::move(fast_lf));
+  put("slow", "fx", std::move(slow_fx));
+  put("slow", "lf", std::move(slow_lf));
+  return rep;
+}
+
+}  // namespace
+
+TEST_CASE("the report gives each pair's ratios round by round and names the cells behind in every round") {
+  // fast: fx wins 3 rounds of 4 by 2x and loses one; slow: fx loses every round.
+  auto rep = made_up_report({200, 200, 50, 200}, {100, 100, 100, 100}, {40, 90, 60, 80}, {100, 100, 100, 100});
+  const bench::cell* fast = rep.find("fast", "fx");
+  const bench::cell* slow = rep.find("slow", "fx");
+  const bench::cell* mount = rep.find("mount time", "fx");
+  REQUIRE(fast);
+  REQUIRE(slow);
+  REQUIRE(mount);
+  CHECK(rep.round_ratios(*fast, "lf") == std::vector<double>{2.0, 2.0, 0.5, 2.0});
+  CHECK(rep.round_ratios(*slow, "lf") == std::vector<double>{0.4, 0.9, 0.6, 0.8});
+  // Lower is better: inverted, as the ratio of the medians is.
+  CHECK(rep.round_ratios(*mount, "lf") == std::vector<double>{2.0, 1.0});
+  CHECK(rep.ratio(*slow, "lf") == doctest::Approx(0.7));
+  // The mean of each round over the throughput cells (mount time is not one).
+  const auto means = rep.round_geometric_means(rep.pairs[0]);
+  REQUIRE(means.size() == 4);
+  CHECK(means[0] == doctest::Approx(std::sqrt(2.0 * 0.4)));
+  CHECK(means[2] == doctest::Approx(std::sqrt(0.5 * 0.6)));
+
+  const std::string table = bench::pair_table(rep);
+  INFO(table);
+  CHECK(table.find("2.00x 0.50-2.00") != std::string::npos);
+  CHECK(table.find("0.70x 0.40-0.90") != std::string::npos);
+  CHECK(table.find("0.55-1.34") != std::string::npos);  // sqrt(0.5*0.6) .. sqrt(2*0.9)
+  CHECK(table.find("below 1.00x and behind in every round:\n    the pair, slow: 0.70x (0 of 4 rounds won)") !=
+        std::string::npos);
+  CHECK(table.find("ahead in some rounds") == std::string::npos);
+
+  const std::string json = bench::json(rep);
+  CHECK(result_line(json, "slow", "fx").find("\"vs_libfuse_rounds\": [0.4, 0.9, 0.6, 0.8]") != std::string::npos);
+  CHECK(result_line(json, "slow", "lf").find("vs_libfuse_rounds") == std::string::npos);
+  CHECK(json.find("\"geometric_mean_rounds\": [") != std::string::npos);
+}
+
+TEST_CASE("the report lists a cell below 1.00x that won some rounds apart, and pairs no rounds that do not line up") {
+  auto rep = made_up_report({90, 110, 95, 80}, {100, 100, 100, 100}, {100, 100}, {100, 100, 100});
+  const std::string table = bench::pair_table(rep);
+  INFO(table);
+  CHECK(table.find("below 1.00x, but ahead in some rounds:\n    the pair, fast: 0.93x (1 of 4 rounds won)") !=
+        std::string::npos);
+  CHECK(table.find("behind in every round") == std::string::npos);
+  // slow's runs do not line up (2 against 3): its ratio of medians stands, with no range, and the
+  // pair's mean has no rounds.
+  const bench::cell* slow = rep.find("slow", "fx");
+  REQUIRE(slow);
+  CHECK(rep.round_ratios(*slow, "lf").empty());
+  CHECK(rep.round_geometric_means(rep.pairs[0]).empty());
+  CHECK(table.find(" 1.00x\n") != std::string::npos);
+}
