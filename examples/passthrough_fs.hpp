@@ -702,8 +702,9 @@ struct passthrough_fs : fusexx::filesystem_base<passthrough_fs> {
     // round) 4 KiB O_DIRECT writes done inline were ahead in 6 of 8 and 9 of
     // 10 rounds (+14-15 % IOPS at the median) at the same server CPU per
     // write; with 2 jobs and with 1 MiB writes it was a coin toss (5 of 8,
-    // 5 of 10; 4 of 8). The ring's writes were not handed to io_uring's
-    // workers (256 of ~18k were): each waited for the device either way.
+    // 5 of 10; 4 of 8). None of the ring's writes was handed to io_uring's
+    // workers (the tracepoint io_uring_queue_async_work counted only the
+    // queues' 256 REGISTER commands): each waited for the device either way.
     // Reads stay on the ring, where they came out ahead (4 of 6 rounds).
     co_return transferred(::pwrite(f.fd, data.data(), data.size(), offset));
   }
