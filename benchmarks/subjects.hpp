@@ -21,6 +21,7 @@
 #include <condition_variable>
 #include <memory>
 #include <mutex>
+#include <cstdlib>
 #include <cstring>
 #include <cstdint>
 #include <fstream>
@@ -150,28 +151,53 @@ class server_process {
 
   pid_t pid() const { return pid_; }
 
-  // CPU time the server's threads have used so far, in nanoseconds (user and
-  // kernel: the scheduler's own account, /proc/PID/task/*/schedstat) — with
-  // its children's: a supervised server (-o supervise) is the keeper's child.
-  std::uint64_t cpu_ns() const { return cpu_ns_of(pid_, true); }
+  // CPU time the server has used so far, in nanoseconds (user and kernel):
+  // its threads' (the scheduler's own account, /proc/PID/task/*/schedstat)
+  // and its descendants'. A supervised server (-o supervise) is the keeper's
+  // child, and it forks a child of its own for each checkpoint (the snapshot
+  // is written there, from the parked memory); those children's CPU is
+  // counted while they run (/proc/PID/task/TID/children, a list per forking
+  // thread) and, once reaped, through the parent's cutime and cstime.
+  std::uint64_t cpu_ns() const { return cpu_ns_of(pid_); }
 
-  static std::uint64_t cpu_ns_of(pid_t pid, bool with_children) {
-    std::uint64_t total = 0;
+  static std::uint64_t cpu_ns_of(pid_t pid) {
+    std::uint64_t total = reaped_children_ns(pid);
     const std::string tasks = "/proc/" + std::to_string(pid) + "/task";
+    std::vector<pid_t> children;
     if (DIR* d = ::opendir(tasks.c_str())) {
       while (dirent* e = ::readdir(d)) {
         if (e->d_name[0] == '.') continue;
-        std::ifstream in(tasks + "/" + e->d_name + "/schedstat");
+        const std::string task = tasks + "/" + e->d_name;
+        std::ifstream in(task + "/schedstat");
         std::uint64_t ns = 0;
         if (in >> ns) total += ns;
+        std::ifstream kids(task + "/children");
+        for (pid_t child = 0; kids >> child;) children.push_back(child);
       }
       ::closedir(d);
     }
-    if (with_children) {
-      std::ifstream in(tasks + "/" + std::to_string(pid) + "/children");
-      for (pid_t child = 0; in >> child;) total += cpu_ns_of(child, false);
-    }
+    for (pid_t child : children) total += cpu_ns_of(child);
     return total;
+  }
+
+  // The CPU time of `pid`'s children that have ended and been waited for
+  // (and of theirs): fields 16 and 17 of /proc/PID/stat, in clock ticks.
+  static std::uint64_t reaped_children_ns(pid_t pid) {
+    std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+    std::string line;
+    if (!std::getline(in, line)) return 0;
+    // The command name (field 2) is in parentheses and may hold spaces.
+    const auto close = line.rfind(')');
+    if (close == std::string::npos) return 0;
+    std::istringstream rest(line.substr(close + 1));
+    std::string field;
+    std::uint64_t cutime = 0, cstime = 0;
+    for (int i = 3; i <= 17 && rest >> field; ++i) {
+      if (i == 16) cutime = std::strtoull(field.c_str(), nullptr, 10);
+      if (i == 17) cstime = std::strtoull(field.c_str(), nullptr, 10);
+    }
+    static const long ticks = ::sysconf(_SC_CLK_TCK);
+    return ticks > 0 ? (cutime + cstime) * (std::uint64_t{1000000000} / static_cast<std::uint64_t>(ticks)) : 0;
   }
 
   void stop() {

@@ -2,19 +2,24 @@
 // built with mounts, serves every workload and is stopped; the JSON, the text
 // table and the chart are written. Figures are never checked, only that they
 // exist. The report's arithmetic (ratios per pair, round by round) is checked
-// on figures made up here.
+// on figures made up here, and the count of a server's CPU on processes that burn it.
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmath>
+#include <cstdint>
 #include <cstdlib>
 #include <fstream>
 #include <regex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <doctest/doctest.h>
 
 #include "benchmarks/report.hpp"
+#include "benchmarks/subjects.hpp"
 #include "tests/support/process.hpp"
 
 using namespace fusexx::testing;
@@ -276,4 +281,69 @@ TEST_CASE("the report lists a cell below 1.00x that won some rounds apart, and p
   CHECK(rep.round_ratios(*slow, "lf").empty());
   CHECK(rep.round_geometric_means(rep.pairs[0]).empty());
   CHECK(table.find(" 1.00x\n") != std::string::npos);
+}
+
+namespace {
+// Burns `ms` milliseconds of this process's own CPU time.
+void burn_cpu(long ms) {
+  timespec start{}, now{};
+  ::clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &start);
+  volatile std::uint64_t x = 0;
+  do {
+    for (int i = 0; i < 100000; ++i) x = x + i;
+    ::clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &now);
+  } while ((now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000 < ms);
+}
+}  // namespace
+
+TEST_CASE("a server's CPU counts its descendants: running (forked by any thread) and reaped") {
+  // A process standing for a server: it forks, from a second thread, a child
+  // that forks a grandchild (a supervised server and its checkpoint child).
+  // The grandchild burns 150 ms and is reaped by the child, which burns 150
+  // ms of its own and says so on `done`; once told on `go`, it ends, and the
+  // thread reaps it, says so, and ends when told.
+  int go[2], done[2];
+  REQUIRE(::pipe(go) == 0);
+  REQUIRE(::pipe(done) == 0);
+  const pid_t server = ::fork();
+  REQUIRE(server >= 0);
+  if (server == 0) {
+    std::thread([&] {
+      char c = 1;
+      const pid_t child = ::fork();
+      if (child == 0) {
+        const pid_t grandchild = ::fork();
+        if (grandchild == 0) {
+          burn_cpu(150);
+          ::_exit(0);
+        }
+        ::waitpid(grandchild, nullptr, 0);
+        burn_cpu(150);
+        (void)::write(done[1], &c, 1);
+        (void)::read(go[0], &c, 1);
+        ::_exit(0);
+      }
+      ::waitpid(child, nullptr, 0);
+      (void)::write(done[1], &c, 1);
+      (void)::read(go[0], &c, 1);
+    }).join();
+    ::_exit(0);
+  }
+  char c = 1;
+  // The child runs: 300 ms below `server`, none in its own threads, and
+  // none in a child it has reaped.
+  REQUIRE(::read(done[0], &c, 1) == 1);
+  CHECK(bench::server_process::cpu_ns_of(server) >= 280'000'000);
+  CHECK(bench::server_process::reaped_children_ns(server) < 50'000'000);
+  // The child has ended and been reaped: its CPU and the grandchild's are
+  // now `server`'s cutime and cstime.
+  REQUIRE(::write(go[1], &c, 1) == 1);
+  REQUIRE(::read(done[0], &c, 1) == 1);
+  CHECK(bench::server_process::reaped_children_ns(server) >= 280'000'000);
+  CHECK(bench::server_process::cpu_ns_of(server) >= 280'000'000);
+  REQUIRE(::write(go[1], &c, 1) == 1);
+  int status = 0;
+  REQUIRE(::waitpid(server, &status, 0) == server);
+  CHECK((WIFEXITED(status) && WEXITSTATUS(status) == 0));
+  for (int fd : {go[0], go[1], done[0], done[1]}) ::close(fd);
 }
