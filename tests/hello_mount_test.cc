@@ -39,6 +39,8 @@ const std::string greeting = "Hello, world!\n";
 TEST_CASE("hello: stat, readdir, read and errors through the kernel") {
   temp_dir dir;
   hello_fs fs;
+  // FUSE mounts this test's mount namespace holds before its own.
+  const int mounts_before = detail::count_fuse_mounts();
   server<hello_fs> srv(fs, options_for(dir.path()));
   auto started = srv.start();
   REQUIRE_MESSAGE(started, (started ? "" : started.error().message));
@@ -55,7 +57,7 @@ TEST_CASE("hello: stat, readdir, read and errors through the kernel") {
   CHECK(srv.status().connection == *fuse_connection_id(*entry));
   CHECK(::access(fmt::format("/sys/fs/fuse/connections/{}", srv.status().connection).c_str(), F_OK) == 0);
   // /proc/self/mounts counts it, as fusermount3 counts against mount_max.
-  CHECK(detail::count_fuse_mounts() >= 1);
+  CHECK(detail::count_fuse_mounts() == mounts_before + 1);
   // A mount's root is one; a directory that is not, is certainly not.
   CHECK(detail::might_be_mount_root(dir.path()));
   temp_dir plain;
@@ -104,7 +106,7 @@ TEST_CASE("hello: stat, readdir, read and errors through the kernel") {
   CHECK_FALSE(is_fuse_mounted(dir.path()));
 }
 
-TEST_CASE("mountinfo lines are read as proc(5) lays them out") {
+TEST_CASE("mountinfo and mounts lines are read as proc(5) lays them out") {
   // Optional fields (any number, up to "-"), escaped spaces and backslashes,
   // other filesystems, and two FUSE mounts stacked on one path: the topmost
   // (last) counts.
@@ -131,6 +133,17 @@ TEST_CASE("mountinfo lines are read as proc(5) lays them out") {
   CHECK_FALSE(find_fuse_mount_in(text, "/mnt/short"));  // no fields after "-"
   CHECK_FALSE(find_fuse_mount_in(text, "/mnt/a"));
   CHECK_FALSE(find_fuse_mount_in("", "/"));
+  // /proc/self/mounts as fusermount3 counts it against mount_max: "fuse" and
+  // "fuse.*" only (not fuseblk, fusectl or a source that merely says fuse).
+  const std::string mounts_text =
+      "proc /proc proc rw,relatime 0 0\n"
+      "hello /mnt/a fuse.hello rw,nosuid,nodev 0 0\n"
+      "my\\040fs /mnt/a\\040b fuse rw,nosuid,nodev 0 0\n"
+      "/dev/loop0 /mnt/c fuseblk rw 0 0\n"
+      "fusectl /sys/fs/fuse/connections fusectl rw 0 0\n"
+      "fuse /mnt/d ext4 rw 0 0\n";
+  CHECK(detail::count_fuse_mounts_in(mounts_text) == 2);
+  CHECK(detail::count_fuse_mounts_in("") == 0);
   // And the kernel's own files read whole.
   CHECK(detail::read_kernel_number("/proc/sys/kernel/pid_max").value_or(0) > 0);
   CHECK_FALSE(detail::read_kernel_number("/proc/self/comm"));  // not a number

@@ -34,9 +34,9 @@
 #include <cerrno>
 #include <chrono>
 #include <climits>
-#include <mutex>
-#include <ctime>
 #include <cstring>
+#include <ctime>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <utility>

@@ -229,20 +229,25 @@ inline fuse_conf read_fuse_conf(const char* path = "/etc/fuse.conf") {
   return c;
 }
 
-// FUSE mounts in this mount namespace, counted as fusermount3 counts them
-// against mount_max (types "fuse" and "fuse.*", whoever mounted them).
-inline int count_fuse_mounts() {
+// FUSE mounts in a mount table (the text of /proc/self/mounts), counted as
+// fusermount3 counts them against mount_max: types "fuse" and "fuse.*",
+// whoever mounted them (fuseblk and fusectl are not counted).
+inline int count_fuse_mounts_in(std::string_view table) {
   // A line: SOURCE TARGET TYPE OPTIONS 0 0 (fstab(5); spaces within fields escaped).
   int n = 0;
-  const auto table = read_kernel_file("/proc/self/mounts");
-  if (!table) return n;
-  for_each_part(*table, '\n', [&](std::string_view line) {
+  for_each_part(table, '\n', [&](std::string_view line) {
     int field = 0;
     for_each_part(line, ' ', [&](std::string_view f) {
       if (field++ == 2 && (f == "fuse" || f.starts_with("fuse."))) ++n;
     });
   });
   return n;
+}
+
+// The same, in this mount namespace.
+inline int count_fuse_mounts() {
+  const auto table = read_kernel_file("/proc/self/mounts");
+  return table ? count_fuse_mounts_in(*table) : 0;
 }
 
 // fusermount3 refuses a user what fuse.conf does not allow, in words that
