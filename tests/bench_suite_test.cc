@@ -308,6 +308,10 @@ TEST_CASE("a server's CPU counts its descendants: running (forked by any thread)
   const pid_t server = ::fork();
   REQUIRE(server >= 0);
   if (server == 0) {
+    // Only the test writes `go` and reads `done`: if it dies, the reads
+    // below see end-of-file and nothing here is left waiting.
+    ::close(go[1]);
+    ::close(done[0]);
     std::thread([&] {
       char c = 1;
       const pid_t child = ::fork();
