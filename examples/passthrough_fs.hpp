@@ -224,6 +224,8 @@ struct passthrough_fs : fusexx::filesystem_base<passthrough_fs> {
   std::uint64_t served_writes() const { return writes_.load(std::memory_order_relaxed); }
   std::uint64_t served_getxattrs() const { return getxattrs_.load(std::memory_order_relaxed); }
   std::uint64_t passthrough_opens() const { return passthrough_opens_.load(); }
+  // Lookups that had to open the object (it was new to the table).
+  std::uint64_t lookup_opens() const { return lookup_opens_.load(std::memory_order_relaxed); }
   std::size_t open_files() const { return files_.size() + dirs_.size(); }
   // Why kernel passthrough is not used although asked for ("" if it is).
   std::string passthrough_refusal() const {
@@ -944,7 +946,21 @@ struct passthrough_fs : fusexx::filesystem_base<passthrough_fs> {
   }
 
   // One kernel reference to `name` in `parent`.
+  //
+  // Most lookups are of objects the kernel has been handed before (every
+  // LOOKUP that revalidates a name, at timeout 0 every path walk): their
+  // inode is in the table, and one fstatat of the name says which it is.
+  // Only an object new to the table is opened (O_PATH) and stat'ed through
+  // what was opened, as the name may be another object's by then. So a
+  // lookup of a known object is one system call where open, stat and
+  // close were three (libfuse's passthrough_hp makes those three every
+  // time). The object a name is answered with may be renamed or unlinked
+  // right after, either way; that is what the kernel's cache timeouts bound.
   result<fusexx::entry> lookup_at(inode& parent, const std::string& name) {
+    struct stat seen {};
+    if (::fstatat(parent.fd, name.c_str(), &seen, AT_SYMLINK_NOFOLLOW) != 0) return fusexx::last_error();
+    if (inode* known = table_->reference_known(seen)) return make_entry(*known, seen);
+    lookup_opens_.fetch_add(1, std::memory_order_relaxed);
     const int fd = ::openat(parent.fd, name.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0) return fusexx::last_error();
     struct stat st {};
@@ -1158,7 +1174,8 @@ struct passthrough_fs : fusexx::filesystem_base<passthrough_fs> {
   passthrough::slot_table<open_file> files_;
   passthrough::slot_table<open_dir> dirs_;
   std::atomic<bool> passthrough_on_{false};
-  std::atomic<std::uint64_t> reads_{0}, writes_{0}, getxattrs_{0}, passthrough_opens_{0}, forget_errors_{0};
+  std::atomic<std::uint64_t> reads_{0}, writes_{0}, getxattrs_{0}, passthrough_opens_{0}, forget_errors_{0},
+      lookup_opens_{0};
   bool killing_suidgid_ = false;  // handle_killpriv_v2 was granted: clearing set-id bits is ours
   bool memory_backed_ = false;    // the source is on tmpfs or ramfs: its reads never wait (see read)
   mutable std::mutex refusal_mutex_;

@@ -2,10 +2,11 @@
 // the source directory and the other way round, directory listings, names,
 // xattrs, the file operations a mirror must forward (copy_file_range,
 // fallocate, SEEK_DATA/SEEK_HOLE, O_DIRECT), locks between processes, the
-// writeback cache, lookup counts that drain, the command line's errors, and
-// kernel passthrough (reads and writes that never reach the server) with its
-// refusals. Most cases run the binary as users do; those that count what the
-// server saw serve passthrough_fs in-process.
+// writeback cache, lookup counts that drain, lookups of known objects that
+// open nothing, the command line's errors, and kernel passthrough (reads and
+// writes that never reach the server) with its refusals. Most cases run the
+// binary as users do; those that count what the server saw serve
+// passthrough_fs in-process.
 #include <doctest/doctest.h>
 
 #include <fcntl.h>
@@ -567,6 +568,43 @@ TEST_CASE("lookup counts: every reference the kernel took is forgotten, and the 
   // The O_PATH fds went with them: the source directory can be removed from
   // under nobody, and is empty.
   CHECK(list_dir(source).size() == 2);
+}
+
+TEST_CASE("a lookup of an object the server knows opens nothing; a name replaced in the source shows the new object") {
+  temp_dir dir;
+  const std::string source = dir.sub("source");
+  in_process_mirror m(source, [](passthrough_fs& fs, server_options&) { fs.cache_timeout = std::chrono::seconds(0); });
+  write_file(source + "/a", "old");
+  const std::uint64_t opens = m.fs.lookup_opens();
+  struct stat st {};
+  // At timeout 0 every stat is a LOOKUP; only the first finds "a" new.
+  for (int i = 0; i < 20; ++i) REQUIRE(::stat(m.path("a").c_str(), &st) == 0);
+  CHECK(m.fs.lookup_opens() == opens + 1);
+  struct stat native {};
+  REQUIRE(::stat((source + "/a").c_str(), &native) == 0);
+  CHECK(st.st_ino == native.st_ino);
+  // Replaced behind the server's back: the name is another object now.
+  write_file(source + "/b", "new");
+  REQUIRE(::rename((source + "/b").c_str(), (source + "/a").c_str()) == 0);
+  REQUIRE(::stat((source + "/a").c_str(), &native) == 0);
+  REQUIRE(::stat(m.path("a").c_str(), &st) == 0);
+  CHECK(st.st_ino == native.st_ino);
+  CHECK(slurp(m.path("a")) == "new");
+  // (The kernel may take the new object twice as new: a revalidation that
+  // gets another node id forgets it at once and looks the name up afresh.)
+  const std::uint64_t replaced = m.fs.lookup_opens();
+  CHECK(replaced > opens + 1);
+  for (int i = 0; i < 10; ++i) REQUIRE(::stat(m.path("a").c_str(), &st) == 0);
+  CHECK(m.fs.lookup_opens() == replaced);
+  // A second name of a known object (a hard link made in the source) is
+  // the same node, found without an open.
+  const std::size_t inodes = m.fs.live_inodes();
+  REQUIRE(::link((source + "/a").c_str(), (source + "/h").c_str()) == 0);
+  REQUIRE(::stat(m.path("h").c_str(), &st) == 0);
+  CHECK(st.st_ino == native.st_ino);
+  CHECK(m.fs.lookup_opens() == replaced);
+  CHECK(m.fs.live_inodes() == inodes);
+  CHECK(slurp(m.path("h")) == "new");
 }
 
 // Bazel's sandbox runs the test as root of a user namespace: root there has

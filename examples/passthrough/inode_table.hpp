@@ -92,6 +92,25 @@ class inode_table {
   inode& at(fusexx::ino id) noexcept { return id == fusexx::root_ino ? root_ : inodes_.at(id); }
   static fusexx::ino id_of(const inode& i) noexcept { return i.id; }
 
+  // One more kernel reference to the object whose attributes are `st`, if
+  // it has an inode already; nullptr if not (then open it, and reference()).
+  // The inode's O_PATH fd keeps that object alive, so no other object can
+  // have its (st_dev, st_ino) meanwhile: a match is the same object.
+  inode* reference_known(const struct stat& st) {
+    std::lock_guard g(mutex_);
+    inode* i = nullptr;
+    if (st.st_dev == root_.dev && st.st_ino == root_.ino) {
+      i = &root_;
+    } else {
+      auto it = by_key_.find(key{st.st_dev, st.st_ino});
+      if (it == by_key_.end()) return nullptr;
+      i = &inodes_.at(it->second);
+    }
+    ++i->lookups;
+    note(notes::kind::ref, i->id, -1, 0, 0, 0);
+    return i;
+  }
+
   // One more kernel reference to the object `fd` refers to (an O_PATH fd
   // the table takes over) whose attributes are `st`. If the object already
   // has an inode, `fd` is closed and that inode is used.
