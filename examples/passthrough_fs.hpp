@@ -553,7 +553,7 @@ struct passthrough_fs : fusexx::filesystem_base<passthrough_fs> {
       if (::mknodat(at(parent).fd, n.c_str(), mode, rdev) != 0 && !made_before_crash(parent, n, mode & S_IFMT))
         return fusexx::last_error();
     }
-    return lookup_at(at(parent), n);
+    return lookup_at(at(parent), n, lookup_hint::new_object);
   }
 
   result<fusexx::entry> mkdir(request& r, ino parent, std::string_view name, mode_t mode, mode_t) {
@@ -563,7 +563,7 @@ struct passthrough_fs : fusexx::filesystem_base<passthrough_fs> {
       if (::mkdirat(at(parent).fd, n.c_str(), mode) != 0 && !made_before_crash(parent, n, S_IFDIR))
         return fusexx::last_error();
     }
-    return lookup_at(at(parent), n);
+    return lookup_at(at(parent), n, lookup_hint::new_object);
   }
 
   result<fusexx::entry> symlink(request& r, ino parent, std::string_view name, std::string_view target) {
@@ -574,7 +574,7 @@ struct passthrough_fs : fusexx::filesystem_base<passthrough_fs> {
           !made_before_crash(parent, n, S_IFLNK))
         return fusexx::last_error();
     }
-    return lookup_at(at(parent), n);
+    return lookup_at(at(parent), n, lookup_hint::new_object);
   }
 
   result<fusexx::entry> link(request&, ino id, ino new_parent, std::string_view new_name) {
@@ -945,6 +945,11 @@ struct passthrough_fs : fusexx::filesystem_base<passthrough_fs> {
     return e;
   }
 
+  // Whether lookup_at() should first ask the table (one fstatat) or open the
+  // object straight away: the object was just made, or a directory entry's
+  // inode number is not in the table, so it is almost surely new.
+  enum class lookup_hint { maybe_known, new_object };
+
   // One kernel reference to `name` in `parent`.
   //
   // Most lookups are of objects the kernel has been handed before (every
@@ -956,10 +961,15 @@ struct passthrough_fs : fusexx::filesystem_base<passthrough_fs> {
   // close were three (libfuse's passthrough_hp makes those three every
   // time). The object a name is answered with may be renamed or unlinked
   // right after, either way; that is what the kernel's cache timeouts bound.
-  result<fusexx::entry> lookup_at(inode& parent, const std::string& name) {
-    struct stat seen {};
-    if (::fstatat(parent.fd, name.c_str(), &seen, AT_SYMLINK_NOFOLLOW) != 0) return fusexx::last_error();
-    if (inode* known = table_->reference_known(seen)) return make_entry(*known, seen);
+  // (The hint only saves a system call: a new object is opened either way,
+  // and reference() takes one it turns out to know.)
+  result<fusexx::entry> lookup_at(inode& parent, const std::string& name,
+                                  lookup_hint hint = lookup_hint::maybe_known) {
+    if (hint == lookup_hint::maybe_known) {
+      struct stat seen {};
+      if (::fstatat(parent.fd, name.c_str(), &seen, AT_SYMLINK_NOFOLLOW) != 0) return fusexx::last_error();
+      if (inode* known = table_->reference_known(seen)) return make_entry(*known, seen);
+    }
     lookup_opens_.fetch_add(1, std::memory_order_relaxed);
     const int fd = ::openat(parent.fd, name.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0) return fusexx::last_error();
@@ -1129,7 +1139,10 @@ struct passthrough_fs : fusexx::filesystem_base<passthrough_fs> {
     // Adds one entry; false when the reply is full.
     auto add = [&](std::string_view name, ino_t ino, unsigned char type, off_t next) {
       if (out.plus() && name != "." && name != "..") {
-        auto e = lookup_at(parent, std::string(name));
+        // (A listing of a directory the kernel has not seen yet is mostly
+        // of new objects: the entry's inode number says which.)
+        auto e = lookup_at(parent, std::string(name),
+                           table_->knows(parent.dev, ino) ? lookup_hint::maybe_known : lookup_hint::new_object);
         if (!e) return true;  // gone meanwhile: skip it
         if (out.add(name, *e, next)) return true;
         forget(e->node, 1);

@@ -92,6 +92,12 @@ class inode_table {
   inode& at(fusexx::ino id) noexcept { return id == fusexx::root_ino ? root_ : inodes_.at(id); }
   static fusexx::ino id_of(const inode& i) noexcept { return i.id; }
 
+  // Whether the object (dev, ino) has an inode now.
+  bool knows(dev_t dev, ino_t ino) const {
+    std::lock_guard g(mutex_);
+    return (dev == root_.dev && ino == root_.ino) || by_key_.contains(key{dev, ino});
+  }
+
   // One more kernel reference to the object whose attributes are `st`, if
   // it has an inode already; nullptr if not (then open it, and reference()).
   // The inode's O_PATH fd keeps that object alive, so no other object can
