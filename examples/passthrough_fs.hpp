@@ -961,8 +961,10 @@ struct passthrough_fs : fusexx::filesystem_base<passthrough_fs> {
   // close were three (libfuse's passthrough_hp makes those three every
   // time). The object a name is answered with may be renamed or unlinked
   // right after, either way; that is what the kernel's cache timeouts bound.
-  // (The hint only saves a system call: a new object is opened either way,
-  // and reference() takes one it turns out to know.)
+  // An object new to the table pays for it with one call more (fstatat,
+  // open, stat); where it is surely new, the hint skips the first fstatat.
+  // (The hint only saves that call: a new object is opened either way, and
+  // reference() takes one it turns out to know.)
   result<fusexx::entry> lookup_at(inode& parent, const std::string& name,
                                   lookup_hint hint = lookup_hint::maybe_known) {
     if (hint == lookup_hint::maybe_known) {
