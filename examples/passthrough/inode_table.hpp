@@ -104,17 +104,7 @@ class inode_table {
   // have its (st_dev, st_ino) meanwhile: a match is the same object.
   inode* reference_known(const struct stat& st) {
     std::lock_guard g(mutex_);
-    inode* i = nullptr;
-    if (st.st_dev == root_.dev && st.st_ino == root_.ino) {
-      i = &root_;
-    } else {
-      auto it = by_key_.find(key{st.st_dev, st.st_ino});
-      if (it == by_key_.end()) return nullptr;
-      i = &inodes_.at(it->second);
-    }
-    ++i->lookups;
-    note(notes::kind::ref, i->id, -1, 0, 0, 0);
-    return i;
+    return count_known(st);
   }
 
   // One more kernel reference to the object `fd` refers to (an O_PATH fd
@@ -126,20 +116,11 @@ class inode_table {
     // other serving threads wait for a system call.
     fusexx::unique_fd surplus;
     std::lock_guard g(mutex_);
-    if (st.st_dev == root_.dev && st.st_ino == root_.ino) {
+    if (inode* known = count_known(st)) {
       surplus = fusexx::unique_fd(fd);
-      ++root_.lookups;
-      note(notes::kind::ref, root_.id, -1, 0, 0, 0);
-      return root_;
+      return *known;
     }
-    auto [it, fresh] = by_key_.try_emplace(key{st.st_dev, st.st_ino}, 0);
-    if (!fresh) {
-      surplus = fusexx::unique_fd(fd);
-      inode& i = inodes_.at(it->second);
-      ++i.lookups;
-      note(notes::kind::ref, i.id, -1, 0, 0, 0);
-      return i;
-    }
+    auto it = by_key_.try_emplace(key{st.st_dev, st.st_ino}, 0).first;
     auto made = std::make_unique<inode>();
     inode& i = *made;
     i.fd = fd;
@@ -316,6 +297,22 @@ class inode_table {
       return std::hash<std::uint64_t>{}(std::uint64_t(k.ino) * 0x9e3779b97f4a7c15ull ^ std::uint64_t(k.dev));
     }
   };
+
+  // The inode of the object `st` describes, with one more kernel reference,
+  // or nullptr if the table has none. Under mutex_.
+  inode* count_known(const struct stat& st) {
+    inode* i = nullptr;
+    if (st.st_dev == root_.dev && st.st_ino == root_.ino) {
+      i = &root_;
+    } else {
+      auto it = by_key_.find(key{st.st_dev, st.st_ino});
+      if (it == by_key_.end()) return nullptr;
+      i = &inodes_.at(it->second);
+    }
+    ++i->lookups;
+    note(notes::kind::ref, i->id, -1, 0, 0, 0);
+    return i;
+  }
 
   mutable std::mutex mutex_;
   inode root_;
