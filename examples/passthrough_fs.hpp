@@ -226,6 +226,9 @@ struct passthrough_fs : fusexx::filesystem_base<passthrough_fs> {
   std::uint64_t passthrough_opens() const { return passthrough_opens_.load(); }
   // Lookups that had to open the object (it was new to the table).
   std::uint64_t lookup_opens() const { return lookup_opens_.load(std::memory_order_relaxed); }
+  // Backing files registered through a fresh open of the /proc link, since
+  // the kernel would not take the inode's O_PATH fd (before 6.9).
+  std::uint64_t backing_reopens() const { return backing_reopens_.load(std::memory_order_relaxed); }
   std::size_t open_files() const { return files_.size() + dirs_.size(); }
   // Why kernel passthrough is not used although asked for ("" if it is).
   std::string passthrough_refusal() const {
@@ -632,7 +635,7 @@ struct passthrough_fs : fusexx::filesystem_base<passthrough_fs> {
       ::close(fd);
       return fusexx::error(e.error());
     }
-    auto o = opened_file(r, at(e->node), fd, flags);
+    auto o = opened_file(r, at(e->node), fd, flags, e->st.st_mode);
     if (!o) return fusexx::error(o.error());  // opened_file closed fd; the lookup reference stays
     return fusexx::created{*e, *o};
   }
@@ -997,14 +1000,16 @@ struct passthrough_fs : fusexx::filesystem_base<passthrough_fs> {
     return make_entry(table_->reference(path_fd, st), st);
   }
 
-  // The OPEN/CREATE reply for `fd` (taken over) on inode `i`.
-  result<fusexx::opened> opened_file(request& r, inode& i, int fd, int flags) {
+  // The OPEN/CREATE reply for `fd` (taken over) on inode `i`; `mode`, when
+  // given, is the file's mode as just stat'ed (spares take_backing a stat).
+  result<fusexx::opened> opened_file(request& r, inode& i, int fd, int flags,
+                                     std::optional<mode_t> mode = std::nullopt) {
     auto f = std::make_unique<open_file>();
     f->fd = fd;
     f->node = &i;
     f->direct = (flags & O_DIRECT) != 0;
     fusexx::opened o;
-    if (i.type == S_IFREG) f->backing = take_backing(r.backing(), i);
+    if (i.type == S_IFREG) f->backing = take_backing(r.backing(), i, mode);
     o.backing_id = f->backing;
     // Cached pages stay valid across opens unless the attributes say the
     // file changed (auto_inval_data); with timeout=0 nothing is trusted.
@@ -1022,8 +1027,9 @@ struct passthrough_fs : fusexx::filesystem_base<passthrough_fs> {
   }
 
   // The inode's backing id for kernel passthrough, registering its backing
-  // file on first use; 0 when passthrough is not in use.
-  fusexx::backing_id take_backing(fusexx::backing_files& backing, inode& i) {
+  // file on first use; 0 when passthrough is not in use. `mode`: the file's
+  // mode if the caller has just stat'ed it.
+  fusexx::backing_id take_backing(fusexx::backing_files& backing, inode& i, std::optional<mode_t> mode) {
     if (!passthrough_on_.load(std::memory_order_relaxed)) return 0;
     std::lock_guard g(i.backing_mutex);
     if (i.backing != 0) {
@@ -1035,21 +1041,32 @@ struct passthrough_fs : fusexx::filesystem_base<passthrough_fs> {
     // writes then arrive with the kernel's kill flag, and root's writes keep
     // the bits as they do natively. (Writes through a backing file clear them
     // for everyone; see without_fsetid.)
-    if (killing_suidgid_ && set_id(i)) return 0;
-    // The kernel lets an inode have one backing file for all its opens, so it
-    // is opened for reading and writing whatever this open asked for.
-    const std::string path = passthrough::proc_path(i.fd);
-    int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
-    if (fd < 0) fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return 0;
+    if (killing_suidgid_ && (mode ? without_set_id(*mode) != *mode : set_id(i))) return 0;
     auto id = [&] {
       // Under killpriv_v2 the kernel no longer clears the bits before a
       // passthrough write: the backing file's own writes must.
       std::optional<passthrough::without_fsetid> unprivileged_writes;
       if (killing_suidgid_) unprivileged_writes.emplace();
-      return backing.open(fd);
+      // The inode's own O_PATH fd serves: the kernel keeps only the
+      // registered file's path and our credentials, and opens a backing file
+      // of its own for each FUSE open, with that open's flags
+      // (fuse_passthrough_open() in fs/fuse/passthrough.c), and takes an
+      // O_PATH fd since 6.9 (fget_raw() in fuse_backing_open()). That spares
+      // each first open of a file an open(2) of its /proc link and a
+      // close(2). A kernel that wants a file open for I/O says EBADF; then
+      // the file is opened through the link (for reading and writing if it
+      // may be: one backing file serves all of the inode's opens).
+      auto registered = backing.open(i.fd);
+      if (registered || fusexx::to_errno(registered.error()) != EBADF) return registered;
+      backing_reopens_.fetch_add(1, std::memory_order_relaxed);
+      const std::string path = passthrough::proc_path(i.fd);
+      int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
+      if (fd < 0) fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+      if (fd < 0) return registered;
+      registered = backing.open(fd);
+      ::close(fd);  // the kernel holds its own reference
+      return registered;
     }();
-    ::close(fd);  // the kernel holds its own reference
     if (!id) {
       const int e = fusexx::to_errno(id.error());
       if (e == EPERM || e == EOPNOTSUPP || e == ENOTCONN) passthrough_on_ = false;
@@ -1190,7 +1207,7 @@ struct passthrough_fs : fusexx::filesystem_base<passthrough_fs> {
   passthrough::slot_table<open_dir> dirs_;
   std::atomic<bool> passthrough_on_{false};
   std::atomic<std::uint64_t> reads_{0}, writes_{0}, getxattrs_{0}, passthrough_opens_{0}, forget_errors_{0},
-      lookup_opens_{0};
+      lookup_opens_{0}, backing_reopens_{0};
   bool killing_suidgid_ = false;  // handle_killpriv_v2 was granted: clearing set-id bits is ours
   bool memory_backed_ = false;    // the source is on tmpfs or ramfs: its reads never wait (see read)
   mutable std::mutex refusal_mutex_;

@@ -16,7 +16,7 @@ namespace passthrough {
 class as_caller {
  public:
   explicit as_caller(const fusexx::request& r) {
-    if (::geteuid() != 0 || (r.uid() == 0 && r.gid() == 0)) return;
+    if ((r.uid() == 0 && r.gid() == 0) || ::geteuid() != 0) return;
     old_gid_ = ::setfsgid(r.gid());
     old_uid_ = ::setfsuid(r.uid());
     active_ = true;
