@@ -227,7 +227,7 @@ struct passthrough_fs : fusexx::filesystem_base<passthrough_fs> {
   // Lookups that had to open the object (it was new to the table).
   std::uint64_t lookup_opens() const { return lookup_opens_.load(std::memory_order_relaxed); }
   // Backing files registered through a fresh open of the /proc link, since
-  // the kernel would not take the inode's O_PATH fd (before 6.9).
+  // the kernel would not take the inode's O_PATH fd (see take_backing).
   std::uint64_t backing_reopens() const { return backing_reopens_.load(std::memory_order_relaxed); }
   std::size_t open_files() const { return files_.size() + dirs_.size(); }
   // Why kernel passthrough is not used although asked for ("" if it is).
@@ -909,10 +909,11 @@ struct passthrough_fs : fusexx::filesystem_base<passthrough_fs> {
       (void)::fchmodat(AT_FDCWD, passthrough::proc_path(i.fd).c_str(), killed, 0);  // best effort (above)
   }
   // A set-user-id or set-group-id program: a mode such a write changes.
+  static bool set_id(mode_t mode) { return without_set_id(mode) != mode; }
   static bool set_id(inode& i) {
     struct stat st {};
     if (::fstatat(i.fd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0) return true;  // be safe
-    return without_set_id(st.st_mode) != st.st_mode;
+    return set_id(st.st_mode);
   }
   // suid goes; sgid only with group execute (without it, sgid is a
   // mandatory-locking mark, which writes leave alone).
@@ -1041,7 +1042,7 @@ struct passthrough_fs : fusexx::filesystem_base<passthrough_fs> {
     // writes then arrive with the kernel's kill flag, and root's writes keep
     // the bits as they do natively. (Writes through a backing file clear them
     // for everyone; see without_fsetid.)
-    if (killing_suidgid_ && (mode ? without_set_id(*mode) != *mode : set_id(i))) return 0;
+    if (killing_suidgid_ && (mode ? set_id(*mode) : set_id(i))) return 0;
     auto id = [&] {
       // Under killpriv_v2 the kernel no longer clears the bits before a
       // passthrough write: the backing file's own writes must.
@@ -1051,11 +1052,12 @@ struct passthrough_fs : fusexx::filesystem_base<passthrough_fs> {
       // registered file's path and our credentials, and opens a backing file
       // of its own for each FUSE open, with that open's flags
       // (fuse_passthrough_open() in fs/fuse/passthrough.c), and takes an
-      // O_PATH fd since 6.9 (fget_raw() in fuse_backing_open()). That spares
-      // each first open of a file an open(2) of its /proc link and a
-      // close(2). A kernel that wants a file open for I/O says EBADF; then
-      // the file is opened through the link (for reading and writing if it
-      // may be: one backing file serves all of the inode's opens).
+      // O_PATH fd (fget_raw() in fuse_backing_open(), as on 6.18). That
+      // spares each first open of a file an open(2) of its /proc link and a
+      // close(2). Passthrough's first version took fget(), which answers an
+      // O_PATH fd with EBADF; then the file is opened through the link (for
+      // reading and writing if it may be: one backing file serves all of the
+      // inode's opens).
       auto registered = backing.open(i.fd);
       if (registered || fusexx::to_errno(registered.error()) != EBADF) return registered;
       backing_reopens_.fetch_add(1, std::memory_order_relaxed);
