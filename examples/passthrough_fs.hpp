@@ -220,8 +220,6 @@ struct passthrough_fs : fusexx::filesystem_base<passthrough_fs> {
   std::size_t live_inodes() const { return table_ ? table_->size() : 0; }
   std::uint64_t kernel_lookups() const { return table_ ? table_->lookups() : 0; }
   std::uint64_t forget_errors() const { return forget_errors_.load(); }
-  std::uint64_t served_reads() const { return reads_.load(std::memory_order_relaxed); }
-  std::uint64_t served_writes() const { return writes_.load(std::memory_order_relaxed); }
   std::uint64_t served_getxattrs() const { return getxattrs_.load(std::memory_order_relaxed); }
   std::uint64_t passthrough_opens() const { return passthrough_opens_.load(); }
   // Lookups that had to open the object (it was new to the table).
@@ -679,7 +677,6 @@ struct passthrough_fs : fusexx::filesystem_base<passthrough_fs> {
   // the ring's round trip would cost more than the copy (measured: 4 KiB
   // requests at ~0.7x the IOPS of plain syscalls), so its I/O is done inline.
   fusexx::task<std::size_t> read(request&, ino, fhandle fh, off_t offset, std::span<std::byte> into) {
-    reads_.fetch_add(1, std::memory_order_relaxed);
     open_file& f = file(fh);
     std::optional<passthrough::aligned_buffer> bounce;
     std::span<std::byte> target = into;
@@ -693,7 +690,6 @@ struct passthrough_fs : fusexx::filesystem_base<passthrough_fs> {
 
   fusexx::task<std::size_t> write(request&, ino, fhandle fh, off_t offset, std::span<const std::byte> data,
                                   int flags) {
-    writes_.fetch_add(1, std::memory_order_relaxed);
     open_file& f = file(fh);
     if (flags & fusexx::proto::write_flag::kill_suidgid) kill_suidgid(*f.node);
     std::optional<passthrough::aligned_buffer> bounce;
@@ -1208,7 +1204,7 @@ struct passthrough_fs : fusexx::filesystem_base<passthrough_fs> {
   passthrough::slot_table<open_file> files_;
   passthrough::slot_table<open_dir> dirs_;
   std::atomic<bool> passthrough_on_{false};
-  std::atomic<std::uint64_t> reads_{0}, writes_{0}, getxattrs_{0}, passthrough_opens_{0}, forget_errors_{0},
+  std::atomic<std::uint64_t> getxattrs_{0}, passthrough_opens_{0}, forget_errors_{0},
       lookup_opens_{0}, backing_reopens_{0};
   bool killing_suidgid_ = false;  // handle_killpriv_v2 was granted: clearing set-id bits is ours
   bool memory_backed_ = false;    // the source is on tmpfs or ramfs: its reads never wait (see read)

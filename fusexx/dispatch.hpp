@@ -27,6 +27,7 @@
 #include "codec.hpp"
 #include "detail/fence.hpp"
 #include "detail/fire_and_forget.hpp"
+#include "detail/frame_cache.hpp"
 #include "detail/handler_scope.hpp"
 #include "detail/incoming.hpp"
 #include "detail/negotiate.hpp"
@@ -43,12 +44,25 @@
 namespace fusexx::detail {
 
 // A fire-and-forget coroutine that runs one coroutine handler and sends its
-// reply. Ownership of the request buffer is settled by one atomic exchange on
-// each side: if the handler finished before the dispatcher looked, the
-// dispatcher gets the buffer back and frees the frame; otherwise the frame
-// keeps the buffer and frees both itself when the reply is sent.
+// reply. Most handlers finish before their first resume returns (nothing to
+// wait for, or an io_uring operation awaited inline): the dispatcher then
+// keeps the buffer and frees the frame, with no atomic operation — the frame
+// knows it from `resuming()`, which only the thread that started it can
+// match. A handler that finishes later, on any thread, settles who frees
+// what by one atomic exchange on each side: if it finished before the
+// dispatcher looked, the dispatcher gets the buffer back and frees the
+// frame; otherwise the frame keeps the buffer and frees both itself when the
+// reply is sent.
 struct detached {
-  struct promise_type {
+  struct promise_type;
+  // The frame the dispatcher is resuming on this thread for the first time,
+  // or null. Its final_awaiter clears it: "finished inside that resume".
+  static promise_type*& resuming() noexcept {
+    thread_local promise_type* p = nullptr;
+    return p;
+  }
+
+  struct promise_type : cached_frame {
     enum : int { starting = 0, finished = 1, released = 2 };
     std::atomic<int> phase{starting};
     buffer owned;
@@ -63,6 +77,10 @@ struct detached {
       // destroy the frame; false: run off the end, which destroys the frame.
       bool await_suspend(std::coroutine_handle<promise_type> h) noexcept {
         auto& p = h.promise();
+        if (resuming() == &p) {  // inside the dispatcher's first resume: it frees the frame
+          resuming() = nullptr;
+          return true;
+        }
         if (p.phase.exchange(finished, std::memory_order_acq_rel) == starting) return true;
         // Released: the dispatcher is done with it, and it is in the scope
         // (a handler that suspended joins before it is released).
@@ -291,8 +309,18 @@ class dispatcher {
       using promise_type = detached::promise_type;
       auto d = drive(std::move(row), req, resp).handle;
       auto& promise = d.promise();
-      if (in.owner) promise.owned = std::move(*in.owner);
+      promise_type* const outer = std::exchange(detached::resuming(), &promise);  // (a handler may dispatch too)
       d.resume();
+      const bool finished_inline = detached::resuming() == nullptr;
+      detached::resuming() = outer;
+      if (finished_inline) {  // replied; nobody else knows of the frame
+        d.destroy();
+        return disposition::replied;
+      }
+      // Suspended (and maybe finished on another thread since): the frame
+      // takes the buffer its request is in — the handler's spans point into
+      // its memory, which does not move with it.
+      if (in.owner) promise.owned = std::move(*in.owner);
       if (promise.phase.load(std::memory_order_acquire) != promise_type::finished) {
         // Suspended: it joins the session's scope before the frame is
         // released, so the frame leaves it when it finishes (below, if it
@@ -333,25 +361,27 @@ class dispatcher {
   detached drive(Row row, request req, responder resp) {
     using E = typename Row::reply;
     using T = handler_result<Row>;
-    result<E> r = error(EIO);
     // The one fence, twice: around starting the handler, and around what it
     // finished with (its exception is handed back, not rethrown, by catching()).
     auto started = fenced(handler_name(req), [&] { return std::optional<T>(row.call(fs_, req)); }, std::optional<T>{});
-    if (started) {
-      auto done = co_await std::move(*started).catching();
-      r = fenced(
-          handler_name(req),
-          [&]() -> result<E> {
-            if (done.exception) std::rethrow_exception(done.exception);
-            if constexpr (std::is_void_v<E>) {
-              if (!*done.value) return std::unexpected(done.value->error());
-              return {};
-            } else {
-              return std::move(*done.value);
-            }
-          },
-          result<E>(error(EIO)));
+    if (!started) {
+      result<E> failed = error(EIO);
+      finish(row, req, resp, failed);
+      co_return;
     }
+    auto done = co_await std::move(*started).catching();
+    result<E> r = fenced(
+        handler_name(req),
+        [&]() -> result<E> {
+          if (done.exception) std::rethrow_exception(done.exception);
+          if constexpr (std::is_void_v<E>) {
+            if (!*done.value) return std::unexpected(done.value->error());
+            return {};
+          } else {
+            return std::move(*done.value);
+          }
+        },
+        result<E>(error(EIO)));
     finish(row, req, resp, r);
   }
 

@@ -13,6 +13,7 @@
 #include <optional>
 #include <utility>
 
+#include "detail/frame_cache.hpp"
 #include "result.hpp"
 
 namespace fusexx {
@@ -22,7 +23,7 @@ class [[nodiscard]] task {
  public:
   using value_type = T;
 
-  struct promise_type {
+  struct promise_type : detail::cached_frame {  // frames are reused: detail/frame_cache.hpp
     std::optional<result<T>> value;
     std::exception_ptr exception;
     std::coroutine_handle<> continuation;

@@ -25,6 +25,17 @@ struct gate {
   void await_resume() const noexcept {}
 };
 
+// Resumes the coroutine on another thread and waits for that thread, all
+// inside await_suspend: the handler has finished, on another thread, before
+// the dispatcher gets its first resume back (the race the detached frame's
+// atomic exchange settles). Nothing of the frame is touched after the join:
+// the frame may be gone by then.
+struct finish_elsewhere {
+  bool await_ready() const noexcept { return false; }
+  void await_suspend(std::coroutine_handle<> h) const { std::thread([h] { h.resume(); }).join(); }
+  void await_resume() const noexcept {}
+};
+
 struct test_fs : filesystem_base<test_fs> {
   int init_errno = 0;
   bool init_throws = false;
@@ -77,6 +88,12 @@ struct test_fs : filesystem_base<test_fs> {
     co_await write_gate;
     if (data.size() == 3) throw std::runtime_error("three bytes are bad luck");
     co_return data.size();
+  }
+  // A coroutine that finishes on another thread before its first resume returns.
+  task<void> fsync(request&, ino, fhandle fh, bool) {
+    co_await finish_elsewhere{};
+    if (fh != 99) co_return error(EBADF);
+    co_return {};
   }
   result<void> release(request&, ino, fhandle, int) { throw std::logic_error("release exploded"); }
   result<void> readdir(request&, ino, fhandle, off_t off, dir_buffer& out) {
@@ -325,6 +342,49 @@ TEST_CASE("a suspended coroutine handler keeps its buffer and replies when resum
   CHECK(r.error() == 0);
   CHECK(r.as<proto::write_out>().size == 5);
   CHECK(h.state.counters().in_flight.load() == 0);
+}
+
+TEST_CASE("a coroutine handler that finishes on another thread before the dispatcher looks gives its buffer back") {
+  harness<test_fs> h;
+  h.init();
+  for (std::uint64_t fh : {99, 7}) {  // twice, and with an error: the frames come from the cache the second time
+    proto::fsync_in f{};
+    f.fh = fh;
+    // Answered once, by the other thread, by the time handle() returns.
+    REQUIRE(h.feed(fusexx::testing::make_request(op::fsync, 80 + fh, 2, wire{}.add(f))) == 1);
+    CHECK(h.rec.last().header.unique == 80 + fh);
+    CHECK(h.rec.last().error() == (fh == 99 ? 0 : EBADF));
+    CHECK(h.buf);  // the dispatcher took it back: the frame is gone
+    CHECK(h.state.counters().in_flight.load() == 0);
+    CHECK(h.state.scope().size() == 0);
+  }
+}
+
+TEST_CASE("coroutine frames: a freed frame serves the next of its size class, on any thread, a few per class") {
+  using detail::frame_cache;
+  if (!frame_cache::enabled) return;  // AddressSanitizer: every frame its own allocation
+  void* a = frame_cache::allocate(200);
+  const std::size_t kept = frame_cache::kept(200);
+  frame_cache::deallocate(a, 200);
+  CHECK(frame_cache::kept(200) == kept + 1);
+  void* b = frame_cache::allocate(250);  // the same class (193..256 bytes): the same memory, warm
+  CHECK(b == a);
+  CHECK(frame_cache::kept(200) == kept);
+  // Freed on another thread: kept there, not here, and given back when it ends.
+  std::thread([&] {
+    frame_cache::deallocate(b, 250);
+    CHECK(frame_cache::kept(250) == 1);
+  }).join();
+  CHECK(frame_cache::kept(200) == kept);
+  // No more than kept_per_class of a class; the rest go back to the allocator.
+  std::vector<void*> many;
+  for (std::size_t i = 0; i < frame_cache::kept_per_class + 8; ++i) many.push_back(frame_cache::allocate(100));
+  for (void* p : many) frame_cache::deallocate(p, 100);
+  CHECK(frame_cache::kept(100) == frame_cache::kept_per_class);
+  // Larger than the largest class: straight to the allocator.
+  const std::size_t big = frame_cache::granule * frame_cache::classes + 1;
+  frame_cache::deallocate(frame_cache::allocate(big), big);
+  CHECK(frame_cache::kept(big) == 0);
 }
 
 TEST_CASE("an exception escaping a handler becomes EIO") {

@@ -47,7 +47,8 @@ TEST_CASE("kernel passthrough: reads and writes of an open file do not reach the
   std::mt19937 rng(3);
   for (auto& c : data) c = char(rng());
   write_file(m.path("pt"), data);
-  const auto reads = m.fs.served_reads(), writes = m.fs.served_writes();
+  const auto reads = received(m.srv().session(), proto::opcode::read);
+  const auto writes = received(m.srv().session(), proto::opcode::write);
   CHECK(m.fs.passthrough_opens() >= 1);
   CHECK(writes == 0);  // even the first write went straight to the source
   CHECK(slurp(m.path("pt")) == data);
@@ -64,8 +65,8 @@ TEST_CASE("kernel passthrough: reads and writes of an open file do not reach the
   }
   data.replace(100, 4, "PASS");
   CHECK(slurp(source + "/pt") == data);
-  CHECK(m.fs.served_reads() == reads);
-  CHECK(m.fs.served_writes() == writes);
+  CHECK(received(m.srv().session(), proto::opcode::read) == reads);
+  CHECK(received(m.srv().session(), proto::opcode::write) == writes);
   CHECK(m.fs.passthrough_refusal() == "");
   // This kernel (6.18) takes the inode's own O_PATH fd as the backing file:
   // registering opened nothing more.
@@ -112,15 +113,15 @@ TEST_CASE("kernel passthrough across a handover: the successor keeps the backing
   REQUIRE(::pread(f.fd, buf, 10, 0) == 10);
   CHECK(std::string(buf, 10) == "abc3456789");
   CHECK(slurp(source + "/data") == "abc3456789");
-  CHECK(here.fs.served_reads() == 0);
-  CHECK(here.fs.served_writes() == 0);
+  CHECK(received(here.srv->session(), proto::opcode::read) == 0);
+  CHECK(received(here.srv->session(), proto::opcode::write) == 0);
   // Its release reaches the successor, which closes the backing id.
   ::close(std::exchange(f.fd, -1));
   CHECK(eventually([&] { return here.srv->session().backing().registered().empty(); }));
   // Opens after the handover are passed through as negotiated.
   CHECK(slurp(mp + "/data") == "abc3456789");
   CHECK(here.fs.passthrough_opens() == 1);
-  CHECK(here.fs.served_reads() == 0);
+  CHECK(received(here.srv->session(), proto::opcode::read) == 0);
   CHECK(here.fs.forget_errors() == 0);
   here.srv->stop();
   CHECK_FALSE(is_fuse_mounted(mp));
@@ -136,7 +137,7 @@ TEST_CASE("kernel passthrough refused: one line says why, and I/O goes through t
     fd_guard f{::open(m.path("f").c_str(), O_RDWR)};
     REQUIRE(f.fd >= 0);
     REQUIRE(::fsync(f.fd) == 0);
-    CHECK(m.fs.served_writes() > 0);
+    CHECK(received(m.srv().session(), proto::opcode::write) > 0);
     CHECK(m.fs.passthrough_opens() == 0);
     CHECK(slurp(source + "/f") == "through the server");
   }

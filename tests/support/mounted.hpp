@@ -14,6 +14,15 @@
 
 namespace fusexx::testing {
 
+// How many requests of `op` a session has received, from its statistics
+// (on unless server_options::stats is off). Each serving thread writes its
+// own shard, so the handlers count nothing themselves.
+inline std::uint64_t received(const session& s, proto::opcode op) {
+  for (const auto& o : s.stats().snapshot().ops)
+    if (o.opcode == static_cast<std::uint32_t>(op)) return o.count;
+  return 0;
+}
+
 template <filesystem Fs>
 class mounted {
  public:
