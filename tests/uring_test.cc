@@ -9,6 +9,9 @@
 #include <sched.h>
 
 #include <atomic>
+#include <coroutine>
+#include <mutex>
+#include <vector>
 #include <fstream>
 #include <thread>
 
@@ -37,8 +40,22 @@ class uring_switch {
 };
 
 // Serves a real file's bytes as /data, reading it with io::pread — on the
-// ring when there is one — and /slow, whose reads first sleep on the ring.
+// ring when there is one — /slow, whose reads first sleep on the ring, and
+// /elsewhere, whose reads finish on a thread of their own: the reply is
+// handed to the queue thread, which an eventfd read on its ring wakes.
 struct backed_fs : filesystem_base<backed_fs> {
+  struct on_a_thread_of_its_own {
+    backed_fs& fs;
+    bool await_ready() const noexcept { return false; }
+    void await_suspend(std::coroutine_handle<> h) const {
+      std::lock_guard lock(fs.threads_mutex);
+      fs.threads.emplace_back([h] { h.resume(); });
+    }
+    void await_resume() const noexcept {}
+  };
+  std::mutex threads_mutex;
+  std::vector<std::jthread> threads;  // joined with the filesystem
+  std::atomic<int> finished_elsewhere{0};
   int backing = -1;
   std::atomic<int> reads_in_flight{0};
   std::atomic<int> most_in_flight{0};
@@ -49,13 +66,14 @@ struct backed_fs : filesystem_base<backed_fs> {
     entry e;
     if (name == "data") e.node = 2;
     else if (name == "slow") e.node = 3;
+    else if (name == "elsewhere") e.node = 4;
     else return error(ENOENT);
     e.st = stat_of(e.node);
     return e;
   }
   void forget(ino, std::uint64_t n) { forgets += n; }
   result<attr> getattr(request&, ino i, std::optional<fhandle>) {
-    if (i > 3) return error(ENOENT);
+    if (i > 4) return error(ENOENT);
     return attr{.st = stat_of(i)};
   }
   result<opened> open(request&, ino, int) { return opened{.direct_io = true}; }
@@ -65,8 +83,10 @@ struct backed_fs : filesystem_base<backed_fs> {
     while (now > seen && !most_in_flight.compare_exchange_weak(seen, now)) {
     }
     if (i == 3) co_await io::sleep_for(std::chrono::milliseconds(100));
-    auto n = co_await io::pread(backing, into, off);
+    if (i == 4) co_await on_a_thread_of_its_own{*this};
+    auto n = co_await io::pread(backing, into, off);  // off the queue thread: the plain syscall
     --reads_in_flight;
+    if (i == 4) ++finished_elsewhere;
     co_return n;
   }
   struct stat stat_of(ino i) const {
@@ -145,6 +165,11 @@ TEST_CASE("requests arrive through one ring per CPU, and handlers await I/O on t
   a.join();
   b.join();
   CHECK(fs.most_in_flight.load() >= 2);
+
+  // Replies written on other threads are committed by the queue's own thread
+  // (the kernel copies in the submitter's context), woken through its ring.
+  CHECK(slurp(mp + "/elsewhere") == content);
+  CHECK(fs.finished_elsewhere.load() > 0);
 
   // FORGET stays on /dev/fuse: drop the kernel's inodes and watch them come.
   const auto device_before = srv.session().counters().via_device.load();
