@@ -298,6 +298,7 @@ class server {
       }
       supervision_ = s;
       generation_ = s.generation;
+      checkpoint_crash_ = detail::checkpoint_crash_of(std::getenv("FUSEXX_CRASH_CHECKPOINT"), s.incarnation);
       options_.transport = transport_kind::classic;
       options_.classic.clone_fds = false;
       options_.classic.pinned_buffers = true;
@@ -423,9 +424,10 @@ class server {
       auto sealed = write_snapshot(mount_description{options_.mount.mountpoint, mount_method::new_api, {},
                                                      options_.mount.sync_init});
       if (!sealed) return log::error("supervise: the checkpoint at INIT: {}", sealed.error().message);
-      if (auto sent = keeper::send_checkpoint(supervision_, sealed->memfd.get(), generation_ + 1, control_fd_); !sent)
+      const std::uint64_t next = next_generation();
+      if (auto sent = keeper::send_checkpoint(supervision_, sealed->memfd.get(), next, control_fd_); !sent)
         return log::error("supervise: the checkpoint at INIT: {}", sent.error().message);
-      journaling_->checkpointed(++generation_);
+      journaling_->checkpointed(generation_ = next);
       journals_[1 - active_].reset(0);
     }
   }
@@ -507,7 +509,7 @@ class server {
       } else if (!sealed->fds.empty()) {
         log::error("checkpoint: the snapshot names {} open file(s), which the keeper cannot hold", sealed->fds.size());
       } else {
-        const std::uint64_t next = generation_ + 1;
+        const std::uint64_t next = next_generation();
         const int memfd = sealed->memfd.get();
         const supervision* keeper_of = &supervision_;
         outcome<void> sent = co_await loop.blocking(
@@ -515,6 +517,7 @@ class server {
         if (!sent) {
           log::error("checkpoint: {}", sent.error().message);
         } else {
+          if (checkpoint_crash_ == detail::checkpoint_crash::acked) detail::die_at_checkpoint("acked", next);
           journaling_->checkpointed(next);
           journals_[1 - active_].reset(0);
           inactive_live_ = false;
@@ -535,15 +538,17 @@ class server {
   // (Parked.) Switches the records to the other journal, forks the child
   // that writes the checkpoint, resumes.
   bool fork_checkpoint(clock::time_point started) {
-    const std::uint64_t next = generation_ + 1;
+    const std::uint64_t next = next_generation();
     const unsigned other = 1 - active_;
     journaling_->switch_to(journals_[other], next);
     int size_pipe[2] = {-1, -1};  // the child's word: the snapshot's size (and the store's keeper: the snapshot)
     const pid_t pid = ::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, size_pipe) == 0 ? ::fork() : -1;
     if (pid == 0) {
       ::close(size_pipe[0]);
+      if (checkpoint_crash_ == detail::checkpoint_crash::forked) ::_exit(9);  // (its parent dies below)
       checkpoint_in_child(size_pipe[1], next);
     }
+    if (pid > 0 && checkpoint_crash_ == detail::checkpoint_crash::forked) detail::die_at_checkpoint("forked", next);
     if (pid < 0) {
       log::error("checkpoint: fork: {}", std::strerror(errno));
       for (int fd : size_pipe)
@@ -582,6 +587,19 @@ class server {
     if (!send_with_fds(size_fd, std::as_bytes(std::span(&size, 1)), by_parent ? memfd : std::span<const int>{}))
       ::_exit(3);
     ::_exit(0);
+  }
+
+  // The generation of the next checkpoint: above the keeper's and above
+  // every journal's. A forked checkpoint cut short by a crash leaves a
+  // journal labelled with the generation its child was to hand over; the
+  // successor replays that journal on the keeper's older checkpoint and
+  // takes its first checkpoint in process. Were that one numbered like the
+  // lost one, a crash between the keeper's ack and the journals starting
+  // over would leave the keeper a checkpoint that includes the journal's
+  // records, with the journal still labelled as following it: replayed
+  // twice. Numbered above it, the journal reads as covered.
+  std::uint64_t next_generation() const noexcept {
+    return std::max({generation_, journals_[0].generation(), journals_[1].generation()}) + 1;
   }
 
   // A checkpoint costs about the snapshot's size, so the next waits until
@@ -1257,6 +1275,7 @@ class server {
   clock::time_point checkpoint_started_{};
   std::unique_ptr<detail::journaling<detail::dispatcher<Fs>>> journaling_;
   std::uint64_t generation_ = 0;  // of the last checkpoint the keeper holds
+  detail::checkpoint_crash checkpoint_crash_ = detail::checkpoint_crash::none;  // (tests)
   int control_fd_ = -1;           // the fd INIT came on (the connection's own)
   std::size_t last_snapshot_size_ = 0;
 };

@@ -257,6 +257,40 @@ TEST_CASE("a crash at each moment between reading a request and answering it") {
   }
 }
 
+TEST_CASE("a checkpoint cut short by a crash, then one the keeper got just before the next crash: nothing replayed twice") {
+  // The first server dies right after forking a checkpoint's child (which
+  // gives up too): its successor replays both journals on the keeper's
+  // older checkpoint, and takes its own first checkpoint in process; it
+  // dies once the keeper has acknowledged that one, before the journals
+  // start over. The third restores it and must not replay the records it
+  // already holds (the server's next_generation()): the application's log
+  // would have its lines twice, and the replies would differ.
+  for (const subject fs : subjects) {
+    const std::string fs_name = name_of(fs);
+    CAPTURE(fs_name);
+    scoped_env where("FUSEXX_CRASH_CHECKPOINT", "0:forked,1:acked");
+    supervised_mount m(fs);
+    std::uint64_t rounds = 0;
+    {
+      busy_application app(m.mp);
+      directories dirs(m.mp);
+      pid_t server = server_of(m.keeper.pid);
+      server = m.next_server(server);  // the first died at its forked checkpoint
+      server = m.next_server(server);  // the second, once the keeper had its checkpoint
+      REQUIRE(app.progresses(20));
+      CHECK_MESSAGE(dirs.finish() == 0, "the mkdir/rmdir loop saw an error");
+      app.check_unharmed();
+      rounds = app.state().ops.load();
+    }
+    check_tree(m.mp, rounds);
+    const std::string said = m.stop();
+    CHECK_MESSAGE(said.find("dying at 'forked'") != std::string::npos, said);
+    CHECK_MESSAGE(said.find("dying at 'acked'") != std::string::npos, said);
+    CHECK_MESSAGE(said.find("answered differently") == std::string::npos, said);
+    CHECK_MESSAGE(said.find("could not be redone") == std::string::npos, said);
+  }
+}
+
 TEST_CASE("a server that dies on every start: the keeper gives up, applications get ENOTCONN, the log says why") {
   temp_dir dir;
   const std::string mp = dir.path();

@@ -30,6 +30,7 @@
 #include <deque>
 #include <mutex>
 #include <optional>
+#include <string>
 #include <string_view>
 #include <unordered_map>
 #include <unordered_set>
@@ -90,6 +91,40 @@ enum class crash_point : std::uint8_t {
   before_journal,  // applied in memory, not yet journaled
   before_reply,    // journaled, the reply not yet sent
 };
+
+// Where a test asks a supervised server to die during a checkpoint
+// (FUSEXX_CRASH_CHECKPOINT="INCARNATION:POINT,...", each server reading the
+// entry of its own incarnation): right after forking the child that would
+// take it (the child gives up too), or right after the keeper acknowledged
+// one taken in process, before the journals start over.
+enum class checkpoint_crash : std::uint8_t { none, forked, acked };
+
+inline checkpoint_crash checkpoint_crash_of(const char* spec, unsigned incarnation) {
+  if (!spec) return checkpoint_crash::none;
+  const std::string mine = std::to_string(incarnation) + ":";
+  for (std::string_view rest = spec; !rest.empty();) {
+    const std::size_t comma = rest.find(',');
+    const std::string_view entry = rest.substr(0, comma);
+    rest = comma == std::string_view::npos ? std::string_view{} : rest.substr(comma + 1);
+    if (!entry.starts_with(mine)) continue;
+    const std::string_view point = entry.substr(mine.size());
+    if (point == "forked") return checkpoint_crash::forked;
+    if (point == "acked") return checkpoint_crash::acked;
+    log::warn("FUSEXX_CRASH_CHECKPOINT: '{}' is not a checkpoint crash point; ignored", point);
+  }
+  return checkpoint_crash::none;
+}
+
+[[noreturn]] inline void die_at_checkpoint(std::string_view where, std::uint64_t generation) {
+  log::warn("crash test: dying at '{}' of checkpoint {}", where, generation);
+  ::kill(::getpid(), SIGKILL);
+  std::abort();
+}
+
+// A replay names this many of the requests that came out differently (or
+// notes that could not be redone), then counts the rest: one line each for
+// thousands would fill a pipe that nobody reads until the server stops.
+inline constexpr std::uint64_t named_differences = 8;
 
 // Why a reply of the replay differs from what was recorded, or nothing.
 struct replay_report {
@@ -260,12 +295,14 @@ class journaling {
       }
       if (got->bytes.size() == r.reply.size() && std::memcmp(got->bytes.data(), r.reply.data(), r.reply.size()) == 0)
         continue;
-      ++report.differing;
+      if (++report.differing > named_differences) continue;
       proto::in_header h;
       std::memcpy(&h, r.request.data(), sizeof h);
       log::warn("recovery: the replay of request {:#x} ({}) answered differently than before the crash", r.unique,
                 proto::name(static_cast<proto::opcode>(h.opcode)));
     }
+    if (report.differing > named_differences)
+      log::warn("recovery: {} more replayed requests answered differently", report.differing - named_differences);
     return report;
   }
 
@@ -291,13 +328,13 @@ class journaling {
         return;
       }
       under_way.erase(unique);
-      if (!r.note.empty() && !redo(r.note)) {
-        ++report.differing;
+      if (!r.note.empty() && !redo(r.note) && ++report.differing <= named_differences)
         log::warn("recovery: the note of request {:#x} could not be redone", r.unique);
-      }
       if (!r.reply.empty()) applied_[unique].assign(r.reply.begin(), r.reply.end());
     };
     for (journal* log : logs) log->truncate(log->for_each(each));
+    if (report.differing > named_differences)
+      log::warn("recovery: {} more notes could not be redone", report.differing - named_differences);
     for (auto& [unique, request] : under_way) {
       if (request.size() < sizeof(proto::in_header)) continue;
       proto::in_header h;

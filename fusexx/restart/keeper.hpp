@@ -193,8 +193,11 @@ inline outcome<void> store_checkpoint(int memfd, std::uint64_t generation, int d
   if (stored && *stored) stored = systemd::barrier();
   if (!stored) return fail(stored.error().code.value(), "storing checkpoint {}: {}", generation, stored.error().message);
   if (!*stored) return fail(EIO, "storing checkpoint {}: no service manager ($NOTIFY_SOCKET)", generation);
+  // The one before is the one stored last: generations may skip (see the
+  // server's next_generation()).
+  const std::uint64_t before = history ? history->checkpoint : generation - 1;
   if (history) history->checkpoint = generation;
-  if (generation > 0) (void)systemd::remove_fd(systemd::checkpoint_name(generation - 1));
+  if (generation > 0 && before != generation) (void)systemd::remove_fd(systemd::checkpoint_name(before));
   return {};
 }
 
