@@ -48,6 +48,7 @@
 #include <atomic>
 #include <cstring>
 #include <mutex>
+#include <random>
 #include <string>
 #include <thread>
 #include <vector>
@@ -75,8 +76,13 @@ class fake_systemd {
   using options = service_options;
 
   explicit fake_systemd(std::vector<std::string> argv, options o = {}) : argv_(std::move(argv)), options_(o) {
+    // Abstract names are per network namespace, which Bazel's sandbox
+    // shares between tests, while each test's pid namespace is its own: two
+    // tests at once may both be pid 2. A random part keeps them apart.
     static std::atomic<int> counter{0};
-    address_ = "@fusexx-test-notify/" + std::to_string(::getpid()) + "/" + std::to_string(counter++);
+    static const unsigned long long salt = std::random_device{}() * 4294967296ull + std::random_device{}();
+    address_ = "@fusexx-test-notify/" + std::to_string(::getpid()) + "." + std::to_string(salt) + "/" +
+               std::to_string(counter++);
     sock_ = unique_fd(::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
     const int on = 1;
     ::setsockopt(sock_.get(), SOL_SOCKET, SO_PASSCRED, &on, sizeof on);
