@@ -220,6 +220,10 @@ struct status_info {
   std::uint64_t handover_requests = 0;  // successors that asked for the connection
   std::uint64_t handover_refused = 0;   // of those, refused or not completed
   bool stats = false;                    // statistics are counted (-o stats=off: not)
+  // Under a keeper (-o supervise; docs/restart.md, "Crash recovery"):
+  bool supervised = false;
+  std::uint64_t checkpoint = 0;     // the generation of the last checkpoint the keeper holds
+  std::uint64_t journal_bytes = 0;  // what the crash journal holds since it
 };
 
 struct stats_info {
@@ -253,11 +257,12 @@ inline std::string to_json(const status_info& s) {
       "{{\"version\":{},\"kind\":\"status\",\"fusexx_version\":{},\"mountpoint\":{},\"filesystem\":{},\"pid\":{},"
       "\"connection\":{},\"uptime_s\":{:.3f},\"transport\":{},\"threads\":{},\"queues\":{},\"queue_depth\":{},"
       "\"init\":{{\"major\":{},\"minor\":{},\"max_write\":{},\"max_readahead\":{},\"max_pages\":{},\"flags\":[{}]}},"
-      "\"restartable\":{},\"handover\":{{\"requests\":{},\"refused\":{}}},\"stats\":{}}}",
+      "\"restartable\":{},\"handover\":{{\"requests\":{},\"refused\":{}}},\"stats\":{},"
+      "\"supervise\":{{\"enabled\":{},\"checkpoint\":{},\"journal_bytes\":{}}}}}",
       s.version, json_quote(s.fusexx_version), json_quote(s.mountpoint), json_quote(s.filesystem), s.pid, s.connection,
       s.uptime_s, json_quote(s.transport), s.threads, s.queues, s.queue_depth, s.proto_major, s.proto_minor,
       s.max_write, s.max_readahead, s.max_pages, flags, s.restartable, s.handover_requests, s.handover_refused,
-      s.stats);
+      s.stats, s.supervised, s.checkpoint, s.journal_bytes);
 }
 
 inline std::string to_json(const stats_info& s) {
@@ -305,6 +310,10 @@ inline outcome<status_info> parse_status(std::string_view text) {
   s.handover_requests = v["handover"]["requests"].u64();
   s.handover_refused = v["handover"]["refused"].u64();
   s.stats = v["stats"].boolean();
+  const json& supervise = v["supervise"];  // absent from older servers' answers: read as not supervised
+  s.supervised = supervise["enabled"].boolean();
+  s.checkpoint = supervise["checkpoint"].u64();
+  s.journal_bytes = supervise["journal_bytes"].u64();
   return s;
 }
 

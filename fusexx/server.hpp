@@ -354,14 +354,15 @@ class server {
       for (int i = 0; i < 2; ++i) {
         const std::uint64_t g = journals_[i].generation();
         if (g > generation_ + 1)
-          co_return outcome<void>(fail(EIO, "recovery: a journal follows checkpoint {}, the keeper has {}", g, generation_));
+          co_return outcome<void>(
+              fail(EIO, "recovery: a journal follows checkpoint {}, the keeper has {}", g, generation_.load()));
         if (g >= generation_) after[g - generation_] = &journals_[i];
         if (g >= generation_ && journals_[i].overflowed())
           co_return outcome<void>(fail(EIO, "recovery: the crash journal overflowed (no checkpoint could be taken): "
                                        "the state cannot be rebuilt"));
       }
       if (after[1] && !after[0])
-        co_return outcome<void>(fail(EIO, "recovery: the journal of checkpoint {} is missing", generation_));
+        co_return outcome<void>(fail(EIO, "recovery: the journal of checkpoint {} is missing", generation_.load()));
       std::vector<journal*> logs;
       for (journal* j : after)
         if (j) logs.push_back(j);
@@ -402,7 +403,7 @@ class server {
       start_classic_plane();
       constexpr bool redone = recovery_of<Fs>() == recovery_model::redo;
       log::info("recovered {} in {} ms: checkpoint {} and {} journaled request(s) {}{}", mountpoint(),
-                std::chrono::duration_cast<std::chrono::milliseconds>(clock::now() - started).count(), generation_,
+                std::chrono::duration_cast<std::chrono::milliseconds>(clock::now() - started).count(), generation_.load(),
                 replayed.records, redone ? "redone" : "replayed",
                 !replayed.differing && !replayed.unfinished ? std::string()
                 : redone ? fmt::format(" ({} note(s) could not be redone)", replayed.differing)
@@ -462,7 +463,7 @@ class server {
       journals_[1 - active_].reset(0);
       inactive_live_ = false;
       next_checkpoint_after(size);
-      log::debug("checkpoint {} of {} (forked) in {} us", generation_, mountpoint(),
+      log::debug("checkpoint {} of {} (forked) in {} us", generation_.load(), mountpoint(),
                  std::chrono::duration_cast<std::chrono::microseconds>(clock::now() - checkpoint_started_).count());
     } else {
       // Both journals stay: the next checkpoint is taken in this process.
@@ -599,7 +600,7 @@ class server {
   // records, with the journal still labelled as following it: replayed
   // twice. Numbered above it, the journal reads as covered.
   std::uint64_t next_generation() const noexcept {
-    return std::max({generation_, journals_[0].generation(), journals_[1].generation()}) + 1;
+    return std::max({generation_.load(), journals_[0].generation(), journals_[1].generation()}) + 1;
   }
 
   // A checkpoint costs about the snapshot's size, so the next waits until
@@ -859,6 +860,13 @@ class server {
     s.handover_requests = handover_requests_;
     s.handover_refused = handover_refused_;
     s.stats = session_.stats().enabled();
+    if constexpr (crash_safe<Fs>) {
+      if (journaling_) {
+        s.supervised = true;
+        s.checkpoint = generation_.load();
+        s.journal_bytes = journaling_->journal_ref().used();
+      }
+    }
     return s;
   }
   control::stats_info statistics() const {
@@ -1274,7 +1282,7 @@ class server {
   std::uint64_t checkpoint_generation_ = 0;
   clock::time_point checkpoint_started_{};
   std::unique_ptr<detail::journaling<detail::dispatcher<Fs>>> journaling_;
-  std::uint64_t generation_ = 0;  // of the last checkpoint the keeper holds
+  std::atomic<std::uint64_t> generation_{0};  // of the last checkpoint the keeper holds (status() reads it too)
   detail::checkpoint_crash checkpoint_crash_ = detail::checkpoint_crash::none;  // (tests)
   int control_fd_ = -1;           // the fd INIT came on (the connection's own)
   std::size_t last_snapshot_size_ = 0;

@@ -263,8 +263,11 @@ TEST_CASE("a checkpoint cut short by a crash, then one the keeper got just befor
   // older checkpoint, and takes its own first checkpoint in process; it
   // dies once the keeper has acknowledged that one, before the journals
   // start over. The third restores it and must not replay the records it
-  // already holds (the server's next_generation()): the application's log
-  // would have its lines twice, and the replies would differ.
+  // already holds (the server's next_generation()). What shows it: memfs's
+  // replayed requests answer differently (other node ids, ENOENT), and
+  // passthrough finds its snapshot's fds gone and makes no progress. (The
+  // log's lines do not double: a replayed append is a WRITE at the same
+  // offset, which leaves the same bytes.)
   for (const subject fs : subjects) {
     const std::string fs_name = name_of(fs);
     CAPTURE(fs_name);
@@ -288,6 +291,125 @@ TEST_CASE("a checkpoint cut short by a crash, then one the keeper got just befor
     CHECK_MESSAGE(said.find("dying at 'acked'") != std::string::npos, said);
     CHECK_MESSAGE(said.find("answered differently") == std::string::npos, said);
     CHECK_MESSAGE(said.find("could not be redone") == std::string::npos, said);
+  }
+}
+
+namespace {
+
+// A one-way word between processes: a pipe the test and a child share.
+struct word {
+  int fds[2] = {-1, -1};
+  word() { REQUIRE(::pipe2(fds, O_CLOEXEC) == 0); }
+  ~word() {
+    for (int fd : fds)
+      if (fd >= 0) ::close(fd);
+  }
+  bool say() const { return ::write(fds[1], "!", 1) == 1; }
+  bool heard() const {  // blocks: the sayer says, or ends (false)
+    char c = 0;
+    return ::read(fds[0], &c, 1) == 1;
+  }
+};
+
+// The server's status, as fusexx-ctl reads it.
+control::status_info status_of(const std::string& mp) {
+  auto answer = control::query(mp, "status");
+  REQUIRE_MESSAGE(answer, (answer ? "" : answer.error().message));
+  auto s = control::parse_status(*answer);
+  REQUIRE_MESSAGE(s, (s ? "" : s.error().message));
+  return *s;
+}
+std::uint64_t setlkw_seen(const std::string& mp) {
+  auto answer = control::query(mp, "stats");
+  if (!answer) return 0;
+  auto s = control::parse_stats(*answer);
+  if (!s) return 0;
+  for (const auto& o : s->ops)
+    if (o.name == "SETLKW") return o.count;
+  return 0;
+}
+
+// A POSIX write lock on rw's first byte, taken by a process of its own (F_SETLKW
+// when `wait`), held until told to let go (it exits, and the close releases it).
+forked lock_holder(const std::string& mp, bool wait, const word& holding, const word& let_go) {
+  return fork_child([&] {
+    const int fd = ::open((mp + "/rw").c_str(), O_RDWR);
+    struct ::flock l {};
+    l.l_type = F_WRLCK;
+    l.l_whence = SEEK_SET;
+    l.l_len = 1;
+    if (fd < 0 || ::fcntl(fd, wait ? F_SETLKW : F_SETLK, &l) != 0) return 1;
+    if (!holding.say()) return 2;
+    (void)let_go.heard();
+    return 0;
+  });
+}
+
+}  // namespace
+
+TEST_CASE("a lock granted after a checkpoint, then a crash: its owner still holds it, nobody else gets it") {
+  // B waits for the lock A holds while a checkpoint is taken — a waiting
+  // request is not in the checkpoint — then A lets go, B is granted, and the
+  // server is killed. The successor rebuilds from that checkpoint and the
+  // journal after it, and must still hold the lock for B: C's F_GETLK names
+  // B, C's F_SETLK is refused. (memfs: locks in the server, rebuilt by
+  // replay; passthrough: OFD locks on the files its fds keep.)
+  for (const subject fs : subjects) {
+    const std::string fs_name = name_of(fs);
+    CAPTURE(fs_name);
+    supervised_mount m(fs);
+    word a_holds, a_go, b_holds, b_go;
+    forked a = lock_holder(m.mp, false, a_holds, a_go);
+    REQUIRE(a_holds.heard());
+    const std::uint64_t seen = setlkw_seen(m.mp);
+    forked b = lock_holder(m.mp, true, b_holds, b_go);
+    REQUIRE_MESSAGE(eventually([&] { return setlkw_seen(m.mp) > seen || process_ended(b.pid()); }),
+                    "B's lock request did not reach the server");
+    REQUIRE_FALSE(process_ended(b.pid()));
+    // Two checkpoints from now: the later began after B's request was
+    // journaled (a checkpoint under way may have begun before).
+    const std::uint64_t first = status_of(m.mp).checkpoint;
+    REQUIRE(status_of(m.mp).supervised);
+    const std::string filler = m.mp + "/filler";
+    const std::string block(64 * 1024, 'f');
+    REQUIRE_MESSAGE(eventually(
+                        [&] {
+                          write_file(filler, block);  // journaled: memfs keeps the data, passthrough the intent
+                          for (int i = 0; i < 50; ++i) {
+                            const std::string name = m.mp + "/scratch" + std::to_string(i);
+                            write_file(name, "s");
+                            REQUIRE(::unlink(name.c_str()) == 0);
+                          }
+                          return status_of(m.mp).checkpoint >= first + 2;
+                        },
+                        std::chrono::seconds(30)),
+                    "no checkpoint was taken");
+    REQUIRE_FALSE(process_ended(b.pid()));  // still waiting through them
+    REQUIRE(a_go.say());
+    REQUIRE(a.wait() == 0);
+    REQUIRE_MESSAGE(b_holds.heard(), "B did not get the lock once A let go");
+
+    const pid_t server = server_of(m.keeper.pid);
+    REQUIRE(::kill(server, SIGKILL) == 0);
+    (void)m.next_server(server);
+
+    const int fd = ::open((m.mp + "/rw").c_str(), O_RDWR);
+    REQUIRE(fd >= 0);
+    struct ::flock l {};
+    l.l_type = F_WRLCK;
+    l.l_whence = SEEK_SET;
+    l.l_len = 1;
+    REQUIRE(::fcntl(fd, F_GETLK, &l) == 0);
+    CHECK(l.l_type == F_WRLCK);
+    if (fs == subject::memfs) CHECK(l.l_pid == b.pid());
+    l.l_type = F_WRLCK;
+    CHECK(::fcntl(fd, F_SETLK, &l) == -1);
+    CHECK((errno == EAGAIN || errno == EACCES));
+    ::close(fd);
+    REQUIRE(b_go.say());
+    CHECK(b.wait() == 0);
+    const std::string said = m.stop();
+    CHECK_MESSAGE(said.find("answered differently") == std::string::npos, said);
   }
 }
 

@@ -272,6 +272,134 @@ TEST_CASE("journaling: a lock request that waited is replayed waiting, and grant
   CHECK(again.error() == 0);
 }
 
+namespace {
+// memfs as a checkpoint holds it.
+std::vector<std::byte> checkpoint_of(memfs_fs& fs) {
+  snapshot_writer w;
+  REQUIRE(fs.save(w));
+  return w.seal_to_bytes();
+}
+// A successor's memfs: restored from `checkpoint` (none: a fresh one, the
+// checkpoint at INIT), then journaled into `log`.
+std::function<void(memfs_fs&)> restored_from(const std::vector<std::byte>& checkpoint) {
+  return [&checkpoint](memfs_fs& fs) {
+    if (checkpoint.empty()) return;
+    auto r = snapshot_reader::from_bytes(checkpoint);
+    REQUIRE_MESSAGE(r, r.error().message);
+    REQUIRE(fs.restore(*r));
+  };
+}
+// B's lock request, fed so that its handler suspends (no reply yet).
+void feed_waiting(journaled_memfs& m, const std::vector<std::byte>& request) {
+  const std::size_t before = m.rec.size();
+  std::memcpy(m.buf.data(), request.data(), request.size());
+  detail::incoming in{.bytes = std::span<const std::byte>(m.buf.data(), request.size()),
+                      .scratch = m.buf.span().subspan(256),
+                      .owner = &m.buf,
+                      .sink = m.rec.sink()};
+  REQUIRE(m.j->handle(in) == detail::disposition::suspended);
+  REQUIRE(m.rec.size() == before);
+}
+// Who holds the write lock on [0, 0] of `node`, as C's F_GETLK sees it:
+// the pid, or 0 when nobody does.
+std::uint32_t holder_of(journaled_memfs& m, std::uint64_t unique, std::uint64_t node, std::uint64_t fh) {
+  const reply probe = m.feed(lock_request(proto::opcode::getlk, unique, node, fh, 0xc, F_WRLCK, 300));
+  REQUIRE(probe.error() == 0);
+  return probe.as<proto::lk_out>().lk.type == F_UNLCK ? 0 : probe.as<proto::lk_out>().lk.pid;
+}
+}  // namespace
+
+TEST_CASE("journaling: a lock request still waiting at a checkpoint starts the journal after it, so its grant replays") {
+  // A holds the lock, B waits for it; a checkpoint is taken (B's wait is not
+  // state: the checkpoint holds A's lock only); then A lets go and B is
+  // granted, and the kernel is told. A successor restores the checkpoint
+  // and replays the journal after it: B must hold the lock again. (Before
+  // B's request was carried over, the grant was a reply without a request
+  // in that journal: nobody held the lock, and a third owner could take it.)
+  journal log = mapped(std::uint64_t{16} << 20);
+  journaled_memfs first(&log);
+  const reply file = first.feed(create_request(10, 1, "locked"));
+  REQUIRE(file.error() == 0);
+  const auto node = file.as<proto::entry_out>().nodeid;
+  const proto::open_out opened = opened_of(file);
+  const std::uint64_t owner_a = 0xa, owner_b = 0xb;
+  REQUIRE(first.feed(lock_request(proto::opcode::setlk, 12, node, opened.fh, owner_a, F_WRLCK, 100)).error() == 0);
+  feed_waiting(first, lock_request(proto::opcode::setlkw, 14, node, opened.fh, owner_b, F_WRLCK, 200));
+
+  const std::vector<std::byte> checkpoint = checkpoint_of(first.fs);
+  first.j->checkpointed(1);
+  auto rs = records(log);
+  REQUIRE(rs.size() == 1);  // B's request, carried
+  CHECK(rs[0].unique == 14);
+  CHECK((rs[0].flags & journal::carried) != 0);
+  CHECK(log.generation() == 1);
+
+  CHECK(first.feed(lock_request(proto::opcode::setlk, 16, node, opened.fh, owner_a, F_UNLCK, 100), 2).error() == 0);
+  CHECK(holder_of(first, 18, node, opened.fh) == 200);
+  rs = records(log);
+  REQUIRE(rs.size() == 3);  // B's request, B's grant (alone), A's unlock
+  CHECK(rs[1].request.empty());
+  CHECK(rs[1].unique == 14);
+
+  journaled_memfs second(&log, restored_from(checkpoint));
+  journal* logs[] = {&log};
+  const auto report = second.j->replay(logs, 2 << 20);
+  CHECK(report.records == 2);
+  CHECK(report.differing == 0);
+  CHECK(report.unfinished == 0);
+  CHECK(holder_of(second, 20, node, opened.fh) == 200);
+  // A third owner is refused, as it was before the crash.
+  CHECK(second.feed(lock_request(proto::opcode::setlk, 22, node, opened.fh, 0xd, F_WRLCK, 400)).error() == EAGAIN);
+
+  // A request granted before the next checkpoint is not carried by it.
+  first.j->checkpointed(2);
+  CHECK(records(log).empty());
+}
+
+TEST_CASE("journaling: a lock request waiting across a forked checkpoint replays once, whichever journals are replayed") {
+  // The forked checkpoint: records go to a second journal from the switch
+  // on, which B's waiting request starts. If the child hands the
+  // checkpoint over, a successor replays only the second journal on it; if
+  // the child fails, both on the checkpoint before, and B's copy is skipped
+  // (run twice, B would wait twice and be answered twice).
+  journal one = mapped(std::uint64_t{16} << 20), two = mapped(std::uint64_t{16} << 20);
+  journaled_memfs first(&one);
+  const std::vector<std::byte> at_init;  // the checkpoint before: a fresh memfs
+  const reply file = first.feed(create_request(10, 1, "locked"));
+  REQUIRE(file.error() == 0);
+  const auto node = file.as<proto::entry_out>().nodeid;
+  const proto::open_out opened = opened_of(file);
+  REQUIRE(first.feed(lock_request(proto::opcode::setlk, 12, node, opened.fh, 0xa, F_WRLCK, 100)).error() == 0);
+  feed_waiting(first, lock_request(proto::opcode::setlkw, 14, node, opened.fh, 0xb, F_WRLCK, 200));
+
+  const std::vector<std::byte> forked = checkpoint_of(first.fs);  // what the child writes
+  first.j->switch_to(two, 1);
+  CHECK(records(two).size() == 1);
+  CHECK(first.feed(lock_request(proto::opcode::setlk, 16, node, opened.fh, 0xa, F_UNLCK, 100), 2).error() == 0);
+  CHECK(holder_of(first, 18, node, opened.fh) == 200);
+
+  SUBCASE("the child handed the checkpoint over: the second journal alone") {
+    journal scratch = mapped(std::uint64_t{1} << 20);
+    journaled_memfs second(&scratch, restored_from(forked));
+    journal* logs[] = {&two};
+    const auto report = second.j->replay(logs, 2 << 20);
+    CHECK(report.records == 2);
+    CHECK(report.differing == 0);
+    CHECK(report.unfinished == 0);
+    CHECK(holder_of(second, 20, node, opened.fh) == 200);
+  }
+  SUBCASE("the child failed: both journals, on the checkpoint before") {
+    journal scratch = mapped(std::uint64_t{1} << 20);
+    journaled_memfs second(&scratch, restored_from(at_init));
+    journal* logs[] = {&one, &two};
+    const auto report = second.j->replay(logs, 2 << 20);
+    CHECK(report.records == 4);  // CREATE, SETLK, SETLKW (once), the unlock
+    CHECK(report.differing == 0);
+    CHECK(report.unfinished == 0);
+    CHECK(holder_of(second, 20, node, opened.fh) == 200);
+  }
+}
+
 TEST_CASE("journaling (redo): passthrough's notes rebuild its tables in a successor sharing the fd table, and a "
           "change under way at the crash is found done on disk") {
   temp_dir source;

@@ -158,6 +158,7 @@ TEST_CASE("status: transport, INIT, threads or queues, the server's identity") {
   CHECK(s->fusexx_version == fusexx::version);
   CHECK(s->mountpoint == fs.m.path());
   CHECK(s->filesystem == "memfs");
+  CHECK_FALSE(s->supervised);  // (under a keeper: crash_recovery_test reads its checkpoints)
   CHECK(s->pid == static_cast<std::uint32_t>(fs.m.pid()));
   CHECK(s->connection == fuse_connection_of(fs.m.path()).value_or(0));
   CHECK(s->transport == expected_transport());

@@ -71,6 +71,9 @@ void print_status(const control::status_info& s) {
     fmt::print("handover     restartable: {} request(s), {} refused\n", s.handover_requests, s.handover_refused);
   else
     fmt::print("handover     not restartable: {} request(s) refused\n", s.handover_requests);
+  if (s.supervised)
+    fmt::print("supervised   checkpoint {} held by the keeper, {} bytes of journal since\n", s.checkpoint,
+               s.journal_bytes);
 }
 
 void print_stats(const control::stats_info& s) {

@@ -14,8 +14,10 @@
 //               u32 state (committed once whole), u32 size, u64 unique,
 //               i64 sec, u32 nsec, i32 sent (what the kernel said to the reply),
 //               u32 request length, u32 reply length (0: not kept),
-//               u32 note length, u32 reserved, then the request's bytes, the
-//               reply's (out_header and payload) and the note's.
+//               u32 note length, u32 flags, then the request's bytes, the
+//               reply's (out_header and payload) and the note's. Flags:
+//               1 = carried, a request recorded again after a checkpoint
+//               because it was still waiting for its reply then (journaling.hpp).
 //               A record without a request is the outcome of one recorded
 //               earlier: its reply, and the filesystem's note of what it
 //               changed (a handler that had suspended; or, for a filesystem
@@ -71,9 +73,13 @@ class journal {
     std::uint32_t request_len;
     std::uint32_t reply_len;           // out_header + payload; 0 when the reply is not kept
     std::uint32_t note_len;            // the filesystem's note (journaling.hpp: journal_note)
-    std::uint32_t reserved;
+    std::uint32_t flags;               // record_flag
   };
   static_assert(sizeof(record_head) == 48);
+  // A record's flags.
+  enum record_flag : std::uint32_t {
+    carried = 1,  // a copy of a request recorded before the checkpoint this journal follows
+  };
 
   // One record as read back.
   struct record {
@@ -83,6 +89,7 @@ class journal {
     std::span<const std::byte> request;
     std::span<const std::byte> reply;  // empty when not kept
     std::span<const std::byte> note;   // empty when none
+    std::uint32_t flags = 0;
   };
 
   journal() = default;
@@ -156,7 +163,7 @@ class journal {
   // marked overflowed, and a successor will refuse to recover from it.
   record_head* append(std::uint64_t unique, timespec t, std::span<const std::byte> request,
                       std::span<const std::byte> request_more, std::span<const iovec> reply,
-                      std::span<const std::byte> note = {}) {
+                      std::span<const std::byte> note = {}, std::uint32_t flags = 0) {
     std::size_t reply_len = 0;
     for (const auto& v : reply) reply_len += v.iov_len;
     const std::size_t request_len = request.size() + request_more.size();
@@ -176,6 +183,7 @@ class journal {
     r->request_len = static_cast<std::uint32_t>(request_len);
     r->reply_len = static_cast<std::uint32_t>(reply_len);
     r->note_len = static_cast<std::uint32_t>(note.size());
+    r->flags = flags;
     std::byte* q = p + sizeof(record_head);
     if (!request.empty()) std::memcpy(q, request.data(), request.size());
     q += request.size();
@@ -214,7 +222,8 @@ class journal {
                .sent = std::atomic_ref<const std::int32_t>(r->sent).load(std::memory_order_acquire),
                .request = {q, r->request_len},
                .reply = {q + r->request_len, r->reply_len},
-               .note = {q + r->request_len + r->reply_len, r->note_len}});
+               .note = {q + r->request_len + r->reply_len, r->note_len},
+               .flags = r->flags});
       at += r->size;
     }
     return at;

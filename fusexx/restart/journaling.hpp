@@ -115,10 +115,15 @@ inline checkpoint_crash checkpoint_crash_of(const char* spec, unsigned incarnati
   return checkpoint_crash::none;
 }
 
-[[noreturn]] inline void die_at_checkpoint(std::string_view where, std::uint64_t generation) {
-  log::warn("crash test: dying at '{}' of checkpoint {}", where, generation);
+// A crash test's death, where it asked for one: the line the test reads,
+// then SIGKILL (nothing runs after it, as in a real crash).
+[[noreturn]] inline void die_for_crash_test(const std::string& where) {
+  log::warn("crash test: dying at {}", where);
   ::kill(::getpid(), SIGKILL);
   std::abort();
+}
+[[noreturn]] inline void die_at_checkpoint(std::string_view where, std::uint64_t generation) {
+  die_for_crash_test(fmt::format("'{}' of checkpoint {}", where, generation));
 }
 
 // A replay names this many of the requests that came out differently (or
@@ -192,10 +197,7 @@ class journaling {
       // recorded leaves the request in doubt (its change may be on disk);
       // its resend is handled with maybe_applied(). The data of a write
       // stays out: the resend brings it again.
-      const bool write = op == proto::opcode::write;
-      const auto intent = write ? p->request.first(std::min(p->request.size(), sizeof h + sizeof(proto::write_in)))
-                                : p->request;
-      p->record = journal_->append(h.unique, t, intent, write ? std::span<const std::byte>{} : p->request_more, {});
+      p->record = append_request(*p, *journal_);
       p->appended = true;
       after_append();
       context = {.note = &p->note, .maybe_applied = maybe_applied};
@@ -223,10 +225,16 @@ class journaling {
       // waits, and its replay will wait for the same release); the reply
       // follows as a record of its own.
       if (p->crash == crash_point::before_journal) die("before_journal", h);
-      p->record = journal_->append(h.unique, t, p->request, p->request_more, {});
+      p->record = append_request(*p, *journal_);
       p->appended = true;
       after_append();
       if (d == disposition::no_reply && p->crash == crash_point::before_reply) die("before_reply", h);
+    }
+    if (d == disposition::suspended && p->wrapper_holds_lock) {
+      // Its reply has not come (it would have taken the lock from here):
+      // a checkpoint from now until it does carries its request over.
+      p->waiting = true;
+      waiting_.push_back(p);
     }
     if (p->wrapper_holds_lock) lock.unlock();
     else (void)lock.release();  // the reply (below dispatcher_.handle) unlocked it already
@@ -264,8 +272,9 @@ class journaling {
       });
     std::vector<std::pair<journal::record, captured*>> kept;
     std::unordered_map<std::uint64_t, captured*> replayed;  // unique → what its replay answered
+    bool first_log = true;
     const auto each = [&](const journal::record& r) {
-      if (!r.request.empty()) {
+      if (!r.request.empty() && (first_log || !(r.flags & journal::carried))) {
         ++report.records;
         // Lives as long as this object: a replayed handler that waits may
         // reply to it after the replay.
@@ -287,7 +296,13 @@ class journaling {
         applied_[r.unique & ~proto::unique_resend_bit].assign(r.reply.begin(), r.reply.end());
       }
     };
-    for (journal* log : logs) log->truncate(log->for_each(each));
+    // A request carried over a checkpoint (carry_waiting) runs from the
+    // journal before it when that one is replayed too (the checkpoint's
+    // child failed): its copy is skipped.
+    for (journal* log : logs) {
+      log->truncate(log->for_each(each));
+      first_log = false;
+    }
     for (auto& [r, got] : kept) {
       if (!got->done) {
         ++report.unfinished;
@@ -320,9 +335,11 @@ class journaling {
     // unique (without the resend bit: a resend's outcome settles the
     // original's intent too) → the intent's request
     std::unordered_map<std::uint64_t, std::vector<std::byte>> under_way;
+    bool first_log = true;
     const auto each = [&](const journal::record& r) {
       const std::uint64_t unique = r.unique & ~proto::unique_resend_bit;
       if (!r.request.empty()) {
+        if (!first_log && (r.flags & journal::carried)) return;  // (as in replay())
         ++report.records;
         under_way[unique].assign(r.request.begin(), r.request.end());
         return;
@@ -332,7 +349,10 @@ class journaling {
         log::warn("recovery: the note of request {:#x} could not be redone", r.unique);
       if (!r.reply.empty()) applied_[unique].assign(r.reply.begin(), r.reply.end());
     };
-    for (journal* log : logs) log->truncate(log->for_each(each));
+    for (journal* log : logs) {
+      log->truncate(log->for_each(each));
+      first_log = false;
+    }
     if (report.differing > named_differences)
       log::warn("recovery: {} more notes could not be redone", report.differing - named_differences);
     for (auto& [unique, request] : under_way) {
@@ -354,13 +374,17 @@ class journaling {
     (void)handle(in);
   }
 
-  // A checkpoint holds everything the journal said (the server is parked).
-  // The replies kept for resent requests go once every resent request has
+  // A checkpoint holds everything the journal said (the server is parked),
+  // but for the requests still waiting (a lock request): those are not
+  // state, so their records start the journal that follows, or a grant
+  // after the checkpoint would be journaled as a reply whose request no
+  // replay runs. The replies kept for resent requests go once every resent request has
   // been read (parked, every one read has been answered); until then they
   // stay, though their records are gone.
   void checkpointed(std::uint64_t generation) {
     std::lock_guard lock(mutex_);
     journal_->reset(generation, keep_);
+    carry_waiting(*journal_);
     if (fresh_seen_.load(std::memory_order_relaxed)) forget_resent();
     wanted_.reset();
   }
@@ -369,7 +393,10 @@ class journaling {
   // take, or, undoing that switch, as they are.
   void switch_to(journal& next, std::optional<std::uint64_t> generation) {
     std::lock_guard lock(mutex_);
-    if (generation) next.reset(*generation, keep_);
+    if (generation) {
+      next.reset(*generation, keep_);
+      carry_waiting(next);
+    }
     journal_ = &next;
     if (generation && fresh_seen_.load(std::memory_order_relaxed)) forget_resent();
     wanted_.reset();
@@ -407,6 +434,7 @@ class journaling {
     bool appended = false;
     bool wrapper_holds_lock = false;  // only the handling thread reads and writes it
     std::vector<std::byte> note;      // redo: what the filesystem noted (journal_note)
+    bool waiting = false;             // suspended, the reply still to come: in waiting_ (under the lock)
     std::atomic<int> refs{2};         // the call and the reply
 
     void drop() {
@@ -423,6 +451,10 @@ class journaling {
       // waiters there: the mutex is recursive for that).
       std::unique_lock lock(j.mutex_, std::defer_lock);
       if (!inside) lock.lock();
+      if (p->waiting) {
+        std::erase(j.waiting_, p);
+        p->waiting = false;
+      }
       const bool keep = keeps_reply(p->op);
       const auto reply = keep ? std::span<const iovec>(iov, static_cast<std::size_t>(count)) : std::span<const iovec>{};
       if (j.model_ == recovery_model::redo) {
@@ -473,6 +505,25 @@ class journaling {
     }
   };
 
+  // A request's own record, without its reply. Under redo the intent:
+  // the data of a write stays out (the resend brings it again).
+  journal::record_head* append_request(const pending& p, journal& to, std::uint32_t flags = 0) {
+    if (model_ == recovery_model::redo && p.op == proto::opcode::write)
+      return to.append(p.unique, p.time,
+                       p.request.first(std::min(p.request.size(), sizeof(proto::in_header) + sizeof(proto::write_in))),
+                       {}, {}, {}, flags);
+    return to.append(p.unique, p.time, p.request, p.request_more, {}, {}, flags);
+  }
+
+  // (Under the lock, `to` just emptied for a checkpoint.) The requests still
+  // waiting, recorded again in the order they came: a replay on that
+  // checkpoint waits on them again, and the release that grants them
+  // grants them again. Where the journal before is replayed too (the
+  // checkpoint's child failed), replay() skips these copies.
+  void carry_waiting(journal& to) {
+    for (pending* p : waiting_) (void)append_request(*p, to, journal::carried);
+  }
+
   static pending*& current() noexcept {
     static thread_local pending* p = nullptr;
     return p;
@@ -518,9 +569,7 @@ class journaling {
     die(where, h.unique, static_cast<proto::opcode>(h.opcode));
   }
   [[noreturn]] void die(std::string_view where, std::uint64_t unique, proto::opcode op) {
-    log::warn("crash test: dying at '{}' of request {:#x} ({})", where, unique, proto::name(op));
-    ::kill(::getpid(), SIGKILL);
-    std::abort();
+    die_for_crash_test(fmt::format("'{}' of request {:#x} ({})", where, unique, proto::name(op)));
   }
 
   Dispatcher& dispatcher_;
@@ -531,6 +580,9 @@ class journaling {
   // the changes.
   std::recursive_mutex mutex_;
   std::deque<captured> replies_;  // the replay's, kept for handlers that reply late
+  // Journaled requests whose handler suspended and has not replied, in the
+  // order they were journaled (a lock request waiting): under the lock.
+  std::vector<pending*> waiting_;
   // unique → the reply kept for it, from the replay: read concurrently
   // (handle), changed only before serving and while parked.
   std::unordered_map<std::uint64_t, std::vector<std::byte>> applied_;

@@ -141,6 +141,9 @@ void answer_mode(input& in) {
   s.handover_refused = in.u64();
   s.stats = in.u8() & 1;
   s.uptime_s = static_cast<double>(in.u32()) / 1000;  // as the server measures it: whole milliseconds
+  s.supervised = in.u8() & 1;
+  s.checkpoint = in.u64();
+  s.journal_bytes = in.u64();
   const std::string status = control::to_json(s);
   auto back = control::parse_status(status);
   FUZZ_CHECK(back.has_value(), "the tool cannot read the server's status answer {}", status);
@@ -152,6 +155,8 @@ void answer_mode(input& in) {
                  back->max_readahead == s.max_readahead && back->max_pages == s.max_pages && back->flags == s.flags &&
                  back->restartable == s.restartable && back->handover_requests == s.handover_requests &&
                  back->handover_refused == s.handover_refused && back->stats == s.stats &&
+                 back->supervised == s.supervised && back->checkpoint == s.checkpoint &&
+                 back->journal_bytes == s.journal_bytes &&
                  control::to_json(*back) == status,
              "the status answer {} reads back different (handover requests {} as {})", status, s.handover_requests,
              back->handover_requests);

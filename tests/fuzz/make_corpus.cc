@@ -717,6 +717,9 @@ void control_request() {
   status.handover_requests = 3;
   status.handover_refused = 1;
   status.stats = true;
+  status.supervised = true;
+  status.checkpoint = 7;
+  status.journal_bytes = 65536;
   control::stats_info stats;
   {
     fusexx::testing::harness<memfs_fs> h;
@@ -766,6 +769,7 @@ void control_request() {
     for (const auto& f : status.flags) text(f);
     w.put(std::uint8_t{status.restartable}).put(status.handover_requests).put(status.handover_refused);
     w.put(std::uint8_t{status.stats}).put(std::uint32_t{12345});
+    w.put(std::uint8_t{status.supervised}).put(status.checkpoint).put(status.journal_bytes);
     w.put(stats.version).put(std::uint8_t{1}).put(stats.requests).put(stats.in_flight).put(stats.interrupts);
     w.put(stats.forgets).put(stats.errors).put(stats.malformed).put(stats.replies_refused).put(std::uint32_t{1500});
     w.put(static_cast<std::uint8_t>(std::min<std::size_t>(stats.ops.size(), 3)));
