@@ -413,6 +413,70 @@ TEST_CASE("a lock granted after a checkpoint, then a crash: its owner still hold
   }
 }
 
+TEST_CASE("a lock waiter interrupted after a crash does not get the lock later") {
+  // B waits for A's lock when the server is killed. The successor replays
+  // B's request from the journal (it waits again, in the rebuilt state) and
+  // the kernel resends it (waiting beside it). Then B gives up (a signal:
+  // the kernel interrupts the resent request, F_SETLKW fails with EINTR) and
+  // A lets go. Nobody may hold the lock now: C's F_GETLK finds it free and
+  // C's F_SETLK gets it. (Before, the replay's copy of B's request went on
+  // waiting and took the lock for B, which had been told EINTR.)
+  for (const subject fs : subjects) {
+    const std::string fs_name = name_of(fs);
+    CAPTURE(fs_name);
+    supervised_mount m(fs);
+    word a_holds, a_go, b_interrupted, b_go;
+    forked a = lock_holder(m.mp, false, a_holds, a_go);
+    REQUIRE(a_holds.heard());
+    const std::uint64_t seen = setlkw_seen(m.mp);
+    forked b = fork_child([&] {
+      struct sigaction sa {};
+      sa.sa_handler = [](int) {};  // no SA_RESTART: F_SETLKW returns EINTR
+      if (::sigaction(SIGUSR1, &sa, nullptr) != 0) return 1;
+      const int fd = ::open((m.mp + "/rw").c_str(), O_RDWR);
+      struct ::flock l {};
+      l.l_type = F_WRLCK;
+      l.l_whence = SEEK_SET;
+      l.l_len = 1;
+      if (fd < 0) return 2;
+      if (::fcntl(fd, F_SETLKW, &l) == 0 || errno != EINTR) return 3;
+      if (!b_interrupted.say()) return 4;
+      (void)b_go.heard();  // the file stays open meanwhile
+      return 0;
+    });
+    REQUIRE_MESSAGE(eventually([&] { return setlkw_seen(m.mp) > seen || process_ended(b.pid()); }),
+                    "B's lock request did not reach the server");
+    REQUIRE_FALSE(process_ended(b.pid()));
+
+    const pid_t server = server_of(m.keeper.pid);
+    REQUIRE(::kill(server, SIGKILL) == 0);
+    (void)m.next_server(server);
+    REQUIRE_MESSAGE(eventually([&] { return setlkw_seen(m.mp) >= 1 || process_ended(b.pid()); }),
+                    "B's lock request was not resent to the successor");
+    REQUIRE_FALSE(process_ended(b.pid()));
+    REQUIRE(::kill(b.pid(), SIGUSR1) == 0);
+    REQUIRE_MESSAGE(b_interrupted.heard(), "B's F_SETLKW did not end with EINTR: " << b.wait());
+    REQUIRE(a_go.say());
+    REQUIRE(a.wait() == 0);
+
+    const int fd = ::open((m.mp + "/rw").c_str(), O_RDWR);
+    REQUIRE(fd >= 0);
+    struct ::flock l {};
+    l.l_type = F_WRLCK;
+    l.l_whence = SEEK_SET;
+    l.l_len = 1;
+    REQUIRE(::fcntl(fd, F_GETLK, &l) == 0);
+    CHECK_MESSAGE(l.l_type == F_UNLCK, "held by pid " << l.l_pid << " (B is " << b.pid() << ")");
+    l.l_type = F_WRLCK;
+    CHECK(::fcntl(fd, F_SETLK, &l) == 0);
+    ::close(fd);
+    REQUIRE(b_go.say());
+    CHECK(b.wait() == 0);
+    const std::string said = m.stop();
+    CHECK_MESSAGE(said.find("answered differently") == std::string::npos, said);
+  }
+}
+
 TEST_CASE("a server that dies on every start: the keeper gives up, applications get ENOTCONN, the log says why") {
   temp_dir dir;
   const std::string mp = dir.path();

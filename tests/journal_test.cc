@@ -400,6 +400,95 @@ TEST_CASE("journaling: a lock request waiting across a forked checkpoint replays
   }
 }
 
+TEST_CASE("journaling: a replayed request still waiting at the end is ended, journaled as such; its resend waits in its own right") {
+  // B waits for A's lock at the crash. The successor's replay of B's
+  // request waits again; the kernel resends it too. The replay's copy is
+  // ended (or, when B gives up — its resend interrupted — and A lets go, it
+  // would take the lock for B), and the end is journaled so that a later
+  // replay ends it before it waits.
+  journal log = mapped(std::uint64_t{16} << 20);
+  journaled_memfs first(&log);
+  const reply file = first.feed(create_request(10, 1, "locked"));
+  REQUIRE(file.error() == 0);
+  const auto node = file.as<proto::entry_out>().nodeid;
+  const proto::open_out opened = opened_of(file);
+  REQUIRE(first.feed(lock_request(proto::opcode::setlk, 12, node, opened.fh, 0xa, F_WRLCK, 100)).error() == 0);
+  feed_waiting(first, lock_request(proto::opcode::setlkw, 14, node, opened.fh, 0xb, F_WRLCK, 200));
+
+  journaled_memfs second(&log);
+  journal* logs[] = {&log};
+  const auto report = second.j->replay(logs, 2 << 20);
+  CHECK(report.records == 3);
+  CHECK(report.ended == 1);
+  CHECK(report.unfinished == 0);
+  CHECK(second.fs.lock_waiters() == 0);
+  auto rs = records(log);
+  REQUIRE(rs.size() == 4);
+  CHECK(rs[3].unique == 14);
+  CHECK(rs[3].request.empty());
+  CHECK((rs[3].flags & journal::ended) != 0);
+  // The resend is not answered from that record: it waits.
+  const std::uint64_t resent = 14 | proto::unique_resend_bit;
+  feed_waiting(second, lock_request(proto::opcode::setlkw, resent, node, opened.fh, 0xb, F_WRLCK, 200));
+  CHECK(second.fs.lock_waiters() == 1);
+  // B gives up: the kernel interrupts the resent request.
+  const std::size_t before = second.rec.size();
+  (void)second.feed(make_request(proto::opcode::interrupt, 16, 0, wire{}.add(proto::interrupt_in{.unique = resent})));
+  REQUIRE(second.rec.size() == before + 1);
+  CHECK(second.rec.replies[before].header.unique == resent);
+  CHECK(second.rec.replies[before].error() == EINTR);
+  // A lets go: nobody is waiting, nobody holds it.
+  CHECK(second.feed(lock_request(proto::opcode::setlk, 18, node, opened.fh, 0xa, F_UNLCK, 100)).error() == 0);
+  CHECK(holder_of(second, 20, node, opened.fh) == 0);
+
+  // Another crash: the next replay comes to the same state.
+  journaled_memfs third(&log);
+  const auto again = third.j->replay(logs, 2 << 20);
+  CHECK(again.differing == 0);
+  CHECK(again.unfinished == 0);
+  CHECK(again.ended == 0);
+  CHECK(third.fs.lock_waiters() == 0);
+  CHECK(holder_of(third, 22, node, opened.fh) == 0);
+}
+
+TEST_CASE("journaling: a request resent again after the replay that ended its copy is its own: granted later, it replays granted") {
+  // The same unique comes back: after a second crash the kernel resends the
+  // resent request again (bit 63 already set). An end covers the copies
+  // before it only.
+  journal log = mapped(std::uint64_t{16} << 20);
+  journaled_memfs first(&log);
+  const reply file = first.feed(create_request(10, 1, "locked"));
+  REQUIRE(file.error() == 0);
+  const auto node = file.as<proto::entry_out>().nodeid;
+  const proto::open_out opened = opened_of(file);
+  REQUIRE(first.feed(lock_request(proto::opcode::setlk, 12, node, opened.fh, 0xa, F_WRLCK, 100)).error() == 0);
+  feed_waiting(first, lock_request(proto::opcode::setlkw, 14, node, opened.fh, 0xb, F_WRLCK, 200));
+  journal* logs[] = {&log};
+  const std::uint64_t resent = 14 | proto::unique_resend_bit;
+
+  journaled_memfs second(&log);  // the first crash
+  CHECK(second.j->replay(logs, 2 << 20).ended == 1);
+  feed_waiting(second, lock_request(proto::opcode::setlkw, resent, node, opened.fh, 0xb, F_WRLCK, 200));
+
+  journaled_memfs third(&log);  // the second: the resend's copy is ended, and it comes again
+  const auto report = third.j->replay(logs, 2 << 20);
+  CHECK(report.ended == 1);
+  CHECK(report.differing == 0);
+  CHECK(third.fs.lock_waiters() == 0);
+  feed_waiting(third, lock_request(proto::opcode::setlkw, resent, node, opened.fh, 0xb, F_WRLCK, 200));
+  const reply released = third.feed(lock_request(proto::opcode::setlk, 16, node, opened.fh, 0xa, F_UNLCK, 100), 2);
+  CHECK(released.error() == 0);
+  CHECK(third.rec.replies[third.rec.size() - 2].header.unique == resent);  // B granted, and told
+  CHECK(holder_of(third, 18, node, opened.fh) == 200);
+
+  journaled_memfs fourth(&log);  // the third: B holds the lock again
+  const auto last = fourth.j->replay(logs, 2 << 20);
+  CHECK(last.differing == 0);
+  CHECK(last.unfinished == 0);
+  CHECK(last.ended == 0);
+  CHECK(holder_of(fourth, 20, node, opened.fh) == 200);
+}
+
 TEST_CASE("journaling (redo): passthrough's notes rebuild its tables in a successor sharing the fd table, and a "
           "change under way at the crash is found done on disk") {
   temp_dir source;

@@ -17,7 +17,9 @@
 //               u32 note length, u32 flags, then the request's bytes, the
 //               reply's (out_header and payload) and the note's. Flags:
 //               1 = carried, a request recorded again after a checkpoint
-//               because it was still waiting for its reply then (journaling.hpp).
+//               because it was still waiting for its reply then; 2 = ended,
+//               the reply a successor's replay of a waiting request got when
+//               it ended that replay (journaling.hpp).
 //               A record without a request is the outcome of one recorded
 //               earlier: its reply, and the filesystem's note of what it
 //               changed (a handler that had suspended; or, for a filesystem
@@ -79,6 +81,7 @@ class journal {
   // A record's flags.
   enum record_flag : std::uint32_t {
     carried = 1,  // a copy of a request recorded before the checkpoint this journal follows
+    ended = 2,    // a reply the kernel never saw: a successor ended its replay of a request still waiting
   };
 
   // One record as read back.

@@ -136,6 +136,7 @@ struct replay_report {
   std::uint64_t records = 0;
   std::uint64_t differing = 0;
   std::uint64_t unfinished = 0;  // a handler that suspended during the replay
+  std::uint64_t ended = 0;       // of the requests still waiting at its end, those ended (end_unanswered)
 };
 
 template <class Dispatcher>
@@ -248,46 +249,67 @@ class journaling {
   // the restored state through `d`, remembers the replies kept for resent
   // requests, and continues the journal after its last whole record.
   //
-  // A record may wait during the replay: a lock request is journaled when
-  // it is granted, which can be inside the handler that released the lock
-  // (memfs wakes waiters there), so before that handler's own record. Its
-  // replay then waits until the release's replay wakes it, as it did then;
-  // the replies are compared once every record has run.
+  // A record may wait during the replay: a lock request that waited is
+  // journaled when its handler suspended, and its grant as a reply of its
+  // own, which can be inside the handler that released the lock (memfs
+  // wakes waiters there), so before that handler's own record. Its replay
+  // waits until the release's replay wakes it, as it did then; the replies
+  // are compared once every record has run. One still waiting at the end
+  // is ended (end_unanswered).
   //
   // `logs`: the journals to replay, in order (a checkpoint taken by a
   // forked child leaves records in two: those before it, those after).
   replay_report replay(std::span<journal* const> logs, std::size_t scratch_size) {
     replay_report report;
     buffer buf(scratch_size);
-    // Requests that were interrupted (a lock request that stopped waiting)
-    // are interrupted again, or their replay would wait — and could take the
-    // lock later, for an owner that was told EINTR.
+    // Requests that were interrupted (a lock request that stopped waiting),
+    // or whose replay a successor ended (end_unanswered), are interrupted
+    // again, or their replay would wait — and could take the lock later,
+    // for an owner that was told EINTR.
+    // (An end covers the records of its unique before it only: a request
+    // resent once more, after the replay that ended it, has the same unique
+    // and is a request of its own.)
     std::unordered_set<std::uint64_t> interrupted;
+    std::unordered_map<std::uint64_t, std::uint64_t> ended_at;  // unique → the position of its last end
+    std::unordered_set<std::uint64_t> answered;                // a reply to the kernel is on record
+    std::uint64_t position = 0;
     for (journal* log : logs)
       log->for_each([&](const journal::record& r) {
-        if (r.reply.size() < sizeof(proto::out_header)) return;
+        ++position;
+        if (r.flags & journal::ended) ended_at[r.unique] = position;
+        if (r.reply.size() < sizeof(proto::out_header) || (r.flags & journal::ended)) return;
+        answered.insert(r.unique);
         proto::out_header oh;
         std::memcpy(&oh, r.reply.data(), sizeof oh);
         if (oh.error == -EINTR) interrupted.insert(r.unique);
       });
     std::vector<std::pair<journal::record, captured*>> kept;
     std::unordered_map<std::uint64_t, captured*> replayed;  // unique → what its replay answered
+    std::vector<captured*> in_order;
     bool first_log = true;
+    position = 0;
     const auto each = [&](const journal::record& r) {
+      ++position;
       if (!r.request.empty() && (first_log || !(r.flags & journal::carried))) {
         ++report.records;
         // Lives as long as this object: a replayed handler that waits may
         // reply to it after the replay.
         captured* got = &replies_.emplace_back();
         got->sent = r.sent;
+        got->unique = r.unique;
+        got->time = r.time;
+        got->op = r.request.size() >= sizeof(proto::in_header) ? opcode_of(r.request) : proto::opcode{};
         replayed[r.unique] = got;
+        in_order.push_back(got);
         if (!buf) buf = buffer(scratch_size);
         incoming in{.bytes = r.request, .scratch = buf.span(), .owner = &buf, .sink = reply_sink{got, &captured::send}};
-        if (interrupted.contains(r.unique)) dispatcher_.interrupt(r.unique);
+        const auto end = ended_at.find(r.unique);
+        if (interrupted.contains(r.unique) || (end != ended_at.end() && end->second > position))
+          dispatcher_.interrupt(r.unique);
         time_pin pin(r.time);
         (void)dispatcher_.handle(in);
       }
-      if (!r.reply.empty()) {
+      if (!r.reply.empty() && !(r.flags & journal::ended)) {
         // With its request, or alone: the reply of one that had suspended.
         if (auto it = replayed.find(r.unique); it != replayed.end()) {
           if (r.request.empty()) it->second->sent = r.sent;
@@ -311,13 +333,12 @@ class journaling {
       if (got->bytes.size() == r.reply.size() && std::memcmp(got->bytes.data(), r.reply.data(), r.reply.size()) == 0)
         continue;
       if (++report.differing > named_differences) continue;
-      proto::in_header h;
-      std::memcpy(&h, r.request.data(), sizeof h);
       log::warn("recovery: the replay of request {:#x} ({}) answered differently than before the crash", r.unique,
-                proto::name(static_cast<proto::opcode>(h.opcode)));
+                proto::name(got->op));
     }
     if (report.differing > named_differences)
       log::warn("recovery: {} more replayed requests answered differently", report.differing - named_differences);
+    report.ended = end_unanswered(in_order, answered);
     return report;
   }
 
@@ -491,6 +512,9 @@ class journaling {
 
   // The replay's sink: keeps the reply, and answers as the kernel did then.
   struct captured {
+    std::uint64_t unique = 0;
+    timespec time{};
+    proto::opcode op{};
     std::int32_t sent = 0;
     bool done = false;
     std::vector<std::byte> bytes;
@@ -522,6 +546,42 @@ class journaling {
   // checkpoint's child failed), replay() skips these copies.
   void carry_waiting(journal& to) {
     for (pending* p : waiting_) (void)append_request(*p, to, journal::carried);
+  }
+
+  static proto::opcode opcode_of(std::span<const std::byte> request) noexcept {
+    proto::in_header h;
+    std::memcpy(&h, request.data(), sizeof h);
+    return static_cast<proto::opcode>(h.opcode);
+  }
+
+  // (After a replay.) Replayed requests still waiting whose caller was never
+  // answered — a lock request whose lock is still held — are ones the kernel
+  // resends, and the resend waits in its own right. The replay's copy is
+  // ended as though its caller had given up: left waiting beside the
+  // resend, it could take the lock later for a caller the kernel has told
+  // EINTR meanwhile (the resend interrupted). The end is journaled, flagged
+  // `ended`, so that a later replay interrupts that request before it
+  // waits. A handler that does not end on an interrupt goes on waiting, as
+  // before. Returns how many were ended.
+  std::uint64_t end_unanswered(const std::vector<captured*>& replayed,
+                               const std::unordered_set<std::uint64_t>& answered) {
+    std::uint64_t ended = 0;
+    for (captured* got : replayed) {
+      if (got->done || answered.contains(got->unique)) continue;
+      dispatcher_.interrupt(got->unique);
+      if (!got->done) {
+        // It goes on waiting; the resend must not read as interrupted.
+        dispatcher_.session().interrupts().finished(got->unique);
+        continue;
+      }
+      std::lock_guard lock(mutex_);
+      const iovec reply{got->bytes.data(), got->bytes.size()};
+      (void)journal_->append(got->unique, got->time, {}, {}, std::span(&reply, 1), {}, journal::ended);
+      ++ended;
+      log::debug("recovery: the replay of request {:#x} ({}) waited; ended, the kernel resends it", got->unique,
+                 proto::name(got->op));
+    }
+    return ended;
   }
 
   static pending*& current() noexcept {
