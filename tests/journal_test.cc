@@ -58,6 +58,9 @@ struct journaled {
     if (log) j.emplace(d, *log, std::uint64_t{1} << 30, recovery_of<Fs>());
     REQUIRE(feed(kernel_init()).error() == 0);
   }
+  // The connection's end, as DESTROY brings it: a lock request still
+  // waiting (a server that "crashed" in a test) is answered and ends.
+  ~journaled() { fs.destroy(); }
   // Feeds one request; `replies`: how many replies it causes (a release
   // answers the waiter it wakes too). Returns the last.
   reply feed(const std::vector<std::byte>& bytes, std::size_t replies = 1) {
