@@ -329,20 +329,76 @@ std::uint64_t setlkw_seen(const std::string& mp) {
   return 0;
 }
 
-// A POSIX write lock on rw's first byte, taken by a process of its own (F_SETLKW
-// when `wait`), held until told to let go (it exits, and the close releases it).
-forked lock_holder(const std::string& mp, bool wait, const word& holding, const word& let_go) {
+// How a process of its own takes the POSIX write lock on rw's first byte.
+enum class taking {
+  hold,                  // F_SETLK: it is free
+  wait,                  // F_SETLKW, until granted
+  wait_until_signalled,  // F_SETLKW, until SIGUSR1 ends it with EINTR
+};
+// The process: takes the lock as told, says so (granted, or EINTR), and
+// keeps the file open until told to let go (it exits: the close releases
+// what it holds).
+forked lock_taker(const std::string& mp, taking how, const word& done, const word& let_go) {
   return fork_child([&] {
+    if (how == taking::wait_until_signalled) {
+      struct sigaction sa {};
+      sa.sa_handler = [](int) {};  // no SA_RESTART: F_SETLKW returns EINTR
+      if (::sigaction(SIGUSR1, &sa, nullptr) != 0) return 1;
+    }
     const int fd = ::open((mp + "/rw").c_str(), O_RDWR);
-    struct ::flock l {};
-    l.l_type = F_WRLCK;
-    l.l_whence = SEEK_SET;
-    l.l_len = 1;
-    if (fd < 0 || ::fcntl(fd, wait ? F_SETLKW : F_SETLK, &l) != 0) return 1;
-    if (!holding.say()) return 2;
+    if (fd < 0) return 2;
+    struct ::flock l = first_byte();
+    const int got = ::fcntl(fd, how == taking::hold ? F_SETLK : F_SETLKW, &l);
+    if (how == taking::wait_until_signalled ? got == 0 || errno != EINTR : got != 0) return 3;
+    if (!done.say()) return 4;
     (void)let_go.heard();
     return 0;
   });
+}
+
+// A holds the lock; B asks for it (as `b_takes`) and waits in the server.
+struct contended_lock {
+  word a_holds, a_go, b_done, b_go;
+  forked a;
+  forked b;
+  contended_lock(const std::string& mp, taking b_takes)
+      : a(lock_taker(mp, taking::hold, a_holds, a_go)), b(start_b(mp, b_takes)) {}
+  // A lets go (it exits).
+  void release_a() {
+    REQUIRE(a_go.say());
+    REQUIRE(a.wait() == 0);
+  }
+
+ private:
+  forked start_b(const std::string& mp, taking how) {
+    REQUIRE(a_holds.heard());
+    const std::uint64_t seen = setlkw_seen(mp);
+    forked taker = lock_taker(mp, how, b_done, b_go);
+    REQUIRE_MESSAGE(eventually([&] { return setlkw_seen(mp) > seen || process_ended(taker.pid()); }),
+                    "B's lock request did not reach the server");
+    REQUIRE_FALSE(process_ended(taker.pid()));
+    return taker;
+  }
+};
+
+// C's view of rw's first byte: who holds it for writing (F_GETLK), and
+// whether C may take it (F_SETLK, released at once).
+struct lock_view {
+  short type;
+  pid_t pid;
+  bool c_took;
+};
+lock_view c_sees(const std::string& mp) {
+  const int fd = ::open((mp + "/rw").c_str(), O_RDWR);
+  REQUIRE(fd >= 0);
+  struct ::flock l = first_byte();
+  REQUIRE(::fcntl(fd, F_GETLK, &l) == 0);
+  lock_view v{l.l_type, l.l_pid, false};
+  struct ::flock take = first_byte();
+  v.c_took = ::fcntl(fd, F_SETLK, &take) == 0;
+  if (!v.c_took) CHECK((errno == EAGAIN || errno == EACCES));
+  ::close(fd);
+  return v;
 }
 
 }  // namespace
@@ -358,14 +414,7 @@ TEST_CASE("a lock granted after a checkpoint, then a crash: its owner still hold
     const std::string fs_name = name_of(fs);
     CAPTURE(fs_name);
     supervised_mount m(fs);
-    word a_holds, a_go, b_holds, b_go;
-    forked a = lock_holder(m.mp, false, a_holds, a_go);
-    REQUIRE(a_holds.heard());
-    const std::uint64_t seen = setlkw_seen(m.mp);
-    forked b = lock_holder(m.mp, true, b_holds, b_go);
-    REQUIRE_MESSAGE(eventually([&] { return setlkw_seen(m.mp) > seen || process_ended(b.pid()); }),
-                    "B's lock request did not reach the server");
-    REQUIRE_FALSE(process_ended(b.pid()));
+    contended_lock lock(m.mp, taking::wait);
     // Two checkpoints from now: the later began after B's request was
     // journaled (a checkpoint under way may have begun before).
     const std::uint64_t first = status_of(m.mp).checkpoint;
@@ -384,30 +433,20 @@ TEST_CASE("a lock granted after a checkpoint, then a crash: its owner still hold
                         },
                         std::chrono::seconds(30)),
                     "no checkpoint was taken");
-    REQUIRE_FALSE(process_ended(b.pid()));  // still waiting through them
-    REQUIRE(a_go.say());
-    REQUIRE(a.wait() == 0);
-    REQUIRE_MESSAGE(b_holds.heard(), "B did not get the lock once A let go");
+    REQUIRE_FALSE(process_ended(lock.b.pid()));  // still waiting through them
+    lock.release_a();
+    REQUIRE_MESSAGE(lock.b_done.heard(), "B did not get the lock once A let go");
 
     const pid_t server = server_of(m.keeper.pid);
     REQUIRE(::kill(server, SIGKILL) == 0);
     (void)m.next_server(server);
 
-    const int fd = ::open((m.mp + "/rw").c_str(), O_RDWR);
-    REQUIRE(fd >= 0);
-    struct ::flock l {};
-    l.l_type = F_WRLCK;
-    l.l_whence = SEEK_SET;
-    l.l_len = 1;
-    REQUIRE(::fcntl(fd, F_GETLK, &l) == 0);
-    CHECK(l.l_type == F_WRLCK);
-    if (fs == subject::memfs) CHECK(l.l_pid == b.pid());
-    l.l_type = F_WRLCK;
-    CHECK(::fcntl(fd, F_SETLK, &l) == -1);
-    CHECK((errno == EAGAIN || errno == EACCES));
-    ::close(fd);
-    REQUIRE(b_go.say());
-    CHECK(b.wait() == 0);
+    const lock_view seen = c_sees(m.mp);
+    CHECK(seen.type == F_WRLCK);
+    if (fs == subject::memfs) CHECK(seen.pid == lock.b.pid());
+    CHECK_FALSE(seen.c_took);
+    REQUIRE(lock.b_go.say());
+    CHECK(lock.b.wait() == 0);
     const std::string said = m.stop();
     CHECK_MESSAGE(said.find("answered differently") == std::string::npos, said);
   }
@@ -425,53 +464,23 @@ TEST_CASE("a lock waiter interrupted after a crash does not get the lock later")
     const std::string fs_name = name_of(fs);
     CAPTURE(fs_name);
     supervised_mount m(fs);
-    word a_holds, a_go, b_interrupted, b_go;
-    forked a = lock_holder(m.mp, false, a_holds, a_go);
-    REQUIRE(a_holds.heard());
-    const std::uint64_t seen = setlkw_seen(m.mp);
-    forked b = fork_child([&] {
-      struct sigaction sa {};
-      sa.sa_handler = [](int) {};  // no SA_RESTART: F_SETLKW returns EINTR
-      if (::sigaction(SIGUSR1, &sa, nullptr) != 0) return 1;
-      const int fd = ::open((m.mp + "/rw").c_str(), O_RDWR);
-      struct ::flock l {};
-      l.l_type = F_WRLCK;
-      l.l_whence = SEEK_SET;
-      l.l_len = 1;
-      if (fd < 0) return 2;
-      if (::fcntl(fd, F_SETLKW, &l) == 0 || errno != EINTR) return 3;
-      if (!b_interrupted.say()) return 4;
-      (void)b_go.heard();  // the file stays open meanwhile
-      return 0;
-    });
-    REQUIRE_MESSAGE(eventually([&] { return setlkw_seen(m.mp) > seen || process_ended(b.pid()); }),
-                    "B's lock request did not reach the server");
-    REQUIRE_FALSE(process_ended(b.pid()));
+    contended_lock lock(m.mp, taking::wait_until_signalled);
 
     const pid_t server = server_of(m.keeper.pid);
     REQUIRE(::kill(server, SIGKILL) == 0);
     (void)m.next_server(server);
-    REQUIRE_MESSAGE(eventually([&] { return setlkw_seen(m.mp) >= 1 || process_ended(b.pid()); }),
+    REQUIRE_MESSAGE(eventually([&] { return setlkw_seen(m.mp) >= 1 || process_ended(lock.b.pid()); }),
                     "B's lock request was not resent to the successor");
-    REQUIRE_FALSE(process_ended(b.pid()));
-    REQUIRE(::kill(b.pid(), SIGUSR1) == 0);
-    REQUIRE_MESSAGE(b_interrupted.heard(), "B's F_SETLKW did not end with EINTR: " << b.wait());
-    REQUIRE(a_go.say());
-    REQUIRE(a.wait() == 0);
+    REQUIRE_FALSE(process_ended(lock.b.pid()));
+    REQUIRE(::kill(lock.b.pid(), SIGUSR1) == 0);
+    REQUIRE_MESSAGE(lock.b_done.heard(), "B's F_SETLKW did not end with EINTR: " << lock.b.wait());
+    lock.release_a();
 
-    const int fd = ::open((m.mp + "/rw").c_str(), O_RDWR);
-    REQUIRE(fd >= 0);
-    struct ::flock l {};
-    l.l_type = F_WRLCK;
-    l.l_whence = SEEK_SET;
-    l.l_len = 1;
-    REQUIRE(::fcntl(fd, F_GETLK, &l) == 0);
-    CHECK_MESSAGE(l.l_type == F_UNLCK, "held by pid " << l.l_pid << " (B is " << b.pid() << ")");
-    l.l_type = F_WRLCK;
-    CHECK(::fcntl(fd, F_SETLK, &l) == 0);
-    ::close(fd);
-    REQUIRE(b_go.say());
-    CHECK(b.wait() == 0);
+    const lock_view seen = c_sees(m.mp);
+    CHECK_MESSAGE(seen.type == F_UNLCK, "held by pid " << seen.pid << " (B is " << lock.b.pid() << ")");
+    CHECK(seen.c_took);
+    REQUIRE(lock.b_go.say());
+    CHECK(lock.b.wait() == 0);
     const std::string said = m.stop();
     CHECK_MESSAGE(said.find("answered differently") == std::string::npos, said);
   }

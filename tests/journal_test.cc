@@ -225,57 +225,6 @@ std::vector<std::byte> lock_request(proto::opcode op, std::uint64_t unique, std:
   in.lk = proto::file_lock{0, 0, type, pid};
   return make_request(op, unique, node, wire{}.add(in));
 }
-}  // namespace
-
-TEST_CASE("journaling: a lock request that waited is replayed waiting, and granted by the same release") {
-  journal log = mapped(std::uint64_t{16} << 20);
-  journaled_memfs first(&log);
-  const reply file = first.feed(create_request(10, 1, "locked"));
-  REQUIRE(file.error() == 0);
-  const auto node = file.as<proto::entry_out>().nodeid;
-  const proto::open_out opened = opened_of(file);
-  const std::uint64_t owner_a = 0xa, owner_b = 0xb;
-  REQUIRE(first.feed(lock_request(proto::opcode::setlk, 12, node, opened.fh, owner_a, F_WRLCK, 100)).error() == 0);
-  // B waits: its handler suspends, no reply yet; its request is journaled now.
-  const std::size_t before = first.rec.size();
-  auto waiting = lock_request(proto::opcode::setlkw, 14, node, opened.fh, owner_b, F_WRLCK, 200);
-  std::memcpy(first.buf.data(), waiting.data(), waiting.size());
-  detail::incoming in{.bytes = std::span<const std::byte>(first.buf.data(), waiting.size()),
-                      .scratch = first.buf.span().subspan(256),
-                      .owner = &first.buf,
-                      .sink = first.rec.sink()};
-  CHECK(first.j->handle(in) == detail::disposition::suspended);
-  CHECK(first.rec.size() == before);
-  CHECK(records(log).size() == 3);
-  // A lets go: B is granted inside A's handler, and answered.
-  CHECK(first.feed(lock_request(proto::opcode::setlk, 16, node, opened.fh, owner_a, F_UNLCK, 100), 2).error() == 0);
-  CHECK(first.rec.replies[before].header.unique == 14);
-  CHECK(first.rec.replies[before].error() == 0);
-  // Records: CREATE, SETLK, SETLKW (request), SETLKW (its reply, alone), SETLK unlock.
-  const auto rs = records(log);
-  REQUIRE(rs.size() == 5);
-  CHECK(rs[3].request.empty());
-  CHECK(rs[3].unique == 14);
-
-  journaled_memfs second(&log);
-  journal* logs[] = {&log};
-  const auto report = second.j->replay(logs, 2 << 20);
-  CHECK(report.records == 4);
-  CHECK(report.differing == 0);
-  CHECK(report.unfinished == 0);
-  // B holds the lock in the rebuilt state: C's test names B's pid.
-  const reply probe = second.feed(lock_request(proto::opcode::getlk, 18, node, opened.fh, 0xc, F_WRLCK, 300));
-  REQUIRE(probe.error() == 0);
-  CHECK(probe.as<proto::lk_out>().lk.type == F_WRLCK);
-  CHECK(probe.as<proto::lk_out>().lk.pid == 200);
-  // B's request resent: answered from its reply record, not waited on again.
-  const reply again = second.feed(
-      lock_request(proto::opcode::setlkw, 14 | proto::unique_resend_bit, node, opened.fh, owner_b, F_WRLCK, 200));
-  CHECK(again.header.unique == (14 | proto::unique_resend_bit));
-  CHECK(again.error() == 0);
-}
-
-namespace {
 // memfs as a checkpoint holds it.
 std::vector<std::byte> checkpoint_of(memfs_fs& fs) {
   snapshot_writer w;
@@ -303,14 +252,67 @@ void feed_waiting(journaled_memfs& m, const std::vector<std::byte>& request) {
   REQUIRE(m.j->handle(in) == detail::disposition::suspended);
   REQUIRE(m.rec.size() == before);
 }
-// Who holds the write lock on [0, 0] of `node`, as C's F_GETLK sees it:
+// In `m`: a file in which A (owner 0xa, pid 100) holds a write lock on the
+// first byte and B (owner 0xb, pid 200) waits for it, its request 14
+// suspended (requests 10 to 14 used).
+struct contended {
+  std::uint64_t node = 0, fh = 0;
+  std::vector<std::byte> a(std::uint64_t unique, std::uint32_t type) const {
+    return lock_request(proto::opcode::setlk, unique, node, fh, 0xa, type, 100);
+  }
+  std::vector<std::byte> b(std::uint64_t unique) const {
+    return lock_request(proto::opcode::setlkw, unique, node, fh, 0xb, F_WRLCK, 200);
+  }
+};
+contended contend(journaled_memfs& m) {
+  const reply file = m.feed(create_request(10, 1, "locked"));
+  REQUIRE(file.error() == 0);
+  const contended c{file.as<proto::entry_out>().nodeid, opened_of(file).fh};
+  REQUIRE(m.feed(c.a(12, F_WRLCK)).error() == 0);
+  feed_waiting(m, c.b(14));
+  return c;
+}
+// Who holds the write lock on A's and B's byte, as C's F_GETLK sees it:
 // the pid, or 0 when nobody does.
-std::uint32_t holder_of(journaled_memfs& m, std::uint64_t unique, std::uint64_t node, std::uint64_t fh) {
-  const reply probe = m.feed(lock_request(proto::opcode::getlk, unique, node, fh, 0xc, F_WRLCK, 300));
+std::uint32_t holder_of(journaled_memfs& m, std::uint64_t unique, const contended& lock) {
+  const reply probe = m.feed(lock_request(proto::opcode::getlk, unique, lock.node, lock.fh, 0xc, F_WRLCK, 300));
   REQUIRE(probe.error() == 0);
   return probe.as<proto::lk_out>().lk.type == F_UNLCK ? 0 : probe.as<proto::lk_out>().lk.pid;
 }
 }  // namespace
+
+TEST_CASE("journaling: a lock request that waited is replayed waiting, and granted by the same release") {
+  journal log = mapped(std::uint64_t{16} << 20);
+  journaled_memfs first(&log);
+  // A holds the lock; B waits: its handler suspends, no reply yet; its
+  // request is journaled now.
+  const contended lock = contend(first);
+  const std::size_t before = first.rec.size();
+  CHECK(records(log).size() == 3);
+  // A lets go: B is granted inside A's handler, and answered.
+  CHECK(first.feed(lock.a(16, F_UNLCK), 2).error() == 0);
+  CHECK(first.rec.replies[before].header.unique == 14);
+  CHECK(first.rec.replies[before].error() == 0);
+  // Records: CREATE, SETLK, SETLKW (request), SETLKW (its reply, alone), SETLK unlock.
+  const auto rs = records(log);
+  REQUIRE(rs.size() == 5);
+  CHECK(rs[3].request.empty());
+  CHECK(rs[3].unique == 14);
+
+  journaled_memfs second(&log);
+  journal* logs[] = {&log};
+  const auto report = second.j->replay(logs, 2 << 20);
+  CHECK(report.records == 4);
+  CHECK(report.differing == 0);
+  CHECK(report.unfinished == 0);
+  // B holds the lock in the rebuilt state: C's test names B's pid.
+  CHECK(holder_of(second, 18, lock) == 200);
+  // B's request resent: answered from its reply record, not waited on again.
+  const reply again = second.feed(lock.b(14 | proto::unique_resend_bit));
+  CHECK(again.header.unique == (14 | proto::unique_resend_bit));
+  CHECK(again.error() == 0);
+}
+
 
 TEST_CASE("journaling: a lock request still waiting at a checkpoint starts the journal after it, so its grant replays") {
   // A holds the lock, B waits for it; a checkpoint is taken (B's wait is not
@@ -321,13 +323,7 @@ TEST_CASE("journaling: a lock request still waiting at a checkpoint starts the j
   // in that journal: nobody held the lock, and a third owner could take it.)
   journal log = mapped(std::uint64_t{16} << 20);
   journaled_memfs first(&log);
-  const reply file = first.feed(create_request(10, 1, "locked"));
-  REQUIRE(file.error() == 0);
-  const auto node = file.as<proto::entry_out>().nodeid;
-  const proto::open_out opened = opened_of(file);
-  const std::uint64_t owner_a = 0xa, owner_b = 0xb;
-  REQUIRE(first.feed(lock_request(proto::opcode::setlk, 12, node, opened.fh, owner_a, F_WRLCK, 100)).error() == 0);
-  feed_waiting(first, lock_request(proto::opcode::setlkw, 14, node, opened.fh, owner_b, F_WRLCK, 200));
+  const contended lock = contend(first);
 
   const std::vector<std::byte> checkpoint = checkpoint_of(first.fs);
   first.j->checkpointed(1);
@@ -337,8 +333,8 @@ TEST_CASE("journaling: a lock request still waiting at a checkpoint starts the j
   CHECK((rs[0].flags & journal::carried) != 0);
   CHECK(log.generation() == 1);
 
-  CHECK(first.feed(lock_request(proto::opcode::setlk, 16, node, opened.fh, owner_a, F_UNLCK, 100), 2).error() == 0);
-  CHECK(holder_of(first, 18, node, opened.fh) == 200);
+  CHECK(first.feed(lock.a(16, F_UNLCK), 2).error() == 0);
+  CHECK(holder_of(first, 18, lock) == 200);
   rs = records(log);
   REQUIRE(rs.size() == 3);  // B's request, B's grant (alone), A's unlock
   CHECK(rs[1].request.empty());
@@ -350,9 +346,9 @@ TEST_CASE("journaling: a lock request still waiting at a checkpoint starts the j
   CHECK(report.records == 2);
   CHECK(report.differing == 0);
   CHECK(report.unfinished == 0);
-  CHECK(holder_of(second, 20, node, opened.fh) == 200);
+  CHECK(holder_of(second, 20, lock) == 200);
   // A third owner is refused, as it was before the crash.
-  CHECK(second.feed(lock_request(proto::opcode::setlk, 22, node, opened.fh, 0xd, F_WRLCK, 400)).error() == EAGAIN);
+  CHECK(second.feed(lock_request(proto::opcode::setlk, 22, lock.node, lock.fh, 0xd, F_WRLCK, 400)).error() == EAGAIN);
 
   // A request granted before the next checkpoint is not carried by it.
   first.j->checkpointed(2);
@@ -368,18 +364,13 @@ TEST_CASE("journaling: a lock request waiting across a forked checkpoint replays
   journal one = mapped(std::uint64_t{16} << 20), two = mapped(std::uint64_t{16} << 20);
   journaled_memfs first(&one);
   const std::vector<std::byte> at_init;  // the checkpoint before: a fresh memfs
-  const reply file = first.feed(create_request(10, 1, "locked"));
-  REQUIRE(file.error() == 0);
-  const auto node = file.as<proto::entry_out>().nodeid;
-  const proto::open_out opened = opened_of(file);
-  REQUIRE(first.feed(lock_request(proto::opcode::setlk, 12, node, opened.fh, 0xa, F_WRLCK, 100)).error() == 0);
-  feed_waiting(first, lock_request(proto::opcode::setlkw, 14, node, opened.fh, 0xb, F_WRLCK, 200));
+  const contended lock = contend(first);
 
   const std::vector<std::byte> forked = checkpoint_of(first.fs);  // what the child writes
   first.j->switch_to(two, 1);
   CHECK(records(two).size() == 1);
-  CHECK(first.feed(lock_request(proto::opcode::setlk, 16, node, opened.fh, 0xa, F_UNLCK, 100), 2).error() == 0);
-  CHECK(holder_of(first, 18, node, opened.fh) == 200);
+  CHECK(first.feed(lock.a(16, F_UNLCK), 2).error() == 0);
+  CHECK(holder_of(first, 18, lock) == 200);
 
   SUBCASE("the child handed the checkpoint over: the second journal alone") {
     journal scratch = mapped(std::uint64_t{1} << 20);
@@ -389,7 +380,7 @@ TEST_CASE("journaling: a lock request waiting across a forked checkpoint replays
     CHECK(report.records == 2);
     CHECK(report.differing == 0);
     CHECK(report.unfinished == 0);
-    CHECK(holder_of(second, 20, node, opened.fh) == 200);
+    CHECK(holder_of(second, 20, lock) == 200);
   }
   SUBCASE("the child failed: both journals, on the checkpoint before") {
     journal scratch = mapped(std::uint64_t{1} << 20);
@@ -399,7 +390,7 @@ TEST_CASE("journaling: a lock request waiting across a forked checkpoint replays
     CHECK(report.records == 4);  // CREATE, SETLK, SETLKW (once), the unlock
     CHECK(report.differing == 0);
     CHECK(report.unfinished == 0);
-    CHECK(holder_of(second, 20, node, opened.fh) == 200);
+    CHECK(holder_of(second, 20, lock) == 200);
   }
 }
 
@@ -411,12 +402,7 @@ TEST_CASE("journaling: a replayed request still waiting at the end is ended, jou
   // replay ends it before it waits.
   journal log = mapped(std::uint64_t{16} << 20);
   journaled_memfs first(&log);
-  const reply file = first.feed(create_request(10, 1, "locked"));
-  REQUIRE(file.error() == 0);
-  const auto node = file.as<proto::entry_out>().nodeid;
-  const proto::open_out opened = opened_of(file);
-  REQUIRE(first.feed(lock_request(proto::opcode::setlk, 12, node, opened.fh, 0xa, F_WRLCK, 100)).error() == 0);
-  feed_waiting(first, lock_request(proto::opcode::setlkw, 14, node, opened.fh, 0xb, F_WRLCK, 200));
+  const contended lock = contend(first);
 
   journaled_memfs second(&log);
   journal* logs[] = {&log};
@@ -432,7 +418,7 @@ TEST_CASE("journaling: a replayed request still waiting at the end is ended, jou
   CHECK((rs[3].flags & journal::ended) != 0);
   // The resend is not answered from that record: it waits.
   const std::uint64_t resent = 14 | proto::unique_resend_bit;
-  feed_waiting(second, lock_request(proto::opcode::setlkw, resent, node, opened.fh, 0xb, F_WRLCK, 200));
+  feed_waiting(second, lock.b(resent));
   CHECK(second.fs.lock_waiters() == 1);
   // B gives up: the kernel interrupts the resent request.
   const std::size_t before = second.rec.size();
@@ -441,8 +427,8 @@ TEST_CASE("journaling: a replayed request still waiting at the end is ended, jou
   CHECK(second.rec.replies[before].header.unique == resent);
   CHECK(second.rec.replies[before].error() == EINTR);
   // A lets go: nobody is waiting, nobody holds it.
-  CHECK(second.feed(lock_request(proto::opcode::setlk, 18, node, opened.fh, 0xa, F_UNLCK, 100)).error() == 0);
-  CHECK(holder_of(second, 20, node, opened.fh) == 0);
+  CHECK(second.feed(lock.a(18, F_UNLCK)).error() == 0);
+  CHECK(holder_of(second, 20, lock) == 0);
 
   // Another crash: the next replay comes to the same state.
   journaled_memfs third(&log);
@@ -451,7 +437,7 @@ TEST_CASE("journaling: a replayed request still waiting at the end is ended, jou
   CHECK(again.unfinished == 0);
   CHECK(again.ended == 0);
   CHECK(third.fs.lock_waiters() == 0);
-  CHECK(holder_of(third, 22, node, opened.fh) == 0);
+  CHECK(holder_of(third, 22, lock) == 0);
 }
 
 TEST_CASE("journaling: a request resent again after the replay that ended its copy is its own: granted later, it replays granted") {
@@ -460,36 +446,31 @@ TEST_CASE("journaling: a request resent again after the replay that ended its co
   // before it only.
   journal log = mapped(std::uint64_t{16} << 20);
   journaled_memfs first(&log);
-  const reply file = first.feed(create_request(10, 1, "locked"));
-  REQUIRE(file.error() == 0);
-  const auto node = file.as<proto::entry_out>().nodeid;
-  const proto::open_out opened = opened_of(file);
-  REQUIRE(first.feed(lock_request(proto::opcode::setlk, 12, node, opened.fh, 0xa, F_WRLCK, 100)).error() == 0);
-  feed_waiting(first, lock_request(proto::opcode::setlkw, 14, node, opened.fh, 0xb, F_WRLCK, 200));
+  const contended lock = contend(first);
   journal* logs[] = {&log};
   const std::uint64_t resent = 14 | proto::unique_resend_bit;
 
   journaled_memfs second(&log);  // the first crash
   CHECK(second.j->replay(logs, 2 << 20).ended == 1);
-  feed_waiting(second, lock_request(proto::opcode::setlkw, resent, node, opened.fh, 0xb, F_WRLCK, 200));
+  feed_waiting(second, lock.b(resent));
 
   journaled_memfs third(&log);  // the second: the resend's copy is ended, and it comes again
   const auto report = third.j->replay(logs, 2 << 20);
   CHECK(report.ended == 1);
   CHECK(report.differing == 0);
   CHECK(third.fs.lock_waiters() == 0);
-  feed_waiting(third, lock_request(proto::opcode::setlkw, resent, node, opened.fh, 0xb, F_WRLCK, 200));
-  const reply released = third.feed(lock_request(proto::opcode::setlk, 16, node, opened.fh, 0xa, F_UNLCK, 100), 2);
+  feed_waiting(third, lock.b(resent));
+  const reply released = third.feed(lock.a(16, F_UNLCK), 2);
   CHECK(released.error() == 0);
   CHECK(third.rec.replies[third.rec.size() - 2].header.unique == resent);  // B granted, and told
-  CHECK(holder_of(third, 18, node, opened.fh) == 200);
+  CHECK(holder_of(third, 18, lock) == 200);
 
   journaled_memfs fourth(&log);  // the third: B holds the lock again
   const auto last = fourth.j->replay(logs, 2 << 20);
   CHECK(last.differing == 0);
   CHECK(last.unfinished == 0);
   CHECK(last.ended == 0);
-  CHECK(holder_of(fourth, 20, node, opened.fh) == 200);
+  CHECK(holder_of(fourth, 20, lock) == 200);
 }
 
 TEST_CASE("journaling (redo): passthrough's notes rebuild its tables in a successor sharing the fd table, and a "

@@ -49,6 +49,16 @@ inline std::string pattern(std::size_t n) {
   return s;
 }
 
+// A POSIX lock of `type` on a file's first byte: the one the application
+// holds on rw, and the one the tests' other processes ask for.
+inline struct ::flock first_byte(short type = F_WRLCK) {
+  struct ::flock l {};
+  l.l_type = type;
+  l.l_whence = SEEK_SET;
+  l.l_len = 1;
+  return l;
+}
+
 // The application: files and a directory kept open, worked on in a loop
 // until told to stop. Returns its exit status (0 = never saw anything wrong).
 inline int application(const std::string& mp, shared_state& st) {
@@ -63,10 +73,7 @@ inline int application(const std::string& mp, shared_state& st) {
   DIR* d = ::opendir(dir.c_str());
   if (fd_fixed < 0 || fd_rw < 0 || fd_log < 0 || !d) return 10;
   // A POSIX lock on rw's first byte and a flock on fixed, held throughout.
-  struct ::flock l {};
-  l.l_type = F_WRLCK;
-  l.l_whence = SEEK_SET;
-  l.l_len = 1;
+  struct ::flock l = first_byte();
   if (::fcntl(fd_rw, F_SETLK, &l) != 0 || ::flock(fd_fixed, LOCK_EX | LOCK_NB) != 0) return 11;
   st.ready = true;
   const std::string expected = pattern(8192);
@@ -124,10 +131,7 @@ inline void write_file(const std::string& path, const std::string& data) {
 inline void check_locks_held(const std::string& mp, pid_t app) {
   const int fd = ::open((mp + "/rw").c_str(), O_RDWR);
   REQUIRE(fd >= 0);
-  struct ::flock l {};
-  l.l_type = F_WRLCK;
-  l.l_whence = SEEK_SET;
-  l.l_len = 1;
+  struct ::flock l = first_byte();
   REQUIRE(::fcntl(fd, F_GETLK, &l) == 0);
   CHECK(l.l_type == F_WRLCK);
   if (app != 0) CHECK(l.l_pid == app);
@@ -144,10 +148,7 @@ inline void check_locks_held(const std::string& mp, pid_t app) {
 inline forked wait_for_application_lock(const std::string& mp) {
   return fork_child([mp] {
     const int fd = ::open((mp + "/rw").c_str(), O_RDWR);
-    struct ::flock l {};
-    l.l_type = F_WRLCK;
-    l.l_whence = SEEK_SET;
-    l.l_len = 1;
+    struct ::flock l = first_byte();
     return fd >= 0 && ::fcntl(fd, F_SETLKW, &l) == 0 ? 0 : 1;
   });
 }
