@@ -399,9 +399,9 @@ class journaling {
   // but for the requests still waiting (a lock request): those are not
   // state, so their records start the journal that follows, or a grant
   // after the checkpoint would be journaled as a reply whose request no
-  // replay runs. The replies kept for resent requests go once every resent request has
-  // been read (parked, every one read has been answered); until then they
-  // stay, though their records are gone.
+  // replay runs. The replies kept for resent requests go once every resent
+  // request has been read (parked, every one read has been answered); until
+  // then they stay, though their records are gone.
   void checkpointed(std::uint64_t generation) {
     std::lock_guard lock(mutex_);
     journal_->reset(generation, keep_);
