@@ -402,13 +402,15 @@ class server {
       start_control(device_.get());
       start_classic_plane();
       constexpr bool redone = recovery_of<Fs>() == recovery_model::redo;
-      log::info("recovered {} in {} ms: checkpoint {} and {} journaled request(s) {}{}", mountpoint(),
+      log::info("recovered {} in {} ms: checkpoint {} and {} journaled request(s) {}{}{}", mountpoint(),
                 std::chrono::duration_cast<std::chrono::milliseconds>(clock::now() - started).count(), generation_.load(),
                 replayed.records, redone ? "redone" : "replayed",
                 !replayed.differing && !replayed.unfinished ? std::string()
                 : redone ? fmt::format(" ({} note(s) could not be redone)", replayed.differing)
                          : fmt::format(" ({} answered differently, {} did not finish)", replayed.differing,
-                                       replayed.unfinished));
+                                       replayed.unfinished),
+                replayed.ended ? fmt::format("; {} still waiting ended (their resends wait)", replayed.ended)
+                               : std::string());
       if (auto r = keeper::tell_serving(supervision_); !r)
         log::warn("supervise: the keeper could not be told: {}", r.error().message());
       watch_adopted_mount();
