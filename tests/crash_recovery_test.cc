@@ -13,6 +13,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
@@ -305,9 +306,14 @@ struct word {
       if (fd >= 0) ::close(fd);
   }
   bool say() const { return ::write(fds[1], "!", 1) == 1; }
-  bool heard() const {  // blocks: the sayer says, or ends (false)
+  // Waits for the word, `limit_ms` at most (-1: for as long as it takes;
+  // false: not said). The test holds the write end too, so a sayer that
+  // dies without a word ends no read: the test's limit turns that into a
+  // failure rather than a hang.
+  bool heard(int limit_ms = 30'000) const {
+    pollfd p{fds[0], POLLIN, 0};
     char c = 0;
-    return ::read(fds[0], &c, 1) == 1;
+    return ::poll(&p, 1, limit_ms) == 1 && ::read(fds[0], &c, 1) == 1;
   }
 };
 
@@ -351,7 +357,7 @@ forked lock_taker(const std::string& mp, taking how, const word& done, const wor
     const int got = ::fcntl(fd, how == taking::hold ? F_SETLK : F_SETLKW, &l);
     if (how == taking::wait_until_signalled ? got == 0 || errno != EINTR : got != 0) return 3;
     if (!done.say()) return 4;
-    (void)let_go.heard();
+    (void)let_go.heard(-1);  // (the test kills it if it never says)
     return 0;
   });
 }
