@@ -114,6 +114,33 @@ struct report {
     for (auto& l : log_sums) l = std::exp(l / cells);
     return log_sums;
   }
+  // How many times less server CPU `c`'s subject spent per operation than
+  // `reference`'s (>1: c's server spent less), or <0. A side that spent under
+  // 0.1 us per operation took no part in it (kernel passthrough's reads and
+  // writes go straight to the backing file): there is nothing to compare.
+  // This is what tells a cell that a server's own work decides from one the
+  // kernel, the disk or the scheduler does.
+  double cpu_ratio(const cell& c, const std::string& reference) const {
+    static constexpr double no_part_ns = 100;
+    const cell* r = find(c.workload, reference);
+    if (!r || !c.cpu.ok() || !r->cpu.ok() || c.cpu.median() < no_part_ns || r->cpu.median() < no_part_ns) return -1;
+    return r->cpu.median() / c.cpu.median();
+  }
+  // The geometric mean of a pair's CPU ratios over the throughput workloads
+  // both sides have one for, and how many there were.
+  std::pair<double, unsigned> cpu_geometric_mean(const pairing& p) const {
+    double log_sum = 0;
+    unsigned n = 0;
+    for (auto& w : workloads) {
+      const cell* c = find(w, p.fusexx);
+      if (!c || c->lower_is_better) continue;
+      if (const double r = cpu_ratio(*c, p.libfuse); r > 0) {
+        log_sum += std::log(r);
+        ++n;
+      }
+    }
+    return {n ? std::exp(log_sum / n) : -1.0, n};
+  }
   // How many times better `c` is than `reference` (>1: c wins), or <0.
   double ratio(const cell& c, const std::string& reference) const {
     const cell* r = find(c.workload, reference);
@@ -141,8 +168,44 @@ inline std::string ratio_with_rounds(double r, const std::vector<double>& rounds
   return fmt::format("{:.2f}x {:.2f}-{:.2f}", r, lo, hi);
 }
 
+// "; server CPU 28.0 against 26.1 us/op", or "" when either side has none.
+inline std::string cpu_against(const report& rep, const cell& c, const std::string& reference) {
+  const cell* r = rep.find(c.workload, reference);
+  if (!r || !c.cpu.ok() || !r->cpu.ok()) return "";
+  return fmt::format("; server CPU {:.1f} against {:.1f} us/op", c.cpu.median() / 1e3, r->cpu.median() / 1e3);
+}
+
+// libfuse / fusexx server CPU per operation, per pair and throughput
+// workload (>1: fusexx's server spent less), and each pair's geometric mean.
+inline std::string cpu_table(const report& rep, const std::vector<const pairing*>& measured) {
+  std::string out =
+      "\nserver CPU per operation, libfuse / fusexx, per pair (>1: fusexx's server spent less; -: a side spent\n"
+      "under 0.1 us, as under kernel passthrough where reads and writes bypass the server)\n";
+  out += fmt::format("  {:<40}", "workload");
+  for (auto* p : measured) out += fmt::format(" {:>22}", p->label);
+  out += "\n";
+  for (auto& w : rep.workloads) {
+    std::string row;
+    bool any = false;
+    for (auto* p : measured) {
+      const cell* c = rep.find(w, p->fusexx);
+      const double r = c && !c->lower_is_better ? rep.cpu_ratio(*c, p->libfuse) : -1;
+      any = any || (c && !c->lower_is_better);
+      row += fmt::format(" {:>22}", ratio_text(r));
+    }
+    if (any) out += fmt::format("  {:<40}{}\n", w, row);
+  }
+  out += fmt::format("  {:<40}", "geometric mean");
+  for (auto* p : measured) {
+    const auto [g, n] = rep.cpu_geometric_mean(*p);
+    out += fmt::format(" {:>22}", g < 0 ? "-" : fmt::format("{} ({} cells)", ratio_text(g), n));
+  }
+  return out + "\n";
+}
+
 // fusexx / libfuse per pair and workload (>1: fusexx better), as
-// docs/benchmarks.md shows it; "" when no pair was measured.
+// docs/benchmarks.md shows it, then the same for the server CPU each spent;
+// "" when no pair was measured.
 inline std::string pair_table(const report& rep) {
   std::vector<const pairing*> measured;
   for (auto& p : rep.pairs)
@@ -179,9 +242,10 @@ inline std::string pair_table(const report& rep) {
     out += fmt::format(" {:>22}", text);
   }
   out += "\n";
+  out += cpu_table(rep, measured);
   // The cells below 1.00x, told apart by their rounds: with this VM's noise a
   // ratio under 1 that some rounds contradict is a lead, a loss in every
-  // round is a finding.
+  // round is a finding. Each says what the two servers spent per operation.
   std::string behind, mixed;
   for (auto* p : measured)
     for (auto& w : rep.workloads) {
@@ -191,8 +255,8 @@ inline std::string pair_table(const report& rep) {
       const auto rounds = rep.round_ratios(*c, p->libfuse);
       if (r < 0 || r >= 1 || rounds.size() < 2) continue;
       const auto won = std::ranges::count_if(rounds, [](double x) { return x >= 1; });
-      (won == 0 ? behind : mixed) +=
-          fmt::format("\n    {}, {}: {} ({} of {} rounds won)", p->label, w, ratio_text(r), won, rounds.size());
+      (won == 0 ? behind : mixed) += fmt::format("\n    {}, {}: {} ({} of {} rounds won){}", p->label, w, ratio_text(r),
+                                                 won, rounds.size(), cpu_against(rep, *c, p->libfuse));
     }
   if (!behind.empty()) out += "\nbelow 1.00x and behind in every round:" + behind + "\n";
   if (!mixed.empty()) out += "\nbelow 1.00x, but ahead in some rounds:" + mixed + "\n";
@@ -272,9 +336,11 @@ inline std::string json(const report& rep) {
   first = true;
   for (auto& p : rep.pairs) {
     o += fmt::format(
-        "{}\n    {{\"label\": {}, \"fusexx\": {}, \"libfuse\": {}, \"geometric_mean\": {}, \"geometric_mean_rounds\": [{}]}}",
+        "{}\n    {{\"label\": {}, \"fusexx\": {}, \"libfuse\": {}, \"geometric_mean\": {}, \"geometric_mean_rounds\": [{}], "
+        "\"cpu_geometric_mean\": {}}}",
         first ? "" : ",", json_string(p.label), json_string(p.fusexx), json_string(p.libfuse),
-        json_number(rep.geometric_mean(p).first), json_numbers(rep.round_geometric_means(p)));
+        json_number(rep.geometric_mean(p).first), json_numbers(rep.round_geometric_means(p)),
+        json_number(rep.cpu_geometric_mean(p).first));
     first = false;
   }
   o += "\n  ],\n  \"results\": [";
@@ -282,7 +348,9 @@ inline std::string json(const report& rep) {
   for (auto& c : rep.cells) {
     const std::string versus = rep.versus(c.subject);
     const std::string rounds =
-        versus.empty() ? "" : ", \"vs_libfuse_rounds\": [" + json_numbers(rep.round_ratios(c, versus)) + "]";
+        versus.empty() ? ""
+                       : ", \"vs_libfuse_rounds\": [" + json_numbers(rep.round_ratios(c, versus)) +
+                             "], \"cpu_vs_libfuse\": " + json_number(rep.cpu_ratio(c, versus));
     o += fmt::format(
         "{}\n    {{\"workload\": {}, \"subject\": {}, \"unit\": {}, \"lower_is_better\": {}, \"median\": {}, "
         "\"min\": {}, \"max\": {}, \"runs\": [{}], \"vs_native\": {}, \"vs_libfuse\": {}, \"server_cpu_ns_per_op\": {}, "

@@ -283,6 +283,44 @@ TEST_CASE("the report lists a cell below 1.00x that won some rounds apart, and p
   CHECK(table.find(" 1.00x\n") != std::string::npos);
 }
 
+TEST_CASE("the report sets the server CPU each side spent beside each pair's ratios, and beside each cell behind") {
+  // slow: fx is behind in every round while its server spends less (80 against 100 us per
+  // operation): the gap is not its own work. fast: fx's server spends 3x what lf's does.
+  auto rep = made_up_report({200, 200, 50, 200}, {100, 100, 100, 100}, {40, 90, 60, 80}, {100, 100, 100, 100});
+  rep.at("slow", "fx").cpu.values = {80e3, 80e3, 80e3, 80e3};
+  rep.at("slow", "lf").cpu.values = {100e3, 100e3, 100e3, 100e3};
+  rep.at("fast", "fx").cpu.values = {30, 30, 30, 30};  // ns: under 0.1 us, the server took no part
+  rep.at("fast", "lf").cpu.values = {20e3, 20e3, 20e3, 20e3};
+  const bench::cell* slow = rep.find("slow", "fx");
+  const bench::cell* fast = rep.find("fast", "fx");
+  REQUIRE(slow);
+  REQUIRE(fast);
+  CHECK(rep.cpu_ratio(*slow, "lf") == doctest::Approx(1.25));
+  CHECK(rep.cpu_ratio(*fast, "lf") < 0);
+  CHECK(rep.cpu_geometric_mean(rep.pairs[0]) == std::pair<double, unsigned>{1.25, 1});
+
+  const std::string table = bench::pair_table(rep);
+  INFO(table);
+  const auto cpu = table.find("server CPU per operation, libfuse / fusexx");
+  REQUIRE(cpu != std::string::npos);
+  // One row per throughput workload (mount time has no CPU per operation), then the mean.
+  CHECK(table.find("mount time", cpu) == std::string::npos);
+  CHECK(table.find("  fast", cpu) != std::string::npos);
+  CHECK(table.find("1.25x\n", cpu) != std::string::npos);
+  CHECK(table.find("1.25x (1 cells)", cpu) != std::string::npos);
+  CHECK(table.find("the pair, slow: 0.70x (0 of 4 rounds won); server CPU 80.0 against 100.0 us/op") !=
+        std::string::npos);
+
+  // fast gets its CPU made up to 3x lf's: now it counts, and the mean is of both.
+  rep.at("fast", "fx").cpu.values = {60e3, 60e3, 60e3, 60e3};
+  CHECK(rep.cpu_ratio(*fast, "lf") == doctest::Approx(1.0 / 3));
+  CHECK(rep.cpu_geometric_mean(rep.pairs[0]).first == doctest::Approx(std::sqrt(1.25 / 3)));
+  const std::string json = bench::json(rep);
+  CHECK(result_line(json, "slow", "fx").find("\"cpu_vs_libfuse\": 1.25") != std::string::npos);
+  CHECK(result_line(json, "slow", "lf").find("cpu_vs_libfuse") == std::string::npos);
+  CHECK(json.find("\"cpu_geometric_mean\": 0.645") != std::string::npos);
+}
+
 namespace {
 // Burns `ms` milliseconds of this process's own CPU time.
 void burn_cpu(long ms) {
