@@ -3,6 +3,7 @@
 // in the foreground, as users run it (and again with --takeover, as its
 // successor), and a successor served in the test's own process, so that a
 // test can look at its books once it has taken the connection over.
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <functional>
@@ -35,6 +36,18 @@ inline std::string output_of(child& c) {
   std::string out = slurp_fd(c.stdout_fd);
   ::close(c.stdout_fd);
   c.stdout_fd = -1;
+  return out;
+}
+
+// What a child started by start_server has said so far, without waiting for
+// it to end (its servers share the pipe, so an end may not come): for the
+// message of a check that failed while it runs.
+inline std::string output_so_far(const child& c) {
+  if (c.stdout_fd < 0) return "";
+  const int flags = ::fcntl(c.stdout_fd, F_GETFL);
+  ::fcntl(c.stdout_fd, F_SETFL, flags | O_NONBLOCK);
+  std::string out = slurp_fd(c.stdout_fd);
+  ::fcntl(c.stdout_fd, F_SETFL, flags);
   return out;
 }
 
