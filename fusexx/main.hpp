@@ -117,6 +117,11 @@ outcome<command_line> parse_command_line(Fs& fs, int argc, char** argv) {
         cl.server.uring.queue_depth = *n;
         continue;
       }
+      if (key == "huge_pages") {
+        if (v && *v != "on" && *v != "off") return fail(EINVAL, "option huge_pages= takes on or off");
+        cl.server.uring.huge_pages = !v || *v == "on";
+        continue;
+      }
       if (key == "async_init") {
         if (v) return fail(EINVAL, "option 'async_init' takes no value");
         cl.server.mount.sync_init = false;
@@ -247,6 +252,8 @@ void print_usage(const char* argv0) {
       "     transport=T        auto (io_uring where available), classic or uring;\n"
       "                        the default comes from $FUSEXX_TRANSPORT, else auto\n"
       "     queue_depth=N      io_uring: requests in flight per CPU (default 8)\n"
+      "     huge_pages=on|off  io_uring: the entries' buffers in 2 MiB pages, where this\n"
+      "                        process may mount a tmpfs (root; default on)\n"
       "     threads=N          classic: worker threads (default: one per CPU, at least 2)\n"
       "     init_timeout_ms=N  fail the mount if init() takes longer (default 30000)\n"
       "     stats=on|off       count requests per opcode for fusexx-ctl (default on)\n"

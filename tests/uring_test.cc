@@ -7,8 +7,12 @@
 #include <doctest/doctest.h>
 
 #include <sched.h>
+#include <linux/magic.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
 
 #include <atomic>
+#include <cstring>
 #include <coroutine>
 #include <mutex>
 #include <vector>
@@ -126,6 +130,76 @@ void pin_to_cpu(int cpu) {
 }
 
 }  // namespace
+
+namespace {
+
+// How many physically separate pieces [at, at + len) is in: what a disk's
+// request counts against its segment limit for an O_DIRECT transfer to or
+// from it (/proc/self/pagemap gives page frame numbers to root).
+std::size_t physical_pieces(const std::byte* at, std::size_t len) {
+  const long page = ::sysconf(_SC_PAGESIZE);
+  fusexx::unique_fd map(::open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC));
+  REQUIRE(map);
+  std::size_t pieces = 0;
+  std::uint64_t last = 0;
+  for (std::size_t off = 0; off < len; off += static_cast<std::size_t>(page)) {
+    std::uint64_t entry = 0;
+    const auto index = reinterpret_cast<std::uintptr_t>(at + off) / static_cast<std::uintptr_t>(page);
+    REQUIRE(::pread(map.get(), &entry, sizeof entry, static_cast<off_t>(index * sizeof entry)) == sizeof entry);
+    REQUIRE((entry >> 63) == 1);  // present
+    const std::uint64_t frame = entry & ((std::uint64_t{1} << 55) - 1);
+    REQUIRE(frame != 0);  // root sees frame numbers
+    if (off == 0 || frame != last + 1) ++pieces;
+    last = frame;
+  }
+  return pieces;
+}
+
+bool kernel_has_shmem_huge_pages() {
+  const auto setting = detail::read_kernel_file("/sys/kernel/mm/transparent_hugepage/shmem_enabled");
+  return setting && setting->find("[deny]") == std::string::npos;
+}
+
+}  // namespace
+
+TEST_CASE("the entries' buffers are in huge pages where the server may mount a tmpfs: a 1 MiB payload is one or "
+          "two physical pieces") {
+  REQUIRE(::geteuid() == 0);
+  if (!kernel_has_shmem_huge_pages()) {
+    MESSAGE("this kernel has no transparent huge pages for tmpfs: not checked");
+    return;
+  }
+  constexpr std::size_t mib = 1 << 20;
+  auto huge = transport::entry_region::create(2, 4, mib);
+  REQUIRE_MESSAGE(huge, (huge ? "" : huge.error().message));
+  CHECK((*huge)->huge_pages());
+  // A shared-memory file, as a successor is handed one: tmpfs, the size of the layout
+  // rounded up to whole huge pages (so that the last payload is in one too).
+  struct statfs fs {};
+  REQUIRE(::fstatfs((*huge)->fd(), &fs) == 0);
+  CHECK(fs.f_type == TMPFS_MAGIC);
+  struct stat st {};
+  REQUIRE(::fstat((*huge)->fd(), &st) == 0);
+  CHECK(static_cast<std::uint64_t>(st.st_size) == ((*huge)->layout().size() + (2 << 20) - 1) / (2 << 20) * (2 << 20));
+  // Every payload written through, as the kernel or a backing read would.
+  for (unsigned q = 0; q < 2; ++q)
+    for (unsigned i = 0; i < 4; ++i) std::memset((*huge)->payload(q, i), 0x5a, mib);
+  for (unsigned q = 0; q < 2; ++q)
+    for (unsigned i = 0; i < 4; ++i) {
+      INFO("entry " << q << "." << i);
+      // Two when a payload crosses a 2 MiB boundary; 4 KiB pages would make up to 256.
+      CHECK(physical_pieces((*huge)->payload(q, i), mib) <= 2);
+    }
+
+  // Asked not to: a memfd, as for a process that may not mount.
+  auto small = transport::entry_region::create(2, 4, mib, /*huge_pages=*/false);
+  REQUIRE(small);
+  CHECK_FALSE((*small)->huge_pages());
+  std::string link(64, '\0');
+  const ssize_t n = ::readlink(("/proc/self/fd/" + std::to_string((*small)->fd())).c_str(), link.data(), link.size());
+  REQUIRE(n > 0);
+  CHECK(link.substr(0, static_cast<std::size_t>(n)).starts_with("/memfd:fusexx-uring-entries"));
+}
 
 TEST_CASE("requests arrive through one ring per CPU, and handlers await I/O on the ring") {
   REQUIRE_MESSAGE(transport::uring_unavailable_reason().empty(), transport::uring_unavailable_reason());

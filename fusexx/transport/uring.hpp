@@ -77,6 +77,7 @@ namespace fusexx::transport {
 
 struct uring_options {
   unsigned queue_depth = 8;  // registered entries per queue: requests one CPU can have in flight
+  bool huge_pages = true;    // the entries' buffers in 2 MiB pages where this process may (entry_region.hpp)
 };
 
 // The number of CPUs the kernel counts as possible (it makes one queue each
@@ -157,7 +158,7 @@ class uring_plane final : public channel {
     } else {
       const std::size_t payload =
           std::max<std::size_t>({8192, conn.max_write, std::size_t{conn.max_pages()} * connection::page_size()});
-      auto region = entry_region::create(n, options_.queue_depth, payload);
+      auto region = entry_region::create(n, options_.queue_depth, payload, options_.huge_pages);
       if (!region) return region.error().message;
       region_ = std::move(*region);
     }
