@@ -45,6 +45,11 @@ int main(int argc, char** argv) {
     return 2;
   }
   passthrough_fs::configure_mount(cl->server.mount);
+  // On a disk, reads and writes go between the backing file and the io_uring
+  // entries' payloads by DMA: in 2 MiB pages a 1 MiB payload is one or two
+  // pieces for the disk, in 4 KiB pages up to 256, more than a disk may take
+  // in one request (docs/transports.md). On tmpfs there is no DMA to gain.
+  if (!cl->huge_pages_given) cl->server.uring.huge_pages = !fs.memory_backed();
   // The kernel has already applied the caller's umask to every mode it
   // sends; the server's own umask must not take away more.
   ::umask(0);

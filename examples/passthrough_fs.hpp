@@ -205,6 +205,9 @@ struct passthrough_fs : fusexx::filesystem_base<passthrough_fs> {
     return {};
   }
 
+  // Whether the source is on tmpfs or ramfs (known once open_source() has run).
+  bool memory_backed() const noexcept { return memory_backed_; }
+
   // The mount options the mirror relies on: the kernel checks permissions
   // from the mirrored modes (the server itself may do anything as root),
   // everyone may use a root's mount, and device nodes work as in the source.

@@ -49,6 +49,7 @@ struct command_line {
   bool show_version = false;
   bool takeover = false;  // --takeover: continue the mount's running server instead of mounting
   bool transport_given = false;  // -o transport= (not only $FUSEXX_TRANSPORT)
+  bool huge_pages_given = false;  // -o huge_pages=: the user's choice, which a filesystem's own default leaves alone
   bool supervise = false; // -o supervise: a keeper restarts the server after a crash (restart/keeper.hpp)
   keeper_options keeper;
 };
@@ -120,6 +121,7 @@ outcome<command_line> parse_command_line(Fs& fs, int argc, char** argv) {
       if (key == "huge_pages") {
         if (v && *v != "on" && *v != "off") return fail(EINVAL, "option huge_pages= takes on or off");
         cl.server.uring.huge_pages = !v || *v == "on";
+        cl.huge_pages_given = true;
         continue;
       }
       if (key == "async_init") {
@@ -253,7 +255,8 @@ void print_usage(const char* argv0) {
       "                        the default comes from $FUSEXX_TRANSPORT, else auto\n"
       "     queue_depth=N      io_uring: requests in flight per CPU (default 8)\n"
       "     huge_pages=on|off  io_uring: the entries' buffers in 2 MiB pages, where this\n"
-      "                        process may mount a tmpfs (root; default on)\n"
+      "                        process may mount a tmpfs (root): for O_DIRECT to a disk\n"
+      "                        (default off; passthrough: on when its source is on a disk)\n"
       "     threads=N          classic: worker threads (default: one per CPU, at least 2)\n"
       "     init_timeout_ms=N  fail the mount if init() takes longer (default 30000)\n"
       "     stats=on|off       count requests per opcode for fusexx-ctl (default on)\n"

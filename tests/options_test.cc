@@ -102,8 +102,10 @@ TEST_CASE("the command line") {
   CHECK(rel->server.mount.mountpoint.starts_with("/"));  // made absolute: a daemon chdirs to /
 
   CHECK(parse(fs, {"prog", "-o", "threads=3", "/m"})->server.classic.threads == 3);
-  CHECK(parse(fs, {"prog", "/m"})->server.uring.huge_pages);
+  CHECK_FALSE(parse(fs, {"prog", "/m"})->server.uring.huge_pages);
+  CHECK_FALSE(parse(fs, {"prog", "/m"})->huge_pages_given);
   CHECK_FALSE(parse(fs, {"prog", "-o", "huge_pages=off", "/m"})->server.uring.huge_pages);
+  CHECK(parse(fs, {"prog", "-o", "huge_pages=off", "/m"})->huge_pages_given);
   CHECK(parse(fs, {"prog", "-o", "huge_pages=on", "/m"})->server.uring.huge_pages);
   CHECK_FALSE(parse(fs, {"prog", "-o", "huge_pages=2", "/m"}));
   CHECK_FALSE(parse(fs, {"prog", "-o", "threads=0", "/m"}));

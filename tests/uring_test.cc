@@ -170,7 +170,7 @@ TEST_CASE("the entries' buffers are in huge pages where the server may mount a t
     return;
   }
   constexpr std::size_t mib = 1 << 20;
-  auto huge = transport::entry_region::create(2, 4, mib);
+  auto huge = transport::entry_region::create(2, 4, mib, /*huge_pages=*/true);
   REQUIRE_MESSAGE(huge, (huge ? "" : huge.error().message));
   CHECK((*huge)->huge_pages());
   // A shared-memory file, as a successor is handed one: tmpfs, the size of the layout

@@ -20,11 +20,13 @@
 // populated in one go, mostly happened to fit. In 2 MiB pages a payload is
 // one or two pieces (docs/benchmarks.md: passthrough io_uring's 1 MiB reads
 // and writes on ext4). A memfd cannot have them unless the administrator
-// allows it (`shmem_enabled`), so where it may (CAP_SYS_ADMIN, as a server
-// mounting FUSE itself has) the region is a file on a tmpfs instance of its
-// own, mounted with `huge=always` and never attached to any directory
-// (fsopen/fsmount: the mount lives as long as the file does). Elsewhere, or
-// where that fails, it is a memfd with 4 KiB pages, as before.
+// allows it (`shmem_enabled`), so when asked (uring_options::huge_pages) and
+// where it may (CAP_SYS_ADMIN, as a server mounting FUSE itself has) the
+// region is a file on a tmpfs instance of its own, mounted with
+// `huge=always` and never attached to any directory (fsopen/fsmount: the
+// mount lives as long as the file does). Otherwise, or where that fails, it
+// is a memfd with 4 KiB pages. Not by default: a huge page is zeroed whole
+// when first touched, and the first requests after the mount wait for it.
 //
 // Layout: queue q's entry i is slot q * depth + i; a slot is one page for
 // the header area (proto::uring_req_header, 288 bytes) and then the payload
@@ -67,7 +69,7 @@ class entry_region {
   // payload buffers, mapped where the kernel chooses; in huge pages if
   // `huge_pages` and this process may mount a tmpfs (above).
   static outcome<std::shared_ptr<entry_region>> create(unsigned queues, unsigned depth, std::size_t payload,
-                                                      bool huge_pages = true) {
+                                                      bool huge_pages) {
     entry_layout l;
     l.payload = payload;
     l.stride = page + (payload + page - 1) / page * page;

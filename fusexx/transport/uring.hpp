@@ -77,7 +77,13 @@ namespace fusexx::transport {
 
 struct uring_options {
   unsigned queue_depth = 8;  // registered entries per queue: requests one CPU can have in flight
-  bool huge_pages = true;    // the entries' buffers in 2 MiB pages where this process may (entry_region.hpp)
+  // The entries' buffers in 2 MiB pages where this process may (entry_region.hpp):
+  // for a filesystem whose payloads go to or come from a disk with O_DIRECT
+  // (passthrough on a disk asks for it). Not by default: a huge page is
+  // zeroed whole at first use, which the first requests after the mount
+  // wait for (~4 ms a page on this project's VM, where the host faults in
+  // each 4 KiB; 30 us for the two small pages a first request touches).
+  bool huge_pages = false;
 };
 
 // The number of CPUs the kernel counts as possible (it makes one queue each
