@@ -70,17 +70,7 @@ struct report {
   // The geometric mean of a pair's ratios over the throughput workloads both
   // measured (mount time is not one of them), and how many there were.
   std::pair<double, unsigned> geometric_mean(const pairing& p) const {
-    double log_sum = 0;
-    unsigned n = 0;
-    for (auto& w : workloads) {
-      const cell* c = find(w, p.fusexx);
-      if (!c || c->lower_is_better) continue;
-      if (const double r = ratio(*c, p.libfuse); r > 0) {
-        log_sum += std::log(r);
-        ++n;
-      }
-    }
-    return {n ? std::exp(log_sum / n) : -1.0, n};
+    return mean_over_throughput(p, [&](const cell& c) { return ratio(c, p.libfuse); });
   }
   // The ratio round by round (>1: c wins): the i-th run of each side comes
   // from the same round, where the two subjects of a pair run one right after
@@ -129,12 +119,18 @@ struct report {
   // The geometric mean of a pair's CPU ratios over the throughput workloads
   // both sides have one for, and how many there were.
   std::pair<double, unsigned> cpu_geometric_mean(const pairing& p) const {
+    return mean_over_throughput(p, [&](const cell& c) { return cpu_ratio(c, p.libfuse); });
+  }
+  // The geometric mean of `ratio_of` over the fusexx side's throughput cells
+  // of `p` where it is defined (>0), and how many there were.
+  template <class Ratio>
+  std::pair<double, unsigned> mean_over_throughput(const pairing& p, Ratio ratio_of) const {
     double log_sum = 0;
     unsigned n = 0;
     for (auto& w : workloads) {
       const cell* c = find(w, p.fusexx);
       if (!c || c->lower_is_better) continue;
-      if (const double r = cpu_ratio(*c, p.libfuse); r > 0) {
+      if (const double r = ratio_of(*c); r > 0) {
         log_sum += std::log(r);
         ++n;
       }
@@ -175,15 +171,25 @@ inline std::string cpu_against(const report& rep, const cell& c, const std::stri
   return fmt::format("; server CPU {:.1f} against {:.1f} us/op", c.cpu.median() / 1e3, r->cpu.median() / 1e3);
 }
 
+// The header row of a per-pair table: one column per pair.
+inline std::string pair_columns(const std::vector<const pairing*>& measured) {
+  std::string out = fmt::format("  {:<40}", "workload");
+  for (auto* p : measured) out += fmt::format(" {:>22}", p->label);
+  return out + "\n";
+}
+
+// "1.18x (11 cells)", or "-" for no mean.
+inline std::string mean_text(std::pair<double, unsigned> mean) {
+  return mean.first < 0 ? "-" : fmt::format("{:.2f}x ({} cells)", mean.first, mean.second);
+}
+
 // libfuse / fusexx server CPU per operation, per pair and throughput
 // workload (>1: fusexx's server spent less), and each pair's geometric mean.
 inline std::string cpu_table(const report& rep, const std::vector<const pairing*>& measured) {
   std::string out =
       "\nserver CPU per operation, libfuse / fusexx, per pair (>1: fusexx's server spent less; -: a side spent\n"
       "under 0.1 us, as under kernel passthrough where reads and writes bypass the server)\n";
-  out += fmt::format("  {:<40}", "workload");
-  for (auto* p : measured) out += fmt::format(" {:>22}", p->label);
-  out += "\n";
+  out += pair_columns(measured);
   for (auto& w : rep.workloads) {
     std::string row;
     bool any = false;
@@ -196,10 +202,7 @@ inline std::string cpu_table(const report& rep, const std::vector<const pairing*
     if (any) out += fmt::format("  {:<40}{}\n", w, row);
   }
   out += fmt::format("  {:<40}", "geometric mean");
-  for (auto* p : measured) {
-    const auto [g, n] = rep.cpu_geometric_mean(*p);
-    out += fmt::format(" {:>22}", g < 0 ? "-" : fmt::format("{} ({} cells)", ratio_text(g), n));
-  }
+  for (auto* p : measured) out += fmt::format(" {:>22}", mean_text(rep.cpu_geometric_mean(*p)));
   return out + "\n";
 }
 
@@ -214,9 +217,7 @@ inline std::string pair_table(const report& rep) {
   std::string out =
       "\nfusexx / libfuse, per pair (>1: fusexx better): the vs libfuse column above, then the lowest and highest\n"
       "of the same ratio taken round by round (each round runs the two sides of a pair one after the other)\n";
-  out += fmt::format("  {:<40}", "workload");
-  for (auto* p : measured) out += fmt::format(" {:>22}", p->label);
-  out += "\n";
+  out += pair_columns(measured);
   for (auto& w : rep.workloads) {
     out += fmt::format("  {:<40}", w);
     for (auto* p : measured) {
@@ -227,10 +228,7 @@ inline std::string pair_table(const report& rep) {
     out += "\n";
   }
   out += fmt::format("  {:<40}", "geometric mean (throughput cells)");
-  for (auto* p : measured) {
-    const auto [g, n] = rep.geometric_mean(*p);
-    out += fmt::format(" {:>22}", g < 0 ? "-" : fmt::format("{} ({} cells)", ratio_text(g), n));
-  }
+  for (auto* p : measured) out += fmt::format(" {:>22}", mean_text(rep.geometric_mean(*p)));
   out += fmt::format("\n  {:<40}", "  the same, round by round");
   for (auto* p : measured) {
     const auto rounds = rep.round_geometric_means(*p);
