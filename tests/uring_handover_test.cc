@@ -6,18 +6,23 @@
 #include <doctest/doctest.h>
 
 #include <fcntl.h>
+#include <poll.h>
 #include <sched.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 
 #include <atomic>
+#include <condition_variable>
+#include <cstdio>
+#include <mutex>
 #include <thread>
 #include <vector>
 
 #include <fusexx/fusexx.hpp>
 
 #include "examples/hello_fs.hpp"
+#include "tests/support/continued_session.hpp"
 #include "tests/support/process.hpp"
 
 using namespace fusexx;
@@ -48,10 +53,81 @@ void pin(unsigned cpu) {
   sched_setaffinity(0, sizeof set, &set);
 }
 
-// `ops` forced GETATTRs from one thread pinned to each CPU; false if any
-// failed or they did not all finish within `limit` (a request held for
-// ever: the connection is then aborted, so the threads end).
-bool probe(const std::string& path, int ops, const std::string& mp, std::chrono::seconds limit = std::chrono::seconds(10)) {
+// A connection mounted on a fresh directory from this process's /dev/fuse
+// fd, and processes to serve it (tests/tools/uring_server.cc). A request a dead queue
+// holds keeps its thread in the kernel until the connection ends, and that
+// thread keeps this process from exiting: so every wait here is bounded, and
+// a watchdog aborts the connection (by number, mounted or not) should the
+// test still run after `limit`, so that it fails instead of hanging.
+struct uring_mount {
+  temp_dir dir;
+  unique_fd device{::open("/dev/fuse", O_RDWR | O_CLOEXEC)};
+  std::string file = dir.path() + "/hello.txt";
+  int ready[2] = {-1, -1};
+  unsigned connection = 0;
+  std::atomic<bool> watchdog_fired{false};
+  std::jthread watchdog;
+
+  explicit uring_mount(const char* name, std::chrono::seconds limit = std::chrono::seconds(200)) {
+    REQUIRE(device);
+    const std::string data = fmt::format("fd={},rootmode=40000,user_id=0,group_id=0", device.get());
+    REQUIRE(::mount(name, dir.path().c_str(), "fuse.uringtest", MS_NOSUID | MS_NODEV, data.c_str()) == 0);
+    const auto entry = find_fuse_mount(dir.path());
+    const auto id = entry ? fuse_connection_id(*entry) : std::nullopt;
+    REQUIRE(id);
+    connection = *id;
+    REQUIRE(::pipe2(ready, O_CLOEXEC) == 0);
+    watchdog = std::jthread([this, limit](std::stop_token stop) {
+      std::mutex m;
+      std::condition_variable_any cv;
+      std::unique_lock lock(m);
+      cv.wait_for(lock, stop, limit, [] { return false; });
+      if (stop.stop_requested()) return;
+      watchdog_fired = true;
+      std::fprintf(stderr, "uring_handover_test: still running after %llds; aborting connection %u\n",
+                   static_cast<long long>(limit.count()), connection);
+      abort_fuse_connection_mounting_fusectl(connection);
+    });
+  }
+  ~uring_mount() {
+    watchdog.request_stop();
+    watchdog.join();
+    abort_fuse_connection_mounting_fusectl(connection);  // nothing may wait on it past the test
+    ::umount2(dir.path().c_str(), MNT_DETACH);
+    for (int fd : ready)
+      if (fd >= 0) ::close(fd);
+  }
+  // Ends the connection: whatever waits on it fails at once.
+  bool abort() { return abort_fuse_connection_mounting_fusectl(connection); }
+
+  // A child process serving it, once its queues are registered.
+  forked start_child(bool negotiate) {
+    const std::string program = example_binary("FUSEXX_URING_SERVER");
+    REQUIRE_MESSAGE(!program.empty(), "FUSEXX_URING_SERVER is not set");
+    const std::string fd = std::to_string(device.get()), how = negotiate ? "1" : "0", to = std::to_string(ready[1]);
+    const char* argv[] = {program.c_str(), fd.c_str(), how.c_str(), to.c_str(), nullptr};
+    pid_t pid = ::fork();
+    if (pid == 0) {  // async-signal-safe calls only until exec (uring_server.cc says why)
+      ::fcntl(device.get(), F_SETFD, 0);
+      ::fcntl(ready[1], F_SETFD, 0);
+      ::execv(argv[0], const_cast<char* const*>(argv));
+      ::_exit(127);
+    }
+    forked child(pid);
+    pollfd p{ready[0], POLLIN, 0};
+    const bool registered = ::poll(&p, 1, 30'000) == 1;
+    char c;
+    REQUIRE_MESSAGE((registered && ::read(ready[0], &c, 1) == 1),
+                    "the serving child did not register its queues within 30 s; its exit status: "
+                        << child.wait(std::chrono::seconds(1)));
+    return child;
+  }
+};
+
+// `ops` forced GETATTRs on m's file from one thread pinned to each CPU;
+// false if any failed or they did not all finish within `limit` (a request
+// held for ever: the connection is then aborted, so the threads end).
+bool probe(uring_mount& m, int ops, std::chrono::seconds limit = std::chrono::seconds(10)) {
   std::atomic<int> failures{0}, done{0};
   std::vector<std::jthread> threads;
   const unsigned cpus = transport::possible_cpu_count();
@@ -59,85 +135,14 @@ bool probe(const std::string& path, int ops, const std::string& mp, std::chrono:
     threads.emplace_back([&, c] {
       pin(c);
       for (int i = 0; i < ops; ++i)
-        if (forced_getattr(path) != 0) ++failures;
+        if (forced_getattr(m.file) != 0) ++failures;
       ++done;
     });
   const bool finished = eventually([&] { return done.load() == static_cast<int>(cpus); }, limit);
-  if (!finished) abort_fuse_connection_at(mp);
+  if (!finished) CHECK(m.abort());
   threads.clear();
   return finished && failures.load() == 0;
 }
-
-// A session continuing the connection's INIT (as a successor restores it).
-void continue_session(fusexx::session& s) {
-  session_description d;
-  d.proto_major = 7;
-  d.proto_minor = 45;
-  d.granted = proto::init_flag::over_io_uring | proto::init_flag::max_pages | proto::init_flag::init_ext;
-  d.max_pages = connection::kernel_max_pages_limit();
-  d.max_write = static_cast<std::uint32_t>(d.max_pages * connection::page_size());
-  s.restore(d);
-}
-
-// Serves the connection on `fd` in this (child) process through io_uring:
-// INIT (when `negotiate`) on a control channel, requests on its own queues.
-// Writes one byte to `ready` once its queues are registered, then serves
-// until killed.
-[[noreturn]] void serve_in_child(int fd, bool negotiate, int ready) {
-  hello_fs fs;
-  fusexx::session s;
-  detail::dispatcher<hello_fs> d(fs, s);
-  transport::uring_plane plane(detail::request_handler(d), s, fd, {});
-  std::optional<transport::device_readers> control;
-  if (negotiate) {
-    s.conn().want(proto::init_flag::over_io_uring);
-    s.before_init_reply = [&](const connection& c, std::uint64_t granted) {
-      if (!plane.prepare(c).empty()) ::_exit(20);
-      return granted;
-    };
-    s.after_init_reply = [&](const connection&) { plane.start(); };
-    control.emplace(detail::request_handler(d), s, fd, 1, transport::device_readers::fds::session);
-    control->start();
-    s.init().wait();
-  } else {
-    continue_session(s);
-    if (!plane.prepare(s.conn()).empty()) ::_exit(21);
-    plane.start();
-  }
-  // Registered once a request could be served: the caller probes.
-  const char one = 1;
-  if (::write(ready, &one, 1) != 1) ::_exit(22);
-  for (;;) ::pause();
-}
-
-// A connection mounted on a fresh directory from this process's /dev/fuse
-// fd, and processes to serve it (serve_in_child).
-struct uring_mount {
-  temp_dir dir;
-  unique_fd device{::open("/dev/fuse", O_RDWR | O_CLOEXEC)};
-  std::string file = dir.path() + "/hello.txt";
-  int ready[2] = {-1, -1};
-
-  explicit uring_mount(const char* name) {
-    REQUIRE(device);
-    const std::string data = fmt::format("fd={},rootmode=40000,user_id=0,group_id=0", device.get());
-    REQUIRE(::mount(name, dir.path().c_str(), "fuse.uringtest", MS_NOSUID | MS_NODEV, data.c_str()) == 0);
-    REQUIRE(::pipe(ready) == 0);
-  }
-  ~uring_mount() {
-    ::umount2(dir.path().c_str(), MNT_DETACH);
-    for (int fd : ready)
-      if (fd >= 0) ::close(fd);
-  }
-  // A child process serving it, once its queues are registered.
-  forked start_child(bool negotiate) {
-    pid_t pid = ::fork();
-    if (pid == 0) serve_in_child(device.get(), negotiate, ready[1]);
-    char c;
-    REQUIRE(::read(ready[0], &c, 1) == 1);
-    return forked(pid);
-  }
-};
 
 }  // namespace
 
@@ -151,14 +156,14 @@ TEST_CASE("io_uring: a second process's queues join a running connection; the fi
 
   // Process A negotiates INIT with FUSE over io_uring and serves.
   forked a = start_child(true);
-  REQUIRE(probe(file, 50, dir.path()));
+  REQUIRE(probe(m, 50));
 
   // This process joins with queues of its own: REGISTER on a connection whose
   // rings are already running is accepted, and the newest entries serve.
   hello_fs fs;
   fusexx::session s;
   detail::dispatcher<hello_fs> d(fs, s);
-  continue_session(s);
+  continue_uring_session(s);
   counting mine{d};
   transport::uring_plane plane(detail::request_handler(mine), s, device.get(), {});
   REQUIRE(plane.prepare(s.conn()).empty());
@@ -171,7 +176,7 @@ TEST_CASE("io_uring: a second process's queues join a running connection; the fi
         return mine.handled.load() > 0;
       },
       std::chrono::seconds(30)));
-  CHECK(probe(file, 200, dir.path()));
+  CHECK(probe(m, 200));
   MESSAGE("requests served by the joining queues: " << mine.handled.load());
 
   // A dies (SIGKILL) with its entries idle (no request in flight: the
@@ -186,7 +191,7 @@ TEST_CASE("io_uring: a second process's queues join a running connection; the fi
     while (!stop)
       if (forced_getattr(file) != 0) ++errors;
   });
-  CHECK(probe(file, 500, dir.path()));
+  CHECK(probe(m, 500));
   stop = true;
   load.join();
   CHECK(errors.load() == 0);
@@ -215,15 +220,16 @@ TEST_CASE("io_uring: a second process's queues join a running connection; the fi
     // is held by the dead queue. Aborting the connection then ends it.
     if (!eventually([&] { return ended.load() == cpus; }, std::chrono::seconds(5))) {
       ++wedged;
-      abort_fuse_connection_at(dir.path());
+      CHECK(m.abort());
     }
     apps.clear();
-    if (wedged == 0) CHECK(probe(file, 20, dir.path()));
+    if (wedged == 0) CHECK(probe(m, 20));
   }
   MESSAGE("rounds in which a killed process's queue left a request waiting: " << wedged);
 
   ::umount2(dir.path().c_str(), MNT_DETACH);
   plane.stop(std::chrono::steady_clock::now() + std::chrono::seconds(2));
+  CHECK_FALSE(m.watchdog_fired.load());
 }
 
 TEST_CASE("io_uring: a request that comes while no process serves waits in its queue; a queue registered later does "
@@ -236,7 +242,7 @@ TEST_CASE("io_uring: a request that comes while no process serves waits in its q
   uring_mount m("queued");
   const std::string& file = m.file;
   forked a = m.start_child(true);
-  REQUIRE(probe(file, 20, m.dir.path()));
+  REQUIRE(probe(m, 20));
   // A dies with its entries idle: the kernel cancels them all.
   ::kill(a.pid(), SIGKILL);
   CHECK(a.wait() == 128 + SIGKILL);
@@ -254,17 +260,22 @@ TEST_CASE("io_uring: a request that comes while no process serves waits in its q
   const bool taken_by_register = eventually([&] { return first_done.load(); }, std::chrono::seconds(3));
   // Another request on queue 0 gets one of B's entries; its commit fetches
   // the one waiting.
+  std::atomic<bool> second_done{false};
   std::jthread second([&] {
     pin(0);
     (void)forced_getattr(file);
+    second_done = true;
   });
-  second.join();
+  const bool answered = eventually([&] { return second_done.load(); }, std::chrono::seconds(10));
   const bool taken_after_commit = eventually([&] { return first_done.load(); }, std::chrono::seconds(5));
-  if (!taken_after_commit) abort_fuse_connection_at(m.dir.path());
+  if (!answered || !taken_after_commit) CHECK(m.abort());
+  second.join();
   first.join();
+  CHECK(answered);
   CHECK_MESSAGE(!taken_by_register, "this kernel hands queued requests to newly registered entries: "
                                     "docs/restart.md's account of io_uring after a crash needs updating");
   CHECK(taken_after_commit);
+  CHECK_FALSE(m.watchdog_fired.load());
   ::umount2(m.dir.path().c_str(), MNT_DETACH);
   ::kill(b.pid(), SIGKILL);
   (void)b.wait();

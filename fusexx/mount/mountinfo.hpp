@@ -107,18 +107,23 @@ inline bool abort_fuse_connection(unsigned id) {
   return static_cast<bool>(abort.flush());
 }
 
+// abort_fuse_connection, mounting fusectl first if nobody has (root only).
+// By number, so that it still works once the mount is detached.
+inline bool abort_fuse_connection_mounting_fusectl(unsigned id) {
+  const std::string connections = "/sys/fs/fuse/connections";
+  if (::access(connections.c_str(), F_OK) == 0 &&
+      ::access((connections + "/" + std::to_string(id)).c_str(), F_OK) != 0)
+    ::mount("fusectl", connections.c_str(), "fusectl", 0, nullptr);
+  return abort_fuse_connection(id);
+}
+
 // Ends the connection mounted at `mountpoint` from outside, mounting fusectl
 // first if nobody has (root only). For watchdogs in tests and benchmarks:
 // whatever waits on a wedged server then fails instead of hanging for ever.
 inline bool abort_fuse_connection_at(const std::string& mountpoint) {
   auto m = find_fuse_mount(mountpoint);
   auto id = m ? fuse_connection_id(*m) : std::nullopt;
-  if (!id) return false;
-  const std::string connections = "/sys/fs/fuse/connections";
-  if (::access(connections.c_str(), F_OK) == 0 &&
-      ::access((connections + "/" + std::to_string(*id)).c_str(), F_OK) != 0)
-    ::mount("fusectl", connections.c_str(), "fusectl", 0, nullptr);
-  return abort_fuse_connection(*id);
+  return id && abort_fuse_connection_mounting_fusectl(*id);
 }
 
 }  // namespace fusexx
