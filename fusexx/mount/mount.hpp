@@ -15,7 +15,6 @@
 #include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -34,6 +33,7 @@
 #include <vector>
 
 #include "../detail/kernel_file.hpp"
+#include "../detail/new_mount_api.hpp"
 #include "../fd.hpp"
 #include "../fd_passing.hpp"
 #include "../log.hpp"
@@ -306,27 +306,6 @@ inline std::string fs_context_log(int fsfd) {
   }
   return all;
 }
-
-inline int sys_fsopen(const char* name, unsigned flags) {
-  return static_cast<int>(::syscall(SYS_fsopen, name, flags));
-}
-inline int sys_fsconfig(int fd, unsigned cmd, const char* key, const void* value, int aux) {
-  return static_cast<int>(::syscall(SYS_fsconfig, fd, cmd, key, value, aux));
-}
-inline int sys_fsmount(int fd, unsigned flags, unsigned attrs) {
-  return static_cast<int>(::syscall(SYS_fsmount, fd, flags, attrs));
-}
-inline int sys_move_mount(int from_fd, const char* from, int to_fd, const char* to, unsigned flags) {
-  return static_cast<int>(::syscall(SYS_move_mount, from_fd, from, to_fd, to, flags));
-}
-
-// Constants of the new mount API (linux/mount.h), named here so this header
-// does not depend on which of glibc's or the kernel's headers is present.
-inline constexpr unsigned fsopen_cloexec = 0x1, fsmount_cloexec = 0x1;
-inline constexpr unsigned fsconfig_set_flag = 0, fsconfig_set_string = 1, fsconfig_cmd_create = 6;
-inline constexpr unsigned attr_rdonly = 0x1, attr_nosuid = 0x2, attr_nodev = 0x4, attr_noexec = 0x8,
-                          attr_noatime = 0x10;
-inline constexpr unsigned move_mount_f_empty_path = 0x4;
 
 // ENOSYS: no new mount API here; the caller falls back to mount(2).
 // `before_attach`, if given, runs between fsmount and move_mount (the mount

@@ -35,7 +35,6 @@
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -43,6 +42,7 @@
 #include <cstring>
 #include <memory>
 
+#include "../detail/new_mount_api.hpp"
 #include "../failure.hpp"
 #include "../fd.hpp"
 #include "../proto/abi.hpp"
@@ -133,27 +133,20 @@ class entry_region {
  private:
   // A file on a tmpfs of this process's own with huge=always, or no fd (no
   // CAP_SYS_ADMIN, no new mount API, no transparent huge pages in this kernel:
-  // fsconfig refuses `huge`). The syscall numbers come from <sys/syscall.h>;
-  // the constants are linux/mount.h's (FSOPEN_CLOEXEC, FSCONFIG_SET_STRING,
-  // FSCONFIG_CMD_CREATE, FSMOUNT_CLOEXEC), named here as fusexx/mount does.
+  // fsconfig refuses `huge`).
   static unique_fd huge_page_file() {
-#if defined(SYS_fsopen) && defined(SYS_fsconfig) && defined(SYS_fsmount)
-    constexpr unsigned fsopen_cloexec = 0x1, fsmount_cloexec = 0x1;
-    constexpr unsigned fsconfig_set_string = 1, fsconfig_cmd_create = 6;
-    unique_fd context(static_cast<int>(::syscall(SYS_fsopen, "tmpfs", fsopen_cloexec)));
+    using namespace detail;
+    unique_fd context(sys_fsopen("tmpfs", fsopen_cloexec));
     if (!context) return {};
-    if (::syscall(SYS_fsconfig, context.get(), fsconfig_set_string, "huge", "always", 0) != 0 ||
-        ::syscall(SYS_fsconfig, context.get(), fsconfig_cmd_create, nullptr, nullptr, 0) != 0)
+    if (sys_fsconfig(context.get(), fsconfig_set_string, "huge", "always", 0) != 0 ||
+        sys_fsconfig(context.get(), fsconfig_cmd_create, nullptr, nullptr, 0) != 0)
       return {};
-    unique_fd mount(static_cast<int>(::syscall(SYS_fsmount, context.get(), fsmount_cloexec, 0)));
+    unique_fd mount(sys_fsmount(context.get(), fsmount_cloexec, 0));
     if (!mount) return {};
     static constexpr const char* name = "fusexx-uring-entries";
     unique_fd file(::openat(mount.get(), name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
     if (file) (void)::unlinkat(mount.get(), name, 0);  // nothing to find by name; it lives by its fd
     return file;
-#else
-    return {};
-#endif
   }
 
   entry_region(unique_fd fd, entry_layout l, std::uint64_t mapped, bool huge)
