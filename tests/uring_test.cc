@@ -16,6 +16,7 @@
 #include <coroutine>
 #include <mutex>
 #include <vector>
+#include <filesystem>
 #include <fstream>
 #include <thread>
 
@@ -199,6 +200,71 @@ TEST_CASE("the entries' buffers are in huge pages where the server may mount a t
   const ssize_t n = ::readlink(("/proc/self/fd/" + std::to_string((*small)->fd())).c_str(), link.data(), link.size());
   REQUIRE(n > 0);
   CHECK(link.substr(0, static_cast<std::size_t>(n)).starts_with("/memfd:fusexx-uring-entries"));
+}
+
+namespace {
+
+// What holds the io_uring entries of server `pid`, from its mappings: "huge"
+// (the file on its own huge-page tmpfs), "memfd", or "" (none mapped).
+std::string entry_region_kind(pid_t pid) {
+  std::ifstream maps("/proc/" + std::to_string(pid) + "/maps");
+  std::string line, kind;
+  while (std::getline(maps, line)) {
+    if (line.find("/memfd:fusexx-uring-entries") != std::string::npos) kind = "memfd";
+    else if (line.find(" /fusexx-uring-entries") != std::string::npos) kind = "huge";
+  }
+  return kind;
+}
+
+// The passthrough example serving `source` through io_uring (with `extra`
+// options) until the test ends; what holds its entries, once mounted.
+std::string passthrough_region_kind(const std::string& source, const std::string& extra = "") {
+  const std::string passthrough = example_binary("FUSEXX_PASSTHROUGH");
+  REQUIRE(!passthrough.empty());
+  temp_dir mnt;
+  child c = spawn({passthrough, "-f", "-o", "source=" + source + ",transport=uring" + extra, mnt.path()});
+  forked server(c.pid);
+  REQUIRE(eventually([&] { return is_fuse_mounted(mnt.path()); }));
+  struct stat st {};
+  CHECK(::stat(mnt.path().c_str(), &st) == 0);  // served: the queues are up
+  std::string kind = entry_region_kind(c.pid);
+  ::kill(c.pid, SIGTERM);
+  CHECK(server.wait() == 0);
+  return kind;
+}
+
+}  // namespace
+
+TEST_CASE("the passthrough example asks for huge pages when its source is on a disk, and not on tmpfs") {
+  // Its 1 MiB O_DIRECT transfers to and from a disk are one request each only
+  // with the payloads in huge pages (docs/benchmarks.md: "A 1 MiB transfer to
+  // or from the disk was two requests"); on tmpfs nothing reads them by DMA.
+  if (!kernel_has_shmem_huge_pages()) {
+    MESSAGE("this kernel has no transparent huge pages for tmpfs: not checked");
+    return;
+  }
+  struct statfs fs {};
+  REQUIRE(::statfs("/var/tmp", &fs) == 0);
+  if (fs.f_type == TMPFS_MAGIC) {
+    MESSAGE("/var/tmp is a tmpfs here: no disk source to check");
+  } else {
+    char tmpl[] = "/var/tmp/fusexx-test-XXXXXX";
+    REQUIRE(::mkdtemp(tmpl) != nullptr);
+    const std::string disk = tmpl;
+    CHECK(passthrough_region_kind(disk) == "huge");
+    CHECK(passthrough_region_kind(disk, ",huge_pages=off") == "memfd");  // the user's word wins
+    std::filesystem::remove_all(disk);
+  }
+  if (::statfs("/dev/shm", &fs) != 0 || fs.f_type != TMPFS_MAGIC) {
+    MESSAGE("no tmpfs at /dev/shm: the memory-backed case is not checked");
+    return;
+  }
+  char tmpl[] = "/dev/shm/fusexx-test-XXXXXX";
+  REQUIRE(::mkdtemp(tmpl) != nullptr);
+  const std::string memory = tmpl;
+  CHECK(passthrough_region_kind(memory) == "memfd");
+  CHECK(passthrough_region_kind(memory, ",huge_pages=on") == "huge");
+  std::filesystem::remove_all(memory);
 }
 
 TEST_CASE("requests arrive through one ring per CPU, and handlers await I/O on the ring") {
