@@ -8,47 +8,21 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include <cerrno>
-
 namespace fusexx::detail {
 
-// A libc whose <sys/syscall.h> lacks a call gets ENOSYS from its wrapper, as
-// from a kernel without it: the callers fall back (mount(2), a memfd).
+// A kernel without them answers ENOSYS; the callers then fall back (mount(2),
+// a memfd).
 inline int sys_fsopen(const char* name, unsigned flags) {
-#if defined(SYS_fsopen)
   return static_cast<int>(::syscall(SYS_fsopen, name, flags));
-#else
-  (void)name, (void)flags;
-  errno = ENOSYS;
-  return -1;
-#endif
 }
 inline int sys_fsconfig(int fd, unsigned cmd, const char* key, const void* value, int aux) {
-#if defined(SYS_fsconfig)
   return static_cast<int>(::syscall(SYS_fsconfig, fd, cmd, key, value, aux));
-#else
-  (void)fd, (void)cmd, (void)key, (void)value, (void)aux;
-  errno = ENOSYS;
-  return -1;
-#endif
 }
 inline int sys_fsmount(int fd, unsigned flags, unsigned attrs) {
-#if defined(SYS_fsmount)
   return static_cast<int>(::syscall(SYS_fsmount, fd, flags, attrs));
-#else
-  (void)fd, (void)flags, (void)attrs;
-  errno = ENOSYS;
-  return -1;
-#endif
 }
 inline int sys_move_mount(int from_fd, const char* from, int to_fd, const char* to, unsigned flags) {
-#if defined(SYS_move_mount)
   return static_cast<int>(::syscall(SYS_move_mount, from_fd, from, to_fd, to, flags));
-#else
-  (void)from_fd, (void)from, (void)to_fd, (void)to, (void)flags;
-  errno = ENOSYS;
-  return -1;
-#endif
 }
 
 inline constexpr unsigned fsopen_cloexec = 0x1, fsmount_cloexec = 0x1;
