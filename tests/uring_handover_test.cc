@@ -54,11 +54,11 @@ void pin(unsigned cpu) {
 }
 
 // A connection mounted on a fresh directory from this process's /dev/fuse
-// fd, and processes to serve it (tests/tools/uring_server.cc). A request a dead queue
-// holds keeps its thread in the kernel until the connection ends, and that
-// thread keeps this process from exiting: so every wait here is bounded, and
-// a watchdog aborts the connection (by number, mounted or not) should the
-// test still run after `limit`, so that it fails instead of hanging.
+// fd, and processes to serve it (tests/tools/uring_server.cc). A request a
+// dead queue holds keeps its thread in the kernel until the connection ends,
+// and that thread keeps this process from exiting: so every wait here is
+// bounded, and a watchdog aborts the connection (by number, mounted or not)
+// should the test still run after `limit`, so that it fails, not hangs.
 struct uring_mount {
   temp_dir dir;
   unique_fd device{::open("/dev/fuse", O_RDWR | O_CLOEXEC)};
@@ -92,7 +92,7 @@ struct uring_mount {
   ~uring_mount() {
     watchdog.request_stop();
     watchdog.join();
-    abort_fuse_connection_mounting_fusectl(connection);  // nothing may wait on it past the test
+    abort();  // nothing may wait on it past the test
     ::umount2(dir.path().c_str(), MNT_DETACH);
     for (int fd : ready)
       if (fd >= 0) ::close(fd);

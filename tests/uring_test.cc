@@ -216,8 +216,8 @@ std::string entry_region_kind(pid_t pid) {
   return kind;
 }
 
-// The passthrough example serving `source` through io_uring (with `extra`
-// options) until the test ends; what holds its entries, once mounted.
+// What holds the io_uring entries of the passthrough example serving
+// `source` (with `extra` options): started, asked once mounted, stopped.
 std::string passthrough_region_kind(const std::string& source, const std::string& extra = "") {
   const std::string passthrough = example_binary("FUSEXX_PASSTHROUGH");
   REQUIRE(!passthrough.empty());
