@@ -10,6 +10,7 @@
 // on an allocator lock another thread of the parent held at the fork.
 #include <unistd.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <optional>
 
