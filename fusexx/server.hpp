@@ -138,7 +138,11 @@ class server {
     if (auto r = plan_transport(); !r) co_return failed(r.error());
     mount_hooks hooks{.serve_init = [this](int fd) { start_control(fd); },
                       .await_init = [this] { return session_.init().wait() == session_phase::serving; },
-                      .in_mount_call = [this](bool inside) { session_.init().set_mount_in_progress(inside); }};
+                      .in_mount_call = [this](bool inside) { session_.init().set_mount_in_progress(inside); },
+                      // A successor or a tool that finds the mount finds the
+                      // control socket too: it listens before the tree is
+                      // attached, and is answered once the server serves.
+                      .before_visible = [this](unsigned connection) { open_control_socket(connection); }};
     // Until INIT is answered, a watchdog gives up at the deadline or when
     // start-up is cancelled: it refuses INIT (answering it now if it is
     // waiting, so a mount call that blocks on it fails) and makes a mount
@@ -185,7 +189,7 @@ class server {
       start_classic_plane();
     }
     log::debug("serving {} ({} INIT)", mountpoint(), mount_.sync_init() ? "synchronous" : "asynchronous");
-    open_control_socket();
+    if (!control_listener_) open_control_socket();  // mount(2), the helper: the mount was visible first
     co_return outcome<void>{};
   }
 
@@ -1064,8 +1068,10 @@ class server {
 
   // The control socket, named after the connection (restart/control_socket.hpp).
   void open_control_socket() {
-    if (!mount_.connection_id()) return;
-    if (auto l = listen_control(*mount_.connection_id())) control_listener_ = std::move(*l);
+    if (mount_.connection_id()) open_control_socket(*mount_.connection_id());
+  }
+  void open_control_socket(unsigned connection) {
+    if (auto l = listen_control(connection)) control_listener_ = std::move(*l);
     else log::warn("no control socket: {}", l.error().message);
   }
 

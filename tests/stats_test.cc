@@ -9,6 +9,8 @@
 #include <doctest/doctest.h>
 
 #include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -78,9 +80,9 @@ struct memfs_served {
   explicit memfs_served(std::vector<std::string> args = {})
       : m(example_binary("FUSEXX_MEMFS"), std::move(args), dir.path()) {
     REQUIRE_MESSAGE(m.ok(), "memfs did not mount: " << m.output());
-    // The mount appears a moment before the server listens on its control
-    // socket (it is named after the connection, known once mounted).
-    REQUIRE(eventually([&] { return control::query(m.path(), "status").has_value(); }));
+    // No waiting: the control socket listens before the mount is attached.
+    auto status = control::query(m.path(), "status");
+    REQUIRE_MESSAGE(status, (status ? "" : status.error().message));
   }
   std::string path(const std::string& relative) const { return m.path(relative); }
 };
@@ -146,6 +148,42 @@ TEST_CASE("stats: the counts are what the application did") {
   // Forgotten nodes: unlinked files leave the kernel's cache.
   for (int i = 0; i < files; ++i) CHECK(::unlink(fs.path("f" + std::to_string(i)).c_str()) == 0);
   CHECK(eventually([&] { return stats_of(mp).forgets >= before.forgets + files; }));
+}
+
+TEST_CASE("the control socket answers from the moment the mount is visible") {
+  // A successor or fusexx-ctl started right after the server finds the mount
+  // and asks at once. Woken by the mount itself (/proc/self/mountinfo is
+  // POLLPRI on every change), this process asks within microseconds of the
+  // attach, before the server has started its transport.
+  temp_dir dir;
+  const std::string mp = dir.path();
+  unique_fd table(::open("/proc/self/mountinfo", O_RDONLY | O_CLOEXEC));
+  REQUIRE(table);
+  auto mounted = [&] {
+    std::string text;
+    char buf[8192];
+    ::lseek(table.get(), 0, SEEK_SET);  // reading it through re-arms the POLLPRI
+    for (ssize_t n; (n = ::read(table.get(), buf, sizeof buf)) > 0;) text.append(buf, static_cast<std::size_t>(n));
+    return find_fuse_mount_in(text, mp).has_value();
+  };
+  REQUIRE_FALSE(mounted());
+  child server = spawn({example_binary("FUSEXX_MEMFS"), "-f", mp}, /*capture_stdout=*/true, /*with_stderr=*/true);
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (!mounted() && !process_ended(server.pid) && std::chrono::steady_clock::now() < give_up) {
+    pollfd p{table.get(), POLLPRI, 0};
+    (void)::poll(&p, 1, 100);
+  }
+  auto status = control::query(mp, "status");
+  ::kill(server.pid, SIGTERM);
+  const int exit_status = wait_exit(server.pid);
+  const std::string said = slurp_fd(server.stdout_fd);
+  ::close(server.stdout_fd);
+  REQUIRE_MESSAGE(status, status.error().message << "; the server said: " << said);
+  auto parsed = control::parse_status(*status);
+  REQUIRE_MESSAGE(parsed, (parsed ? "" : parsed.error().message));
+  CHECK(parsed->transport == expected_transport());  // answered once it served: its transport was set up
+  CHECK(exit_status == 0);
+  CHECK_FALSE(is_fuse_mounted(mp));
 }
 
 TEST_CASE("status: transport, INIT, threads or queues, the server's identity") {

@@ -61,6 +61,11 @@ struct mount_hooks {
   // Brackets the kernel's mount call (fsconfig's CMD_CREATE, mount(2), or the
   // helper's mount): INIT served inside it was synchronous.
   std::function<void(bool inside)> in_mount_call;
+  // The new mount API: the mount of connection `connection` exists and INIT
+  // succeeded, and it is about to be attached. What must answer as soon as
+  // the tree is visible (the control socket) starts here. Not called where
+  // the mount is visible at once (mount(2), the helper).
+  std::function<void(unsigned connection)> before_visible;
 };
 
 // Calls hooks.in_mount_call(true) now and (false) when it goes out of scope.
@@ -377,9 +382,11 @@ inline outcome<std::optional<unsigned>> mount_new_api(const mount_options& o, in
   fs.reset();
   if (before_attach && !before_attach())
     return fail(ENOTCONN, "cannot mount {}: INIT failed before the mount was attached", o.mountpoint);
+  const std::optional<unsigned> connection = connection_of_mount(mnt.get());
+  if (connection && hooks && hooks->before_visible) hooks->before_visible(*connection);
   if (sys_move_mount(mnt.get(), "", AT_FDCWD, o.mountpoint.c_str(), move_mount_f_empty_path) != 0)
     return fail(errno, "cannot mount on {}: {}", o.mountpoint, std::strerror(errno));
-  return connection_of_mount(mnt.get());
+  return connection;
 }
 
 inline outcome<void> mount_legacy(const mount_options& o, int dev, mode_t root_mode,
