@@ -230,7 +230,9 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
       "     explicit_inval_data   keep cached pages when size or mtime change (memfs is the\n"
       "                           only writer, so only its notifications invalidate them)\n"
       "     handle_killpriv_v2    memfs, not the kernel, clears suid/sgid on write, chown\n"
-      "                           and truncate\n";
+      "                           and truncate\n"
+      "     local_locks           the kernel keeps POSIX and flock locks, not memfs: the\n"
+      "                           same for this machine's processes, and no FLUSH per close\n";
 
   memfs_fs() {
     const std::uint64_t half_ram = std::uint64_t(::sysconf(_SC_PHYS_PAGES)) * ::sysconf(_SC_PAGESIZE) / 2;
@@ -363,6 +365,11 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
       (key == "entry_timeout" ? entry_timeout : attr_timeout) = t;
       return true;
     }
+    if (key == "local_locks") {
+      if (value) return fusexx::fail(EINVAL, "memfs: option '{}' takes no value", key);
+      local_locks_ = true;
+      return true;
+    }
     namespace f = fusexx::proto::init_flag;
     for (auto [name, flag] : {std::pair{"writeback_cache", f::writeback_cache}, {"atomic_o_trunc", f::atomic_o_trunc},
                               {"explicit_inval_data", f::explicit_inval_data},
@@ -379,9 +386,16 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
 
   // ---- lifecycle ----
   fusexx::result<void> init(fusexx::connection& c) {
-    // (POSIX and flock locks are asked for by default, since memfs has
-    // getlk/setlk and flock: the locks are memfs's, not the kernel's local
-    // emulation.)
+    // POSIX and flock locks are asked for by default, since memfs has
+    // getlk/setlk and flock: the locks are memfs's. With -o local_locks the
+    // kernel keeps them, as it does for a filesystem that implements none:
+    // they work the same for the processes of this machine (the only ones a
+    // memfs has), outlive a handover or a crash in the kernel, and spare every
+    // close(2) its FLUSH round trip (flush below).
+    if (local_locks_) {
+      c.unwant(fusexx::proto::init_flag::posix_locks);
+      c.unwant(fusexx::proto::init_flag::flock_locks);
+    }
     // The -o options above: memfs handles each of them however it is asked.
     c.want(init_wants_);
     namespace f = fusexx::proto::init_flag;
@@ -775,7 +789,13 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
     co_return written;
   }
 
-  result<void> flush(request&, ino id, fusexx::fhandle, std::uint64_t owner) {
+  result<void> flush(request& r, ino id, fusexx::fhandle, std::uint64_t owner) {
+    // Where the kernel keeps the POSIX locks (-o local_locks, or a kernel that
+    // did not grant them), a FLUSH has nothing to do: ENOSYS, and the kernel
+    // sends no more (fuse_flush sets fc->no_flush). The connection's grant
+    // decides, not the option: a successor started without the option still
+    // serves a connection whose locks are the kernel's.
+    if (!r.session().conn().has(fusexx::proto::init_flag::posix_locks)) return fusexx::error(ENOSYS);
     // A process closed a file: its POSIX locks on it go (fcntl(2)).
     wakeups w;
     std::lock_guard g(mutex_);
@@ -1542,6 +1562,7 @@ struct memfs_fs : fusexx::filesystem_base<memfs_fs> {
   // Open directory streams: the cookie each one's listing ends before.
   std::unordered_map<fusexx::fhandle, std::uint64_t> dir_streams_;
   std::uint64_t init_wants_ = 0;  // INIT capabilities asked for with -o
+  bool local_locks_ = false;      // -o local_locks: the kernel keeps POSIX and flock locks
   bool atime_from_cache_ = true;  // open_file may drop the cache for an atime update
   // Last: its thread may resume handlers that use everything above.
   memfs::invalidator invalidator_{[](fusexx::notifier& n, ino id) { (void)n.inval_inode(id, 0, 0); }};

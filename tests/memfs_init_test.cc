@@ -5,6 +5,7 @@
 // (A non-root write or truncate needs another user: memfs_users_test.)
 #include <doctest/doctest.h>
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -187,5 +188,67 @@ TEST_CASE("handle_killpriv_v2: chown arrives with FATTR_KILL_SUIDGID and memfs c
     struct stat st {};
     REQUIRE(::stat(p.c_str(), &st) == 0);
     CHECK((st.st_mode & 07777) == 0755);
+  }
+}
+
+TEST_CASE("local_locks: the kernel keeps POSIX and flock locks; memfs gets no lock request and no FLUSH per close") {
+  SUBCASE("without it: memfs's locks, a FLUSH for every close") {
+    memfs_mount m;
+    CHECK(m.srv().conn().has(f::posix_locks));
+    for (int i = 0; i < 5; ++i) ::close(::open(m.path("f").c_str(), O_CREAT | O_RDWR, 0644));
+    CHECK(received(m.srv().session(), proto::opcode::flush) >= 5);
+  }
+  SUBCASE("with it") {
+    memfs_mount m("local_locks");
+    CHECK_FALSE(m.srv().conn().has(f::posix_locks));
+    CHECK_FALSE(m.srv().conn().has(f::flock_locks));
+    const std::string p = m.path("f");
+    for (int i = 0; i < 5; ++i) ::close(::open(p.c_str(), O_CREAT | O_RDWR, 0644));
+    // The first close's FLUSH is answered ENOSYS, and the kernel sends no more.
+    CHECK(received(m.srv().session(), proto::opcode::flush) <= 1);
+    const auto flushes = received(m.srv().session(), proto::opcode::flush);
+
+    // The locks still hold between processes, with POSIX's close rule.
+    fd_guard fd{::open(p.c_str(), O_RDWR)};
+    fd_guard other{::open(p.c_str(), O_RDONLY)};
+    REQUIRE(fd >= 0);
+    REQUIRE(other >= 0);
+    struct ::flock l {};
+    l.l_type = F_WRLCK;
+    l.l_whence = SEEK_SET;
+    l.l_len = 10;
+    REQUIRE(::fcntl(fd, F_SETLK, &l) == 0);
+    REQUIRE(::flock(other, LOCK_EX) == 0);
+    const pid_t me = ::getpid();
+    auto conflicts = [&] {
+      return fork_child([&] {
+        const int cfd = ::open(p.c_str(), O_RDWR);
+        if (cfd < 0) return 10;
+        struct ::flock w {};
+        w.l_type = F_WRLCK;
+        w.l_whence = SEEK_SET;
+        w.l_len = 10;
+        struct ::flock q = w;
+        if (::fcntl(cfd, F_GETLK, &q) != 0) return 11;
+        const bool posix_held = q.l_type == F_WRLCK && q.l_pid == me;
+        const bool posix_free = ::fcntl(cfd, F_SETLK, &w) == 0;
+        const bool flock_free = ::flock(cfd, LOCK_EX | LOCK_NB) == 0;
+        ::close(cfd);
+        return (posix_held ? 1 : 0) | (posix_free ? 2 : 0) | (flock_free ? 4 : 0);
+      }).wait();
+    };
+    CHECK(conflicts() == 1);  // both held by this process
+    // Closing any of this process's fds of the file drops its POSIX locks
+    // (not the flock, which belongs to the open file `other` keeps).
+    fd_guard third{::open(p.c_str(), O_RDONLY)};
+    ::close(third.fd);
+    third.fd = -1;
+    CHECK(conflicts() == 2);
+    ::close(other.fd);
+    other.fd = -1;
+    CHECK(conflicts() == (2 | 4));
+    for (auto op : {proto::opcode::getlk, proto::opcode::setlk, proto::opcode::setlkw})
+      CHECK(received(m.srv().session(), op) == 0);
+    CHECK(received(m.srv().session(), proto::opcode::flush) == flushes);
   }
 }
