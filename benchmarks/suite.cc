@@ -134,7 +134,10 @@ std::vector<subject> subjects(const char* argv0, const std::vector<std::string>&
   };
   auto fusexx_memfs = [&](std::string name, std::string transport, std::string versus = "", std::string pair = "",
                           std::string extra = "") {
-    subject x{std::move(name), mf, {"-f", "-o", "entry_timeout=0,attr_timeout=0,transport=" + transport + extra, "{mnt}"},
+    // local_locks: the kernel keeps the locks, as for memfs_ll, which
+    // implements none (so neither side gets a FLUSH per close).
+    subject x{std::move(name), mf,
+              {"-f", "-o", "entry_timeout=0,attr_timeout=0,local_locks,transport=" + transport + extra, "{mnt}"},
               true, ""};
     x.versus = std::move(versus);
     x.pair = std::move(pair);
@@ -522,8 +525,9 @@ int main(int argc, char** argv) {
                {"native_parent", cfg.dir_parent},
                {"libfuse", libfuse_error.empty() ? libfuse.dir() : "not measured: " + libfuse_error},
                {"mount_semantics",
-                "every FUSE subject default_permissions,allow_other, entry and attribute timeouts 0; fusexx's "
-                "kernel passthrough adds killpriv_v2, libfuse's does not"},
+                "every FUSE subject default_permissions,allow_other, entry and attribute timeouts 0; locks kept "
+                "by the kernel on both memfs sides (fusexx's memfs -o local_locks; memfs_ll implements none); "
+                "fusexx's kernel passthrough adds killpriv_v2, libfuse's does not"},
                {"stat_files", std::to_string(shape.stat_files)},
                {"dir_entries", std::to_string(shape.dir_entries)},
                {"big_file_bytes", std::to_string(shape.big_size)}};
