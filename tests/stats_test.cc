@@ -157,19 +157,13 @@ TEST_CASE("the control socket answers from the moment the mount is visible") {
   // attach, before the server has started its transport.
   temp_dir dir;
   const std::string mp = dir.path();
+  // poll() itself reports each change once (fs/proc_namespace.c, mounts_poll).
   unique_fd table(::open("/proc/self/mountinfo", O_RDONLY | O_CLOEXEC));
   REQUIRE(table);
-  auto mounted = [&] {
-    std::string text;
-    char buf[8192];
-    ::lseek(table.get(), 0, SEEK_SET);  // reading it through re-arms the POLLPRI
-    for (ssize_t n; (n = ::read(table.get(), buf, sizeof buf)) > 0;) text.append(buf, static_cast<std::size_t>(n));
-    return find_fuse_mount_in(text, mp).has_value();
-  };
-  REQUIRE_FALSE(mounted());
+  REQUIRE_FALSE(is_fuse_mounted(mp));
   child server = spawn({example_binary("FUSEXX_MEMFS"), "-f", mp}, /*capture_stdout=*/true, /*with_stderr=*/true);
   const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-  while (!mounted() && !process_ended(server.pid) && std::chrono::steady_clock::now() < give_up) {
+  while (!is_fuse_mounted(mp) && !process_ended(server.pid) && std::chrono::steady_clock::now() < give_up) {
     pollfd p{table.get(), POLLPRI, 0};
     (void)::poll(&p, 1, 100);
   }
