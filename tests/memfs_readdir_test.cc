@@ -190,3 +190,90 @@ TEST_CASE("a stream lists what was there when it began; rewinddir begins again; 
   CHECK(news == 10);
   ::closedir(d);
 }
+
+namespace {
+
+// name -> (d_type, d_ino) of every entry but "." and "..".
+std::map<std::string, std::pair<unsigned, ino_t>> listed_types(const std::string& dir) {
+  std::map<std::string, std::pair<unsigned, ino_t>> out;
+  DIR* d = ::opendir(dir.c_str());
+  REQUIRE(d);
+  while (dirent* e = ::readdir(d))
+    if (std::string n = e->d_name; n != "." && n != "..") out[n] = {e->d_type, e->d_ino};
+  ::closedir(d);
+  return out;
+}
+
+// Every listed entry's type and inode number are lstat's.
+void check_types(const std::string& dir, std::size_t expected) {
+  const auto listed = listed_types(dir);
+  CHECK(listed.size() == expected);
+  std::size_t wrong = 0;
+  for (const auto& [name, seen] : listed) {
+    struct stat st {};
+    REQUIRE(::lstat((dir + "/" + name).c_str(), &st) == 0);
+    if (seen.first != IFTODT(st.st_mode) || seen.second != st.st_ino) {
+      if (++wrong <= 5)
+        MESSAGE(name << ": listed d_type " << seen.first << " ino " << seen.second << ", lstat says " << IFTODT(st.st_mode)
+                     << " ino " << st.st_ino);
+    }
+  }
+  CHECK(wrong == 0);
+}
+
+}  // namespace
+
+// Only a stream's first READDIR is a READDIRPLUS (the kernel's choice); the
+// rest are plain, and memfs answers them with the type it keeps beside each
+// name, not from the node. So: enough entries for several READDIRs, every
+// type, renames that swap types between names (RENAME_EXCHANGE), and the
+// same in a memfs restored from a snapshot (a handover's successor), which
+// takes the types from the nodes.
+TEST_CASE("every listed entry's d_type and d_ino are lstat's, past the first READDIR and after a snapshot restore") {
+  memfs_mount m;
+  const std::string dir = m.path("d");
+  REQUIRE(::mkdir(dir.c_str(), 0755) == 0);
+  REQUIRE(::mkdir(m.path("other").c_str(), 0755) == 0);
+  const int n = 3000;
+  for (int i = 0; i < n; ++i) {
+    const std::string p = dir + "/e" + std::to_string(i);
+    switch (i % 5) {
+      case 0: {
+        const int fd = ::open(p.c_str(), O_CREAT | O_WRONLY, 0644);
+        REQUIRE(fd >= 0);
+        ::close(fd);
+        break;
+      }
+      case 1: REQUIRE(::mkdir(p.c_str(), 0755) == 0); break;
+      case 2: REQUIRE(::symlink("target", p.c_str()) == 0); break;
+      case 3: REQUIRE(::mkfifo(p.c_str(), 0644) == 0); break;
+      default: REQUIRE(::mknod(p.c_str(), S_IFSOCK | 0644, 0) == 0); break;
+    }
+  }
+  // A file and a directory trade names, within the directory and across two;
+  // at the directory's end, which a plain READDIR lists.
+  for (int i = n - 100; i < n; i += 5) {
+    REQUIRE(::renameat2(AT_FDCWD, (dir + "/e" + std::to_string(i)).c_str(), AT_FDCWD,
+                        (dir + "/e" + std::to_string(i + 1)).c_str(), RENAME_EXCHANGE) == 0);
+  }
+  REQUIRE(::mkdir(m.path("other/sub").c_str(), 0755) == 0);
+  const std::string link = dir + "/e" + std::to_string(n - 98);  // a symlink
+  REQUIRE(::renameat2(AT_FDCWD, link.c_str(), AT_FDCWD, m.path("other/sub").c_str(), RENAME_EXCHANGE) == 0);
+  REQUIRE(::rename(m.path("other/sub").c_str(), (dir + "/moved-in").c_str()) == 0);  // the symlink comes back
+  check_types(dir, n + 1);  // the symlink's old name is the directory that came in
+
+  // A successor's memfs, restored from a snapshot of this one, served on a
+  // mount of its own.
+  fusexx::snapshot_writer w;
+  REQUIRE(m.fs.save(w));
+  auto r = fusexx::snapshot_reader::from_bytes(w.seal_to_bytes());
+  REQUIRE(r);
+  mounted<memfs_fs> restored([&](memfs_fs& fs, server_options& o) {
+    memfs_fs::configure_mount(o.mount);
+    REQUIRE(fs.restore(*r));
+  });
+  REQUIRE_MESSAGE(restored.ok(), restored.error());
+  check_types(restored.path("d"), n + 1);
+  m.stop();
+  restored.stop();
+}
