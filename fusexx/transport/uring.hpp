@@ -474,13 +474,24 @@ class uring_plane final : public channel {
       // instead of being task_work that interrupts it, and wakes the thread
       // only when that work is there. A 2-thread stat storm on passthrough
       // io_uring spent ~6 % less server CPU per stat (docs/benchmarks.md).
-      // Kernels before 6.1 refuse the two flags; the ring is then made without.
+      // TASKRUN_FLAG: the kernel flags the ring when such work is waiting,
+      // so reap()'s io_uring_peek_cqe() runs it (an enter that submits
+      // nothing) and handles the requests that came in while a handler ran
+      // before the replies queued meanwhile are submitted. Without it those
+      // requests surface only in the next submit_and_wait(), which sends the
+      // replies first: two writers on one CPU were then answered one at a
+      // time, each woken onto the queue's CPU while the other CPU idled, and
+      // stayed there (2-job 4 KiB O_DIRECT writes on a disk source: 0.84x
+      // libfuse, whose plain rings run such work on any return to user space,
+      // so its replies are batched the same way; docs/benchmarks.md).
+      // Kernels before 6.1 refuse these flags; the ring is then made without.
       const unsigned depth = std::max(8u, static_cast<unsigned>(entries.size()) * 2 + 16);
       int rc;
       {
         std::shared_lock no_fork(detail::fork_guard());  // until the mappings are marked
         io_uring_params params{};
-        params.flags = IORING_SETUP_SQE128 | IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN;
+        params.flags = IORING_SETUP_SQE128 | IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN |
+                       IORING_SETUP_TASKRUN_FLAG;
         rc = io_uring_queue_init_params(depth, &ring, &params);
         if (rc == -EINVAL) {
           params = {};
