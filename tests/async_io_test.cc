@@ -24,6 +24,7 @@
 #include <fusexx/fusexx.hpp>
 
 #include "tests/support/mounted.hpp"
+#include "tests/support/one_file_fs.hpp"
 
 using namespace fusexx;
 using namespace fusexx::testing;
@@ -128,19 +129,10 @@ struct mirror_fs : filesystem_base<mirror_fs> {
 
 // One file, /f, opened for direct I/O; it notes whether each WRITE's data
 // and each READ's reply area were page-aligned.
-struct alignment_fs : filesystem_base<alignment_fs> {
+struct alignment_fs : one_file_fs<alignment_fs, 0666, 1 << 20> {
   std::atomic<int> aligned_writes{0}, unaligned_writes{0}, aligned_reads{0}, unaligned_reads{0};
   static bool page_aligned(const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 4096 == 0; }
 
-  result<entry> lookup(request&, ino parent, std::string_view name) {
-    if (parent != root_ino || name != "f") return error(ENOENT);
-    return entry{.node = 2, .st = stat_of(2)};
-  }
-  result<attr> getattr(request&, ino i, std::optional<fhandle>) {
-    if (i > 2) return error(ENOENT);
-    return attr{.st = stat_of(i)};
-  }
-  result<opened> open(request&, ino, int) { return opened{.direct_io = true}; }
   result<std::size_t> write(request&, ino, fhandle, off_t, std::span<const std::byte> data, int) {
     (page_aligned(data.data()) ? aligned_writes : unaligned_writes)++;
     return data.size();
@@ -149,14 +141,6 @@ struct alignment_fs : filesystem_base<alignment_fs> {
     (page_aligned(into.data()) ? aligned_reads : unaligned_reads)++;
     std::memset(into.data(), 'r', into.size());
     return into.size();
-  }
-  static struct stat stat_of(ino i) {
-    struct stat st {};
-    st.st_ino = i;
-    st.st_mode = i == root_ino ? S_IFDIR | 0755 : S_IFREG | 0666;
-    st.st_nlink = 1;
-    st.st_size = 1 << 20;
-    return st;
   }
 };
 

@@ -24,6 +24,7 @@
 #include <fusexx/fusexx.hpp>
 
 #include "examples/hello_fs.hpp"
+#include "tests/support/one_file_fs.hpp"
 #include "tests/support/process.hpp"
 
 using namespace fusexx;
@@ -328,22 +329,13 @@ namespace {
 // /f, whose reads block the queue thread: the first until the second
 // reader's request has had time to reach the same queue, the second for a
 // while of its own, so that a reply sent early is seen early.
-struct blocking_fs : filesystem_base<blocking_fs> {
+struct blocking_fs : one_file_fs<blocking_fs, 0444, 1> {
   using clock = std::chrono::steady_clock;
   std::atomic<int> reads{0};
   std::atomic<bool> first_started{false};
   std::atomic<clock::rep> second_called_at{0};  // set by the second reader just before its read
   std::atomic<bool> second_handled{false};
 
-  result<entry> lookup(request&, ino parent, std::string_view name) {
-    if (parent != root_ino || name != "f") return error(ENOENT);
-    return entry{.node = 2, .st = stat_of(2)};
-  }
-  result<attr> getattr(request&, ino i, std::optional<fhandle>) {
-    if (i > 2) return error(ENOENT);
-    return attr{.st = stat_of(i)};
-  }
-  result<opened> open(request&, ino, int) { return opened{.direct_io = true}; }
   result<std::size_t> read(request&, ino, fhandle, off_t, std::span<std::byte> into) {
     if (reads++ == 0) {
       first_started = true;
@@ -360,14 +352,6 @@ struct blocking_fs : filesystem_base<blocking_fs> {
     if (into.empty()) return 0;
     into[0] = std::byte{'x'};
     return 1;
-  }
-  static struct stat stat_of(ino i) {
-    struct stat st {};
-    st.st_ino = i;
-    st.st_mode = i == root_ino ? S_IFDIR | 0755 : S_IFREG | 0444;
-    st.st_nlink = i == root_ino ? 2 : 1;
-    st.st_size = i == root_ino ? 0 : 1;
-    return st;
   }
 };
 
