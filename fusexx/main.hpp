@@ -151,6 +151,12 @@ outcome<command_line> parse_command_line(Fs& fs, int argc, char** argv) {
         cl.server.checkpoint_bytes = std::uint64_t{*n} << 10;
         continue;
       }
+      if (key == "journal_idle_s") {
+        auto n = v ? detail::parse_number<unsigned>(*v) : std::nullopt;
+        if (!n || *n == 0 || *n > 86400) return fail(EINVAL, "option journal_idle_s= takes 1 to 86400");
+        cl.server.journal_idle = std::chrono::seconds(*n);
+        continue;
+      }
       if (key == "threads") {
         auto n = v ? detail::parse_number<unsigned>(*v) : std::nullopt;
         if (!n || *n == 0) return fail(EINVAL, "option threads= needs a positive number");
@@ -269,7 +275,9 @@ void print_usage(const char* argv0) {
       "                        transport; docs/restart.md, \"Crash recovery\")\n"
       "     supervise_restarts=N  give up after N crashes in a row within 10 s of a start (5)\n"
       "     checkpoint_kb=N    supervised: checkpoint once the crash journal holds N KiB (1024;\n"
-      "                        more for a big tree: twice its snapshot)\n",
+      "                        more for a big tree: twice its snapshot)\n"
+      "     journal_idle_s=N   supervised: the crash journal keeps its memory across checkpoints,\n"
+      "                        and gives what its records do not use back after N s without one (10)\n",
       argv0);
   if constexpr (has_usage<Fs>) std::printf("\n%s", std::string(Fs::usage).c_str());
 }
@@ -388,7 +396,11 @@ task<int> serve(event_loop& loop, server<Fs>& srv, daemon_guard& guard, int sign
   for (;;) {
     // (An fd of -1, where there is no control socket or no journal, is never ready.)
     const int which = co_await loop.first_ready(signals, srv.ended_fd(), srv.control_fd(), srv.checkpoint_fd(),
-                                                srv.checkpoint_child_fd());
+                                                srv.checkpoint_child_fd(), srv.journal_quiet_fd());
+    if (which == 5) {
+      srv.give_back_journal_memory();
+      continue;
+    }
     if (which == 3) {
       co_await srv.checkpoint_async(loop);
       continue;

@@ -22,6 +22,7 @@
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <sys/time.h>
+#include <sys/timerfd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -81,6 +82,10 @@ struct server_options {
   std::chrono::milliseconds init_timeout{30000};  // the longest INIT (and init()) may take
   bool stats = true;  // per-opcode statistics for the control socket (fusexx/stats.hpp); -o stats=off
   std::uint64_t checkpoint_bytes = std::uint64_t{1} << 20;  // supervised: a checkpoint once the journal holds this much (at least)
+  // Supervised: the journals keep their pages across checkpoints, for the
+  // records that follow; after this long without a checkpoint, what their
+  // records do not use goes back (but for checkpoint_bytes each).
+  std::chrono::seconds journal_idle{10};
 };
 
 // What park() did: whether every request in flight came to an end, and which
@@ -312,6 +317,7 @@ class server {
       // The journal's first checkpoint_kb stay allocated: a small workload
       // never faults its pages in again.
       journaling_->keep(options_.checkpoint_bytes);
+      journal_quiet_ = unique_fd(::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK));
       // The first checkpoint is taken right after INIT is answered, on the
       // thread that answered it, before it reads anything else: from then on
       // the kernel sends requests, and each is journaled after it.
@@ -609,12 +615,28 @@ class server {
     return std::max({generation_.load(), journals_[0].generation(), journals_[1].generation()}) + 1;
   }
 
+  // Readable once no checkpoint has been taken for a while after the last
+  // one (give_back_journal_memory()); -1 when not supervised.
+  int journal_quiet_fd() const noexcept { return journal_quiet_ ? journal_quiet_.get() : -1; }
+  // The journals keep their pages across checkpoints (journal::reset), for
+  // the records that follow to overwrite: a writer that goes on faults
+  // nothing in. Once it has stopped, their memory past the records goes
+  // back, but for checkpoint_kb each.
+  void give_back_journal_memory() {
+    std::uint64_t expirations = 0;
+    [[maybe_unused]] ssize_t n = ::read(journal_quiet_.get(), &expirations, sizeof expirations);
+    for (auto& j : journals_) journaling_->give_back(j);
+  }
+
   // A checkpoint costs about the snapshot's size, so the next waits until
   // the journal holds twice as much (at least checkpoint_kb, at most half
   // the journal): the copies per byte written stay bounded however big the
   // filesystem is.
   void next_checkpoint_after(std::uint64_t snapshot_size) {
     last_snapshot_size_ = snapshot_size;
+    // The journals' memory goes back if this stays the last checkpoint for a while.
+    const itimerspec quiet{.it_interval = {}, .it_value = {.tv_sec = options_.journal_idle.count(), .tv_nsec = 0}};
+    if (journal_quiet_) ::timerfd_settime(journal_quiet_.get(), 0, &quiet, nullptr);
     journaling_->checkpoint_at(std::clamp(2 * snapshot_size, options_.checkpoint_bytes,
                                           std::max(options_.checkpoint_bytes, journals_[0].capacity() / 2)));
   }
@@ -1284,6 +1306,7 @@ class server {
   journal journals_[2];             // records go to journals_[active_]
   unsigned active_ = 0;
   bool inactive_live_ = false;      // the other journal holds records the keeper's checkpoint does not cover
+  unique_fd journal_quiet_;         // a timer: no checkpoint since the last for options_.journal_idle
   unique_fd checkpoint_pidfd_;      // a forked checkpoint under way: its child,
   unique_fd checkpoint_size_;       // and where it says the snapshot's size
   pid_t checkpoint_child_pid_ = -1;

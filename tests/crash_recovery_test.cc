@@ -25,6 +25,7 @@
 #include <future>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <optional>
 #include <random>
@@ -531,6 +532,52 @@ TEST_CASE("-o supervise refuses what it cannot keep: io_uring asked for, a takeo
   CHECK(hello.status == 2);
   CHECK_MESSAGE(hello.out.find("does not support crash recovery") != std::string::npos, hello.out);
   CHECK_FALSE(is_fuse_mounted(dir.path()));
+}
+
+// The journals keep their pages across checkpoints, so a writer that goes
+// on overwrites them instead of faulting fresh ones in; once no checkpoint
+// has come for journal_idle_s, what the records do not use goes back.
+TEST_CASE("a supervised server's journals keep their memory across checkpoints, and give it back once idle") {
+  supervised_mount m(subject::memfs, ",journal_idle_s=2");
+  // Bytes of the keeper's two journal memfds (its servers map them) that
+  // hold memory past their records and the checkpoint_kb=64 they keep.
+  auto spare = [&] {
+    std::uint64_t total = 0;
+    int seen = 0;
+    const std::string fds = "/proc/" + std::to_string(m.keeper.pid) + "/fd/";
+    for (const auto& e : std::filesystem::directory_iterator(fds)) {
+      std::error_code ec;
+      if (std::filesystem::read_symlink(e.path(), ec).string().find("fusexx-journal") == std::string::npos) continue;
+      unique_fd fd(::open(e.path().c_str(), O_RDONLY | O_CLOEXEC));
+      struct stat st {};
+      std::uint64_t used = 0;
+      REQUIRE(fd);
+      REQUIRE(::fstat(fd.get(), &st) == 0);
+      REQUIRE(::pread(fd.get(), &used, sizeof used, 32) == sizeof used);  // journal::header::used
+      const std::uint64_t in_use = (64 + std::max<std::uint64_t>(used, 64 << 10) + 4095) / 4096 * 4096;
+      const std::uint64_t held = std::uint64_t(st.st_blocks) * 512;
+      total += held > in_use ? held - in_use : 0;
+      ++seen;
+    }
+    CHECK(seen == 2);
+    return total;
+  };
+  // 32 overwrites of one 1 MiB range: each is journaled, and checkpoints
+  // (each about the size of the files) come every few of them.
+  const std::string data(1u << 20, 'w');
+  unique_fd f(::open((m.mp + "/big").c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0644));
+  REQUIRE(f);
+  for (int i = 0; i < 32; ++i) REQUIRE(::pwrite(f.get(), data.data(), data.size(), 0) == ssize_t(data.size()));
+  // Kept: far more than the records since the last checkpoint use.
+  const std::uint64_t kept = spare();
+  CHECK_MESSAGE(kept >= (1u << 20), kept << " bytes kept past the records");
+  // Given back once idle (2 s here).
+  std::uint64_t left = kept;
+  CHECK(eventually([&] { return (left = spare()) < 2 * 4096; }));
+  CHECK_MESSAGE(left < 2 * 4096, left << " bytes still held past the records");
+  // And the writes were kept: the server still serves them.
+  CHECK(slurp(m.mp + "/big") == data);
+  CHECK(m.stop().find("error") == std::string::npos);
 }
 
 TEST_CASE("a supervised mount serves through /dev/fuse even where io_uring is the default, and stops cleanly") {

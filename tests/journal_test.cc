@@ -145,6 +145,50 @@ TEST_CASE("journal: records read back in order, with their replies; a torn last 
   CHECK(rs[2].unique == 16);
 }
 
+namespace {
+// Bytes of the journal's memfd that hold memory (allocated pages).
+std::uint64_t allocated(int fd) {
+  struct stat st {};
+  REQUIRE(::fstat(fd, &st) == 0);
+  return std::uint64_t(st.st_blocks) * 512;
+}
+}  // namespace
+
+TEST_CASE("journal: a reset keeps the pages for the records that follow; give_back returns what the records do not use") {
+  auto fd = journal::create(64u << 20);
+  REQUIRE(fd);
+  auto j = journal::map(fd->get());
+  REQUIRE(j);
+  const std::string chunk(256u << 10, 'r');
+  for (std::uint64_t u = 1; u <= 24; ++u) REQUIRE(j->append(u, timespec{}, bytes(chunk), {}, {}));  // 6 MiB
+  const std::uint64_t full = allocated(fd->get());
+  CHECK(full >= (6u << 20));
+  j->reset(3);
+  CHECK(allocated(fd->get()) == full);  // a checkpoint gives nothing back
+  REQUIRE(j->append(100, timespec{}, bytes("after"), {}, {}));
+  // Only the record since the reset is read: the stale ones past `used` are not.
+  auto rs = records(*j);
+  REQUIRE(rs.size() == 1);
+  CHECK(rs[0].unique == 100);
+  CHECK(allocated(fd->get()) == full);
+  j->give_back(1u << 20);  // keeps 1 MiB
+  const std::uint64_t kept = allocated(fd->get());
+  CHECK(kept <= (1u << 20) + 8192);
+  CHECK(kept >= (1u << 20));
+  // Records still there, and appends go on (their pages come back).
+  rs = records(*j);
+  REQUIRE(rs.size() == 1);
+  CHECK(rs[0].unique == 100);
+  for (std::uint64_t u = 200; u < 212; ++u) REQUIRE(j->append(u, timespec{}, bytes(chunk), {}, {}));
+  CHECK(records(*j).size() == 13);
+  CHECK(allocated(fd->get()) >= (3u << 20));
+  // The records in use are never given back.
+  j->give_back(0);
+  CHECK(records(*j).size() == 13);
+  CHECK(records(*j).back().request.size() == chunk.size());
+  CHECK(allocated(fd->get()) >= j->used());
+}
+
 TEST_CASE("journal: a record that does not fit marks it overflowed; a reset empties it for the next checkpoint") {
   journal j = mapped(256);
   const std::string big(300, 'x');

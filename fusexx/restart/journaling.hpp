@@ -404,7 +404,7 @@ class journaling {
   // then they stay, though their records are gone.
   void checkpointed(std::uint64_t generation) {
     std::lock_guard lock(mutex_);
-    journal_->reset(generation, keep_);
+    journal_->reset(generation);
     carry_waiting(*journal_);
     if (fresh_seen_.load(std::memory_order_relaxed)) forget_resent();
     wanted_.reset();
@@ -415,7 +415,7 @@ class journaling {
   void switch_to(journal& next, std::optional<std::uint64_t> generation) {
     std::lock_guard lock(mutex_);
     if (generation) {
-      next.reset(*generation, keep_);
+      next.reset(*generation);
       carry_waiting(next);
     }
     journal_ = &next;
@@ -431,8 +431,14 @@ class journaling {
   }
   // The next checkpoint once the journal holds this much.
   void checkpoint_at(std::uint64_t bytes) noexcept { checkpoint_at_.store(bytes, std::memory_order_relaxed); }
-  // How much of the journal's memory stays allocated across checkpoints.
+  // How much of a journal's memory give_back() leaves allocated.
   void keep(std::uint64_t bytes) noexcept { keep_ = bytes; }
+  // Gives the memory of `j` past its records back (journal::give_back),
+  // with no record being appended meanwhile.
+  void give_back(journal& j) {
+    std::lock_guard lock(mutex_);
+    j.give_back(keep_);
+  }
   // Readable when the journal has grown enough for a checkpoint.
   int checkpoint_wanted_fd() const noexcept { return wanted_.fd(); }
   journal& journal_ref() noexcept { return *journal_; }
