@@ -1129,9 +1129,9 @@ class server {
     if constexpr (!restartable<Fs>) {
       return fail(EOPNOTSUPP, "this filesystem is not restartable");
     } else {
-      snapshot_writer w;
+      // Built in the memfd it is sealed in, with room for a little more than the last one.
+      snapshot_writer w = snapshot_writer::in_memfd(last_snapshot_size_ + last_snapshot_size_ / 8);
       if (fds_by_number()) w.fds_by_number();
-      w.reserve(last_snapshot_size_ + last_snapshot_size_ / 8);
       w.str(restart_type());
       write_session(w, session_.describe(),
                     mounting ? *mounting

@@ -170,6 +170,36 @@ TEST_CASE("a snapshot in a memfd is not bounded by a socket buffer") {
   CHECK(back == big);
 }
 
+TEST_CASE("a snapshot built in its memfd is the one built in memory, past its first guess of the size, and seals once") {
+  // Room for 4 KiB at first; 3 MiB are written, so the memfd and its
+  // mapping grow several times over, and pages are allocated a stretch at a time.
+  snapshot_writer in_memory;
+  snapshot_writer in_memfd = snapshot_writer::in_memfd(4096);
+  std::string block(4096, 'a');
+  for (int i = 0; i < 768; ++i) {
+    block[static_cast<std::size_t>(i) % block.size()] = static_cast<char>('a' + i % 26);
+    for (snapshot_writer* w : {&in_memory, &in_memfd}) {
+      w->u32(static_cast<std::uint32_t>(i));
+      w->str(block);
+    }
+  }
+  CHECK(in_memfd.size() == in_memory.size());
+  const auto expected = in_memory.seal_to_bytes();
+  CHECK(in_memfd.seal_to_bytes() == expected);
+  auto fd = in_memfd.seal();
+  REQUIRE_MESSAGE(fd, fd.error().message);
+  CHECK(bytes_of(fd->get()) == expected);
+  CHECK((::fcntl(fd->get(), F_GET_SEALS) & F_SEAL_WRITE) != 0);
+  auto r = snapshot_reader::open(fd->get());
+  REQUIRE_MESSAGE(r, r.error().message);
+  std::uint32_t first = 1;
+  CHECK(r->u32(first));
+  CHECK(first == 0);
+  auto again = in_memfd.seal();
+  REQUIRE_FALSE(again);
+  CHECK(again.error().message.find("sealed already") != std::string::npos);
+}
+
 TEST_CASE("open files go beside a snapshot: each by its index, handed out once, a missing one fails the reader") {
   int p[2];
   REQUIRE(::pipe(p) == 0);

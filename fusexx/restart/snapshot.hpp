@@ -43,6 +43,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "../detail/memfd_buffer.hpp"
 #include "../failure.hpp"
 #include "../fd.hpp"
 #include "../result.hpp"
@@ -124,6 +125,21 @@ T get_le(const std::byte* at) {
 // Builds a snapshot's payload; seal() turns it into a sealed memfd.
 class snapshot_writer {
  public:
+  snapshot_writer() = default;
+  // A writer that builds the payload in the memfd seal() hands over, with
+  // room for `expected` bytes allocated ahead (a checkpoint knows the last
+  // one's size): a big snapshot is then copied once, not built in the heap
+  // and copied into its memfd (detail/memfd_buffer.hpp).
+  static snapshot_writer in_memfd(std::size_t expected) {
+    snapshot_writer w;
+    w.memfd_ = detail::memfd_buffer::create("fusexx-snapshot", detail::snapshot_header_size + expected,
+                                            MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    const std::byte header[detail::snapshot_header_size]{};  // written by seal()
+    w.memfd_.append(header, sizeof header);
+    w.in_memfd_ = true;
+    return w;
+  }
+
   void u8(std::uint8_t v) { put(v); }
   void u16(std::uint16_t v) { put(v); }
   void u32(std::uint32_t v) { put(v); }
@@ -132,7 +148,7 @@ class snapshot_writer {
   void boolean(bool v) { put(std::uint8_t{v}); }
   void bytes(std::span<const std::byte> b) {
     u64(b.size());
-    payload_.insert(payload_.end(), b.begin(), b.end());
+    append(b.data(), b.size());
   }
   void str(std::string_view s) { bytes(std::as_bytes(std::span(s.data(), s.size()))); }
   // An open file that goes beside the snapshot: its index here. `fd` is
@@ -150,10 +166,7 @@ class snapshot_writer {
   // are (snapshot_reader::fds_by_number).
   void fds_by_number() noexcept { by_number_ = true; }
 
-  std::size_t size() const noexcept { return payload_.size(); }
-  // Room for `n` bytes at once: a big snapshot then grows without copying
-  // itself over and over (a supervised server's checkpoints know the last size).
-  void reserve(std::size_t n) { payload_.reserve(n); }
+  std::size_t size() const noexcept { return payload().size(); }
   // The fds put with fd(), in index order: what goes beside the snapshot.
   const std::vector<int>& fds() const noexcept { return fds_; }
 
@@ -161,13 +174,17 @@ class snapshot_writer {
   std::vector<std::byte> seal_to_bytes() const {
     std::vector<std::byte> out(detail::snapshot_header_size);
     write_header(out.data());
-    out.insert(out.end(), payload_.begin(), payload_.end());
+    const auto p = payload();
+    out.insert(out.end(), p.begin(), p.end());
     return out;
   }
 
   // The whole snapshot in a memfd, sealed against any change, positioned at
-  // 0: what goes to the successor (no socket buffer bounds its size).
-  outcome<unique_fd> seal() const {
+  // 0: what goes to the successor (no socket buffer bounds its size). A
+  // writer made in_memfd() hands over the memfd it built, once.
+  outcome<unique_fd> seal() {
+    if (spent_) return fail(EBADF, "the snapshot was sealed already (its memfd handed over)");
+    if (in_memfd_) return seal_in_place();
     unique_fd fd(::memfd_create("fusexx-snapshot", MFD_CLOEXEC | MFD_ALLOW_SEALING));
     if (!fd) return fail(errno, "memfd_create: {}", std::strerror(errno));
     // Copied in through a mapping: one memcpy, no write() page by page.
@@ -179,28 +196,54 @@ class snapshot_writer {
     write_header(static_cast<std::byte*>(at));
     if (!payload_.empty()) std::memcpy(static_cast<std::byte*>(at) + detail::snapshot_header_size, payload_.data(), payload_.size());
     ::munmap(at, size);  // F_SEAL_WRITE is refused while a writable shared mapping exists
+    return sealed(std::move(fd));
+  }
+
+ private:
+  outcome<unique_fd> seal_in_place() {
+    if (!memfd_.ok())
+      return fail(memfd_.error(), "building the snapshot in a memfd ({} bytes so far): {}", memfd_.size(),
+                  std::strerror(memfd_.error()));
+    write_header(memfd_.data());
+    in_memfd_ = false;  // handed over: the writer is spent
+    spent_ = true;
+    unique_fd fd = memfd_.release();
+    if (!fd) return fail(memfd_.error(), "sizing the snapshot: {}", std::strerror(memfd_.error()));
+    return sealed(std::move(fd));
+  }
+  static outcome<unique_fd> sealed(unique_fd fd) {
     if (::fcntl(fd.get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) != 0)
       return fail(errno, "sealing the snapshot: {}", std::strerror(errno));
     ::lseek(fd.get(), 0, SEEK_SET);
     return fd;
   }
+  std::span<const std::byte> payload() const noexcept {
+    if (in_memfd_) return memfd_.bytes().subspan(std::min(memfd_.size(), detail::snapshot_header_size));
+    return payload_;
+  }
+  void append(const std::byte* p, std::size_t n) {
+    if (in_memfd_) memfd_.append(p, n);
+    else payload_.insert(payload_.end(), p, p + n);
+  }
 
- private:
   void write_header(std::byte* header) const {
     std::memcpy(header, detail::snapshot_magic, sizeof detail::snapshot_magic);
     detail::put_le<std::uint32_t>(header + 8, snapshot_format_version);
     detail::put_le<std::uint32_t>(header + 12, detail::snapshot_header_size);
-    detail::put_le<std::uint64_t>(header + 16, payload_.size());
-    detail::put_le<std::uint32_t>(header + 24, detail::crc32c(payload_));
+    detail::put_le<std::uint64_t>(header + 16, payload().size());
+    detail::put_le<std::uint32_t>(header + 24, detail::crc32c(payload()));
   }
   template <class T>
   void put(T v) {
     std::byte b[sizeof(T)];
     detail::put_le<T>(b, v);
-    payload_.insert(payload_.end(), b, b + sizeof(T));
+    append(b, sizeof(T));
   }
 
-  std::vector<std::byte> payload_;
+  std::vector<std::byte> payload_;  // unless in_memfd_
+  detail::memfd_buffer memfd_;      // in_memfd_: the header's room, then the payload
+  bool in_memfd_ = false;
+  bool spent_ = false;              // in_memfd_'s memfd was sealed and handed over
   std::vector<int> fds_;
   bool by_number_ = false;
 };
