@@ -559,7 +559,7 @@ TEST_CASE("a supervised server's journals keep their memory across checkpoints, 
       total += held > in_use ? held - in_use : 0;
       ++seen;
     }
-    CHECK(seen == 2);
+    if (seen != 2) FAIL("the keeper holds " << seen << " journals, not 2");
     return total;
   };
   // 32 overwrites of one 1 MiB range: each is journaled, and checkpoints

@@ -109,6 +109,11 @@ TEST_CASE("the command line") {
   CHECK(parse(fs, {"prog", "-o", "huge_pages=on", "/m"})->server.uring.huge_pages);
   CHECK_FALSE(parse(fs, {"prog", "-o", "huge_pages=2", "/m"}));
   CHECK_FALSE(parse(fs, {"prog", "-o", "threads=0", "/m"}));
+  CHECK(parse(fs, {"prog", "/m"})->server.journal_idle == std::chrono::seconds(10));
+  CHECK(parse(fs, {"prog", "-o", "journal_idle_s=3", "/m"})->server.journal_idle == std::chrono::seconds(3));
+  auto idle = parse(fs, {"prog", "-o", "journal_idle_s=0", "/m"});
+  REQUIRE_FALSE(idle);
+  CHECK(idle.error().message == "option journal_idle_s= takes 1 to 86400");
   CHECK_FALSE(parse(fs, {"prog"}));                       // no mountpoint
   CHECK_FALSE(parse(fs, {"prog", "/a", "/b", "/c"}));     // three positionals
   CHECK_FALSE(parse(fs, {"prog", "-x", "/a"}));           // unknown flag

@@ -126,10 +126,11 @@ T get_le(const std::byte* at) {
 class snapshot_writer {
  public:
   snapshot_writer() = default;
-  // A writer that builds the payload in the memfd seal() hands over, with
-  // room for `expected` bytes allocated ahead (a checkpoint knows the last
-  // one's size): a big snapshot is then copied once, not built in the heap
-  // and copied into its memfd (detail/memfd_buffer.hpp).
+  // A writer that builds the payload in the memfd seal() hands over, mapped
+  // with room for `expected` bytes (a checkpoint knows the last one's size)
+  // and its pages allocated as the writes come: a big snapshot is then
+  // copied once, not built in the heap and copied into its memfd
+  // (detail/memfd_buffer.hpp).
   static snapshot_writer in_memfd(std::size_t expected) {
     snapshot_writer w;
     w.memfd_ = detail::memfd_buffer::create("fusexx-snapshot", detail::snapshot_header_size + expected,
