@@ -20,13 +20,12 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
-#include <memory>
 #include <optional>
 #include <span>
 
-#include <absl/container/btree_map.h>
-
 #include <fusexx/restart/snapshot.hpp>
+
+#include "examples/memfs/block_index.hpp"
 
 namespace memfs {
 
@@ -50,33 +49,31 @@ class file_data {
   std::uint64_t blocks_needed(off_t off, std::uint64_t len) const {
     if (len == 0) return 0;
     const pos first = pos(off) / bs, last = (pos(off) + len - 1) / bs;
-    return (last - first + 1) - present(first, last);
+    return (last - first + 1) - blocks_.count(first, last);
   }
 
   std::size_t read(off_t off, std::span<std::byte> into) const {
     if (off < 0 || off >= size_) return 0;
     const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(into.size(), pos(size_ - off)));
-    // The written blocks in range are copied; what lies between them (holes,
-    // reserved blocks) is zeroed: each byte is written once.
+    if (n == 0) return 0;
+    // The written blocks in range are copied, a run of neighbours at a time;
+    // what lies between them (holes, reserved blocks) is zeroed: each byte is
+    // written once.
     const pos from = pos(off), to = from + n;
     pos filled = from;
-    for (auto it = blocks_.lower_bound(key(from / bs)); it != blocks_.end(); ++it) {
-      const pos start = pos(it->first) * bs;
-      if (start >= to) break;
-      if (!it->second) continue;
-      const pos a = std::max(from, start), z = std::min(to, start + bs);
+    blocks_.written_runs(from / bs, (to - 1) / bs, [&](pos b, std::uint64_t blocks, const std::byte* data) {
+      const pos start = b * bs, a = std::max(from, start), z = std::min(to, start + blocks * bs);
       if (a > filled) std::memset(into.data() + (filled - from), 0, std::size_t(a - filled));
-      std::memcpy(into.data() + (a - from), it->second.get() + (a - start), std::size_t(z - a));
+      std::memcpy(into.data() + (a - from), data + (a - start), std::size_t(z - a));
       filled = z;
-    }
+    });
     if (to > filled) std::memset(into.data() + (filled - from), 0, std::size_t(to - filled));
     return n;
   }
 
   // Writes `data` at `off` (the range must fit()). `take(n)` is asked first
   // for the n blocks the write adds (the space limit) and may refuse: then
-  // nothing changes, and the answer is false. One search of the block tree,
-  // then a walk along it: a 1 MiB write is one lookup, not 256.
+  // nothing changes, and the answer is false.
   template <class Take>
   bool write(off_t off, std::span<const std::byte> data, Take&& take) {
     const pos from = pos(off), end = from + data.size();
@@ -85,18 +82,12 @@ class file_data {
       return true;
     }
     const pos first = from / bs, last = (end - 1) / bs;
-    const auto start = blocks_.lower_bound(key(first));
-    std::uint64_t there = 0;
-    for (auto it = start; it != blocks_.end() && pos(it->first) <= last; ++it) ++there;
-    if (!take((last - first + 1) - there)) return false;
-    auto it = start;
-    for (pos b = first; b <= last; ++b, ++it) {
-      if (it == blocks_.end() || pos(it->first) != b) it = blocks_.emplace_hint(it, key(b), block{});
-      const pos bstart = b * bs, a = std::max(from, bstart), z = std::min(end, bstart + bs);
-      if (!it->second)  // a block written whole needs no zeros first
-        it->second = (a == bstart && z == bstart + bs) ? std::make_unique_for_overwrite<std::byte[]>(std::size_t(bs))
-                                                       : std::make_unique<std::byte[]>(std::size_t(bs));
-      std::memcpy(it->second.get() + (a - bstart), data.data() + (a - from), std::size_t(z - a));
+    if (!take((last - first + 1) - blocks_.count(first, last))) return false;
+    for (pos b = first; b <= last;) {  // a run of blocks side by side at a time; new ones read as zeros
+      const std::span<std::byte> run = blocks_.write(b, last - b + 1);
+      const pos start = b * bs, a = std::max(from, start), z = std::min(end, start + run.size());
+      std::memcpy(run.data() + (a - start), data.data() + (a - from), std::size_t(z - a));
+      b += run.size() / bs;
     }
     grow_to(end);
     return true;
@@ -109,7 +100,7 @@ class file_data {
     if (size < size_) {
       // Drop whole blocks past the end and zero the tail of the last one, so
       // growing the file again shows zeros there.
-      blocks_.erase(blocks_.lower_bound(key(ceil_blocks(pos(size)))), blocks_.end());
+      blocks_.erase_from(ceil_blocks(pos(size)));
       zero(pos(size), pos(size_), /*keep_reserved=*/true);
     }
     size_ = size;
@@ -123,7 +114,7 @@ class file_data {
   void reserve(off_t off, std::uint64_t len, bool keep_size) {
     if (len == 0) return;
     for (pos b = pos(off) / bs; b <= (pos(off) + len - 1) / bs; ++b)
-      if (auto [it, added] = blocks_.try_emplace(key(b)); !added && !it->second) written(key(b));
+      if (!blocks_.reserve(b) && !blocks_.bytes(b)) blocks_.write(b);
     if (!keep_size) grow_to(pos(off) + len);
   }
   // FALLOC_FL_PUNCH_HOLE: whole blocks go, partial ones are zeroed.
@@ -133,7 +124,7 @@ class file_data {
   void zero_range(off_t off, std::uint64_t len, bool keep_size) {
     if (len == 0) return;
     zero(pos(off), pos(off) + len, /*keep_reserved=*/true);
-    for (pos b = pos(off) / bs; b <= (pos(off) + len - 1) / bs; ++b) blocks_.try_emplace(key(b));
+    for (pos b = pos(off) / bs; b <= (pos(off) + len - 1) / bs; ++b) blocks_.reserve(b);
     if (!keep_size) grow_to(pos(off) + len);
   }
 
@@ -150,7 +141,7 @@ class file_data {
       const pos in = pos(off_in) + done, out = pos(off_out) + done;
       const std::uint64_t n = std::min({len - done, bs - in % bs, bs - out % bs});
       src.read(off_t(in), std::span(bounce).first(std::size_t(n)));
-      std::memcpy(written(key(out / bs)) + out % bs, bounce.data(), std::size_t(n));
+      std::memcpy(blocks_.write(out / bs) + out % bs, bounce.data(), std::size_t(n));
       done += n;
     }
     grow_to(pos(off_out) + len);
@@ -159,17 +150,22 @@ class file_data {
   // SEEK_DATA / SEEK_HOLE; nullopt is ENXIO.
   std::optional<off_t> seek_data(off_t off) const {
     if (off < 0 || off >= size_) return std::nullopt;
-    for (auto it = blocks_.lower_bound(key(pos(off) / bs)); it != blocks_.end(); ++it)
-      if (it->second) {
-        const off_t at = std::max(off, off_t(pos(it->first) * bs));
-        return at < size_ ? std::optional(at) : std::nullopt;
-      }
-    return std::nullopt;
+    std::optional<off_t> found;
+    blocks_.for_each(pos(off) / bs, last_block, [&](pos b, const std::byte* data) {
+      if (!data) return true;  // reserved space is a hole to SEEK_DATA
+      if (const off_t at = std::max(off, off_t(b * bs)); at < size_) found = at;
+      return false;
+    });
+    return found;
   }
   std::optional<off_t> seek_hole(off_t off) const {
     if (off < 0 || off >= size_) return std::nullopt;
-    pos b = pos(off) / bs;
-    for (auto it = blocks_.lower_bound(key(b)); it != blocks_.end() && pos(it->first) == b && it->second; ++it) ++b;
+    pos b = pos(off) / bs;  // the first block not written from off's on
+    blocks_.for_each(b, last_block, [&](pos n, const std::byte* data) {
+      if (n != b || !data) return false;
+      ++b;
+      return true;
+    });
     // The end of the file is a hole too; b * bs may be 2^63 (past every off_t).
     return off_t(std::min(pos(size_), std::max(pos(off), b * bs)));
   }
@@ -179,11 +175,12 @@ class file_data {
   void save(fusexx::snapshot_writer& w) const {
     w.i64(size_);
     w.u64(blocks_.size());
-    for (const auto& [b, data] : blocks_) {
-      w.i64(b);
+    blocks_.for_each(0, last_block, [&](pos b, const std::byte* data) {
+      w.i64(off_t(b));
       w.boolean(data != nullptr);
-      if (data) w.bytes(std::span<const std::byte>(data.get(), std::size_t(bs)));
-    }
+      if (data) w.bytes(std::span(data, std::size_t(bs)));
+      return true;
+    });
   }
   bool restore(fusexx::snapshot_reader& r) {
     std::uint64_t n = 0;
@@ -193,13 +190,14 @@ class file_data {
     for (std::uint64_t i = 0; i < n; ++i) {
       std::int64_t b = 0;
       bool written = false;
-      if (!r.i64(b) || b < 0 || pos(b) > pos(max_size) / bs || !r.boolean(written)) return false;
-      block& blk = blocks_[off_t(b)];
-      if (!written) continue;
+      if (!r.i64(b) || b < 0 || pos(b) > last_block || !r.boolean(written)) return false;
+      if (!written) {
+        blocks_.reserve(pos(b));
+        continue;
+      }
       std::span<const std::byte> bytes;
       if (!r.bytes(bytes) || bytes.size() != std::size_t(bs)) return false;
-      blk = std::make_unique<std::byte[]>(std::size_t(bs));
-      std::memcpy(blk.get(), bytes.data(), bytes.size());
+      std::memcpy(blocks_.write(pos(b)), bytes.data(), bytes.size());
     }
     size_ = off_t(size);
     return true;
@@ -207,57 +205,35 @@ class file_data {
 
  private:
   using pos = std::uint64_t;                // a byte position, 0 .. 2^63
-  using block = std::unique_ptr<std::byte[]>;  // null: reserved, reads as zeros
   static constexpr pos bs = pos(block_size);
-
-  static off_t key(pos b) noexcept { return off_t(b); }  // block numbers are below 2^51
+  static constexpr pos last_block = pos(max_size) / bs;  // 2^51 - 1
+  static_assert(last_block <= block_index::max_number && bs == block_index::block_bytes);
   static pos ceil_blocks(pos p) noexcept { return p / bs + (p % bs != 0); }
 
   void grow_to(pos end) noexcept { size_ = std::max(size_, off_t(end)); }
-
-  // How many of the blocks first..last (inclusive) exist.
-  std::uint64_t present(pos first, pos last) const {
-    std::uint64_t n = 0;
-    for (auto it = blocks_.lower_bound(key(first)); it != blocks_.end() && pos(it->first) <= last; ++it) ++n;
-    return n;
-  }
-
-  std::byte* written(off_t b) {
-    block& blk = blocks_[b];
-    if (!blk) blk = std::make_unique<std::byte[]>(std::size_t(bs));  // value-initialised: zeros
-    return blk.get();
-  }
 
   // Zeros [from, to): blocks inside it entirely are dropped (or, with
   // keep_reserved, kept as reserved space); the partial ones at either end
   // are cleared in place.
   void zero(pos from, pos to, bool keep_reserved) {
     if (to <= from) return;
-    for (auto it = blocks_.lower_bound(key(from / bs)); it != blocks_.end();) {
-      const pos start = pos(it->first) * bs;
-      if (start >= to) break;
-      const pos a = std::max(from, start), z = std::min(to, start + bs);
-      if (a == start && z == start + bs) {
-        if (keep_reserved) {
-          it->second.reset();
-          ++it;
-        } else {
-          it = blocks_.erase(it);
-        }
-        continue;
-      }
-      if (it->second) std::memset(it->second.get() + (a - start), 0, std::size_t(z - a));
-      ++it;
+    if (const pos whole_first = ceil_blocks(from), whole_end = to / bs; whole_first < whole_end) {
+      if (keep_reserved)
+        blocks_.unwrite(whole_first, whole_end - 1);
+      else
+        blocks_.erase(whole_first, whole_end - 1);
     }
+    if (from % bs) clear(from, std::min(to, (from / bs + 1) * bs));
+    if (to % bs && (from % bs == 0 || to / bs != from / bs)) clear(std::max(from, to / bs * bs), to);
+  }
+  // Zeros [from, to), which lies within one block, if that block is written.
+  void clear(pos from, pos to) {
+    if (std::byte* data = blocks_.bytes(from / bs)) std::memset(data + from % bs, 0, std::size_t(to - from));
   }
 
-  // A B-tree, not std::map: a 1 MiB write walks 256 blocks, and a red-black
-  // tree's nodes lie between the 4 KiB blocks in the heap, a page apart, so
-  // each step of the walk missed (perf of memfs io_uring after the benchmark's
-  // preparation: 67 us per MiB written in _Rb_tree_increment, about all the
-  // server CPU a MiB cost above memfs_ll's). A B-tree keeps the keys and
-  // pointers of up to ~15 blocks side by side in a node.
-  absl::btree_map<off_t, block> blocks_;
+  // By block number, in page-aligned slabs (block_index.hpp): a 4 KiB write
+  // is a shift and an index a level, and one page of data.
+  block_index blocks_;
   off_t size_ = 0;
 };
 
