@@ -103,8 +103,7 @@ class block_index {
     });
   }
 
-  // Removes the present blocks numbered first..last (or just b).
-  void erase(number b) { erase(b, b); }
+  // Removes the present blocks numbered first..last.
   void erase(number first, number last) {
     if (!root_ || first > last || first >= capacity()) return;
     count_ -= cut(*root_, height_ - 1, 0, first, last);
@@ -122,12 +121,14 @@ class block_index {
   // order, until f returns false; bytes is null for a reserved block. Work:
   // the leaves met, and the nodes on their paths.
   template <class F>
-  void for_each(number first, number last, F&& f) {
-    each(*this, first, last, f);
-  }
-  template <class F>
   void for_each(number first, number last, F&& f) const {
-    each(*this, first, last, f);
+    leaves(*this, first, last, [&](const leaf& l, number base, std::uint64_t in) {
+      for (std::uint64_t m = l.used & in; m; m &= m - 1) {
+        const unsigned i = unsigned(std::countr_zero(m));
+        if (!f(base + i, (l.written & bit(i)) ? l.bytes(i) : nullptr)) return false;
+      }
+      return true;
+    });
   }
 
   // Calls f(b, n, bytes) for each run of written blocks b .. b+n-1 of
@@ -272,18 +273,6 @@ class block_index {
       if (!walk(child, level - 1, base + (number(i) << (bits_per_level * level)), first, last, f)) return false;
     }
     return true;
-  }
-
-  template <class Self, class F>
-  static void each(Self& self, number first, number last, F& f) {
-    leaves(self, first, last, [&](const_like<Self, leaf>& l, number base, std::uint64_t in) {
-      for (std::uint64_t m = l.used & in; m; m &= m - 1) {
-        const unsigned i = unsigned(std::countr_zero(m));
-        const_like<Self, std::byte>* bytes = (l.written & bit(i)) ? l.bytes(i) : nullptr;
-        if (!f(base + i, bytes)) return false;
-      }
-      return true;
-    });
   }
 
   // Removes the present blocks of first..last under n; frees the children
