@@ -246,11 +246,11 @@ TEST_CASE("the real libfuse 3.19 fusermount3: synchronous INIT for a user, init(
   // The copy is the one found: it says its version.
   CHECK(run(as_nobody({"fusermount3", "-V"}), true).out.find("3.19") != std::string::npos);
 
-  for (const char* transport : {"classic", "uring"}) {
+  for (const std::string transport : {"classic", "uring"}) {
     CAPTURE(transport);
-    const std::string mp = dir.sub(std::string("mnt-") + transport);
+    const std::string mp = dir.sub("mnt-" + transport);
     REQUIRE(::chown(mp.c_str(), 65534, 65534) == 0);
-    const std::string t = std::string("transport=") + transport;
+    const std::string t = "transport=" + transport;
 
     {  // INIT is synchronous: served inside the helper's mount call
       child server_process = spawn(as_nobody({bin, "-d", "-o", t, mp}), /*capture_stdout=*/true, /*with_stderr=*/true);
@@ -281,6 +281,8 @@ TEST_CASE("the real libfuse 3.19 fusermount3: synchronous INIT for a user, init(
       CHECK(run(as_nobody({"cat", mp + "/hello.txt"})).out == greeting);
       ::kill(server_process.pid, SIGKILL);
       CHECK(wait_exit(server_process.pid) == 128 + SIGKILL);
+      // fusexx's watcher is there from before the mount (the helper records
+      // the mount before it reports it, and the kill may land in between).
       CHECK(eventually([&] { return !is_fuse_mounted(mp); }));
     }
   }

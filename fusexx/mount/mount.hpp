@@ -125,8 +125,8 @@ class mount {
     watcher_.stop();
   }
 
-  // Gives the mount an auto_unmount watcher (mount/auto_unmount.hpp): at
-  // creation with -o auto_unmount, and on a mount this process took over.
+  // Gives a mount this process took over an auto_unmount watcher
+  // (mount/auto_unmount.hpp); create() starts one before it mounts.
   outcome<void> watch();
   // Detaches the mount (lazily: open files keep working until closed, and the
   // kernel ends the connection when the last one goes). Idempotent.
@@ -153,6 +153,9 @@ class mount {
   // create() without the auto_unmount watcher.
   static outcome<mount> mount_only(const mount_options& opts, unique_fd& device, const mount_hooks& hooks,
                                    std::stop_token cancel);
+  // Forks an auto_unmount watcher for `mountpoint`, which unmounts through
+  // `helper` (or fusermount3 from PATH) unless this process may unmount.
+  static outcome<unmount_watcher> start_watcher(const std::string& mountpoint, const std::string& helper);
   // `connection`: the connection's number where the mounter knows it, else
   // it is looked up in mountinfo.
   mount(std::string mp, mount_method m, bool sync, std::string helper, std::optional<unsigned> connection = {})
@@ -636,9 +639,19 @@ inline outcome<void> mount_fusermount(const mount_options& o, const std::string&
 
 inline outcome<mount> mount::create(const mount_options& opts, unique_fd& device, const mount_hooks& hooks,
                                    std::stop_token cancel) {
+  if (!opts.auto_unmount) return mount_only(opts, device, hooks, std::move(cancel));
+  // The watcher starts before the mount, not after it: the mount is there
+  // before this process hears of it (fusermount3 records it in the mount
+  // table first, libfuse e8d407ce lib/mount_fsmount.c fuse_kern_fsmount),
+  // and a server killed in between would leave it dead with no watcher.
+  // A dead mount already there is refused first (check_mountpoint): the
+  // watcher must not take away what it did not see made.
+  if (auto ok = detail::check_root_type(opts); !ok) return std::unexpected(ok.error());
+  auto watcher = start_watcher(opts.mountpoint, opts.helper);
+  if (!watcher) return std::unexpected(watcher.error());
   auto made = mount_only(opts, device, hooks, std::move(cancel));
-  if (!made || !opts.auto_unmount) return made;
-  if (auto w = made->watch(); !w) return std::unexpected(w.error());  // `made` unmounts
+  // On failure `watcher` goes: it finds nothing mounted, and exits.
+  if (made) made->watcher_ = std::move(*watcher);
   return made;
 }
 
@@ -704,16 +717,20 @@ inline outcome<mount> mount::mount_only(const mount_options& opts, unique_fd& de
   return mount(opts.mountpoint, method, sync, {}, connection);
 }
 
+inline outcome<unmount_watcher> mount::start_watcher(const std::string& mountpoint, const std::string& helper) {
+  // A user's mount is unmounted through the helper (root needs none).
+  std::string unmounter;
+  if (!detail::have_mount_privilege()) {
+    unmounter = helper.empty() ? detail::find_in_path("fusermount3") : helper;
+    if (unmounter.empty()) return fail(ENOENT, "auto_unmount: fusermount3 is not installed, and only it can unmount "
+                                               "a user's mount");
+  }
+  return unmount_watcher::fork_for(mountpoint, unmounter);
+}
+
 inline outcome<void> mount::watch() {
   if (watcher_.active() || !active_) return {};
-  // A user's mount is unmounted through the helper (root needs none).
-  std::string helper;
-  if (!detail::have_mount_privilege()) {
-    helper = helper_.empty() ? detail::find_in_path("fusermount3") : helper_;
-    if (helper.empty()) return fail(ENOENT, "auto_unmount: fusermount3 is not installed, and only it can unmount a "
-                                            "user's mount");
-  }
-  auto w = unmount_watcher::fork_for(mountpoint_, helper);
+  auto w = start_watcher(mountpoint_, helper_);
   if (!w) return std::unexpected(w.error());
   watcher_ = std::move(*w);
   return {};

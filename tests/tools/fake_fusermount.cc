@@ -19,6 +19,13 @@
 //       3.14): getopt refuses --sync-init, exit 1, as such a helper does
 //       ("unrecognized option")
 //   FAKE_FUSERMOUNT_ERRNO=N       the mount call fails with errno N
+//   FAKE_FUSERMOUNT_MTAB_MS=N     N ms pass between the mount being attached
+//       and the library hearing of it, as with the real helper, which
+//       records the mount (fuse_mnt_add_mount_helper: it runs mount -f, some
+//       30 ms here) after move_mount and before it sends the fd or the status
+//       (lib/mount_fsmount.c fuse_kern_fsmount, util/fusermount.c
+//       mount_fuse_sync_init): a server killed then has a live-looking mount
+//       it never heard of
 #include <fcntl.h>
 #include <getopt.h>
 #include <sys/mount.h>
@@ -26,11 +33,13 @@
 #include <sys/stat.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <thread>
 
 #include <fusexx/fd_passing.hpp>
 #include <fusexx/mount/mount.hpp>
@@ -52,6 +61,8 @@ bool do_mount(const fusexx::mount_options& o, int dev, mode_t root_mode) {
     errno = r.error().code.value();
     return false;
   }
+  if (const char* ms = std::getenv("FAKE_FUSERMOUNT_MTAB_MS"); ms && *ms)
+    std::this_thread::sleep_for(std::chrono::milliseconds(std::atoi(ms)));
   return true;
 }
 
