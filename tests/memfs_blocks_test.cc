@@ -168,10 +168,24 @@ TEST_CASE("file_data reads back what was written, across holes, truncates, punch
     const std::size_t len = rng() % 3 ? rng() % 9000 : rng() % (span / 4);
     switch (rng() % 6) {
       case 0:
-      case 1: {  // write
+      case 1: {  // write: asks for exactly the blocks it adds, and when refused changes nothing
         buf.resize(len);
         for (auto& b : buf) b = std::byte(rng());
-        data.write(off, buf);
+        const std::uint64_t needed = data.blocks_needed(off, len), before = data.allocated_blocks();
+        const bool refuse = needed && rng() % 8 == 0;
+        int asked = 0;
+        const bool wrote = data.write(off, buf, [&](std::uint64_t blocks) {
+          ++asked;
+          CHECK(blocks == needed);
+          return !refuse;
+        });
+        CHECK(asked == (len ? 1 : 0));
+        CHECK(wrote != refuse);
+        if (refuse) {
+          CHECK(data.allocated_blocks() == before);
+          break;  // the size and every byte are checked below against the unchanged model
+        }
+        CHECK(data.allocated_blocks() == before + needed);
         if (model.size() < off + len) model.resize(off + len);
         std::memcpy(model.data() + off, buf.data(), len);
         break;

@@ -82,9 +82,14 @@ class file_data {
       return true;
     }
     const pos first = from / bs, last = (end - 1) / bs;
-    if (!take((last - first + 1) - blocks_.count(first, last))) return false;
+    // Within one slab (every 4 KiB write), the walk that writes also counts
+    // the new blocks for take(); a write over several counts them all first.
+    const bool one_slab = block_index::same_slab(first, last);
+    if (!one_slab && !take((last - first + 1) - blocks_.count(first, last))) return false;
     for (pos b = first; b <= last;) {  // a run of blocks side by side at a time; new ones read as zeros
-      const std::span<std::byte> run = blocks_.write(b, last - b + 1);
+      const std::span<std::byte> run =
+          blocks_.write_if(b, last - b + 1, [&](std::uint64_t added) { return !one_slab || take(added); });
+      if (run.empty()) return false;  // refused (one_slab: nothing written)
       const pos start = b * bs, a = std::max(from, start), z = std::min(end, start + run.size());
       std::memcpy(run.data() + (a - start), data.data() + (a - from), std::size_t(z - a));
       b += run.size() / bs;
