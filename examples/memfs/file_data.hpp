@@ -85,7 +85,7 @@ class file_data {
     // Within one slab (every 4 KiB write), the walk that writes also counts
     // the new blocks for take(); a write over several counts them all first.
     const bool one_slab = block_index::same_slab(first, last);
-    if (!one_slab && !take((last - first + 1) - blocks_.count(first, last))) return false;
+    if (!one_slab && !take(blocks_needed(off, data.size()))) return false;
     for (pos b = first; b <= last;) {  // a run of blocks side by side at a time; new ones read as zeros
       const std::span<std::byte> run =
           blocks_.write_if(b, last - b + 1, [&](std::uint64_t added) { return !one_slab || take(added); });
